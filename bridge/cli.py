@@ -1,0 +1,166 @@
+"""The ``mailbridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+
+log = logging.getLogger("bridge")
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd the journal adds timestamps; elsewhere they help.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") \
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .config import find_config_path, load_settings
+
+    return load_settings(find_config_path(args.config, os.environ))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    settings = _load(args)
+    _setup_logging(args.log_level or settings.log_level)
+    daemon = Daemon(settings)
+    if args.once:
+        report = asyncio.run(daemon.run_once(send=not args.no_send))
+        for name, stats in report.ingest.items():
+            log.info("account %s: %d recorded (%d forwarded, %d history, %d duplicates, %d quarantined); %d sent, "
+                     "%d failed", name, stats.recorded, stats.forwarded, stats.history, stats.duplicates,
+                     stats.quarantined, report.sent.get(name, 0), report.failed.get(name, 0))
+        for name, err in report.errors.items():
+            print(f"mailbridge: account {name}: {err}", file=sys.stderr)
+        return 1 if report.errors else 0
+    asyncio.run(daemon.run())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    print(f"{settings.path}: OK, {len(settings.accounts)} account(s)")
+    for a in settings.accounts:
+        print(f"  {a.name}: {a.marketplace}, seller {a.seller_address}, staff {a.staff_address}, "
+              f"IMAP {a.imap.host}:{a.imap.port} ({a.imap.security}), SMTP {a.smtp.host}:{a.smtp.port} "
+              f"({a.smtp.security})")
+    if not args.connect:
+        return 0
+    from .imap import ImapError, MailboxSession
+    from .smtp import SendError, SmtpConnection
+
+    failures = 0
+    for a in settings.accounts:
+        try:
+            with MailboxSession(a.imap) as session:
+                info = session.select(a.imap.folder)
+            print(f"  {a.name}: IMAP login OK, {a.imap.folder} holds {info.exists} message(s)")
+        except ImapError as exc:
+            failures += 1
+            print(f"  {a.name}: IMAP FAILED: {exc}")
+
+        async def smtp_check(acct: Any = a) -> None:
+            conn = SmtpConnection(acct.smtp)
+            try:
+                await conn._connect()  # noqa: SLF001 - a deliberate connect-and-login probe
+            finally:
+                await conn.close()
+        try:
+            asyncio.run(smtp_check())
+            print(f"  {a.name}: SMTP login OK")
+        except SendError as exc:
+            failures += 1
+            print(f"  {a.name}: SMTP FAILED: {exc}")
+    return 1 if failures else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import store
+    from .db import open_database
+
+    settings = _load(args)
+    engine = open_database(settings.database.url)
+    with engine.begin() as conn:
+        report = [store.account_status(conn, a.name) for a in settings.accounts]
+    if args.json:
+        print(json.dumps({"accounts": report}, indent=2))
+        return 0
+    for r in report:
+        print(f"account {r['account']}")
+        for m in r["mailboxes"]:
+            print(f"  mailbox {m['folder']}: last fetch {m['last_fetch_at'] or 'never'}, UID {m['last_uid']} "
+                  f"(UIDVALIDITY {m['uidvalidity']})")
+            if m["last_error"]:
+                print(f"    last error {m['last_error_at']}: {m['last_error']}")
+        if not r["mailboxes"]:
+            print("  mailbox: never fetched")
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["messages_by_kind"].items())) or "none"
+        print(f"  messages: {r['messages']} ({kinds})")
+        print(f"  conversations: {r['conversations']}, buyers: {r['buyers']}")
+        print("  outbox: " + ", ".join(f"{s} {n}" for s, n in r["outbox"].items()))
+        print(f"  quarantined: {r['quarantined']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _setup_logging(args.log_level or "WARNING")
+    return run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailbridge", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mailbridge {__version__}")
+    p.add_argument("-c", "--config", help="configuration file (default: $MAILBRIDGE_CONFIG, "
+                                          "else /etc/mailbridge/mailbridge.toml)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [daemon] log_level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (all accounts)")
+    run.add_argument("--once", action="store_true", help="one pass: ingest all new mail, drain the outbox, exit")
+    run.add_argument("--no-send", action="store_true", help="with --once: ingest only, leave the outbox queued")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate the configuration file")
+    check.add_argument("--connect", action="store_true", help="also log in to every IMAP and SMTP server")
+    check.set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="per account: last fetch, messages, conversations, outbox, quarantine")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow")
+    demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .config import ConfigError
+    from .db import DatabaseError
+    from .render import TemplateError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, DatabaseError, TemplateError) as exc:
+        print(f"mailbridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

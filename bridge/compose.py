@@ -1,0 +1,126 @@
+"""EmailMessage building for everything mailbridge sends (pure: clock and ids passed in).
+
+Every message we send carries:
+- a Message-ID of ours, fixed before the first send attempt (exactly-once);
+- ``Auto-Submitted: auto-generated`` (RFC 3834 5.) so well-behaved responders
+  do not answer it, and ``X-Auto-Response-Suppress: All`` for Exchange;
+- ``X-Mailbridge-Origin``: an HMAC over account and Message-ID, so mail we
+  sent that comes back into a watched mailbox is recognised as our own.
+"""
+
+from __future__ import annotations
+
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr
+
+# Staff write above this line; everything from it down is our notification
+# quoted back by their client (bridge.replies cuts here first).
+MARKER = "##- Please type your reply above this line -##"
+
+ORIGIN_HEADER = "X-Mailbridge-Origin"
+ACCOUNT_HEADER = "X-Mailbridge-Account"
+
+
+def new_message_id(from_address: str) -> str:
+    """A globally unique Message-ID (without brackets) in the sender's domain."""
+    domain = from_address.rpartition("@")[2] or "mailbridge.invalid"
+    return f"mb.{uuid.uuid4().hex}@{domain}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: str          # without brackets
+    envelope_from: str
+    recipients: tuple[str, ...]
+    subject: str
+    raw: bytes               # CRLF line endings, ready for SMTP DATA
+
+
+def _is_ascii(value: str) -> bool:
+    return value.isascii()
+
+
+def _header(name: str, value: str) -> bytes:
+    """One header field, RFC 2047-encoded when not ASCII, folded at 78 (RFC 5322 2.1.1)."""
+    if any(c in value for c in "\r\n"):
+        raise ValueError(f"header {name} contains a line break")
+    if _is_ascii(value):
+        encoded = _fold_ascii(len(name) + 2, value)
+    else:
+        encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode("ascii")
+
+
+def _fold_ascii(used: int, value: str, width: int = 78) -> str:
+    """Fold at spaces so lines stay under ``width``; an unbreakable word stays whole (< 998)."""
+    lines: list[str] = []
+    current = ""
+    for word in value.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and used + len(candidate) > width:
+            lines.append(current)
+            current, used = word, 1
+        else:
+            current = candidate
+    lines.append(current)
+    return "\r\n ".join(lines)
+
+
+def _mailbox(name: str, addr: str) -> str:
+    if not name:
+        return addr
+    return formataddr((name, addr), charset="utf-8") if not _is_ascii(name) else formataddr((name, addr))
+
+
+def build_mail(
+    *,
+    account: str,
+    origin: str,
+    message_id: str,
+    date: datetime,
+    from_name: str,
+    from_addr: str,
+    to_addr: str,
+    subject: str,
+    text: str,
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] = (),
+    auto_submitted: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Outgoing:
+    fields: list[tuple[str, str]] = [
+        ("From", _mailbox(from_name, from_addr)),
+        ("To", to_addr),
+    ]
+    if reply_to:
+        fields.append(("Reply-To", reply_to))
+    fields += [("Subject", subject), ("Date", format_datetime(date)), ("Message-ID", f"<{message_id}>")]
+    if in_reply_to:
+        fields.append(("In-Reply-To", f"<{in_reply_to}>"))
+    if references:
+        fields.append(("References", " ".join(f"<{r}>" for r in references)))
+    if auto_submitted:
+        fields += [("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")]
+    fields += [(ORIGIN_HEADER, origin), (ACCOUNT_HEADER, account), *extra_headers]
+    fields += [
+        ("MIME-Version", "1.0"),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    ]
+    head = b"".join(_header(name, value) for name, value in fields)
+    # Quoted-printable keeps long lines and non-ASCII intact in every client (RFC 2045 6.7).
+    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    body = body.replace(b"\n", b"\r\n")
+    raw = head + b"\r\n" + body
+    return Outgoing(
+        message_id=message_id,
+        envelope_from=from_addr,
+        recipients=(to_addr,),
+        subject=subject,
+        raw=raw,
+    )

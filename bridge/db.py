@@ -1,0 +1,85 @@
+"""Engine, sessions and schema creation.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so a
+committed checkpoint survives power loss as well as a crash: a checkpoint lost
+after its staff notification went out would mean a duplicate notification.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel, create_engine
+
+from . import models
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseError(Exception):
+    """Raised when the database cannot be opened or has an unknown schema."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide where transactions start: pysqlite's
+    # implicit BEGIN breaks SAVEPOINT (SQLAlchemy docs, "Serializable isolation /
+    # Savepoints / Transactional DDL" for pysqlite).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url``; creates the SQLite file's folder if needed."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the folder for the database {path!r}: {exc}; "
+                    "set [database] url to a writable location"
+                ) from exc
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # BEGIN IMMEDIATE takes the write lock up front: two writers (ingest and
+        # outbox) then wait on busy_timeout instead of failing on lock upgrade.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def init_schema(engine: Engine) -> None:
+    """Create missing tables and check the schema version."""
+    SQLModel.metadata.create_all(engine)
+    info = models.SchemaInfo.__table__
+    with engine.begin() as conn:
+        row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
+        if row is None:
+            conn.execute(info.insert().values(key="schema_version", value=str(models.SCHEMA_VERSION)))
+        elif int(row[0]) > models.SCHEMA_VERSION:
+            raise DatabaseError(
+                f"the database has schema version {row[0]}, newer than this mailbridge "
+                f"({models.SCHEMA_VERSION}); upgrade mailbridge"
+            )
+
+
+def open_database(url: str) -> Engine:
+    engine = make_engine(url)
+    try:
+        init_schema(engine)
+    except DatabaseError:
+        raise
+    except Exception as exc:  # sqlalchemy raises many kinds; say which database failed
+        raise DatabaseError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+    return engine

@@ -1,0 +1,174 @@
+"""``mailbridge demo``: the whole flow on a local sandbox, on 127.0.0.1 only.
+
+A real Dovecot IMAP server holds the seller's and the support team's
+mailboxes; a local SMTP server accepts mailbridge's mail and delivers it into
+Dovecot. Buyer mail is appended to the seller's INBOX as if the marketplace had
+relayed it; the daemon runs for real (IDLE, outbox), and the summary shows
+what the support team received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from . import samples, store
+from .config import load_settings
+from .daemon import Daemon
+from .sandbox import DovecotServer, SandboxSMTP, SandboxUnavailable
+
+SELLER = "seller@acme.example"
+STAFF = "support@acme.example"
+PASSWORDS = {SELLER: "seller-demo-pass", STAFF: "support-demo-pass"}
+
+CONFIG = """\
+# Written by `mailbridge demo`: a sandbox on 127.0.0.1 ("none" security is allowed only on loopback).
+[daemon]
+log_level = "WARNING"
+
+[database]
+url = "sqlite:///{root}/mailbridge.db"
+
+[outbox]
+retry_base_seconds = 1
+
+[[accounts]]
+name = "acme-us"
+marketplace = "amazon.com"
+seller_name = "Acme Outdoor"
+seller_address = "{seller}"
+staff_address = "{staff}"
+staff_senders = ["*@acme.example"]
+
+[accounts.imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{seller}"
+password_file = "{root}/imap-password"
+processed_folder = "Processed"
+poll_seconds = 30
+
+[accounts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+username = "{seller}"
+password_file = "{root}/smtp-password"
+sent_copies = "server"
+"""
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_demo(keep: bool = False) -> int:
+    root = Path(tempfile.mkdtemp(prefix="mailbridge-demo-"))
+    root.chmod(0o755)
+    try:
+        with DovecotServer(dict(PASSWORDS), root=root / "dovecot") as dovecot, \
+                SandboxSMTP(dovecot, route={STAFF: STAFF}, auth={SELLER: PASSWORDS[SELLER]},
+                            file_sent_copies=True) as smtp:
+            return _demo(root, dovecot, smtp)
+    except SandboxUnavailable as exc:
+        print(f"mailbridge demo: {exc}")
+        return 1
+    finally:
+        if keep:
+            print(f"sandbox kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
+    (root / "imap-password").write_text(PASSWORDS[SELLER] + "\n")
+    (root / "smtp-password").write_text(PASSWORDS[SELLER] + "\n")
+    (root / "mailbridge.toml").write_text(CONFIG.format(
+        root=root, seller=SELLER, staff=STAFF, imap_port=dovecot.port, smtp_port=smtp.port))
+    settings = load_settings(root / "mailbridge.toml")
+    _say(f"Sandbox: Dovecot IMAP on 127.0.0.1:{dovecot.port}, SMTP on 127.0.0.1:{smtp.port}, files in {root}")
+
+    # Mail that was in the mailbox before mailbridge ever ran: recorded as history, not forwarded.
+    old = samples.buyer_backlog(2, seller_address=SELLER, seed=7)
+    for raw in old:
+        dovecot.append(SELLER, "INBOX", raw)
+    _say(f"The seller's INBOX already holds {len(old)} old buyer messages.")
+
+    daemon = Daemon(settings)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(daemon.run(stop),), daemon=True)
+    thread.start()
+    time.sleep(1.0)
+
+    _say("mailbridge is running (IMAP IDLE). Buyers write now:")
+    fresh = samples.buyer_backlog(6, seller_address=SELLER, seed=42, buyers=4)
+    arrivals = []
+    for raw in fresh:
+        subject = message_from_bytes(raw, policy=policy.default)["Subject"]
+        arrivals.append(time.time())
+        dovecot.append(SELLER, "INBOX", raw)
+        _say(f"  -> buyer message: {subject}")
+        time.sleep(0.3)
+    extras = [
+        ("an out-of-office reply", samples.out_of_office(sender="jo@acme.example", to=SELLER, message_id="oof.1@acme.example")),
+        ("a spoofed 'Amazon' buyer", samples.spoofed_buyer(to=SELLER, message_id="spoof.1@evil.example")),
+        ("a supplier invoice", samples.unclassified(sender="billing@parcel.example", to=SELLER, message_id="inv.1@parcel.example")),
+        ("a message with broken MIME (no boundary, bad base64, raw 8-bit header)", samples.broken_mime(to=SELLER)),
+    ]
+    for label, raw in extras:
+        dovecot.append(SELLER, "INBOX", raw)
+        _say(f"  -> {label}")
+
+    # Buyer messages; the spoof, the invoice and the broken message go to staff as unclassified
+    # (the broken one with its defects listed); the out-of-office is recorded only.
+    expected = len(fresh) + 3
+    try:
+        received = smtp.wait_for(expected, timeout=30)
+    except TimeoutError as exc:
+        _say(f"Not everything arrived in time: {exc}")
+        received = list(smtp.received)
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+
+    _say()
+    _say("What the support team received (support@acme.example):")
+    latencies = []
+    for item in received:
+        msg = message_from_bytes(item.data, policy=policy.default)
+        _say(f"  * {msg['Subject']}")
+        if msg["Reply-To"]:
+            _say(f"      Reply-To {msg['Reply-To']}   (signed token: replies go back to this conversation)")
+        if msg["In-Reply-To"]:
+            _say(f"      threads under <{str(msg['In-Reply-To']).strip('<>')[:40]}...>")
+    for arrived, item in zip(arrivals, received):
+        latencies.append(item.received_at - arrived)
+    if received:
+        first = message_from_bytes(received[0].data, policy=policy.default)
+        _say()
+        _say("The first notification, as staff see it:")
+        for line in first.get_content().splitlines()[:24]:
+            _say(f"  | {line}")
+
+    with daemon.engine.begin() as conn:
+        status = store.account_status(conn, "acme-us")
+    _say()
+    _say("Summary:")
+    _say(f"  messages recorded:   {status['messages']} "
+         f"({', '.join(f'{k} {n}' for k, n in sorted(status['messages_by_kind'].items()))})")
+    _say(f"  conversations:       {status['conversations']} with {status['buyers']} buyers")
+    _say(f"  forwarded to staff:  {len(received)} emails "
+         f"(outbox: {', '.join(f'{k} {v}' for k, v in status['outbox'].items() if v)})")
+    _say(f"  quarantined:         {status['quarantined']} (kept, staff told)")
+    _say(f"  staff mailbox holds: {len(dovecot.fetch_all(STAFF, 'INBOX'))} messages")
+    _say(f"  seller INBOX now:    {len(dovecot.uids(SELLER, 'INBOX'))} (recorded mail moved to 'Processed')")
+    if len(received) >= len(fresh):
+        ordered = sorted(latencies)
+        _say(f"  arrival -> staff:    median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s (IMAP IDLE)")
+    return 0 if len(received) >= expected else 1

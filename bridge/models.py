@@ -1,0 +1,162 @@
+"""SQLModel tables.
+
+Times are stored as timezone-aware UTC datetimes. JSON-ish columns are text
+holding JSON, so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, LargeBinary, UniqueConstraint
+from sqlmodel import Column, DateTime, Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class SchemaInfo(SQLModel, table=True):
+    __tablename__ = "schema_info"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class MailboxState(SQLModel, table=True):
+    """Per account and folder: where ingest stands.
+
+    ``last_uid`` is the checkpoint: every UID <= last_uid under ``uidvalidity``
+    has been recorded (as a message or a quarantine row). It moves only in the
+    transaction that records the message.
+    """
+
+    __tablename__ = "mailbox_state"
+    __table_args__ = (UniqueConstraint("account", "folder"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    last_uid: int = 0
+    # Mail with UID <= this, found on the first run, is recorded as history, not forwarded.
+    history_until_uid: int = 0
+    initialised_at: datetime = Field(sa_column=_ts())
+    last_fetch_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str | None = None
+    last_error_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Buyer(SQLModel, table=True):
+    __tablename__ = "buyer"
+    __table_args__ = (UniqueConstraint("account", "alias"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    marketplace: str          # relay domain family + domain, e.g. "marketplace.amazon.de"
+    alias: str                # base relay alias, lowercased, without "+case"
+    name: str | None = None
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversation"
+    __table_args__ = (UniqueConstraint("account", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    key: str                  # threads.conversation_key(alias, order_id)
+    buyer_id: int = Field(foreign_key="buyer.id")
+    order_id: str | None = None
+    comm_mgr_tok: str | None = None
+    subject: str
+    status: str = "open"      # open | closed
+    created_at: datetime = Field(sa_column=_ts())
+    last_message_at: datetime = Field(sa_column=_ts())
+    # Message-IDs of the staff notifications of this conversation, oldest first
+    # and newest last, so the next one can chain References (RFC 5322 3.6.4).
+    staff_root_id: str | None = None
+    staff_last_id: str | None = None
+
+
+class Message(SQLModel, table=True):
+    """Every inbound message recorded, whatever its kind."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("account", "folder", "uidvalidity", "uid"),
+        Index("ix_message_account_msgid", "account", "message_id"),
+        Index("ix_message_account_hash", "account", "content_hash"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None = None
+    content_hash: str          # sha256 of the raw bytes (resync dedupe)
+    kind: str
+    rule_hits: str             # JSON list of {"rule", "kind", "reason"}
+    disposition: str           # forwarded | history | recorded | duplicate
+    from_addr: str
+    to_addrs: str              # JSON list
+    subject: str
+    sent_date: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    received_at: datetime = Field(sa_column=_ts())
+    in_reply_to: str | None = None
+    references: str = "[]"     # JSON list
+    order_id: str | None = None
+    comm_mgr_tok: str | None = None
+    buyer_address: str | None = None   # exact relay address used (keeps "+case")
+    text: str                  # the buyer's words when extracted, else the body text
+    size: int
+    defects: str = "[]"        # JSON list
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    duplicate_of: int | None = None
+
+
+class Quarantine(SQLModel, table=True):
+    """Mail that could not be processed: kept, with the reason, staff told once."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("account", "folder", "uidvalidity", "uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None = None
+    size: int
+    reason: str
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Outbox(SQLModel, table=True):
+    """Outbound mail. Content and Message-ID are fixed when the row is created.
+
+    States: queued -> sending -> sent | queued (retry) | failed;
+    a ``sending`` row left by a crash is reconciled to sent / queued / unknown.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str = Field(index=True)
+    message_id: str = Field(unique=True)   # without brackets
+    purpose: str               # staff_notification | staff_alert | buyer_reply | ...
+    audience: str              # staff | buyer: who receives it (decides crash reconciliation)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    source_message_id: int | None = Field(default=None, foreign_key="message.id")
+    envelope_from: str
+    recipients: str            # JSON list
+    subject: str
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: str = "queued"
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts())
+    claimed_by: str | None = None
+    claimed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str | None = None
+    created_at: datetime = Field(sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    copied_to_sent: bool = False

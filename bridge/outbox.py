@@ -1,0 +1,201 @@
+"""Outbox worker: claim a due row, send it, record the outcome. Retries are data, not sleeps.
+
+Exactly-once rules:
+- a row's Message-ID and bytes are fixed when it is queued; a retry sends the same bytes;
+- a row is claimed (queued -> sending) by a conditional UPDATE before the SMTP
+  conversation starts, and marked sent right after the server accepts it;
+- a row found in ``sending`` at start-up was interrupted by a crash. It is
+  never resent blindly: it is looked up by Message-ID in the Sent folder
+  (``imap.sent_folder``). Found: sent. Not found and the server files sent
+  mail itself (``smtp.sent_copies = "server"``): it was not sent, so it is
+  queued again. Otherwise the outcome is unknown: mail to staff is queued
+  again (same Message-ID, so their client shows one copy), mail to a buyer is
+  marked ``unknown`` for a human to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+
+from . import store
+from .config import OutboxSettings
+from .imap import ClientFactory, ImapError, MailboxSession, default_client
+from .ingest import Clock, utcnow
+from .pipeline import AccountContext, queue_staff_alert
+from .smtp import SendError, SmtpConnection
+
+log = logging.getLogger(__name__)
+
+
+def retry_delay(attempts: int, settings: OutboxSettings, rng: random.Random) -> float:
+    """Exponential backoff with full jitter in the upper half: base * 2^(n-1), capped."""
+    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * (2 ** max(0, attempts - 1)))
+    return delay * rng.uniform(0.5, 1.0)
+
+
+class OutboxWorker:
+    def __init__(self, engine: Engine, acct: AccountContext, settings: OutboxSettings, *,
+                 clock: Clock = utcnow, imap_factory: ClientFactory = default_client,
+                 smtp_factory: Callable[[], SmtpConnection] | None = None, rng: random.Random | None = None) -> None:
+        self.engine = engine
+        self.acct = acct
+        self.settings = settings
+        self.clock = clock
+        self.imap_factory = imap_factory
+        self.smtp = (smtp_factory or (lambda: SmtpConnection(acct.settings.smtp)))()
+        self.rng = rng or random.Random()
+        self.worker_id = f"{socket.gethostname()}:{id(self):x}"
+        self.sent = 0
+        self.failed = 0
+
+    # -- start-up ----------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Resolve rows a crashed process left in 'sending' (see the module docstring)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            rows = store.interrupted_sends(conn, self.acct.name, claimed_before=now)
+        if not rows:
+            return
+        found = await asyncio.to_thread(self._find_in_sent, [r.message_id for r in rows])
+        copies = self.acct.settings.smtp.sent_copies
+        with self.engine.begin() as conn:
+            for row in rows:
+                if found is not None and row.message_id in found:
+                    state, note = "sent", "send interrupted by a crash; found in the Sent folder afterwards"
+                elif found is not None and copies == "server":
+                    state, note = "queued", "send interrupted by a crash; not in the Sent folder, so not sent"
+                elif row.audience == "staff":
+                    state, note = "queued", "send interrupted by a crash; outcome unknown, resent to staff"
+                else:
+                    state, note = "unknown", "send interrupted by a crash; outcome unknown: a person must check"
+                if store.resolve_interrupted(conn, row.id, state, note, now):
+                    log.warning("account %s: outbox %s (%s): %s", self.acct.name, row.id, row.message_id, note)
+                    if state == "unknown":
+                        queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
+                                          f"mailbridge was stopped while sending message <{row.message_id}> "
+                                          f"({row.purpose}) and cannot tell whether it went out. It will not "
+                                          "send it again by itself. Check the Sent folder, then run "
+                                          f"`mailbridge outbox retry {row.id}` or `mailbridge outbox cancel {row.id}`.",
+                                          now)
+
+    def _find_in_sent(self, message_ids: list[str]) -> set[str] | None:
+        """Which of these Message-IDs are in the Sent folder; None when we cannot tell."""
+        imap = self.acct.settings.imap
+        if not imap.sent_folder or self.acct.settings.smtp.sent_copies == "none":
+            return None
+        try:
+            with MailboxSession(imap, self.imap_factory) as session:
+                return {mid for mid in message_ids if session.contains_message_id(imap.sent_folder, mid)}
+        except ImapError as exc:
+            log.warning("account %s: cannot search the Sent folder to reconcile interrupted sends: %s",
+                        self.acct.name, exc)
+            return None
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send_one_due(self) -> bool:
+        """Claim one due row and send it. False when nothing is due."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            item = store.claim_due(conn, self.acct.name, self.worker_id, now)
+        if item is None:
+            return False
+        try:
+            await self.smtp.send(item.envelope_from, item.recipients, item.raw)
+        except SendError as exc:
+            self._record_failure(item, exc)
+            return True
+        with self.engine.begin() as conn:
+            store.finish_send(conn, item.id, state="sent", now=self.clock())
+        self.sent += 1
+        log.info("account %s: sent %s <%s> to %s", self.acct.name, item.purpose, item.message_id,
+                 ", ".join(item.recipients))
+        if self.acct.settings.smtp.sent_copies == "append" and self.acct.settings.imap.sent_folder:
+            await asyncio.to_thread(self._append_copy, item)
+        return True
+
+    def _record_failure(self, item: store.OutboxItem, exc: SendError) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if exc.ambiguous and item.audience == "buyer":
+                store.finish_send(conn, item.id, state="unknown", now=now, error=str(exc))
+                queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
+                                  f"The connection to the mail server broke while sending <{item.message_id}>: "
+                                  f"{exc}. mailbridge will not send it again by itself; check the Sent folder, "
+                                  f"then run `mailbridge outbox retry {item.id}` or `mailbridge outbox cancel {item.id}`.",
+                                  now)
+                log.error("account %s: outbox %s outcome unknown: %s", self.acct.name, item.id, exc)
+            elif exc.permanent or item.attempts >= self.settings.max_attempts:
+                store.finish_send(conn, item.id, state="failed", now=now, error=str(exc))
+                self.failed += 1
+                log.error("account %s: outbox %s (%s to %s) failed for good after %d attempt(s): %s",
+                          self.acct.name, item.id, item.purpose, ", ".join(item.recipients), item.attempts, exc)
+            else:
+                delay = retry_delay(item.attempts, self.settings, self.rng)
+                store.finish_send(conn, item.id, state="queued", now=now, error=str(exc),
+                                  next_attempt_at=now + timedelta(seconds=delay))
+                log.warning("account %s: outbox %s attempt %d failed (%s); retrying in %.1f s",
+                            self.acct.name, item.id, item.attempts, exc, delay)
+
+    def _append_copy(self, item: store.OutboxItem) -> None:
+        imap = self.acct.settings.imap
+        try:
+            with MailboxSession(imap, self.imap_factory) as session:
+                session.append(imap.sent_folder, item.raw)
+        except ImapError as exc:
+            log.warning("account %s: sent <%s> but could not copy it to %r: %s",
+                        self.acct.name, item.message_id, imap.sent_folder, exc)
+            return
+        with self.engine.begin() as conn:
+            store.mark_copied_to_sent(conn, item.id)
+
+    async def drain(self) -> int:
+        """Send everything due now (``while send_one_due(): pass``)."""
+        handled = 0
+        while await self.send_one_due():
+            handled += 1
+        return handled
+
+    def seconds_until_due(self) -> float | None:
+        with self.engine.begin() as conn:
+            due = store.next_due_time(conn, self.acct.name)
+        if due is None:
+            return None
+        return max(0.0, (due - self.clock()).total_seconds())
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        await self.reconcile()
+        try:
+            while not stop.is_set():
+                try:
+                    await self.drain()
+                    wait = self.seconds_until_due()
+                except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
+                    log.exception("account %s: outbox worker error; retrying in 5 s", self.acct.name)
+                    wait = 5.0
+                wake.clear()
+                timeout = 30.0 if wait is None else min(30.0, wait)
+                if timeout > 0:
+                    try:
+                        await asyncio.wait_for(_first(stop, wake), timeout=timeout)
+                    except TimeoutError:
+                        pass
+        finally:
+            await self.smtp.close()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    tasks = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

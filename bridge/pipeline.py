@@ -1,0 +1,330 @@
+"""Inbound pipeline: fetched mail -> recorded effects, one transaction per fetched batch.
+
+Every message of a batch runs inside its own SAVEPOINT, and the batch commits
+together with the UID checkpoint. So a message's effects (its row, its
+conversation, its outbox rows) and the checkpoint that says "done" commit
+together or not at all (DESIGN.md invariants), while a message that fails is
+rolled back alone, quarantined inside the same transaction, and never blocks
+the ones behind it. Committing a batch at once costs one fsync instead of
+hundreds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from . import compose, store, threads, tokens
+from .classify import Classification, ClassifyContext, Kind, classify
+from .config import AccountSettings
+from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
+from .parse import ParsedMail, UnparseableMail, parse_mail
+from .render import TemplateError, Templates
+
+log = logging.getLogger(__name__)
+
+# Quarantined mail keeps its bytes in the database up to this size, so it
+# survives even if someone expunges the mailbox; larger mail stays on the server.
+QUARANTINE_KEEP_BYTES = 2 * 1024 * 1024
+
+
+# Failures that would hit every message alike: quarantining would only move
+# all mail aside. They abort the batch instead (nothing lost, retried later).
+SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, DBAPIError)
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    """One message as the IMAP adapter hands it over."""
+
+    uid: int
+    size: int                 # RFC822.SIZE reported by the server
+    raw: bytes                # the whole message, or only its header when ``header_only``
+    header_only: bool = False  # too large to download: only the header was fetched
+
+
+@dataclass
+class AccountContext:
+    """What the pipeline needs to know about one account, built once at start."""
+
+    settings: AccountSettings
+    secret: bytes
+    templates: Templates
+    classify_base: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: AccountSettings, secret: bytes, templates: Templates) -> "AccountContext":
+        base = dict(
+            seller_address=settings.seller_address.lower(),
+            staff_address=settings.staff_address.lower(),
+            staff_senders=tuple(s.lower() for s in settings.staff_senders),
+            reply_address=settings.reply_address.lower(),
+            relay_domains=ALL_RELAY_DOMAINS,
+        )
+        return cls(settings, secret, templates, base)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
+@dataclass
+class BatchResult:
+    recorded: int = 0
+    forwarded: int = 0
+    history: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    outbox_rows: int = 0
+    processed_uids: list[int] = field(default_factory=list)    # safe to move to processed_folder
+    quarantined_uids: list[int] = field(default_factory=list)  # safe to move to quarantine_folder
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
+                 batch: Iterable[FetchedMail], history_until_uid: int, now: datetime) -> BatchResult:
+    """Record a batch of fetched mail and move the checkpoint past it, in one transaction.
+
+    Raises only when the database itself fails; then nothing of the batch is
+    committed and the same UIDs are fetched again next time.
+    """
+    result = BatchResult()
+    with engine.begin() as conn:
+        last_uid = 0
+        for item in batch:
+            last_uid = max(last_uid, item.uid)
+            if store.already_recorded(conn, acct.name, folder, uidvalidity, item.uid):
+                continue
+            savepoint = conn.begin_nested()
+            try:
+                disposition, kind, outbox_rows = _record_one(conn, acct, folder, uidvalidity, item,
+                                                             item.uid <= history_until_uid, now)
+                savepoint.commit()
+            except SYSTEMIC_ERRORS:
+                # Not this message's fault (a broken template, the database): stop the
+                # batch, commit nothing, and let the same mail be fetched again later.
+                savepoint.rollback()
+                raise
+            except Exception as exc:  # noqa: BLE001 - any other failure of one message quarantines it
+                savepoint.rollback()
+                reason = _reason(exc)
+                log.warning("account %s: %s UID %s quarantined: %s", acct.name, folder, item.uid, reason)
+                with conn.begin_nested():
+                    result.outbox_rows += _quarantine(conn, acct, folder, uidvalidity, item, reason, now)
+                result.quarantined += 1
+                result.quarantined_uids.append(item.uid)
+                continue
+            result.recorded += 1
+            result.outbox_rows += outbox_rows
+            result.kinds[kind] = result.kinds.get(kind, 0) + 1
+            result.processed_uids.append(item.uid)
+            if disposition == "forwarded":
+                result.forwarded += 1
+            elif disposition == "history":
+                result.history += 1
+            elif disposition == "duplicate":
+                result.duplicates += 1
+        if last_uid:
+            store.advance_checkpoint(conn, acct.name, folder, uidvalidity, last_uid)
+            store.record_fetch(conn, acct.name, folder, now, None)
+    return result
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnparseableMail):
+        return f"not a mail message: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class OversizeMail(Exception):
+    """The message is larger than imap.max_message_bytes and was not downloaded."""
+
+
+def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
+                as_history: bool, now: datetime) -> tuple[str, str, int]:
+    """Record one message; returns (disposition, kind, outbox rows queued)."""
+    if item.header_only:
+        limit = acct.settings.imap.max_message_bytes
+        raise OversizeMail(
+            f"message is {item.size / 1048576:.1f} MB, over imap.max_message_bytes ({limit / 1048576:.1f} MB); "
+            "it was left unread on the server"
+        )
+    mail = parse_mail(item.raw)
+    content_hash = hashlib.sha256(item.raw).hexdigest()
+    sent_by_us = tokens.verify_origin(acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id) \
+        or (mail.message_id is not None and store.outbox_has_message_ids(conn, [mail.message_id]))
+    replies_to_us = store.outbox_has_message_ids(
+        conn, [i for i in (mail.in_reply_to, *mail.references) if i])
+    cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us, **acct.classify_base))
+
+    duplicate_of = store.find_duplicate(conn, acct.name, mail.message_id, content_hash)
+    if duplicate_of is not None:
+        disposition = "duplicate"
+    elif as_history:
+        disposition = "history"
+    elif cls.kind in (Kind.BUYER, Kind.OTHER):
+        disposition = "forwarded"
+    else:
+        disposition = "recorded"
+
+    conversation: store.ConversationRef | None = None
+    if cls.kind == Kind.BUYER and cls.buyer_alias and duplicate_of is None:
+        conversation = _thread(conn, acct, mail, cls, now)
+
+    message_row = store.insert_message(
+        conn,
+        account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
+        message_id=mail.message_id, content_hash=content_hash, kind=cls.kind.value,
+        rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason} for h in cls.hits]),
+        disposition=disposition, from_addr=mail.from_addr, to_addrs=json.dumps(list(mail.all_recipients)),
+        subject=mail.subject, sent_date=mail.date, received_at=now, in_reply_to=mail.in_reply_to,
+        references=json.dumps(list(mail.references)), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
+        buyer_address=cls.buyer_address, text=mail.buyer_text or mail.text, size=item.size,
+        defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
+        duplicate_of=duplicate_of,
+    )
+    if disposition != "forwarded":
+        return disposition, cls.kind.value, 0
+    _forward_to_staff(conn, acct, mail, cls, conversation, message_row, now)
+    return disposition, cls.kind.value, 1
+
+
+def _buyer_name(mail: ParsedMail) -> str | None:
+    if mail.buyer_name:
+        return mail.buyer_name
+    name = mail.from_name
+    for suffix in (" - Amazon Marketplace", " - Marketplace", " via eBay", " via Walmart"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.strip() or None
+
+
+def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
+            now: datetime) -> store.ConversationRef:
+    alias = cls.buyer_alias or ""
+    buyer_id = store.upsert_buyer(conn, acct.name, alias.rpartition("@")[2], alias, _buyer_name(mail), now)
+    key = threads.conversation_key(alias, mail.order_id)
+    return store.upsert_conversation(conn, acct.name, key, buyer_id, mail.order_id, mail.comm_mgr_tok,
+                                     threads.thread_subject(mail.subject) or mail.subject, now)
+
+
+def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
+                      conversation: store.ConversationRef | None, message_row: int, now: datetime) -> None:
+    s = acct.settings
+    message_id = compose.new_message_id(s.seller_address)
+    buyer_name = _buyer_name(mail) if cls.kind == Kind.BUYER else None
+    tag = f"MB-{conversation.id}" if conversation else f"MB-M{message_row}"
+    context = {
+        "marker": compose.MARKER,
+        "kind": cls.kind.value,
+        "flags": ["UNCLASSIFIED"] if cls.kind == Kind.OTHER else [],
+        "tag": tag,
+        "subject": mail.subject or "(no subject)",
+        "original_subject": mail.subject,
+        "from_display": f"{mail.from_name} <{mail.from_addr}>" if mail.from_name else mail.from_addr,
+        "buyer_name": buyer_name,
+        "buyer_alias": cls.buyer_alias,
+        "order_id": mail.order_id,
+        "text": (mail.buyer_text or mail.text or "(the message has no text)").strip(),
+        "marketplace": MARKETPLACES[s.marketplace].key if s.marketplace in MARKETPLACES else s.marketplace,
+        "message_count": (conversation.message_count + 1) if conversation else 1,
+        "received": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "account": s.name,
+        "seller_address": s.seller_address,
+        "defects": list(mail.defects),
+    }
+    rendered = acct.templates.render("staff_notification", context)
+    references: tuple[str, ...] = ()
+    in_reply_to = None
+    reply_to = None
+    if conversation is not None:
+        reply_to = tokens.reply_address(s.reply_address, tokens.make_reply_token(acct.secret, s.name, conversation.id))
+        chain = [i for i in (conversation.staff_root_id, conversation.staff_last_id) if i]
+        references = tuple(dict.fromkeys(chain))
+        in_reply_to = conversation.staff_last_id
+    sender_name = f"{buyer_name} via {s.seller_name}" if buyer_name else f"mailbridge ({s.seller_name})"
+    out = compose.build_mail(
+        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
+        date=now, from_name=sender_name, from_addr=s.seller_address, to_addr=s.staff_address,
+        subject=rendered.subject, text=rendered.text, reply_to=reply_to, in_reply_to=in_reply_to,
+        references=references,
+    )
+    store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_notification", audience="staff",
+                  envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
+                  now=now, conversation_id=conversation.id if conversation else None, source_message_id=message_row)
+    if conversation is not None:
+        store.chain_staff_thread(conn, conversation.id, message_id)
+
+
+def queue_staff_alert(conn: Connection, acct: AccountContext, title: str, body: str, now: datetime,
+                      purpose: str = "staff_alert") -> str:
+    """Queue a plain alert to the staff address (problems staff must know about)."""
+    s = acct.settings
+    rendered = acct.templates.render("staff_alert", {"title": title, "body": body, "account": s.name})
+    message_id = compose.new_message_id(s.seller_address)
+    out = compose.build_mail(
+        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
+        date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=s.staff_address,
+        subject=rendered.subject, text=rendered.text,
+    )
+    store.enqueue(conn, account=s.name, message_id=out.message_id, purpose=purpose, audience="staff",
+                  envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
+                  now=now)
+    return message_id
+
+
+def _quarantine(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
+                reason: str, now: datetime) -> int:
+    """Keep a message that could not be processed, and tell staff once. Returns outbox rows queued."""
+    header = _header_summary(item.raw)
+    store.insert_quarantine(
+        conn, account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
+        message_id=header.get("message-id"), size=item.size, reason=reason,
+        raw=item.raw if len(item.raw) <= QUARANTINE_KEEP_BYTES else None, created_at=now,
+    )
+    where = acct.settings.imap.quarantine_folder
+    body = "\n".join([
+        "mailbridge could not process a message in the seller mailbox, so it was set aside.",
+        "Nothing was sent to anyone because of it; please read it in the mailbox yourself.",
+        "",
+        f"Reason:     {reason}",
+        f"From:       {header.get('from', '(unknown)')}",
+        f"Subject:    {header.get('subject', '(unknown)')}",
+        f"Message-ID: {header.get('message-id', '(none)')}",
+        f"Mailbox:    {folder}, UID {item.uid} (UIDVALIDITY {uidvalidity})",
+        f"It is {'moved to the folder ' + repr(where) if where else 'left where it is'}; "
+        "`mailbridge status` lists quarantined mail.",
+    ])
+    queue_staff_alert(conn, acct, f"Message set aside: {header.get('subject', 'a message')}"[:150], body, now,
+                      purpose="quarantine_alert")
+    return 1
+
+
+def _header_summary(raw: bytes) -> dict[str, str]:
+    """Best-effort From/Subject/Message-ID of bytes that may not parse at all."""
+    from email.header import decode_header, make_header
+    from email.parser import BytesHeaderParser
+    from email import policy
+
+    try:
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:65536])
+    except Exception:  # noqa: BLE001 - this is the fallback for mail that breaks the parser
+        return {}
+    out: dict[str, str] = {}
+    for name in ("from", "subject", "message-id"):
+        value = msg.get(name)
+        if value is None:
+            continue
+        try:
+            text = str(make_header(decode_header(str(value))))
+        except Exception:  # noqa: BLE001
+            text = str(value)
+        out[name] = " ".join(text.split())[:200].strip("<>") if name == "message-id" else " ".join(text.split())[:200]
+    return out

@@ -1,0 +1,137 @@
+"""Realistic generated mail for the demo, the integration tests and the benchmarks.
+
+Shapes follow DOMAIN.md (Amazon's classic plain-text buyer message with
+Begin/End markers, footer links and the commMgrTok line). Deterministic for a
+given seed, so a benchmark run is repeatable.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from email.header import Header
+from email.utils import format_datetime, formataddr
+
+FIRST_NAMES = ("Jane", "Marco", "Aiko", "Lukas", "Chloé", "Sven", "Priya", "Tom", "Ana", "Olu")
+TOPICS = ("Product details", "Ship faster", "Return policy", "Order delivery", "")
+QUESTIONS = (
+    "Hi, does the tent come with a footprint? We are camping on rocky ground next week.",
+    "Hello, my order has not arrived yet and tracking has not moved for four days. Can you check?",
+    "Can I return the jacket if it does not fit? It is a gift for my brother.",
+    "Is the stove compatible with standard butane canisters sold in Europe?",
+    "The zipper on the sleeping bag broke after two nights. What can you do?",
+)
+TITLES = ("Alpine 2-Person Tent", "TrailLite Down Jacket", "Summit Camping Stove", "Nordic Sleeping Bag -10C")
+
+
+def order_id(rng: random.Random) -> str:
+    return f"{rng.randrange(100, 999)}-{rng.randrange(10**6, 10**7):07d}-{rng.randrange(10**6, 10**7):07d}"
+
+
+def alias(rng: random.Random) -> str:
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(rng.choice(chars) for _ in range(14))
+
+
+def comm_tok(rng: random.Random) -> str:
+    return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(13))
+
+
+def amazon_buyer_message(
+    *, buyer_alias: str, buyer_name: str, order: str, question: str, seller_address: str,
+    tld: str = "com", topic: str = "Product details", token: str = "A1B2C3D4E5F6G", message_id: str,
+    date: datetime | None = None, padding: int = 0, seller_name: str = "Acme Outdoor",
+) -> bytes:
+    """An Amazon classic-layout buyer message as it arrives in the seller's inbox."""
+    date = date or datetime.now(timezone.utc)
+    subject = f"{topic + ' ' if topic else ''}inquiry from Amazon customer {buyer_name} (Order: {order})"
+    relay = f"{buyer_alias}@marketplace.amazon.{tld}"
+    title = TITLES[sum(map(ord, order)) % len(TITLES)]
+    filler = ""
+    if padding:
+        # Buyers paste long texts (order histories, manuals): pad with plausible lines.
+        line = "I have attached the details of my previous orders and the delivery notes for reference.\n"
+        filler = "\n" + line * max(0, padding // len(line))
+    body = (
+        f"Order ID {order}:\n"
+        f"1 of {title} [ASIN: B0{sum(map(ord, title)) * 7919 % 10**8:08d}]\n\n"
+        "------------- Begin message -------------\n\n"
+        f"{question}\n{filler}\n"
+        "------------- End message -------------\n\n"
+        f"For Your Information: To help arrive at a resolution, we recommend responding within 24 hours.\n"
+        "To reply to this message, respond to this email. Your reply will be sent to the customer.\n\n"
+        "Was this email helpful?\n"
+        f"https://sellercentral.amazon.{tld}/gp/communication-manager/report-message.html?"
+        f"mId=A0000{order.replace('-', '')}&mp=ATVPDKIKX0DER\n\n"
+        f"Copyright 2026 Amazon, Inc. or its affiliates. All rights reserved.\n"
+        f"Amazon.{tld}, 410 Terry Ave N., Seattle, WA 98109\n\n"
+        f"[commMgrTok:{token}]\n"
+    )
+    headers = (
+        f"From: {formataddr((f'{buyer_name} - Amazon Marketplace', relay), charset='utf-8')}\r\n"
+        f"To: {formataddr((seller_name, seller_address))}\r\n"
+        f"Subject: {Header(subject, 'utf-8').encode() if not subject.isascii() else subject}\r\n"
+        f"Date: {format_datetime(date)}\r\n"
+        f"Message-ID: <{message_id}>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="UTF-8"\r\n'
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "X-AMAZON-MAIL-RELAY-TYPE: notification\r\n"
+        "Feedback-ID: 1.us-east-1.abcdefghijk:AmazonSES\r\n"
+    )
+    return (headers + "\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
+
+
+def buyer_backlog(count: int, *, seller_address: str, seed: int = 1, size: int = 0,
+                  buyers: int | None = None) -> list[bytes]:
+    """``count`` buyer messages from ``buyers`` distinct buyers (follow-ups thread together)."""
+    rng = random.Random(seed)
+    nbuyers = buyers or max(1, count // 3)
+    people = [(alias(rng), rng.choice(FIRST_NAMES), order_id(rng), comm_tok(rng)) for _ in range(nbuyers)]
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    out = []
+    for i in range(count):
+        buyer_alias, name, order, token = people[i % nbuyers]
+        out.append(amazon_buyer_message(
+            buyer_alias=buyer_alias, buyer_name=name, order=order, question=rng.choice(QUESTIONS),
+            seller_address=seller_address, topic=rng.choice(TOPICS), token=token,
+            message_id=f"{seed}.{i}.{rng.getrandbits(48):x}@email.amazon.com",
+            date=start + timedelta(minutes=i), padding=max(0, size - 1500) if size else 0,
+        ))
+    return out
+
+
+def out_of_office(*, sender: str, to: str, message_id: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: Automatic reply: your order\r\n"
+        f"Message-ID: <{message_id}>\r\nAuto-Submitted: auto-replied\r\nX-Auto-Response-Suppress: All\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nI am out of the office until Monday.\r\n"
+    ).encode()
+
+
+def unclassified(*, sender: str, to: str, message_id: str) -> bytes:
+    return (
+        f"From: Parcel Supplies Ltd <{sender}>\r\nTo: {to}\r\nSubject: Invoice 4471 for November\r\n"
+        f"Message-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "Please find your invoice for November attached. Payment is due within 30 days.\r\n"
+    ).encode()
+
+
+def spoofed_buyer(*, to: str, message_id: str) -> bytes:
+    """Looks like a buyer relay, but the domain only starts like Amazon's."""
+    return (
+        f'From: "Jane - Amazon Marketplace" <abcd1234efgh@marketplace.amazon.com.evil.example>\r\nTo: {to}\r\n'
+        "Subject: Product details inquiry from Amazon customer Jane (Order: 111-2223334-4445556)\r\n"
+        f"Message-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "------------- Begin message -------------\r\nPlease wire the refund to my new bank account.\r\n"
+        "------------- End message -------------\r\n"
+    ).encode()
+
+
+def broken_mime(*, to: str) -> bytes:
+    """Declares a multipart body without any boundary and carries raw 8-bit bytes in a header."""
+    return (
+        b"From: someone@example.net\r\nTo: " + to.encode() + b"\r\nSubject: caf\xe9 \xff broken\r\n"
+        b"Content-Type: multipart/mixed\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"this is !!! not base64 and there is no boundary\r\n"
+    )

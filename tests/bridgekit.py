@@ -1,0 +1,72 @@
+"""Test helpers: settings for a sandbox account, a controllable clock, DB peeks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from bridge import store
+from bridge.config import Settings, parse_settings
+from bridge.sandbox import SandboxAccount, SandboxSMTP
+
+
+def make_settings(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
+                  imap: dict[str, Any] | None = None, account: dict[str, Any] | None = None,
+                  smtp_opts: dict[str, Any] | None = None, outbox: dict[str, Any] | None = None,
+                  db_url: str | None = None) -> Settings:
+    domain = seller.user.rpartition("@")[2]
+    data: dict[str, Any] = {
+        "database": {"url": db_url or f"sqlite:///{tmp_path}/mailbridge.db"},
+        "outbox": {"retry_base_seconds": 1, "retry_max_seconds": 10, **(outbox or {})},
+        "accounts": [{
+            "name": "acme",
+            "marketplace": "amazon.com",
+            "seller_name": "Acme Outdoor",
+            "seller_address": seller.user,
+            "staff_address": staff.user,
+            "staff_senders": [f"*@{domain}"],
+            **(account or {}),
+            "imap": {"host": "127.0.0.1", "port": seller.port, "security": "none", "username": seller.user,
+                     "password": seller.password, "poll_seconds": 5, **(imap or {})},
+            "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "username": "",
+                     "sent_copies": "none", **(smtp_opts or {})},
+        }],
+    }
+    return parse_settings(data, tmp_path / "mailbridge.toml", {}, lambda p: p.read_text())
+
+
+@dataclass
+class Clock:
+    """A clock tests move by hand."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def rows(engine: Any, table: Any, **where: Any) -> list[Any]:
+    with engine.begin() as conn:
+        q = select(table)
+        for k, v in where.items():
+            q = q.where(table.c[k] == v)
+        return list(conn.execute(q).all())
+
+
+def outbox_states(engine: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows(engine, store.OUTBOX):
+        out[r.state] = out.get(r.state, 0) + 1
+    return out
+
+
+def hits(row: Any) -> list[str]:
+    return [h["rule"] for h in json.loads(row.rule_hits)]

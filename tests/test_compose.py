@@ -1,0 +1,81 @@
+"""Outbound message building: what every client must read back correctly."""
+
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+
+import pytest
+
+from bridge import compose
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def build(**overrides):  # type: ignore[no-untyped-def]
+    args = dict(
+        account="acme-us", origin="acme-us; abc", message_id="mb.1@acme.example", date=NOW,
+        from_name="Jane via Acme Outdoor", from_addr="seller@acme.example", to_addr="support@acme.example",
+        subject="Product details inquiry (Order: 111-2223334-4445556) [MB-1]", text="Hello\n",
+        reply_to="seller+1-abcdefghij@acme.example", in_reply_to="mb.0@acme.example",
+        references=("mb.r@acme.example", "mb.0@acme.example"),
+    )
+    args.update(overrides)
+    return compose.build_mail(**args)
+
+
+@pytest.mark.parametrize(
+    "overrides,header,expected",
+    [
+        ({}, "From", 'Jane via Acme Outdoor <seller@acme.example>'),
+        ({"from_name": "Jürgen – Käufer"}, "From", "Jürgen – Käufer <seller@acme.example>"),
+        ({"from_name": ""}, "From", "seller@acme.example"),
+        ({}, "Reply-To", "seller+1-abcdefghij@acme.example"),
+        ({}, "Message-ID", "<mb.1@acme.example>"),
+        ({}, "In-Reply-To", "<mb.0@acme.example>"),
+        ({}, "References", "<mb.r@acme.example> <mb.0@acme.example>"),
+        ({}, "Auto-Submitted", "auto-generated"),
+        ({}, "X-Mailbridge-Origin", "acme-us; abc"),
+        ({"subject": "日本語の件名 (注文: 111-2223334-4445556)"}, "Subject", "日本語の件名 (注文: 111-2223334-4445556)"),
+        ({"subject": "x" * 300}, "Subject", "x" * 300),
+        ({"subject": "word " * 40 + "end"}, "Subject", "word " * 40 + "end"),
+        ({"reply_to": None}, "Reply-To", None),
+        ({"in_reply_to": None, "references": ()}, "References", None),
+    ],
+)
+def test_headers_read_back(overrides, header, expected) -> None:  # type: ignore[no-untyped-def]
+    out = build(**overrides)
+    msg = message_from_bytes(out.raw, policy=policy.default)
+    value = msg[header]
+    assert (str(value) if value is not None else None) == expected
+    assert not msg.defects
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello\n",
+        "Grüße aus München — ça va?\n",
+        "注文番号をご確認ください。\n",
+        "a very long line " * 40 + "\n",
+        "line with trailing spaces   \nand\ttabs\n",
+        ".leading dot\n..two dots\nFrom the start\n",
+        "crlf\r\ninput\r\n",
+    ],
+)
+def test_body_round_trips(text: str) -> None:
+    out = build(text=text)
+    assert all(len(line) <= 998 for line in out.raw.split(b"\r\n"))  # RFC 5322 2.1.1
+    assert b"\n" not in out.raw.replace(b"\r\n", b"")                   # CRLF only
+    msg = message_from_bytes(out.raw, policy=policy.default)
+    # The parser keeps the wire's CRLF line ends in the decoded text.
+    assert msg.get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n")
+
+
+def test_header_injection_refused() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        build(subject="hi\r\nBcc: victim@example.com")
+
+
+def test_message_ids_are_unique_and_in_sender_domain() -> None:
+    ids = {compose.new_message_id("seller@acme.example") for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.endswith("@acme.example") for i in ids)

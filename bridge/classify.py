@@ -26,7 +26,8 @@ machine-sent on the buyer's behalf). Treating those as auto-replies would
 silently swallow a real buyer question, which costs far more than showing
 staff one automatic reply. So for mail from a relay alias that has the buyer
 layout (Begin/End markers, ``<pre>`` notification, customer-service relay or
-a ``commMgrTok`` line), and for recognised Amazon notices, those signals are
+a ``commMgrTok`` line), and for mail from Amazon's own notification domains
+(exact match: notices, and account-health warnings staff must see), they are
 recorded as *non-deciding* hits; only ``Auto-Submitted: auto-replied`` (a
 buyer's own responder, relayed) still decides AUTO_REPLY there.
 """
@@ -106,8 +107,8 @@ def _marketplace_exemption(mail: ParsedMail, ctx: ClassifyContext) -> str | None
     """Why bulk-ish auto-reply signals must not decide for this mail, or None."""
     if _relay(mail, ctx) is not None and (mail.buyer_text is not None or mail.comm_mgr_tok is not None):
         return "relay buyer layout"
-    if amazon.is_notification_sender(mail.from_addr) and amazon.notice_topic(mail.subject):
-        return "marketplace notice"
+    if amazon.is_notification_sender(mail.from_addr):
+        return "marketplace notification sender"
     return None
 
 
@@ -341,7 +342,12 @@ def relay_reply_to_only(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | Non
     return None
 
 
-_LOOKALIKE_RE = re.compile(r"marketplace\.amazon|relay\.walmart|members\.ebay|amazon-?marketplace")
+# Words that together make a domain look like a relay domain.
+_LOOKALIKE_WORDS = (("amazon", "marketplace"), ("walmart", "relay"), ("ebay", "member"))
+
+
+def _looks_like_relay(domain: str) -> bool:
+    return any(a in domain and b in domain for a, b in _LOOKALIKE_WORDS)
 
 
 def relay_lookalike_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
@@ -349,7 +355,7 @@ def relay_lookalike_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | 
     if not mail.from_addr or _relay(mail, ctx) is not None:
         return None
     domain = mail.from_addr.rpartition("@")[2]
-    if domain in ctx.relay_domains or _LOOKALIKE_RE.search(domain):
+    if domain in ctx.relay_domains or _looks_like_relay(domain):
         what = "malformed relay alias" if domain in ctx.relay_domains else "look-alike relay domain"
         return RuleHit("relay_lookalike_sender", Kind.OTHER, f"{what}: {mail.from_addr}", decides=False)
     return None

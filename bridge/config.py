@@ -106,6 +106,9 @@ class OutboxSettings:
     max_attempts: int = 10           # transient failures before a row is marked failed
     retry_base_seconds: float = 30.0  # first retry delay; doubles each attempt, with jitter
     retry_max_seconds: float = 3600.0
+    # A send interrupted by a crash is judged only after this long, so the Sent
+    # folder has had time to receive the server's copy (see bridge.outbox).
+    reconcile_after_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
     "daemon": ("templates", "log_level"),
     "database": ("url",),
     "security": ("secret_file", "secret_env", "secret"),
-    "outbox": ("max_attempts", "retry_base_seconds", "retry_max_seconds"),
+    "outbox": ("max_attempts", "retry_base_seconds", "retry_max_seconds", "reconcile_after_seconds"),
     "accounts": (
         "name", "marketplace", "seller_name", "seller_address", "staff_address",
         "staff_senders", "reply_address", "forward_existing", "imap", "smtp",
@@ -545,6 +548,7 @@ def _outbox(tbl: _Table) -> OutboxSettings:
         max_attempts=tbl.integer("max_attempts", defaults.max_attempts, 1),
         retry_base_seconds=base,
         retry_max_seconds=top,
+        reconcile_after_seconds=tbl.seconds("reconcile_after_seconds", defaults.reconcile_after_seconds),
     )
 
 

@@ -17,9 +17,8 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
 from . import store
@@ -27,10 +26,12 @@ from .config import Settings
 from .db import open_database
 from .imap import ClientFactory, default_client
 from .ingest import AccountIngest, Clock, IngestStats, utcnow
-from .outbox import OutboxWorker
 from .pipeline import AccountContext
 from .render import Templates
-from .smtp import SmtpConnection
+
+if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster without them
+    from .outbox import OutboxWorker
+    from .smtp import SmtpConnection
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class OnceReport:
 class Daemon:
     def __init__(self, settings: Settings, engine: Engine | None = None, *, clock: Clock = utcnow,
                  imap_factory: ClientFactory = default_client,
-                 smtp_factory: Callable[[AccountContext], SmtpConnection] | None = None) -> None:
+                 smtp_factory: "Callable[[AccountContext], SmtpConnection] | None" = None) -> None:
         self.settings = settings
         self.engine = engine or open_database(settings.database.url)
         self.clock = clock
@@ -57,7 +58,9 @@ class Daemon:
         templates = Templates(settings.templates_dir)
         self.accounts = [AccountContext.build(a, key, templates) for a in settings.accounts]
 
-    def _outbox(self, acct: AccountContext) -> OutboxWorker:
+    def _outbox(self, acct: AccountContext) -> "OutboxWorker":
+        from .outbox import OutboxWorker
+
         factory = (lambda: self.smtp_factory(acct)) if self.smtp_factory else None  # type: ignore[misc]
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
                             imap_factory=self.imap_factory, smtp_factory=factory)
@@ -92,6 +95,8 @@ class Daemon:
     # -- forever -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,19 +8,20 @@ what has been handled, so staff may read, flag or leave mail as they like.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
-from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
+from .pipeline import AccountContext, BatchResult, FetchedMail, ingest_batch, queue_staff_alert
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,55 @@ class IngestStats:
         self.quarantined += result.quarantined
         for kind, n in result.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+
+def _prefetch(session: MailboxSession, batches: list[list[int]], max_bytes: int,
+              stop: threading.Event | None) -> Iterator[list[FetchedMail]]:
+    """Fetch batch n+1 while the caller records batch n.
+
+    The fetching thread owns the IMAP connection until this generator is
+    exhausted or closed (imapclient is not thread-safe; the caller must not use
+    the session meanwhile). At most two fetched batches wait in memory.
+    """
+    if len(batches) <= 1:
+        for batch in batches:
+            yield list(session.fetch(batch, max_bytes))
+        return
+    handoff: queue.Queue[list[FetchedMail] | BaseException | None] = queue.Queue(maxsize=2)
+    quit_ = threading.Event()
+
+    def put(value: list[FetchedMail] | BaseException | None) -> None:
+        while not quit_.is_set():
+            try:
+                handoff.put(value, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def fetch_all() -> None:
+        try:
+            for batch in batches:
+                if quit_.is_set() or (stop is not None and stop.is_set()):
+                    break
+                put(list(session.fetch(batch, max_bytes)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+            return
+        put(None)
+
+    fetcher = threading.Thread(target=fetch_all, name="imap-prefetch", daemon=True)
+    fetcher.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        quit_.set()
+        fetcher.join()
 
 
 class AccountIngest:
@@ -102,24 +152,27 @@ class AccountIngest:
         self.stats.passes += 1
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
-        for start in range(0, len(uids), self.imap.batch_size):
-            if stop is not None and stop.is_set():
-                break
-            batch = uids[start:start + self.imap.batch_size]
-            fetched = list(session.fetch(batch, self.imap.max_message_bytes))
+        batches = [uids[i:i + self.imap.batch_size] for i in range(0, len(uids), self.imap.batch_size)]
+        processed: list[int] = []
+        quarantined: list[int] = []
+        done = 0
+        for fetched in _prefetch(session, batches, self.imap.max_message_bytes, stop):
             self.stats.fetched += len(fetched)
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, fetched,
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
             if result.outbox_rows:
                 self.on_committed()
-            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
-            if self.imap.processed_folder and result.processed_uids:
-                session.move(result.processed_uids, self.imap.processed_folder)
-            if self.imap.quarantine_folder and result.quarantined_uids:
-                session.move(result.quarantined_uids, self.imap.quarantine_folder)
-            if len(uids) > self.imap.batch_size:
-                log.info("account %s: %d/%d recorded", self.acct.name, min(start + len(batch), len(uids)), len(uids))
+            processed += result.processed_uids
+            quarantined += result.quarantined_uids
+            done += len(fetched)
+            if len(batches) > 1:
+                log.info("account %s: %d/%d recorded", self.acct.name, done, len(uids))
+        # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+        if self.imap.processed_folder and processed:
+            session.move(processed, self.imap.processed_folder)
+        if self.imap.quarantine_folder and quarantined:
+            session.move(quarantined, self.imap.quarantine_folder)
         if not uids:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)

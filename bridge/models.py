@@ -71,6 +71,7 @@ class Conversation(SQLModel, table=True):
     status: str = "open"      # open | closed
     created_at: datetime = Field(sa_column=_ts())
     last_message_at: datetime = Field(sa_column=_ts())
+    message_count: int = 0
     # Message-IDs of the staff notifications of this conversation, oldest first
     # and newest last, so the next one can chain References (RFC 5322 3.6.4).
     staff_root_id: str | None = None

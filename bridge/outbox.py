@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import os
 import socket
+import uuid
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -51,17 +53,26 @@ class OutboxWorker:
         self.imap_factory = imap_factory
         self.smtp = (smtp_factory or (lambda: SmtpConnection(acct.settings.smtp)))()
         self.rng = rng or random.Random()
-        self.worker_id = f"{socket.gethostname()}:{id(self):x}"
+        # Unique per worker and process: a restarted process must not mistake a
+        # dead predecessor's claims for its own.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sent = 0
         self.failed = 0
 
     # -- start-up ----------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Resolve rows a crashed process left in 'sending' (see the module docstring)."""
+        """Resolve rows a crashed process left in 'sending' (see the module docstring).
+
+        Only rows claimed more than ``reconcile_after_seconds`` ago are judged:
+        a server files its copy in Sent a little after accepting the message.
+        Younger ones are left for a later call (the run loop calls this often).
+        """
         now = self.clock()
         with self.engine.begin() as conn:
-            rows = store.interrupted_sends(conn, self.acct.name, claimed_before=now)
+            rows = store.interrupted_sends(
+                conn, self.acct.name, exclude_worker=self.worker_id,
+                claimed_before=now - timedelta(seconds=self.settings.reconcile_after_seconds))
         if not rows:
             return
         found = await asyncio.to_thread(self._find_in_sent, [r.message_id for r in rows])
@@ -172,10 +183,10 @@ class OutboxWorker:
         return max(0.0, (due - self.clock()).total_seconds())
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
-        await self.reconcile()
         try:
             while not stop.is_set():
                 try:
+                    await self.reconcile()
                     await self.drain()
                     wait = self.seconds_until_due()
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker

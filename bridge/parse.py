@@ -21,6 +21,7 @@ from email import message_from_bytes
 from email.errors import HeaderParseError, MessageDefect
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from html import unescape
@@ -99,6 +100,8 @@ _MAX_DEFECTS = 30
 _FIRST_LINE_RE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|From ")
 _FOLD_RE = re.compile(r"\r?\n[ \t]*|\r")
 _WS_RE = re.compile(r"\s+")
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_BAD_ADDR_RE = re.compile(r"[\s<>()\[\],;\\\x00-\x1f\x7f]")
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_ENCODED_WORDS_RE = re.compile(r"(\?=)\s+(=\?)")
@@ -157,7 +160,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     except RecursionError:
         # Absurdly deep MIME nesting: keep the headers, treat the body as text.
         defects.append("MIME nesting too deep; body read as plain text")
-        msg = message_from_bytes(start, policy=compat32, headersonly=True)
+        msg = BytesParser(policy=compat32).parsebytes(start, headersonly=True)
     if not msg.keys():
         raise UnparseableMail("no header block")
 
@@ -188,16 +191,13 @@ def parse_mail(raw: bytes) -> ParsedMail:
     date = _parse_date(first.get("date"), defects)
 
     body = _Body()
-    try:
-        _walk(msg, body, defects)
-    except RecursionError:  # pragma: no cover - _walk is iterative; parser nesting is caught above
-        defects.append("MIME nesting too deep")
+    _walk(msg, body, defects)
     for defect in msg.defects:
         defects.append(_describe_defect(defect))
 
     text = "\n".join(t for t in body.texts if t)
     html = body.htmls[0] if body.htmls else None
-    if not body.texts and html is not None:
+    if html is not None and not text.strip():
         text = html_to_text(html, defects)
 
     fields = amazon.extract_fields(subject=subject, text=text, html=html,
@@ -240,7 +240,7 @@ def _unfold(value: str) -> str:
 def _unsurrogate(value: str, name: str, defects: list[str]) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: read them as UTF-8
     (RFC 6532), else Windows-1252."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if value.isascii() or not _SURROGATE_RE.search(value):
         return value
     data = value.encode("utf-8", "surrogateescape")
     defects.append(f"8-bit bytes in {name} header")
@@ -281,7 +281,7 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
         except (binascii.Error, ValueError):
             failed = True
             return m.group(0)
-        return _decode_bytes(raw, charset, None)
+        return _decode_bytes(raw, charset, defects)
 
     decoded = _ENCODED_WORD_RE.sub(one, _BETWEEN_ENCODED_WORDS_RE.sub(r"\1\2", value))
     if failed:
@@ -302,8 +302,8 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[s
         return out
     for display, addr in pairs:
         addr = addr.strip().strip("<>").strip().lower()
-        if not addr:
-            continue
+        if not addr or _BAD_ADDR_RE.search(addr):
+            continue  # empty or garbled (an addr-spec has no spaces, brackets or controls)
         display = _decode_header_value(display, name, defects).strip() if display else ""
         out.append((display, addr))
     return out
@@ -346,7 +346,7 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
     while stack:
         part = stack.pop()
         ctype = part.get_content_type()
-        payload = part.get_payload()
+        payload = _raw_payload(part)
         if isinstance(payload, list):
             if ctype == "message/rfc822":
                 body.part_types.append(ctype)
@@ -356,7 +356,7 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
                 # RFC 3464 per-message/per-recipient fields: parsed later by bounces.py.
                 body.part_types.append(ctype)
             else:
-                stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+                stack.extend(reversed(payload))
             if part is not msg:
                 defects.extend(_describe_defect(d) for d in part.defects)
             continue
@@ -390,8 +390,20 @@ def _payload_bytes(part: Message, defects: list[str]) -> bytes:
         data = None
     if isinstance(data, bytes):
         return data
-    raw = part.get_payload()
+    raw = _raw_payload(part)
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _raw_payload(part: Message) -> str | list[Message]:
+    """The undecoded payload: a list of parts or the body string (surrogate-escaped).
+
+    Read directly: ``Message.get_payload()`` re-decodes 8-bit bodies with the
+    declared charset and raises on hostile charset names.
+    """
+    payload = getattr(part, "_payload", None)
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    return payload if isinstance(payload, str) else ""
 
 
 def _embedded_size(payload: list[Message]) -> int:
@@ -433,19 +445,19 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str] | None) -
     label = _CHARSET_ALIASES.get(label, label)
     codec: str | None
     try:
-        codec = codecs.lookup(label).name
-    except LookupError:
+        info = codecs.lookup(label)
+        # rot13, base64, zlib ... are codecs but not text encodings.
+        codec = info.name if getattr(info, "_is_text_encoding", True) else None
+    except (LookupError, ValueError):
         codec = None
-        if defects is not None:
-            defects.append(f"unknown charset {label!r}")
+    if codec is None and defects is not None:
+        defects.append(f"unknown charset {label[:40]!r}")
     if codec is not None:
         try:
             return data.decode(codec)
-        except UnicodeDecodeError:
-            if defects is not None and codec != "ascii":
+        except (UnicodeError, LookupError, ValueError):
+            if defects is not None:
                 defects.append(f"text is not valid {label}")
-        except LookupError:  # pragma: no cover - lookup succeeded above
-            pass
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -498,7 +510,8 @@ class _TextExtractor(HTMLParser):
             if tag == "li":
                 self.out.append("- ")
         elif tag in _CELL_TAGS:
-            self.out.append(" ")
+            if self.out and not self.out[-1].endswith(("\n", " ")):
+                self.out.append(" ")
         elif tag == "a":
             self._href.append(dict(attrs).get("href"))
             self._link_start.append(len(self.out))

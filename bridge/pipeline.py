@@ -92,27 +92,54 @@ def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity:
                  batch: Iterable[FetchedMail], history_until_uid: int, now: datetime) -> BatchResult:
     """Record a batch of fetched mail and move the checkpoint past it, in one transaction.
 
-    Raises only when the database itself fails; then nothing of the batch is
-    committed and the same UIDs are fetched again next time.
+    Raises only when the database itself fails (or on a systemic error such as
+    a broken template); then nothing of the batch is committed and the same
+    UIDs are fetched again next time.
     """
+    items = list(batch)
+    try:
+        return _ingest(engine, acct, folder, uidvalidity, items, history_until_uid, now, careful=False)
+    except _RetryCarefully:
+        # Some message failed. Do the batch again with a SAVEPOINT per message so
+        # that one is quarantined alone. (Savepoints cost more than the rest of a
+        # message's work, so the common, clean batch does without them.)
+        return _ingest(engine, acct, folder, uidvalidity, items, history_until_uid, now, careful=True)
+
+
+class _RetryCarefully(Exception):
+    """A message failed in a batch run without savepoints."""
+
+
+def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[FetchedMail],
+            history_until_uid: int, now: datetime, careful: bool) -> BatchResult:
     result = BatchResult()
+    # Parse before the transaction opens: the database lock is held only for writing.
+    parsed = [_parse(acct, item) for item in items]
     with engine.begin() as conn:
+        done = store.recorded_uids(conn, acct.name, folder, uidvalidity, [i.uid for i in items])
+        seen = store.SeenContent(conn, acct.name, (p.content_hash for p in parsed))
+        ours = store.outbox_known_ids(conn, (i for p in parsed if p.mail for i in (
+            p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
         last_uid = 0
-        for item in batch:
+        for item, prepared in zip(items, parsed):
             last_uid = max(last_uid, item.uid)
-            if store.already_recorded(conn, acct.name, folder, uidvalidity, item.uid):
+            if item.uid in done:
                 continue
-            savepoint = conn.begin_nested()
+            savepoint = conn.begin_nested() if careful else None
             try:
-                disposition, kind, outbox_rows = _record_one(conn, acct, folder, uidvalidity, item,
-                                                             item.uid <= history_until_uid, now)
-                savepoint.commit()
+                disposition, kind, outbox_rows, row_id = _record_one(
+                    conn, acct, folder, uidvalidity, item, prepared, seen, ours, item.uid <= history_until_uid, now)
+                if savepoint is not None:
+                    savepoint.commit()
+                if prepared.mail is not None:
+                    seen.add(prepared.content_hash, prepared.mail.message_id, row_id)
             except SYSTEMIC_ERRORS:
                 # Not this message's fault (a broken template, the database): stop the
                 # batch, commit nothing, and let the same mail be fetched again later.
-                savepoint.rollback()
                 raise
             except Exception as exc:  # noqa: BLE001 - any other failure of one message quarantines it
+                if savepoint is None:
+                    raise _RetryCarefully() from exc
                 savepoint.rollback()
                 reason = _reason(exc)
                 log.warning("account %s: %s UID %s quarantined: %s", acct.name, folder, item.uid, reason)
@@ -147,24 +174,39 @@ class OversizeMail(Exception):
     """The message is larger than imap.max_message_bytes and was not downloaded."""
 
 
-def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
-                as_history: bool, now: datetime) -> tuple[str, str, int]:
-    """Record one message; returns (disposition, kind, outbox rows queued)."""
+@dataclass(frozen=True)
+class _Prepared:
+    content_hash: str
+    mail: ParsedMail | None
+    error: Exception | None
+
+
+def _parse(acct: AccountContext, item: FetchedMail) -> _Prepared:
+    content_hash = hashlib.sha256(item.raw).hexdigest()
     if item.header_only:
         limit = acct.settings.imap.max_message_bytes
-        raise OversizeMail(
+        return _Prepared(content_hash, None, OversizeMail(
             f"message is {item.size / 1048576:.1f} MB, over imap.max_message_bytes ({limit / 1048576:.1f} MB); "
-            "it was left unread on the server"
-        )
-    mail = parse_mail(item.raw)
-    content_hash = hashlib.sha256(item.raw).hexdigest()
-    sent_by_us = tokens.verify_origin(acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id) \
-        or (mail.message_id is not None and store.outbox_has_message_ids(conn, [mail.message_id]))
-    replies_to_us = store.outbox_has_message_ids(
-        conn, [i for i in (mail.in_reply_to, *mail.references) if i])
+            "it was left unread on the server"))
+    try:
+        return _Prepared(content_hash, parse_mail(item.raw), None)
+    except Exception as exc:  # noqa: BLE001 - quarantined with its reason when recorded
+        return _Prepared(content_hash, None, exc)
+
+
+def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
+                prepared: _Prepared, seen: store.SeenContent, ours: set[str], as_history: bool,
+                now: datetime) -> tuple[str, str, int, int]:
+    """Record one message; returns (disposition, kind, outbox rows queued, message row id)."""
+    if prepared.mail is None:
+        raise prepared.error or UnparseableMail("no message")
+    mail, content_hash = prepared.mail, prepared.content_hash
+    sent_by_us = (mail.message_id in ours) or tokens.verify_origin(
+        acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id)
+    replies_to_us = bool(ours - {mail.message_id}) if mail.message_id else bool(ours)
     cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us, **acct.classify_base))
 
-    duplicate_of = store.find_duplicate(conn, acct.name, mail.message_id, content_hash)
+    duplicate_of = seen.find(content_hash, mail.message_id)
     if duplicate_of is not None:
         disposition = "duplicate"
     elif as_history:
@@ -174,15 +216,18 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     else:
         disposition = "recorded"
 
+    # The notification's Message-ID is fixed now, so the conversation can chain to it in the same UPDATE.
+    staff_message_id = compose.new_message_id(acct.settings.seller_address) if disposition == "forwarded" else None
     conversation: store.ConversationRef | None = None
     if cls.kind == Kind.BUYER and cls.buyer_alias and duplicate_of is None:
-        conversation = _thread(conn, acct, mail, cls, now)
+        conversation = _thread(conn, acct, mail, cls, now, staff_message_id)
 
     message_row = store.insert_message(
         conn,
         account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
         message_id=mail.message_id, content_hash=content_hash, kind=cls.kind.value,
-        rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason} for h in cls.hits]),
+        rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
+                              for h in cls.hits]),
         disposition=disposition, from_addr=mail.from_addr, to_addrs=json.dumps(list(mail.all_recipients)),
         subject=mail.subject, sent_date=mail.date, received_at=now, in_reply_to=mail.in_reply_to,
         references=json.dumps(list(mail.references)), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
@@ -190,10 +235,10 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of,
     )
-    if disposition != "forwarded":
-        return disposition, cls.kind.value, 0
-    _forward_to_staff(conn, acct, mail, cls, conversation, message_row, now)
-    return disposition, cls.kind.value, 1
+    if staff_message_id is None:
+        return disposition, cls.kind.value, 0, message_row
+    _forward_to_staff(conn, acct, mail, cls, conversation, message_row, staff_message_id, now)
+    return disposition, cls.kind.value, 1, message_row
 
 
 def _buyer_name(mail: ParsedMail) -> str | None:
@@ -207,18 +252,18 @@ def _buyer_name(mail: ParsedMail) -> str | None:
 
 
 def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
-            now: datetime) -> store.ConversationRef:
+            now: datetime, staff_message_id: str | None) -> store.ConversationRef:
     alias = cls.buyer_alias or ""
-    buyer_id = store.upsert_buyer(conn, acct.name, alias.rpartition("@")[2], alias, _buyer_name(mail), now)
-    key = threads.conversation_key(alias, mail.order_id)
-    return store.upsert_conversation(conn, acct.name, key, buyer_id, mail.order_id, mail.comm_mgr_tok,
-                                     threads.thread_subject(mail.subject) or mail.subject, now)
+    return store.thread_message(
+        conn, account=acct.name, marketplace=alias.rpartition("@")[2], alias=alias, buyer_name=_buyer_name(mail),
+        key=threads.conversation_key(alias, mail.order_id), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
+        subject=threads.thread_subject(mail.subject) or mail.subject, now=now, staff_message_id=staff_message_id)
 
 
 def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
-                      conversation: store.ConversationRef | None, message_row: int, now: datetime) -> None:
+                      conversation: store.ConversationRef | None, message_row: int, message_id: str,
+                      now: datetime) -> None:
     s = acct.settings
-    message_id = compose.new_message_id(s.seller_address)
     buyer_name = _buyer_name(mail) if cls.kind == Kind.BUYER else None
     tag = f"MB-{conversation.id}" if conversation else f"MB-M{message_row}"
     context = {
@@ -259,8 +304,6 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
     store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_notification", audience="staff",
                   envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
                   now=now, conversation_id=conversation.id if conversation else None, source_message_id=message_row)
-    if conversation is not None:
-        store.chain_staff_thread(conn, conversation.id, message_id)
 
 
 def queue_staff_alert(conn: Connection, acct: AccountContext, title: str, body: str, now: datetime,

@@ -56,12 +56,14 @@ __all__ = [
     "DeliveryFailure",
     "DovecotServer",
     "ReceivedMail",
+    "Route",
     "SandboxAccount",
     "SandboxDeliveryError",
     "SandboxError",
     "SandboxSMTP",
     "SandboxStartError",
     "SandboxUnavailable",
+    "Stage",
     "dovecot_available",
     "find_dovecot",
 ]
@@ -128,16 +130,6 @@ def _install_hint() -> str:
     return "ask an administrator to run: sudo apt-get install -y dovecot-imapd"
 
 
-def _find_doveadm(dovecot: str) -> str:
-    sibling = Path(dovecot).with_name("doveadm")
-    if sibling.is_file():
-        return str(sibling)
-    found = shutil.which("doveadm") or shutil.which("doveadm", path="/usr/bin:/usr/local/bin")
-    if found is None:
-        raise SandboxUnavailable(f"doveadm not found next to {dovecot}; {_install_hint()}")
-    return found
-
-
 @dataclass(frozen=True)
 class SandboxAccount:
     """Login data of one sandbox IMAP user (plaintext IMAP, no TLS)."""
@@ -174,11 +166,18 @@ def _run_as_for_current_process() -> _RunAs:
             mail_gid=nobody.pw_gid,
         )
     # Unprivileged Dovecot: every process runs as us, nothing is chrooted.
-    me = pwd.getpwuid(os.geteuid())
+    try:
+        me = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        raise SandboxUnavailable(
+            f"uid {os.geteuid()} / gid {os.getegid()} have no name in /etc/passwd or "
+            "/etc/group; an unprivileged Dovecot needs both (default_internal_user)"
+        ) from None
     return _RunAs(
         privileged=False,
         internal_user=me.pw_name,
-        internal_group=grp.getgrgid(os.getegid()).gr_name,
+        internal_group=group,
         login_user=me.pw_name,
         mail_uid=os.geteuid(),
         mail_gid=os.getegid(),
@@ -373,6 +372,8 @@ class DovecotServer:
         with self._lock:
             if self.running:
                 raise SandboxError("DovecotServer is already running")
+            if self._proc is not None:
+                self.stop()  # the master died: reap it and kill its orphans
             binary = find_dovecot()
             if binary is None:
                 raise SandboxUnavailable(f"Dovecot is not installed; {_install_hint()}")
@@ -676,11 +677,13 @@ class DovecotServer:
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                new_log = _read_from(self.log_path, log_offset) + _tail(self.root / "dovecot.out", 5)
+                new_log = _read_from(self.log_path, log_offset)
+                new_log += _tail(self.root / "dovecot.out", 5)
                 if "Address already in use" in new_log:
                     raise _PortTaken(port)
                 raise SandboxStartError(
-                    f"Dovecot exited with status {proc.returncode} while starting.\n{self.log_tail()}"
+                    f"Dovecot exited with status {proc.returncode} while starting."
+                    f"\n{self.log_tail()}"
                 )
             try:
                 if _probe_login(port, probe_user):
@@ -747,14 +750,21 @@ def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole process group, SIGKILL what is left, reap the master.
 
     Dovecot's imap processes outlive the master on purpose (so a restart
-    keeps sessions); only killing the group really stops the server.
+    keeps sessions): only signalling the group really stops the server. Once
+    its children are gone the master still idles up to a second before it
+    exits; it holds no data by then, so it is killed instead of waited for.
     """
     pgid = proc.pid
     _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 5.0
+    while proc.poll() is None and set(_live_group_members(pgid)) - {pgid}:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=0.05)
     except subprocess.TimeoutExpired:
-        _signal_group(pgid, signal.SIGKILL)
+        proc.kill()
         proc.wait()
     if not _wait_group_gone(pgid, 3.0):
         _signal_group(pgid, signal.SIGKILL)
@@ -822,7 +832,9 @@ def _wait_port_free(port: int, timeout: float = 3.0) -> None:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SandboxError(f"{LOOPBACK}:{port} is still bound after stopping Dovecot") from None
+                    raise SandboxError(
+                        f"{LOOPBACK}:{port} is still bound after stopping Dovecot"
+                    ) from None
         time.sleep(0.02)
 
 
@@ -930,7 +942,7 @@ class _Delivery:
 
 
 class _SMTPServerLike(Protocol):
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
 
 
 class SandboxSMTP:
@@ -1313,12 +1325,17 @@ class _DropLoginDataNotice(logging.Filter):
 
 
 def _make_controller_class() -> type:
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import SMTP
+    try:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP
+    except ImportError:
+        raise SandboxUnavailable(
+            "aiosmtpd is not installed; run: pip install 'aiosmtpd>=1.4.6,<2'"
+        ) from None
 
     logging.getLogger("mail.log").addFilter(_DropLoginDataNotice())
 
-    class SandboxController(Controller):  # type: ignore[misc]
+    class SandboxController(Controller):
         """aiosmtpd Controller on a pre-bound socket that can close live clients."""
 
         def __init__(self, handler: Any, *, sock: socket.socket, **kwargs: Any) -> None:
@@ -1331,7 +1348,7 @@ def _make_controller_class() -> type:
             return self.loop.create_server(self._factory_invoker, sock=self._sock)
 
         def factory(self) -> SMTP:
-            server = super().factory()
+            server: SMTP = super().factory()  # type: ignore[no-untyped-call]
             self._servers.add(server)
             return server
 
@@ -1406,55 +1423,89 @@ class _Deliverer:
     def _run(self) -> None:
         try:
             while True:
-                with self._cond:
-                    while not self._queue:
-                        self._cond.wait()
-                    delivery = self._queue.popleft()
-                if delivery is None:
+                batch = self._next_batch()
+                if not batch:
                     return
                 try:
-                    self._deliver(delivery)
+                    self._deliver(batch)
                 except Exception as error:  # recorded, reported by wait_delivered()
                     with self._cond:
-                        self._failures.append(
-                            DeliveryFailure(
-                                delivery.user, delivery.folder, delivery.message_id, repr(error)
-                            )
+                        self._failures.extend(
+                            DeliveryFailure(d.user, d.folder, d.message_id, repr(error))
+                            for d in batch
                         )
                 finally:
                     with self._cond:
-                        self._pending -= 1
+                        self._pending -= len(batch)
                         self._cond.notify_all()
         finally:
             for client in self._clients.values():
                 _close_quietly(client)
             self._clients.clear()
 
-    def _deliver(self, delivery: _Delivery) -> None:
+    def _next_batch(self) -> list[_Delivery]:
+        """The next deliveries for one (user, folder, flags), in order; empty
+        when stopped. Batches turn 1000 APPENDs into a few MULTIAPPENDs."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            first = self._queue[0]
+            if first is None:
+                return []
+            batch: list[_Delivery] = []
+            while self._queue and len(batch) < _BATCH_SIZE:
+                item = self._queue[0]
+                if item is None or (item.user, item.folder, item.flags) != (
+                    first.user,
+                    first.folder,
+                    first.flags,
+                ):
+                    break
+                batch.append(item)
+                self._queue.popleft()
+            return batch
+
+    def _deliver(self, batch: list[_Delivery]) -> None:
         # A restarting Dovecot breaks cached connections: reconnect for a
         # while. A retried APPEND whose first answer was lost may duplicate
-        # the message; acceptable in a sandbox.
+        # messages; acceptable in a sandbox.
+        user, folder, flags = batch[0].user, batch[0].folder, batch[0].flags
         deadline = time.monotonic() + 10.0
         while True:
             try:
-                client = self._clients.get(delivery.user)
+                client = self._clients.get(user)
                 if client is None:
-                    client = self._dovecot.imap_client(delivery.user)
-                    self._clients[delivery.user] = client
-                client.append(delivery.folder, delivery.data, flags=delivery.flags)
+                    client = self._dovecot.imap_client(user)
+                    self._clients[user] = client
+                if len(batch) == 1:
+                    client.append(folder, batch[0].data, flags=flags)
+                else:  # RFC 3502; imaplib's CRLF normalisation is not applied here
+                    client.multiappend(
+                        folder, [{"msg": _crlf(d.data), "flags": flags} for d in batch]
+                    )
                 return
             except (OSError, IMAPClientAbortError):
-                stale = self._clients.pop(delivery.user, None)
-                if stale is not None:
-                    _close_quietly(stale)
+                self._forget(user)
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
             except IMAPClientError:
-                stale = self._clients.pop(delivery.user, None)
-                if stale is not None:
-                    _close_quietly(stale)
+                self._forget(user)
                 raise
+
+    def _forget(self, user: str) -> None:
+        stale = self._clients.pop(user, None)
+        if stale is not None:
+            _close_quietly(stale)
+
+
+_BATCH_SIZE: Final = 200
+_LONE_LINE_END: Final = re.compile(rb"\r\n|\r(?!\n)|\n")
+
+
+def _crlf(data: bytes) -> bytes:
+    """Line endings as imaplib's APPEND sends them (RFC 5322: CRLF only)."""
+    return _LONE_LINE_END.sub(b"\r\n", data)
 
 
 # --------------------------------------------------------------------------- #
@@ -1468,7 +1519,8 @@ _LIVE: set[DovecotServer | SandboxSMTP] = set()
 
 @atexit.register
 def _close_all_at_exit() -> None:
-    for server in list(_LIVE):
+    # SMTP first: its delivery thread still writes into Dovecot.
+    for server in sorted(_LIVE, key=lambda s: isinstance(s, DovecotServer)):
         try:
             server.close()
         except Exception:

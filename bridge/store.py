@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from . import models
@@ -115,91 +115,135 @@ def record_fetch(conn: Connection, account: str, folder: str, now: datetime, err
 
 
 # --- inbound ------------------------------------------------------------------
+#
+# The ingest hot path runs these for every message, so the statements are
+# built once (building a Core statement costs several times its execution).
 
-def already_recorded(conn: Connection, account: str, folder: str, uidvalidity: int, uid: int) -> bool:
-    key = and_(MESSAGE.c.account == account, MESSAGE.c.folder == folder,
-               MESSAGE.c.uidvalidity == uidvalidity, MESSAGE.c.uid == uid)
-    if conn.execute(select(MESSAGE.c.id).where(key)).first():
-        return True
-    qkey = and_(QUARANTINE.c.account == account, QUARANTINE.c.folder == folder,
-                QUARANTINE.c.uidvalidity == uidvalidity, QUARANTINE.c.uid == uid)
-    return conn.execute(select(QUARANTINE.c.id).where(qkey)).first() is not None
+_RECORDED_UIDS = select(MESSAGE.c.uid).where(
+    MESSAGE.c.account == bindparam("account"), MESSAGE.c.folder == bindparam("folder"),
+    MESSAGE.c.uidvalidity == bindparam("uidvalidity"), MESSAGE.c.uid.in_(bindparam("uids", expanding=True)),
+).union_all(select(QUARANTINE.c.uid).where(
+    QUARANTINE.c.account == bindparam("account"), QUARANTINE.c.folder == bindparam("folder"),
+    QUARANTINE.c.uidvalidity == bindparam("uidvalidity"), QUARANTINE.c.uid.in_(bindparam("uids", expanding=True)),
+))
+_BY_HASH = select(MESSAGE.c.id, MESSAGE.c.message_id, MESSAGE.c.content_hash).where(
+    MESSAGE.c.account == bindparam("account"), MESSAGE.c.content_hash.in_(bindparam("hashes", expanding=True)),
+).order_by(MESSAGE.c.id)
+_OUTBOX_IDS = select(OUTBOX.c.message_id).where(OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)))
+_BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
+                                                BUYER.c.alias == bindparam("alias"))
+_BUYER_INSERT = BUYER.insert()
+_BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
+_CONV = select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
+               BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
+    CONV.c.account == bindparam("account"), CONV.c.key == bindparam("key"))
+_CONV_INSERT = CONV.insert()
+_CONV_TOUCH = update(CONV).where(CONV.c.id == bindparam("conv_id")).values(
+    last_message_at=bindparam("now"), status="open", message_count=CONV.c.message_count + 1,
+    comm_mgr_tok=func.coalesce(CONV.c.comm_mgr_tok, bindparam("tok")),
+    staff_last_id=func.coalesce(bindparam("staff_id"), CONV.c.staff_last_id),
+    staff_root_id=func.coalesce(CONV.c.staff_root_id, bindparam("staff_id")),
+)
+_MESSAGE_INSERT = MESSAGE.insert()
+_QUARANTINE_INSERT = QUARANTINE.insert()
+_OUTBOX_INSERT = OUTBOX.insert()
 
 
-def find_duplicate(conn: Connection, account: str, message_id: str | None, content_hash: str) -> int | None:
-    """A message recorded before with the same content (resync after UIDVALIDITY change, copies).
+def recorded_uids(conn: Connection, account: str, folder: str, uidvalidity: int, uids: list[int]) -> set[int]:
+    """Which of ``uids`` are already recorded (as a message or in quarantine)."""
+    if not uids:
+        return set()
+    return {int(r[0]) for r in conn.execute(_RECORDED_UIDS, {
+        "account": account, "folder": folder, "uidvalidity": uidvalidity, "uids": uids})}
 
-    Matched by Message-ID *and* content hash when there is a Message-ID, by the
-    hash alone otherwise: two different mails may share a Message-ID (broken
-    senders) and must both reach staff.
+
+class SeenContent:
+    """Messages already recorded with given content hashes, for duplicate detection in one batch.
+
+    A duplicate (resync after a UIDVALIDITY change, the same mail in two
+    folders) has the same content hash *and* the same Message-ID; without a
+    Message-ID the hash alone decides. Two different mails may share a
+    Message-ID (broken senders): the hash keeps them apart, so both reach staff.
     """
-    cond = [MESSAGE.c.account == account, MESSAGE.c.content_hash == content_hash]
-    if message_id:
-        cond.append(MESSAGE.c.message_id == message_id)
-    row = conn.execute(select(MESSAGE.c.id).where(*cond).order_by(MESSAGE.c.id).limit(1)).first()
-    return None if row is None else int(row[0])
+
+    def __init__(self, conn: Connection, account: str, hashes: Iterable[str]) -> None:
+        self._by_hash: dict[str, list[tuple[int, str | None]]] = {}
+        wanted = list(set(hashes))
+        if wanted:
+            for row_id, message_id, content_hash in conn.execute(_BY_HASH, {"account": account, "hashes": wanted}):
+                self.add(content_hash, message_id, int(row_id))
+
+    def add(self, content_hash: str, message_id: str | None, row_id: int) -> None:
+        self._by_hash.setdefault(content_hash, []).append((row_id, message_id))
+
+    def find(self, content_hash: str, message_id: str | None) -> int | None:
+        for row_id, known_id in self._by_hash.get(content_hash, ()):
+            if not message_id or known_id == message_id:
+                return row_id
+        return None
 
 
-def outbox_has_message_ids(conn: Connection, ids: Iterable[str]) -> bool:
-    wanted = [i for i in ids if i]
+def outbox_known_ids(conn: Connection, ids: Iterable[str | None]) -> set[str]:
+    """Which of these Message-IDs are of mail we sent (or queued)."""
+    wanted = list({i for i in ids if i})
     if not wanted:
-        return False
-    return conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.message_id.in_(wanted)).limit(1)).first() is not None
+        return set()
+    return {str(r[0]) for r in conn.execute(_OUTBOX_IDS, {"ids": wanted})}
 
 
-def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
-                 now: datetime) -> int:
-    row = conn.execute(select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == account, BUYER.c.alias == alias)).first()
+def _upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
+                  now: datetime) -> int:
+    row = conn.execute(_BUYER, {"account": account, "alias": alias}).first()
     if row is not None:
         if name and row[1] != name:
-            conn.execute(update(BUYER).where(BUYER.c.id == row[0]).values(name=name))
+            conn.execute(_BUYER_RENAME, {"buyer_id": row[0], "name": name})
         return int(row[0])
-    return int(conn.execute(BUYER.insert().values(
-        account=account, marketplace=marketplace, alias=alias, name=name, created_at=now)).inserted_primary_key[0])
+    return int(conn.execute(_BUYER_INSERT, {
+        "account": account, "marketplace": marketplace, "alias": alias, "name": name,
+        "created_at": now}).inserted_primary_key[0])
 
 
 @dataclass(frozen=True)
 class ConversationRef:
+    """A conversation as it was *before* the message being recorded joined it."""
+
     id: int
     staff_root_id: str | None
     staff_last_id: str | None
     message_count: int
 
 
-def upsert_conversation(conn: Connection, account: str, key: str, buyer_id: int, order_id: str | None,
-                        comm_mgr_tok: str | None, subject: str, now: datetime) -> ConversationRef:
-    row = conn.execute(
-        select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.comm_mgr_tok)
-        .where(CONV.c.account == account, CONV.c.key == key)
-    ).first()
+def thread_message(conn: Connection, *, account: str, marketplace: str, alias: str, buyer_name: str | None,
+                   key: str, order_id: str | None, comm_mgr_tok: str | None, subject: str, now: datetime,
+                   staff_message_id: str | None = None) -> ConversationRef:
+    """Find or open the buyer's conversation for ``key`` and count the new message in it.
+
+    ``staff_message_id``: the Message-ID of the staff notification about to be
+    queued for this message; it becomes the newest of the staff thread (and
+    its root when it is the first), so the next one chains to it.
+    """
+    row = conn.execute(_CONV, {"account": account, "key": key}).first()
     if row is None:
-        conv_id = int(conn.execute(CONV.insert().values(
-            account=account, key=key, buyer_id=buyer_id, order_id=order_id, comm_mgr_tok=comm_mgr_tok,
-            subject=subject, status="open", created_at=now, last_message_at=now,
-        )).inserted_primary_key[0])
+        buyer_id = _upsert_buyer(conn, account, marketplace, alias, buyer_name, now)
+        conv_id = int(conn.execute(_CONV_INSERT, {
+            "account": account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
+            "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
+            "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
+            "staff_last_id": staff_message_id,
+        }).inserted_primary_key[0])
         return ConversationRef(conv_id, None, None, 0)
-    values: dict[str, Any] = {"last_message_at": now, "status": "open"}
-    if comm_mgr_tok and not row[3]:
-        values["comm_mgr_tok"] = comm_mgr_tok
-    conn.execute(update(CONV).where(CONV.c.id == row[0]).values(**values))
-    count = conn.execute(select(func.count()).select_from(MESSAGE).where(MESSAGE.c.conversation_id == row[0])).scalar_one()
-    return ConversationRef(int(row[0]), row[1], row[2], int(count))
-
-
-def chain_staff_thread(conn: Connection, conversation_id: int, message_id: str) -> None:
-    """Remember the newest staff notification (and the first) so the next one can chain to them."""
-    conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(
-        staff_last_id=message_id,
-        staff_root_id=func.coalesce(CONV.c.staff_root_id, message_id),
-    ))
+    conn.execute(_CONV_TOUCH, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
+    if buyer_name and row[5] != buyer_name:
+        conn.execute(_BUYER_RENAME, {"buyer_id": row[4], "name": buyer_name})
+    return ConversationRef(int(row[0]), row[1], row[2], int(row[3]))
 
 
 def insert_message(conn: Connection, **values: Any) -> int:
-    return int(conn.execute(MESSAGE.insert().values(**values)).inserted_primary_key[0])
+    return int(conn.execute(_MESSAGE_INSERT, values).inserted_primary_key[0])
 
 
 def insert_quarantine(conn: Connection, **values: Any) -> int:
-    return int(conn.execute(QUARANTINE.insert().values(**values)).inserted_primary_key[0])
+    return int(conn.execute(_QUARANTINE_INSERT, values).inserted_primary_key[0])
 
 
 # --- outbox -------------------------------------------------------------------
@@ -207,11 +251,11 @@ def insert_quarantine(conn: Connection, **values: Any) -> int:
 def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, audience: str,
             envelope_from: str, recipients: tuple[str, ...], subject: str, raw: bytes, now: datetime,
             conversation_id: int | None = None, source_message_id: int | None = None) -> int:
-    return int(conn.execute(OUTBOX.insert().values(
+    return int(conn.execute(_OUTBOX_INSERT, dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
-        state="queued", attempts=0, next_attempt_at=now, created_at=now,
+        state="queued", attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
     )).inserted_primary_key[0])
 
 
@@ -277,10 +321,12 @@ def mark_copied_to_sent(conn: Connection, outbox_id: int) -> None:
     conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(copied_to_sent=True))
 
 
-def interrupted_sends(conn: Connection, account: str, claimed_before: datetime) -> list[OutboxItem]:
-    """Rows left in 'sending' by a worker that died (claimed before ``claimed_before``)."""
+def interrupted_sends(conn: Connection, account: str, claimed_before: datetime,
+                      exclude_worker: str) -> list[OutboxItem]:
+    """Rows left in 'sending' by another worker (one that died), claimed before ``claimed_before``."""
     rows = conn.execute(select(*_ITEM_COLUMNS).where(
         OUTBOX.c.account == account, OUTBOX.c.state == "sending",
+        or_(OUTBOX.c.claimed_by.is_(None), OUTBOX.c.claimed_by != exclude_worker),
         or_(OUTBOX.c.claimed_at.is_(None), OUTBOX.c.claimed_at < claimed_before))).all()
     return [_item(r) for r in rows]
 

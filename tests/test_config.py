@@ -68,7 +68,8 @@ def valid() -> dict[str, Any]:
         "daemon": {"templates": "/srv/templates", "log_level": "INFO"},
         "database": {"url": "sqlite:////var/lib/mailbridge/mailbridge.db"},
         "security": {"secret_file": "/run/secrets/token"},
-        "outbox": {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600},
+        "outbox": {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600,
+                   "reconcile_after_seconds": 120},
         "accounts": [
             {
                 "name": "acme-us",

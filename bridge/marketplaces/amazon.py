@@ -32,7 +32,8 @@ _LABELLED_ORDER_RE = re.compile(
 )
 COMM_MGR_TOK_RE = re.compile(r"\[\s*commMgrTok\s*:\s*([A-Za-z0-9_-]{4,64})\s*\]", re.IGNORECASE)
 # ASINs are 10 characters: "B0" + 8 alphanumerics, or an ISBN-10 for books.
-ASIN_RE = re.compile(r"\bASIN\s*[:：]\s*([A-Z0-9]{10})\b")
+# (Starts with the literal so the regex engine can skip ahead quickly.)
+ASIN_RE = re.compile(r"ASIN\s*[:：]\s*([A-Z0-9]{10})(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -346,13 +347,18 @@ def find_buyer_name(subject: str, from_addr: str = "", from_name: str = "") -> s
     if from_name and from_addr.rpartition("@")[2].startswith("marketplace.amazon."):
         m = _DISPLAY_NAME_RE.match(from_name)
         if m is not None:
-            return m.group("name").strip(" \"'") or None
+            name = m.group("name").strip(" \"'")
+            # Customer-service relays use "Amazon.com - Amazon Marketplace": not a buyer's name.
+            if name and not name.lower().startswith("amazon"):
+                return name
     return None
 
 
 def find_asins(text: str) -> tuple[str, ...]:
     """ASINs named as ``ASIN: B0...``, in order, without duplicates."""
-    return tuple(dict.fromkeys(ASIN_RE.findall(text)))
+    found = (m.group(1) for m in ASIN_RE.finditer(text)
+             if m.start() == 0 or not text[m.start() - 1].isalnum())
+    return tuple(dict.fromkeys(found))
 
 
 def extract_fields(*, subject: str, text: str, html: str | None,

@@ -64,7 +64,8 @@ def mailbox_checkpoint(conn: Connection, account: str, folder: str) -> MailboxCh
         select(MAILBOX.c.uidvalidity, MAILBOX.c.last_uid, MAILBOX.c.history_until_uid)
         .where(MAILBOX.c.account == account, MAILBOX.c.folder == folder)
     ).first()
-    return None if row is None else MailboxCheckpoint(row[0], row[1], row[2])
+    # UIDVALIDITY is never 0 (RFC 3501 2.3.1.1): 0 marks a row made only to record an error.
+    return None if row is None or row[0] == 0 else MailboxCheckpoint(row[0], row[1], row[2])
 
 
 def start_mailbox(conn: Connection, account: str, folder: str, uidvalidity: int,
@@ -108,10 +109,15 @@ def advance_checkpoint(conn: Connection, account: str, folder: str, uidvalidity:
 
 
 def record_fetch(conn: Connection, account: str, folder: str, now: datetime, error: str | None) -> None:
+    """Record a successful fetch (clears the error) or an error, for ``mailbridge status``."""
     values: dict[str, Any] = {"last_error": error, "last_error_at": now if error else None}
     if error is None:
         values["last_fetch_at"] = now
-    conn.execute(update(MAILBOX).where(MAILBOX.c.account == account, MAILBOX.c.folder == folder).values(**values))
+    updated = conn.execute(update(MAILBOX).where(MAILBOX.c.account == account, MAILBOX.c.folder == folder)
+                           .values(**values)).rowcount
+    if not updated:
+        conn.execute(MAILBOX.insert().values(account=account, folder=folder, uidvalidity=0, last_uid=0,
+                                             history_until_uid=0, initialised_at=now, **values))
 
 
 # --- inbound ------------------------------------------------------------------

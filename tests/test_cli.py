@@ -1,0 +1,106 @@
+"""The mailbridge command as an operator runs it (real processes, real servers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge import samples
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
+
+
+def mailbridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def write_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp_port: int,
+                 extra: str = "") -> Path:
+    domain = seller.user.rpartition("@")[2]
+    (tmp_path / "imap-password").write_text(seller.password + "\n")
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(f"""
+[database]
+url = "sqlite:///{tmp_path}/mb.db"
+[[accounts]]
+name = "acme"
+marketplace = "amazon.com"
+seller_name = "Acme Outdoor"
+seller_address = "{seller.user}"
+staff_address = "{staff.user}"
+staff_senders = ["*@{domain}"]
+forward_existing = true
+[accounts.imap]
+host = "127.0.0.1"
+port = {seller.port}
+security = "none"
+username = "{seller.user}"
+password_file = "imap-password"
+{extra}
+[accounts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+username = ""
+sent_copies = "none"
+""")
+    return path
+
+
+def test_config_errors_name_file_key_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[accounts]]\nname = "Bad Name"\nmarketplace = "amazon.moon"\n[accounts.imap]\npol_seconds = 3\n')
+    result = mailbridge("-c", str(path), "check-config")
+    assert result.returncode == 2
+    err = result.stderr
+    assert str(path) in err
+    assert "accounts[0].marketplace" in err and "amazon.com" in err     # names the valid choices
+    assert "did you mean 'poll_seconds'" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file_says_where_it_looked(tmp_path: Path) -> None:
+    result = mailbridge("-c", str(tmp_path / "nope.toml"), "status")
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_once_then_status(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                              smtp_server: SandboxSMTP) -> None:
+    staff = dovecot.new_account("staff")
+    for raw in samples.buyer_backlog(4, seller_address=fresh_mailbox.user, seed=21, buyers=3):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
+
+    checked = mailbridge("-c", str(config), "check-config", "--connect")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "IMAP login OK" in checked.stdout and "SMTP login OK" in checked.stdout
+    assert fresh_mailbox.password not in checked.stdout + checked.stderr
+
+    ran = mailbridge("-c", str(config), "run", "--once")
+    assert ran.returncode == 0, ran.stderr
+    assert len(smtp_server.wait_for(4)) == 4
+    assert fresh_mailbox.password not in ran.stderr                   # secrets never logged
+
+    status = mailbridge("-c", str(config), "status", "--json")
+    assert status.returncode == 0, status.stderr
+    (acct,) = json.loads(status.stdout)["accounts"]
+    assert acct["messages"] == 4 and acct["conversations"] == 3
+    assert acct["outbox"]["sent"] == 4 and acct["outbox"]["failed"] == 0
+    assert acct["mailboxes"][0]["last_uid"] == 4 and acct["mailboxes"][0]["last_fetch_at"]
+    human = mailbridge("-c", str(config), "status")
+    assert "conversations: 3" in human.stdout and "sent 4" in human.stdout
+
+
+def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotServer,
+                                             fresh_mailbox: SandboxAccount) -> None:
+    staff = dovecot.new_account("staff")
+    broken = SandboxAccount(fresh_mailbox.user, "wrong-password", fresh_mailbox.host, fresh_mailbox.port)
+    config = write_config(tmp_path, broken, staff, 9)
+    ran = mailbridge("-c", str(config), "run", "--once")
+    assert ran.returncode == 1
+    assert "login" in ran.stderr and "refused" in ran.stderr and "password_file" in ran.stderr
+    status = json.loads(mailbridge("-c", str(config), "status", "--json").stdout)
+    assert "refused" in status["accounts"][0]["mailboxes"][0]["last_error"]

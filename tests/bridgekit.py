@@ -18,9 +18,10 @@ from bridge.sandbox import SandboxAccount, SandboxSMTP
 def make_settings(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
                   imap: dict[str, Any] | None = None, account: dict[str, Any] | None = None,
                   smtp_opts: dict[str, Any] | None = None, outbox: dict[str, Any] | None = None,
-                  db_url: str | None = None) -> Settings:
+                  db_url: str | None = None, daemon: dict[str, Any] | None = None) -> Settings:
     domain = seller.user.rpartition("@")[2]
     data: dict[str, Any] = {
+        "daemon": daemon or {},
         "database": {"url": db_url or f"sqlite:///{tmp_path}/mailbridge.db"},
         "outbox": {"retry_base_seconds": 1, "retry_max_seconds": 10, **(outbox or {})},
         "accounts": [{
@@ -38,6 +39,18 @@ def make_settings(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount,
         }],
     }
     return parse_settings(data, tmp_path / "mailbridge.toml", {}, lambda p: p.read_text())
+
+
+def account_block(name: str, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP) -> dict[str, Any]:
+    """One more [[accounts]] entry, for agency (many accounts) tests."""
+    domain = seller.user.rpartition("@")[2]
+    return {
+        "name": name, "marketplace": "amazon.de", "seller_name": f"{name} GmbH", "seller_address": seller.user,
+        "staff_address": staff.user, "staff_senders": [f"*@{domain}"], "forward_existing": True,
+        "imap": {"host": "127.0.0.1", "port": seller.port, "security": "none", "username": seller.user,
+                 "password": seller.password, "poll_seconds": 5},
+        "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "username": "", "sent_copies": "none"},
+    }
 
 
 @dataclass

@@ -10,12 +10,13 @@ Every message we send carries:
 
 from __future__ import annotations
 
+import base64
 import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import encode_rfc2231, format_datetime, formataddr
 
 # Staff write above this line; everything from it down is our notification
 # quoted back by their client (bridge.replies cuts here first).
@@ -32,12 +33,39 @@ def new_message_id(from_address: str) -> str:
 
 
 @dataclass(frozen=True)
+class AttachmentData:
+    filename: str
+    content_type: str        # "application/pdf"
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Outgoing:
     message_id: str          # without brackets
     envelope_from: str
     recipients: tuple[str, ...]
     subject: str
     raw: bytes               # CRLF line endings, ready for SMTP DATA
+
+
+def _text_part(text: str) -> bytes:
+    """Content headers, a blank line and the body of a utf-8 text part."""
+    # Quoted-printable keeps long lines and non-ASCII intact in every client (RFC 2045 6.7).
+    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return (b'Content-Type: text/plain; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)
+
+
+def _attachment_part(attachment: AttachmentData) -> bytes:
+    name = attachment.filename.replace("\\", "_").replace('"', "_")
+    if name.isascii():
+        disposition = f'attachment; filename="{name}"'
+    else:  # RFC 2231 parameter encoding for non-ASCII file names
+        disposition = f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
+    ctype = attachment.content_type if "/" in attachment.content_type else "application/octet-stream"
+    head = _header("Content-Type", ctype) + _header("Content-Disposition", disposition) + \
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    return head + base64.encodebytes(attachment.data).replace(b"\n", b"\r\n")
 
 
 def _is_ascii(value: str) -> bool:
@@ -92,7 +120,13 @@ def build_mail(
     references: tuple[str, ...] = (),
     auto_submitted: bool = True,
     extra_headers: tuple[tuple[str, str], ...] = (),
+    attachments: tuple[AttachmentData, ...] = (),
 ) -> Outgoing:
+    """Build the bytes of one plain-text message (multipart/mixed when there are attachments).
+
+    ``auto_submitted=False`` for mail that carries a person's words (a staff
+    reply relayed to a buyer): RFC 3834 reserves Auto-Submitted for automatic mail.
+    """
     fields: list[tuple[str, str]] = [
         ("From", _mailbox(from_name, from_addr)),
         ("To", to_addr),
@@ -107,16 +141,17 @@ def build_mail(
     if auto_submitted:
         fields += [("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")]
     fields += [(ORIGIN_HEADER, origin), (ACCOUNT_HEADER, account), *extra_headers]
-    fields += [
-        ("MIME-Version", "1.0"),
-        ("Content-Type", 'text/plain; charset="utf-8"'),
-        ("Content-Transfer-Encoding", "quoted-printable"),
-    ]
-    head = b"".join(_header(name, value) for name, value in fields)
-    # Quoted-printable keeps long lines and non-ASCII intact in every client (RFC 2045 6.7).
-    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
-    body = body.replace(b"\n", b"\r\n")
-    raw = head + b"\r\n" + body
+    fields.append(("MIME-Version", "1.0"))
+    text_part = _text_part(text)
+    if attachments:
+        boundary = f"mb-{uuid.uuid4().hex}"
+        fields.append(("Content-Type", f'multipart/mixed; boundary="{boundary}"'))
+        parts = [text_part] + [_attachment_part(a) for a in attachments]
+        sep = f"--{boundary}\r\n".encode()
+        body = b"".join(sep + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+        raw = b"".join(_header(name, value) for name, value in fields) + b"\r\n" + body
+    else:
+        raw = b"".join(_header(name, value) for name, value in fields) + text_part
     return Outgoing(
         message_id=message_id,
         envelope_from=from_addr,

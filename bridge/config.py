@@ -111,6 +111,19 @@ class OutboxSettings:
     reconcile_after_seconds: float = 120.0
 
 
+DEFAULT_ATTACHMENT_TYPES = ("pdf", "jpg", "jpeg", "png", "gif", "txt")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Staff replies relayed to buyers (DOMAIN.md "Replying")."""
+
+    confirm_to_staff: bool = True        # after a send, tell the staff thread exactly what the buyer received
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES  # file name extensions, lowercased
+    max_attachment_bytes: int = 10 * 1024 * 1024   # all attachments of one message together
+    max_attachments: int = 5
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path                       # the file these came from (for messages)
@@ -120,6 +133,7 @@ class Settings:
     templates_dir: Path              # [daemon] templates; relative paths resolve against the config file's folder
     log_level: str                   # [daemon] log_level: DEBUG | INFO | WARNING | ERROR
     accounts: tuple[AccountSettings, ...]
+    relay: RelaySettings = RelaySettings()
 
     def account(self, name: str) -> AccountSettings:
         for acct in self.accounts:
@@ -155,7 +169,8 @@ from bridge.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES  # noqa: E402
 #: Anything else is an error; ``config/mailbridge.example.toml`` documents each one
 #: (a test keeps the two in step).
 KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("daemon", "database", "security", "outbox", "accounts"),
+    "": ("daemon", "database", "security", "outbox", "relay", "accounts"),
+    "relay": ("confirm_to_staff", "attachment_types", "max_attachment_bytes", "max_attachments"),
     "daemon": ("templates", "log_level"),
     "database": ("url",),
     "security": ("secret_file", "secret_env", "secret"),
@@ -286,6 +301,7 @@ def parse_settings(
     database = DatabaseSettings(url=_database_url(root.table("database"), ctx))
     security = SecuritySettings(secret=_security_secret(root.table("security"), ctx))
     outbox = _outbox(root.table("outbox"))
+    relay = _relay(root.table("relay"))
     accounts = _accounts(root, ctx)
 
     if problems.lines:
@@ -298,6 +314,7 @@ def parse_settings(
         templates_dir=templates_dir,
         log_level=log_level.upper(),
         accounts=accounts,
+        relay=relay,
     )
 
 
@@ -535,6 +552,24 @@ def _security_secret(tbl: _Table, ctx: _Context) -> Secret | None:
                     "value, e.g. `openssl rand -hex 32`, or leave [security] empty to have one "
                     "generated and kept in the database")
     return secret
+
+
+def _relay(tbl: _Table) -> RelaySettings:
+    defaults = RelaySettings()
+    types = defaults.attachment_types
+    if tbl.has("attachment_types"):
+        raw = tbl.get("attachment_types")
+        if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip(".").isalnum() for t in raw):
+            tbl.problem("attachment_types", f"got {_given(raw)}; expected an array of file name extensions "
+                                            'such as ["pdf", "jpg", "png"]')
+        else:
+            types = tuple(t.strip(".").lower() for t in raw)
+    return RelaySettings(
+        confirm_to_staff=tbl.flag("confirm_to_staff", defaults.confirm_to_staff),
+        attachment_types=types,
+        max_attachment_bytes=tbl.integer("max_attachment_bytes", defaults.max_attachment_bytes, 0),
+        max_attachments=tbl.integer("max_attachments", defaults.max_attachments, 0),
+    )
 
 
 def _outbox(tbl: _Table) -> OutboxSettings:

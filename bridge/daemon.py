@@ -56,7 +56,7 @@ class Daemon:
         secret = settings.security.secret.reveal() if settings.security.secret else None
         key = store.token_secret(self.engine, secret)
         templates = Templates(settings.templates_dir)
-        self.accounts = [AccountContext.build(a, key, templates) for a in settings.accounts]
+        self.accounts = [AccountContext.build(a, key, templates, settings.relay) for a in settings.accounts]
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
         from .outbox import OutboxWorker
@@ -125,9 +125,13 @@ class Daemon:
         workers = [self._outbox(a) for a in self.accounts]
         tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
                  for w in workers]
+        async def wake_outboxes() -> None:
+            # A coroutine job runs on the loop itself: asyncio.Event is not thread-safe.
+            for event in wakes.values():
+                event.set()
+
         scheduler = AsyncIOScheduler(event_loop=loop)
-        scheduler.add_job(lambda: [w.set() for w in wakes.values()], "interval", seconds=15,
-                          id="outbox-due", coalesce=True, max_instances=1)
+        scheduler.add_job(wake_outboxes, "interval", seconds=15, id="outbox-due", coalesce=True, max_instances=1)
         scheduler.start()
         log.info("mailbridge running: %d account(s)", len(self.accounts))
         try:
@@ -137,8 +141,12 @@ class Daemon:
             scheduler.shutdown(wait=False)
             thread_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            deadline = loop.time() + 60   # one budget for all accounts (systemd's TimeoutStopSec is 90)
             for t in threads:
-                await asyncio.to_thread(t.join, 60)
+                await asyncio.to_thread(t.join, max(0.1, deadline - loop.time()))
+            stuck = [t.name for t in threads if t.is_alive()]
+            if stuck:
+                log.warning("stopping without waiting for %s", ", ".join(stuck))
             log.info("stopped")
 
     @staticmethod

@@ -49,13 +49,14 @@ def make_engine(url: str) -> Engine:
                     f"cannot create the folder for the database {path!r}: {exc}; "
                     "set [database] url to a writable location"
                 ) from exc
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # hide_parameters: error messages must not carry mail text, addresses or keys into logs.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE takes the write lock up front: two writers (ingest and
         # outbox) then wait on busy_timeout instead of failing on lock upgrade.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     return engine
 
 

@@ -23,6 +23,8 @@ from .pipeline import FetchedMail
 
 log = logging.getLogger(__name__)
 
+MOVE_CHUNK = 500
+
 # RFC 2177: servers may drop an IDLE after 30 minutes of inactivity; re-issue well before.
 IDLE_REISSUE_SECONDS = 25 * 60
 
@@ -139,6 +141,14 @@ class MailboxSession:
             raise ConnectionLost(f"UID SEARCH failed: {exc}") from exc
         return sorted(u for u in uids if u > last_uid)
 
+    def uids_between(self, first: int, last: int) -> list[int]:
+        """UIDs present from ``first`` to ``last`` inclusive."""
+        try:
+            uids = self.client.search(["UID", f"{first}:{last}"])
+        except (OSError, IMAPClientError) as exc:
+            raise ConnectionLost(f"UID SEARCH failed: {exc}") from exc
+        return sorted(u for u in uids if first <= u <= last)
+
     def fetch(self, uids: Sequence[int], max_bytes: int) -> Iterator[FetchedMail]:
         """Fetch ``uids`` (a batch): sizes first, then bodies of those within ``max_bytes``.
 
@@ -155,30 +165,39 @@ class MailboxSession:
             headers = self.client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
         except (OSError, IMAPClientError, socket.timeout) as exc:
             raise ConnectionLost(f"FETCH failed: {exc}") from exc
+        unanswered = [u for u in uids if u in sizes and u not in bodies and u not in headers]
+        still_there = set(self.uids_between(min(unanswered), max(unanswered))) if unanswered else set()
         for uid in uids:
             if uid in bodies and b"BODY[]" in bodies[uid]:
                 yield FetchedMail(uid=uid, size=sizes[uid], raw=bytes(bodies[uid][b"BODY[]"]))
             elif uid in headers:
                 yield FetchedMail(uid=uid, size=sizes[uid], raw=bytes(headers[uid].get(b"BODY[HEADER]", b"")),
                                   header_only=True)
-            # A UID missing from the answer was expunged meanwhile: nothing to record.
+            elif uid in still_there:
+                # Listed, still there, but its content did not come: never skip it silently.
+                yield FetchedMail(uid=uid, size=sizes.get(uid, 0), raw=b"", missing=True)
+            # Otherwise the UID was expunged meanwhile: nothing to record.
 
     # -- writing ---------------------------------------------------------------
 
     def move(self, uids: Sequence[int], folder: str) -> None:
-        """Move mail that is already safely recorded. MOVE (RFC 6851) when offered."""
-        if not uids:
-            return
+        """Move mail that is already safely recorded. MOVE (RFC 6851) when offered.
+
+        In chunks: servers refuse over-long command lines (Dovecot: "Too long
+        argument" somewhere past 10,000 UIDs).
+        """
         try:
-            if self.can_move:
-                self.client.move(list(uids), folder)
-            else:
-                self.client.copy(list(uids), folder)
-                self.client.delete_messages(list(uids))
-                if self.can_uidplus:
-                    self.client.uid_expunge(list(uids))
+            for start in range(0, len(uids), MOVE_CHUNK):
+                chunk = list(uids[start:start + MOVE_CHUNK])
+                if self.can_move:
+                    self.client.move(chunk, folder)
                 else:
-                    self.client.expunge()
+                    self.client.copy(chunk, folder)
+                    self.client.delete_messages(chunk)
+                    if self.can_uidplus:
+                        self.client.uid_expunge(chunk)
+                    else:
+                        self.client.expunge()
         except IMAPClientError as exc:
             raise ImapError(f"cannot move mail to {folder!r}: {_text(exc)}; does the folder exist?") from exc
         except OSError as exc:
@@ -202,10 +221,14 @@ class MailboxSession:
             raise ConnectionLost(f"connection lost appending to {folder!r}: {exc}") from exc
 
     def contains_message_id(self, folder: str, message_id: str) -> bool:
-        """Is a message with this Message-ID in ``folder``? (Selects the folder read-only.)"""
+        """Is a message with this Message-ID in ``folder``? (Selects the folder read-only.)
+
+        A missing folder raises: "not found" must mean "not there", never "we looked in the wrong place".
+        """
         try:
             if not self.client.folder_exists(folder):
-                return False
+                raise ImapError(f"the Sent folder {folder!r} does not exist; set imap.sent_folder to the folder "
+                                "where sent mail is kept", permanent=True)
             self.client.select_folder(folder, readonly=True)
             self.folder = None
             return bool(self.client.search(["HEADER", "Message-ID", f"<{message_id}>"]))

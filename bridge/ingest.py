@@ -8,20 +8,19 @@ what has been handled, so staff may read, flag or leave mail as they like.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
-from .pipeline import AccountContext, BatchResult, FetchedMail, ingest_batch, queue_staff_alert
+from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ class IngestStats:
     history: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    relayed: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: BatchResult) -> None:
@@ -49,57 +49,9 @@ class IngestStats:
         self.history += result.history
         self.duplicates += result.duplicates
         self.quarantined += result.quarantined
+        self.relayed += result.relayed
         for kind, n in result.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + n
-
-
-def _prefetch(session: MailboxSession, batches: list[list[int]], max_bytes: int,
-              stop: threading.Event | None) -> Iterator[list[FetchedMail]]:
-    """Fetch batch n+1 while the caller records batch n.
-
-    The fetching thread owns the IMAP connection until this generator is
-    exhausted or closed (imapclient is not thread-safe; the caller must not use
-    the session meanwhile). At most two fetched batches wait in memory.
-    """
-    if len(batches) <= 1:
-        for batch in batches:
-            yield list(session.fetch(batch, max_bytes))
-        return
-    handoff: queue.Queue[list[FetchedMail] | BaseException | None] = queue.Queue(maxsize=2)
-    quit_ = threading.Event()
-
-    def put(value: list[FetchedMail] | BaseException | None) -> None:
-        while not quit_.is_set():
-            try:
-                handoff.put(value, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def fetch_all() -> None:
-        try:
-            for batch in batches:
-                if quit_.is_set() or (stop is not None and stop.is_set()):
-                    break
-                put(list(session.fetch(batch, max_bytes)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put(exc)
-            return
-        put(None)
-
-    fetcher = threading.Thread(target=fetch_all, name="imap-prefetch", daemon=True)
-    fetcher.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        quit_.set()
-        fetcher.join()
 
 
 class AccountIngest:
@@ -152,44 +104,55 @@ class AccountIngest:
         self.stats.passes += 1
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
-        batches = [uids[i:i + self.imap.batch_size] for i in range(0, len(uids), self.imap.batch_size)]
-        processed: list[int] = []
-        quarantined: list[int] = []
-        done = 0
-        for fetched in _prefetch(session, batches, self.imap.max_message_bytes, stop):
+        for start in range(0, len(uids), self.imap.batch_size):
+            if stop is not None and stop.is_set():
+                break
+            batch = uids[start:start + self.imap.batch_size]
+            fetched = list(session.fetch(batch, self.imap.max_message_bytes))
             self.stats.fetched += len(fetched)
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, fetched,
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
             if result.outbox_rows:
                 self.on_committed()
-            processed += result.processed_uids
-            quarantined += result.quarantined_uids
-            done += len(fetched)
-            if len(batches) > 1:
-                log.info("account %s: %d/%d recorded", self.acct.name, done, len(uids))
-        # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
-        if self.imap.processed_folder and processed:
-            session.move(processed, self.imap.processed_folder)
-        if self.imap.quarantine_folder and quarantined:
-            session.move(quarantined, self.imap.quarantine_folder)
+            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+            self._move(session, result.processed_uids, result.quarantined_uids)
+            if len(uids) > self.imap.batch_size:
+                log.info("account %s: %d/%d recorded", self.acct.name, min(start + len(batch), len(uids)), len(uids))
         if not uids:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
 
+    def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
+        if self.imap.processed_folder and processed:
+            session.move(processed, self.imap.processed_folder)
+        if self.imap.quarantine_folder and quarantined:
+            session.move(quarantined, self.imap.quarantine_folder)
+
     def _move_leftovers(self, session: MailboxSession, checkpoint: store.MailboxCheckpoint) -> None:
-        """Mail recorded before a crash but not yet moved to processed_folder: move it now."""
-        if not self.imap.processed_folder or checkpoint.last_uid == 0:
+        """Mail recorded before a crash but not yet moved: move it now.
+
+        A failure here is logged and recorded but does not stop new mail from
+        being ingested: the leftovers are tried again on the next pass.
+        """
+        if not (self.imap.processed_folder or self.imap.quarantine_folder) or checkpoint.last_uid == 0:
             return
-        present = [u for u in session.client.search(["UID", f"1:{checkpoint.last_uid}"]) if u <= checkpoint.last_uid]
-        if not present:
-            return
-        with self.engine.begin() as conn:
-            quarantined = set(store.quarantined_uids(conn, self.acct.name, self.imap.folder, checkpoint.uidvalidity))
-        leftovers = [u for u in present if u not in quarantined]
-        if leftovers:
-            session.move(leftovers, self.imap.processed_folder)
+        try:
+            present = session.uids_between(1, checkpoint.last_uid)
+            if not present:
+                return
+            with self.engine.begin() as conn:
+                quarantined = set(store.quarantined_uids(conn, self.acct.name, self.imap.folder,
+                                                         checkpoint.uidvalidity))
+            self._move(session, [u for u in present if u not in quarantined],
+                       [u for u in present if u in quarantined])
+        except ConnectionLost:
+            raise
+        except ImapError as exc:
+            log.warning("account %s: cannot move already recorded mail: %s; new mail is still ingested",
+                        self.acct.name, exc)
+            self.record_error(str(exc))
 
     def record_error(self, message: str) -> None:
         try:
@@ -198,8 +161,14 @@ class AccountIngest:
         except Exception:  # noqa: BLE001 - the database may be what failed
             log.exception("account %s: cannot record the error in the database", self.acct.name)
 
+    def _ensure_folders(self, session: MailboxSession) -> None:
+        for folder in (self.imap.processed_folder, self.imap.quarantine_folder):
+            if folder:
+                session.ensure_folder(folder)
+
     def run_once(self) -> IngestStats:
         with MailboxSession(self.imap, self.factory) as session:
+            self._ensure_folders(session)
             return self.sync(session)
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -210,9 +179,10 @@ class AccountIngest:
                 with MailboxSession(self.imap, self.factory) as session:
                     log.info("account %s: connected to %s (IDLE %s)", self.acct.name, self.imap.host,
                              "on" if session.can_idle and self.imap.idle else "off, polling")
-                    backoff = 1.0
+                    self._ensure_folders(session)
                     while not stop.is_set():
                         self.sync(session, stop)
+                        backoff = 1.0   # only a completed pass proves the account healthy again
                         session.wait(self.imap.poll_seconds, stop)
             except ImapError as exc:
                 delay = max(backoff, 60.0) if exc.permanent else backoff

@@ -127,6 +127,7 @@ class Quarantine(SQLModel, table=True):
     message_id: str | None = None
     size: int
     reason: str
+    content_hash: str | None = Field(default=None, index=True)
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(sa_column=_ts())
     released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -136,7 +137,9 @@ class Outbox(SQLModel, table=True):
     """Outbound mail. Content and Message-ID are fixed when the row is created.
 
     States: queued -> sending -> sent | queued (retry) | failed;
-    a ``sending`` row left by a crash is reconciled to sent / queued / unknown.
+    a ``sending`` row left by a crash is reconciled to sent / queued / unknown;
+    ``held``: composed but not to be sent until an operator releases it
+    (``mailbridge outbox retry``); ``cancelled``: an operator dropped it.
     """
 
     __tablename__ = "outbox"
@@ -144,6 +147,9 @@ class Outbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
     message_id: str = Field(unique=True)   # without brackets
+    # What this row answers, so the same staff reply ingested twice (a copy, a
+    # resync) is relayed once: "relay:<account>:<staff Message-ID or hash>".
+    dedupe_key: str | None = Field(default=None, unique=True)
     purpose: str               # staff_notification | staff_alert | buyer_reply | ...
     audience: str              # staff | buyer: who receives it (decides crash reconciliation)
     conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)

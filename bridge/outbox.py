@@ -25,8 +25,11 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
-from . import store
+from sqlalchemy.engine import Connection
+
+from . import compose, relay, store, tokens
 from .config import OutboxSettings
 from .imap import ClientFactory, ImapError, MailboxSession, default_client
 from .ingest import Clock, utcnow
@@ -58,6 +61,7 @@ class OutboxWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sent = 0
         self.failed = 0
+        self._session_failures = 0   # consecutive connect/login failures, for the worker's own backoff
 
     # -- start-up ----------------------------------------------------------------
 
@@ -69,13 +73,19 @@ class OutboxWorker:
         Younger ones are left for a later call (the run loop calls this often).
         """
         now = self.clock()
-        with self.engine.begin() as conn:
-            rows = store.interrupted_sends(
-                conn, self.acct.name, exclude_worker=self.worker_id,
-                claimed_before=now - timedelta(seconds=self.settings.reconcile_after_seconds))
+        rows = await asyncio.to_thread(self._interrupted, now)
         if not rows:
             return
         found = await asyncio.to_thread(self._find_in_sent, [r.message_id for r in rows])
+        await asyncio.to_thread(self._resolve, rows, found, now)
+
+    def _interrupted(self, now: datetime) -> list[store.OutboxItem]:
+        with self.engine.begin() as conn:
+            return store.interrupted_sends(
+                conn, self.acct.name, exclude_worker=self.worker_id,
+                claimed_before=now - timedelta(seconds=self.settings.reconcile_after_seconds))
+
+    def _resolve(self, rows: list[store.OutboxItem], found: set[str] | None, now: datetime) -> None:
         copies = self.acct.settings.smtp.sent_copies
         with self.engine.begin() as conn:
             for row in rows:
@@ -113,19 +123,20 @@ class OutboxWorker:
     # -- sending -----------------------------------------------------------------
 
     async def send_one_due(self) -> bool:
-        """Claim one due row and send it. False when nothing is due."""
-        now = self.clock()
-        with self.engine.begin() as conn:
-            item = store.claim_due(conn, self.acct.name, self.worker_id, now)
+        """Claim one due row and send it. False when nothing is due (or the server is unreachable)."""
+        item = await asyncio.to_thread(self._claim)
         if item is None:
             return False
         try:
             await self.smtp.send(item.envelope_from, item.recipients, item.raw)
         except SendError as exc:
-            self._record_failure(item, exc)
+            if exc.connection:
+                # Not this message's fault: give the row back untouched and pause this worker.
+                await asyncio.to_thread(self._release, item, exc)
+                return False
+            await asyncio.to_thread(self._record_failure, item, exc)
             return True
-        with self.engine.begin() as conn:
-            store.finish_send(conn, item.id, state="sent", now=self.clock())
+        await asyncio.to_thread(self._record_sent, item)
         self.sent += 1
         log.info("account %s: sent %s <%s> to %s", self.acct.name, item.purpose, item.message_id,
                  ", ".join(item.recipients))
@@ -133,11 +144,63 @@ class OutboxWorker:
             await asyncio.to_thread(self._append_copy, item)
         return True
 
+    def _claim(self) -> store.OutboxItem | None:
+        with self.engine.begin() as conn:
+            return store.claim_due(conn, self.acct.name, self.worker_id, self.clock())
+
+    def _record_sent(self, item: store.OutboxItem) -> None:
+        """Mark sent (and queue the staff confirmation) in one transaction; retried, since the mail is out."""
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    if store.finish_send(conn, item.id, worker=self.worker_id, state="sent", now=self.clock()) \
+                            and item.purpose == "buyer_reply" and self.acct.relay.confirm_to_staff:
+                        self._confirm_to_staff(conn, item)
+                return
+            except OperationalError:
+                if attempt == 4:
+                    # The row stays 'sending' and is reconciled via the Sent folder after a restart.
+                    log.exception("account %s: sent <%s> but cannot record it", self.acct.name, item.message_id)
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    def _release(self, item: store.OutboxItem, exc: SendError) -> None:
+        delay = retry_delay(self._session_failures + 1, self.settings, self.rng)
+        self._session_failures += 1
+        now = self.clock()
+        with self.engine.begin() as conn:
+            store.finish_send(conn, item.id, worker=self.worker_id, state="queued", now=now, error=str(exc),
+                              next_attempt_at=now + timedelta(seconds=delay), refund_attempt=True)
+        log.error("account %s: cannot send through %s: %s; trying again in %.0f s", self.acct.name,
+                  self.acct.settings.smtp.host, exc, delay)
+
+    def _confirm_to_staff(self, conn: Connection, item: store.OutboxItem) -> None:
+        """Tell the staff thread exactly what the buyer received (same transaction as 'sent')."""
+        s = self.acct.settings
+        text, attachments = relay.sent_text(item.raw)
+        conv = store.conversation_info(conn, s.name, item.conversation_id) if item.conversation_id else None
+        now = self.clock()
+        rendered = self.acct.templates.render("staff_confirmation", {
+            "subject": item.subject, "buyer": ", ".join(item.recipients), "sent": now.strftime("%Y-%m-%d %H:%M UTC"),
+            "sent_text": text.strip(), "attachments": attachments, "tag": f"MB-{conv.id}" if conv else "-",
+            "account": s.name,
+        })
+        message_id = compose.new_message_id(s.seller_address)
+        chain = tuple(dict.fromkeys(i for i in ((conv.staff_root_id, conv.staff_last_id) if conv else ()) if i))
+        out = compose.build_mail(
+            account=s.name, origin=tokens.make_origin(self.acct.secret, s.name, message_id), message_id=message_id,
+            date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=s.staff_address,
+            subject=rendered.subject, text=rendered.text, in_reply_to=chain[-1] if chain else None, references=chain,
+        )
+        store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_confirmation",
+                      audience="staff", envelope_from=out.envelope_from, recipients=out.recipients,
+                      subject=out.subject, raw=out.raw, now=now, conversation_id=item.conversation_id)
+
     def _record_failure(self, item: store.OutboxItem, exc: SendError) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             if exc.ambiguous and item.audience == "buyer":
-                store.finish_send(conn, item.id, state="unknown", now=now, error=str(exc))
+                store.finish_send(conn, item.id, worker=self.worker_id, state="unknown", now=now, error=str(exc))
                 queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
                                   f"The connection to the mail server broke while sending <{item.message_id}>: "
                                   f"{exc}. mailbridge will not send it again by itself; check the Sent folder, "
@@ -145,13 +208,19 @@ class OutboxWorker:
                                   now)
                 log.error("account %s: outbox %s outcome unknown: %s", self.acct.name, item.id, exc)
             elif exc.permanent or item.attempts >= self.settings.max_attempts:
-                store.finish_send(conn, item.id, state="failed", now=now, error=str(exc))
+                store.finish_send(conn, item.id, worker=self.worker_id, state="failed", now=now, error=str(exc))
                 self.failed += 1
+                if item.audience == "buyer":
+                    queue_staff_alert(conn, self.acct, f"Not delivered: {item.subject}"[:150],
+                                      f"The mail server would not take the reply to {', '.join(item.recipients)} "
+                                      f"after {item.attempts} attempt(s): {exc}\n\nNothing more will be tried. "
+                                      "Check the account's SMTP settings and the buyer's address; to try again "
+                                      f"run `mailbridge outbox retry {item.id}`.", now, purpose="reply_failed")
                 log.error("account %s: outbox %s (%s to %s) failed for good after %d attempt(s): %s",
                           self.acct.name, item.id, item.purpose, ", ".join(item.recipients), item.attempts, exc)
             else:
                 delay = retry_delay(item.attempts, self.settings, self.rng)
-                store.finish_send(conn, item.id, state="queued", now=now, error=str(exc),
+                store.finish_send(conn, item.id, worker=self.worker_id, state="queued", now=now, error=str(exc),
                                   next_attempt_at=now + timedelta(seconds=delay))
                 log.warning("account %s: outbox %s attempt %d failed (%s); retrying in %.1f s",
                             self.acct.name, item.id, item.attempts, exc, delay)
@@ -173,6 +242,7 @@ class OutboxWorker:
         handled = 0
         while await self.send_one_due():
             handled += 1
+            self._session_failures = 0
         return handled
 
     def seconds_until_due(self) -> float | None:
@@ -188,7 +258,7 @@ class OutboxWorker:
                 try:
                     await self.reconcile()
                     await self.drain()
-                    wait = self.seconds_until_due()
+                    wait = await asyncio.to_thread(self.seconds_until_due)
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
                     log.exception("account %s: outbox worker error; retrying in 5 s", self.acct.name)
                     wait = 5.0

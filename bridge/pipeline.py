@@ -19,11 +19,11 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError
 
-from . import compose, store, threads, tokens
+from . import compose, relay, store, threads, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
-from .config import AccountSettings
+from .config import AccountSettings, RelaySettings
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from .parse import ParsedMail, UnparseableMail, parse_mail
 from .render import TemplateError, Templates
@@ -37,7 +37,11 @@ QUARANTINE_KEEP_BYTES = 2 * 1024 * 1024
 
 # Failures that would hit every message alike: quarantining would only move
 # all mail aside. They abort the batch instead (nothing lost, retried later).
-SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, DBAPIError)
+# A DataError or IntegrityError is about one message's values, so it quarantines
+# that message; the rest of DBAPIError (connection lost, database locked,
+# disk full) is about the database.
+SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, OperationalError, InterfaceError, InternalError,
+                                                ProgrammingError, NotSupportedError)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class FetchedMail:
     size: int                 # RFC822.SIZE reported by the server
     raw: bytes                # the whole message, or only its header when ``header_only``
     header_only: bool = False  # too large to download: only the header was fetched
+    missing: bool = False      # the server listed it but returned no content
 
 
 @dataclass
@@ -58,9 +63,11 @@ class AccountContext:
     secret: bytes
     templates: Templates
     classify_base: dict[str, Any] = field(default_factory=dict)
+    relay: RelaySettings = field(default_factory=RelaySettings)
 
     @classmethod
-    def build(cls, settings: AccountSettings, secret: bytes, templates: Templates) -> "AccountContext":
+    def build(cls, settings: AccountSettings, secret: bytes, templates: Templates,
+              relay_settings: RelaySettings | None = None) -> "AccountContext":
         base = dict(
             seller_address=settings.seller_address.lower(),
             staff_address=settings.staff_address.lower(),
@@ -68,7 +75,7 @@ class AccountContext:
             reply_address=settings.reply_address.lower(),
             relay_domains=ALL_RELAY_DOMAINS,
         )
-        return cls(settings, secret, templates, base)
+        return cls(settings, secret, templates, base, relay_settings or RelaySettings())
 
     @property
     def name(self) -> str:
@@ -83,6 +90,7 @@ class BatchResult:
     duplicates: int = 0
     quarantined: int = 0
     outbox_rows: int = 0
+    relayed: int = 0          # staff replies queued for a buyer
     processed_uids: list[int] = field(default_factory=list)    # safe to move to processed_folder
     quarantined_uids: list[int] = field(default_factory=list)  # safe to move to quarantine_folder
     kinds: dict[str, int] = field(default_factory=dict)
@@ -158,6 +166,8 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
                 result.history += 1
             elif disposition == "duplicate":
                 result.duplicates += 1
+            elif disposition == "relayed":
+                result.relayed += 1
         if last_uid:
             store.advance_checkpoint(conn, acct.name, folder, uidvalidity, last_uid)
             store.record_fetch(conn, acct.name, folder, now, None)
@@ -183,6 +193,9 @@ class _Prepared:
 
 def _parse(acct: AccountContext, item: FetchedMail) -> _Prepared:
     content_hash = hashlib.sha256(item.raw).hexdigest()
+    if item.missing:
+        return _Prepared(content_hash, None, RuntimeError(
+            "the IMAP server listed this message but returned no content; it stays on the server"))
     if item.header_only:
         limit = acct.settings.imap.max_message_bytes
         return _Prepared(content_hash, None, OversizeMail(
@@ -202,8 +215,8 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         raise prepared.error or UnparseableMail("no message")
     mail, content_hash = prepared.mail, prepared.content_hash
     sent_by_us = (mail.message_id in ours) or tokens.verify_origin(
-        acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id)
-    replies_to_us = bool(ours - {mail.message_id}) if mail.message_id else bool(ours)
+        acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id, acct.name)
+    replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
     cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us, **acct.classify_base))
 
     duplicate_of = seen.find(content_hash, mail.message_id)
@@ -225,20 +238,31 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     message_row = store.insert_message(
         conn,
         account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
-        message_id=mail.message_id, content_hash=content_hash, kind=cls.kind.value,
+        message_id=_clean(mail.message_id), content_hash=content_hash, kind=cls.kind.value,
         rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
                               for h in cls.hits]),
-        disposition=disposition, from_addr=mail.from_addr, to_addrs=json.dumps(list(mail.all_recipients)),
-        subject=mail.subject, sent_date=mail.date, received_at=now, in_reply_to=mail.in_reply_to,
+        disposition=disposition, from_addr=_clean(mail.from_addr), to_addrs=json.dumps(list(mail.all_recipients)),
+        subject=_clean(mail.subject), sent_date=mail.date, received_at=now, in_reply_to=_clean(mail.in_reply_to),
         references=json.dumps(list(mail.references)), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
-        buyer_address=cls.buyer_address, text=mail.buyer_text or mail.text, size=item.size,
+        buyer_address=cls.buyer_address, text=_clean(mail.buyer_text or mail.text), size=item.size,
         defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of,
     )
+    if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
+        outcome = relay.handle_staff_reply(conn, acct, mail, cls, item.raw, content_hash, message_row, acct.relay,
+                                           now)
+        disposition = "relayed" if outcome.action == "queued" else outcome.action
+        store.set_disposition(conn, message_row, disposition)
+        return disposition, cls.kind.value, 0 if outcome.action == "duplicate" else 1, message_row
     if staff_message_id is None:
         return disposition, cls.kind.value, 0, message_row
     _forward_to_staff(conn, acct, mail, cls, conversation, message_row, staff_message_id, now)
     return disposition, cls.kind.value, 1, message_row
+
+
+def _clean(text: str | None) -> str | None:
+    """Text safe for every database: PostgreSQL text cannot hold NUL, which mail may carry."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 def _buyer_name(mail: ParsedMail) -> str | None:
@@ -327,11 +351,15 @@ def _quarantine(conn: Connection, acct: AccountContext, folder: str, uidvalidity
                 reason: str, now: datetime) -> int:
     """Keep a message that could not be processed, and tell staff once. Returns outbox rows queued."""
     header = _header_summary(item.raw)
+    content_hash = hashlib.sha256(item.raw).hexdigest()
+    told_before = store.quarantined_before(conn, acct.name, content_hash, header.get("message-id"))
     store.insert_quarantine(
         conn, account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
-        message_id=header.get("message-id"), size=item.size, reason=reason,
+        message_id=header.get("message-id"), size=item.size, reason=reason, content_hash=content_hash,
         raw=item.raw if len(item.raw) <= QUARANTINE_KEEP_BYTES else None, created_at=now,
     )
+    if told_before:  # the same mail again (a resync after a UIDVALIDITY change): staff were told once
+        return 0
     where = acct.settings.imap.quarantine_folder
     body = "\n".join([
         "mailbridge could not process a message in the seller mailbox, so it was set aside.",

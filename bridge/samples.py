@@ -135,3 +135,48 @@ def broken_mime(*, to: str) -> bytes:
         b"Content-Type: multipart/mixed\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         b"this is !!! not base64 and there is no boundary\r\n"
     )
+
+
+def staff_reply(notification: bytes, *, staff: str, text: str, client: str = "gmail",
+                to: str | None = None, message_id: str, attachments: tuple[tuple[str, str, bytes], ...] = (),
+                extra_headers: str = "", signature: str = "Jo\r\nAcme Outdoor Support") -> bytes:
+    """A staff member's answer to a staff notification, as their mail client sends it.
+
+    The notification is quoted below the answer the way ``client`` does it
+    ("gmail": "On ... wrote:" and "> " lines; "outlook": a From/Sent/To/Subject
+    block), with a signature, addressed to the notification's Reply-To.
+    """
+    import base64
+    from email import message_from_bytes, policy
+
+    note = message_from_bytes(notification, policy=policy.default)
+    body = note.get_body(preferencelist=("plain",))
+    quoted_text = body.get_content().replace("\r\n", "\n") if body is not None else ""  # type: ignore[attr-defined]
+    reply_to = to or str(note["Reply-To"] or note["From"])
+    subject = str(note["Subject"])
+    if client == "outlook":
+        quote = ("________________________________\r\n"
+                 f"From: {note['From']}\r\nSent: Monday, November 23, 2026 2:02 PM\r\nTo: {note['To']}\r\n"
+                 f"Subject: {subject}\r\n\r\n" + quoted_text.replace("\n", "\r\n"))
+    else:
+        quote = (f"On Mon, 23 Nov 2026 at 14:02, {note['From']} wrote:\r\n"
+                 + "".join(f"> {line}\r\n" for line in quoted_text.splitlines()))
+    answer = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    plain = f"{answer}\r\n\r\n-- \r\n{signature}\r\n\r\n{quote}"
+    head = (f"From: Jo Staff <{staff}>\r\nTo: {reply_to}\r\nSubject: Re: {subject}\r\n"
+            f"Date: Mon, 23 Nov 2026 14:05:00 +0000\r\nMessage-ID: <{message_id}>\r\n"
+            f"In-Reply-To: {note['Message-ID']}\r\nReferences: {note['References'] or ''} {note['Message-ID']}\r\n"
+            f"MIME-Version: 1.0\r\n{extra_headers}")
+    if not attachments:
+        return (head + 'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
+                + plain).encode("utf-8")
+    boundary = "staff-boundary-1"
+    parts = [f'--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+             f"Content-Transfer-Encoding: 8bit\r\n\r\n{plain}\r\n"]
+    for name, ctype, data in attachments:
+        encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
+        parts.append(f'--{boundary}\r\nContent-Type: {ctype}; name="{name}"\r\n'
+                     f'Content-Disposition: attachment; filename="{name}"\r\n'
+                     f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n")
+    return (head + f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n' + "".join(parts)
+            + f"--{boundary}--\r\n").encode("utf-8")

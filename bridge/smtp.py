@@ -18,11 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class SendError(Exception):
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False) -> None:
+    """A send failed. ``connection``: the session itself failed (connect, TLS, login),
+    so the failure says nothing about the message and must not use up its attempts."""
+
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False,
+                 connection: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.ambiguous = ambiguous
+        self.connection = connection
 
 
 class SmtpConnection:
@@ -50,14 +55,15 @@ class SmtpConnection:
             await _close(client)
             raise SendError(f"SMTP login as {s.username} at {s.host} was refused ({exc.code} {exc.message}); "
                             "check the account's [smtp] username and password_file", permanent=True,
-                            code=exc.code) from exc
+                            code=exc.code, connection=True) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await _close(client)
             raise SendError(f"SMTP server {s.host} refused the session: {exc.code} {exc.message}",
-                            permanent=exc.code >= 500 and exc.code != 554, code=exc.code) from exc
+                            permanent=exc.code >= 500 and exc.code != 554, code=exc.code, connection=True) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _close(client)
-            raise SendError(f"cannot connect to SMTP server {s.host}:{s.port}: {exc}", permanent=False) from exc
+            raise SendError(f"cannot connect to SMTP server {s.host}:{s.port}: {exc}", permanent=False,
+                            connection=True) from exc
         return client
 
     async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:

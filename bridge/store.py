@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
 
 from . import models
 
@@ -25,7 +26,7 @@ QUARANTINE = models.Quarantine.__table__
 OUTBOX = models.Outbox.__table__
 INFO = models.SchemaInfo.__table__
 
-OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "cancelled")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "held", "cancelled")
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -41,13 +42,18 @@ def token_secret(engine: Engine, configured: str | None) -> bytes:
     """The HMAC key: the configured one, else one generated once and kept in the database."""
     if configured:
         return configured.encode("utf-8")
+    query = select(INFO.c.value).where(INFO.c.key == "token_secret")
     with engine.begin() as conn:
-        row = conn.execute(select(INFO.c.value).where(INFO.c.key == "token_secret")).first()
+        row = conn.execute(query).first()
         if row is not None:
             return str(row[0]).encode("ascii")
-        value = pysecrets.token_hex(32)
-        conn.execute(INFO.insert().values(key="token_secret", value=value))
-        return value.encode("ascii")
+    try:
+        with engine.begin() as conn:
+            conn.execute(INFO.insert().values(key="token_secret", value=pysecrets.token_hex(32)))
+    except IntegrityError:
+        pass  # several daemons started at once on one database: another one's key won
+    with engine.begin() as conn:
+        return str(conn.execute(query).scalar_one()).encode("ascii")
 
 
 # --- mailbox state ------------------------------------------------------------
@@ -248,6 +254,17 @@ def insert_message(conn: Connection, **values: Any) -> int:
     return int(conn.execute(_MESSAGE_INSERT, values).inserted_primary_key[0])
 
 
+def set_disposition(conn: Connection, message_row: int, disposition: str) -> None:
+    conn.execute(update(MESSAGE).where(MESSAGE.c.id == message_row).values(disposition=disposition))
+
+
+def quarantined_before(conn: Connection, account: str, content_hash: str, message_id: str | None) -> bool:
+    cond = [QUARANTINE.c.account == account, QUARANTINE.c.content_hash == content_hash]
+    if message_id:
+        cond.append(QUARANTINE.c.message_id == message_id)
+    return conn.execute(select(QUARANTINE.c.id).where(*cond).limit(1)).first() is not None
+
+
 def insert_quarantine(conn: Connection, **values: Any) -> int:
     return int(conn.execute(_QUARANTINE_INSERT, values).inserted_primary_key[0])
 
@@ -256,13 +273,89 @@ def insert_quarantine(conn: Connection, **values: Any) -> int:
 
 def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, audience: str,
             envelope_from: str, recipients: tuple[str, ...], subject: str, raw: bytes, now: datetime,
-            conversation_id: int | None = None, source_message_id: int | None = None) -> int:
+            conversation_id: int | None = None, source_message_id: int | None = None,
+            state: str = "queued", dedupe_key: str | None = None, note: str | None = None) -> int:
     return int(conn.execute(_OUTBOX_INSERT, dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
-        state="queued", attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
+        state=state, attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
+        dedupe_key=dedupe_key, last_error=note,
     )).inserted_primary_key[0])
+
+
+def dedupe_key_used(conn: Connection, key: str) -> bool:
+    return conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.dedupe_key == key)).first() is not None
+
+
+# --- conversations, for the reply relay ---------------------------------------
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: int
+    status: str
+    subject: str
+    order_id: str | None
+    comm_mgr_tok: str | None
+    staff_root_id: str | None
+    staff_last_id: str | None
+    buyer_alias: str
+    buyer_name: str | None
+
+
+def conversation_info(conn: Connection, account: str, conversation_id: int) -> ConversationInfo | None:
+    row = conn.execute(
+        select(CONV.c.id, CONV.c.status, CONV.c.subject, CONV.c.order_id, CONV.c.comm_mgr_tok,
+               CONV.c.staff_root_id, CONV.c.staff_last_id, BUYER.c.alias, BUYER.c.name)
+        .join(BUYER, BUYER.c.id == CONV.c.buyer_id)
+        .where(CONV.c.id == conversation_id, CONV.c.account == account)).first()
+    return None if row is None else ConversationInfo(*row)
+
+
+def conversation_of_notification(conn: Connection, account: str, ids: Iterable[str | None]) -> int | None:
+    """The conversation of the newest staff notification among these Message-IDs."""
+    wanted = [i for i in ids if i]
+    if not wanted:
+        return None
+    row = conn.execute(select(OUTBOX.c.conversation_id).where(
+        OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted), OUTBOX.c.conversation_id.is_not(None))
+        .order_by(OUTBOX.c.id.desc()).limit(1)).first()
+    return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class BuyerMessage:
+    id: int
+    message_id: str | None
+    subject: str
+    text: str
+    buyer_address: str | None
+    order_id: str | None
+    comm_mgr_tok: str | None
+    sent_date: datetime | None
+    references: tuple[str, ...]
+
+
+def buyer_message_to_quote(conn: Connection, account: str, conversation_id: int,
+                           answered_ids: Iterable[str | None]) -> BuyerMessage | None:
+    """The buyer message staff answered: the one behind the notification they replied to, else the newest."""
+    columns = (MESSAGE.c.id, MESSAGE.c.message_id, MESSAGE.c.subject, MESSAGE.c.text, MESSAGE.c.buyer_address,
+               MESSAGE.c.order_id, MESSAGE.c.comm_mgr_tok, MESSAGE.c.sent_date, MESSAGE.c.references)
+    wanted = [i for i in answered_ids if i]
+    row = None
+    if wanted:
+        row = conn.execute(select(*columns).join(OUTBOX, OUTBOX.c.source_message_id == MESSAGE.c.id).where(
+            OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted),
+            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.kind == "buyer")
+            .order_by(MESSAGE.c.id.desc()).limit(1)).first()
+    if row is None:
+        row = conn.execute(select(*columns).where(
+            MESSAGE.c.account == account, MESSAGE.c.conversation_id == conversation_id,
+            MESSAGE.c.kind == "buyer").order_by(MESSAGE.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return BuyerMessage(row[0], row[1], row[2], row[3], row[4], row[5], row[6], utc(row[7]),
+                        tuple(json.loads(row[8] or "[]")))
 
 
 @dataclass(frozen=True)
@@ -277,16 +370,19 @@ class OutboxItem:
     raw: bytes
     attempts: int
     copied_to_sent: bool
+    conversation_id: int | None
+    subject: str
 
 
 def _item(row: Row[Any]) -> OutboxItem:
     return OutboxItem(row.id, row.account, row.message_id, row.purpose, row.audience, row.envelope_from,
-                      tuple(json.loads(row.recipients)), bytes(row.raw), row.attempts, bool(row.copied_to_sent))
+                      tuple(json.loads(row.recipients)), bytes(row.raw), row.attempts, bool(row.copied_to_sent),
+                      row.conversation_id, row.subject)
 
 
 _ITEM_COLUMNS = (OUTBOX.c.id, OUTBOX.c.account, OUTBOX.c.message_id, OUTBOX.c.purpose, OUTBOX.c.audience,
                  OUTBOX.c.envelope_from, OUTBOX.c.recipients, OUTBOX.c.raw, OUTBOX.c.attempts,
-                 OUTBOX.c.copied_to_sent)
+                 OUTBOX.c.copied_to_sent, OUTBOX.c.conversation_id, OUTBOX.c.subject)
 
 
 def claim_due(conn: Connection, account: str, worker: str, now: datetime) -> OutboxItem | None:
@@ -312,15 +408,23 @@ def claim_due(conn: Connection, account: str, worker: str, now: datetime) -> Out
             return _item(claimed)
 
 
-def finish_send(conn: Connection, outbox_id: int, *, state: str, now: datetime, error: str | None = None,
-                next_attempt_at: datetime | None = None) -> None:
-    """Record the outcome of a send attempt of a row we claimed (state 'sending')."""
+def finish_send(conn: Connection, outbox_id: int, *, worker: str, state: str, now: datetime,
+                error: str | None = None, next_attempt_at: datetime | None = None, refund_attempt: bool = False) -> bool:
+    """Record the outcome of a send attempt of a row ``worker`` claimed.
+
+    Only while the claim is still ours: if another process reconciled the row
+    meanwhile (we were too slow), our outcome must not overwrite its decision.
+    ``refund_attempt``: the attempt never reached the message (the session failed).
+    """
     values: dict[str, Any] = {"state": state, "last_error": error, "claimed_by": None}
     if state == "sent":
         values["sent_at"] = now
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
-    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == "sending").values(**values))
+    if refund_attempt:
+        values["attempts"] = OUTBOX.c.attempts - 1
+    return conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == "sending",
+                                             OUTBOX.c.claimed_by == worker).values(**values)).rowcount == 1
 
 
 def mark_copied_to_sent(conn: Connection, outbox_id: int) -> None:

@@ -62,10 +62,15 @@ def make_origin(secret: bytes, account: str, message_id: str) -> str:
     return f"{account}; {_mac(secret, 'origin', account, message_id, 16)}"
 
 
-def verify_origin(secret: bytes, header_value: str, message_id: str | None) -> bool:
-    """True when ``header_value`` is an origin header we made for ``message_id``."""
+def verify_origin(secret: bytes, header_value: str, message_id: str | None, account: str) -> bool:
+    """True when ``header_value`` is an origin header this ``account`` made for ``message_id``.
+
+    Never raises on odd input (non-ASCII, garbage): a forged header is just not ours.
+    """
     if not header_value or not message_id:
         return False
-    account, _, mac = header_value.partition(";")
-    expected = _mac(secret, "origin", account.strip(), message_id, 16)
-    return hmac.compare_digest(expected, mac.strip())
+    named, _, mac = header_value.partition(";")
+    if named.strip() != account:
+        return False
+    expected = _mac(secret, "origin", account, message_id, 16).encode("ascii")
+    return hmac.compare_digest(expected, mac.strip().encode("utf-8", "surrogateescape"))

@@ -102,5 +102,7 @@ def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotSer
     ran = mailbridge("-c", str(config), "run", "--once")
     assert ran.returncode == 1
     assert "login" in ran.stderr and "refused" in ran.stderr and "password_file" in ran.stderr
-    status = json.loads(mailbridge("-c", str(config), "status", "--json").stdout)
+    status_out = mailbridge("-c", str(config), "status", "--json").stdout
+    status = json.loads(status_out)
     assert "refused" in status["accounts"][0]["mailboxes"][0]["last_error"]
+    assert "wrong-password" not in ran.stderr + ran.stdout + status_out   # never the secret itself

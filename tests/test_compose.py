@@ -79,3 +79,22 @@ def test_message_ids_are_unique_and_in_sender_domain() -> None:
     ids = {compose.new_message_id("seller@acme.example") for _ in range(1000)}
     assert len(ids) == 1000
     assert all(i.endswith("@acme.example") for i in ids)
+
+
+@pytest.mark.parametrize("names", [("invoice.pdf",), ("foto.jpg", "Rechnung März.pdf"), ("a.txt", "b.png", "c.gif")])
+def test_attachments_round_trip(names: tuple[str, ...]) -> None:
+    files = tuple(compose.AttachmentData(n, "application/pdf" if n.endswith("pdf") else "image/png",
+                                         bytes(range(256)) * (i + 3)) for i, n in enumerate(names))
+    out = build(text="Please find the invoice attached.\n", attachments=files)
+    msg = message_from_bytes(out.raw, policy=policy.default)
+    assert msg.get_content_type() == "multipart/mixed" and not msg.defects
+    assert msg.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n") == \
+        "Please find the invoice attached.\n"
+    got = [(p.get_filename(), p.get_content()) for p in msg.iter_attachments()]
+    assert got == [(f.filename, f.data) for f in files]
+
+
+def test_person_written_mail_is_not_marked_automatic() -> None:
+    msg = message_from_bytes(build(auto_submitted=False).raw, policy=policy.default)
+    assert msg["Auto-Submitted"] is None and msg["X-Auto-Response-Suppress"] is None
+    assert msg["X-Mailbridge-Origin"]   # still recognisable as ours (loop guard)

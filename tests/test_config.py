@@ -70,6 +70,8 @@ def valid() -> dict[str, Any]:
         "security": {"secret_file": "/run/secrets/token"},
         "outbox": {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600,
                    "reconcile_after_seconds": 120},
+        "relay": {"confirm_to_staff": True, "attachment_types": ["pdf", "png"], "max_attachment_bytes": 10485760,
+                  "max_attachments": 5},
         "accounts": [
             {
                 "name": "acme-us",
@@ -235,6 +237,11 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("max_attempts zero", put("outbox.max_attempts", 0), "outbox.max_attempts: got 0; expected an integer of at least 1"),
     ("retry_base_seconds zero", put("outbox.retry_base_seconds", 0), "outbox.retry_base_seconds: got 0; expected a positive number"),
     ("retry max below base", put("outbox.retry_max_seconds", 10), "outbox.retry_max_seconds: got 10, less than retry_base_seconds (30)"),
+    ("attachment types not a list", put("relay.attachment_types", "pdf"), "relay.attachment_types: got a string"),
+    ("attachment type with a path", put("relay.attachment_types", ["../exe"]), "relay.attachment_types: got an array"),
+    ("negative attachment count", put("relay.max_attachments", -1), "relay.max_attachments"),
+    ("relay flag not a bool", put("relay.confirm_to_staff", "yes"), "relay.confirm_to_staff"),
+    ("unknown relay key", put("relay.confirm_staff", True), "did you mean 'confirm_to_staff'"),
     ("staff_senders a string", put("accounts.0.staff_senders", "*@acme.example"), f'{A0}.staff_senders: expected a non-empty array of address patterns'),
     ("staff_senders empty", put("accounts.0.staff_senders", []), f"{A0}.staff_senders: expected a non-empty array of address patterns"),
     # addresses

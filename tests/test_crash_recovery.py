@@ -124,6 +124,9 @@ def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dov
         assert len(smtp.received) == BACKLOG                            # nothing sent twice
         assert max(per_message_id.values()) == 1
         assert len(dovecot.uids(staff.user, "INBOX")) == BACKLOG
+        # Recorded mail left the INBOX after commit, including what a kill left behind unmoved.
+        assert dovecot.uids(seller.user, "INBOX") == []
+        assert len(dovecot.uids(seller.user, "Processed")) == BACKLOG
         # The kills did land mid-work: some while ingesting, some while sending.
         assert sum(1 for recorded, _ in kills if 0 < recorded < BACKLOG) >= 1
         assert sum(1 for _, sent in kills if 0 < sent < BACKLOG) >= 2

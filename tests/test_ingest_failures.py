@@ -12,6 +12,7 @@ import pytest
 from bridge import samples, store
 from bridge.config import parse_settings
 from bridge.daemon import Daemon
+from bridge.db import open_database
 from bridge.render import TemplateError
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 
@@ -125,3 +126,74 @@ def test_one_daemon_serves_many_accounts(tmp_path: Path, dovecot: DovecotServer,
     assert outbox_states(daemon.engine) == {"sent": 5}
     # Each account's mail went out from its own registered address.
     assert {r.mail_from for r in got if r.rcpt_tos[0] == staff_de.user} == {seller_de.user}
+
+
+def test_missing_processed_folder_is_created(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                             staff: SandboxAccount, smtp_server: SandboxSMTP) -> None:
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
+                             imap={"processed_folder": "Done/Buyers"})
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.buyer_backlog(1, seller_address=fresh_mailbox.user)[0])
+    asyncio.run(Daemon(settings).run_once())
+    assert dovecot.uids(fresh_mailbox.user, "INBOX") == [] and dovecot.uids(fresh_mailbox.user, "Done/Buyers")
+
+
+def test_a_reply_to_us_does_not_make_its_batch_neighbours_staff_replies(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True})
+    daemon = Daemon(settings)
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.unclassified(sender="billing@parcel.example",
+                                                                     to=fresh_mailbox.user, message_id="inv@x"))
+    asyncio.run(daemon.run_once())
+    (alert,) = smtp_server.wait_for(1)                     # an unclassified forward: not a buyer conversation
+    domain = staff.user.rpartition("@")[2]
+    # In one batch: a staff answer to that forward, and a colleague's unrelated mail.
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.staff_reply(alert.data, staff=staff.user, text="ok",
+                                                                    message_id="s1@x", to=fresh_mailbox.user))
+    dovecot.append(fresh_mailbox.user, "INBOX", (
+        f"From: Colleague <pat@{domain}>\r\nTo: {fresh_mailbox.user}\r\nSubject: Lunch?\r\n"
+        "Message-ID: <lunch@x>\r\n\r\nLunch at noon?\r\n").encode())
+    asyncio.run(daemon.run_once())
+    by_id = {r.message_id: r for r in rows(daemon.engine, store.MESSAGE)}
+    assert by_id["s1@x"].kind == "staff_reply" and by_id["s1@x"].disposition == "explained"
+    assert by_id["lunch@x"].kind == "other" and by_id["lunch@x"].disposition == "forwarded"
+
+
+def test_repeated_4xx_fails_after_max_attempts(tmp_path: Path, dovecot: DovecotServer,
+                                               fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                               smtp_server: SandboxSMTP) -> None:
+    from bridgekit import Clock
+
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
+                             outbox={"max_attempts": 3})
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.buyer_backlog(1, seller_address=fresh_mailbox.user)[0])
+    clock = Clock()
+    daemon = Daemon(settings, clock=clock)
+    smtp_server.fail_next(451, "4.3.0 busy", times=5)
+    for _ in range(5):
+        asyncio.run(daemon.run_once())
+        clock.advance(3600)
+    (row,) = rows(daemon.engine, store.OUTBOX)
+    assert row.state == "failed" and row.attempts == 3 and smtp_server.received == []
+
+
+def test_smtp_login_refused_keeps_mail_queued(tmp_path: Path, dovecot: DovecotServer,
+                                              fresh_mailbox: SandboxAccount, staff: SandboxAccount) -> None:
+    from bridgekit import Clock
+
+    with SandboxSMTP(dovecot, auth={fresh_mailbox.user: fresh_mailbox.password}) as smtp:
+        def settings_with(password: str):  # type: ignore[no-untyped-def]
+            return make_settings(tmp_path, fresh_mailbox, staff, smtp, account={"forward_existing": True},
+                                 smtp_opts={"username": fresh_mailbox.user, "password": password})
+        for raw in samples.buyer_backlog(3, seller_address=fresh_mailbox.user, seed=47):
+            dovecot.append(fresh_mailbox.user, "INBOX", raw)
+        clock = Clock()
+        asyncio.run(Daemon(settings_with("not-the-password"), clock=clock).run_once())
+        engine = open_database(settings_with("x").database.url)
+        states = {r.state: r.attempts for r in rows(engine, store.OUTBOX)}
+        assert states == {"queued": 0}                      # not failed, no attempt used up
+        (row, *_) = rows(engine, store.OUTBOX)
+        assert "login" in row.last_error and "not-the-password" not in row.last_error
+        clock.advance(3600)                                 # the operator fixed the password
+        asyncio.run(Daemon(settings_with(fresh_mailbox.password), clock=clock).run_once())
+        assert len(smtp.wait_for(3)) == 3

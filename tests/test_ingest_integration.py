@@ -222,6 +222,18 @@ def _stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, thread: threadin
     loop.close()
 
 
+def _wait_first_pass(daemon: Daemon, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with daemon.engine.begin() as conn:
+            status = store.account_status(conn, "acme")
+        if status["mailboxes"] and status["mailboxes"][0]["last_fetch_at"]:
+            time.sleep(0.2)
+            return
+        time.sleep(0.05)
+    raise AssertionError("the daemon never completed a first pass")
+
+
 def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot: DovecotServer,
                                                           fresh_mailbox: SandboxAccount, staff: SandboxAccount,
                                                           smtp_server: SandboxSMTP) -> None:
@@ -230,7 +242,7 @@ def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot
     daemon = Daemon(settings)
     loop, stop, thread = _start(daemon)
     try:
-        time.sleep(1.0)  # connected and idling
+        _wait_first_pass(daemon)                   # connected, first pass done: now idling
         dovecot.append(fresh_mailbox.user, "INBOX", mails[0])
         smtp_server.wait_for(1, timeout=10)       # poll is 300 s: only IDLE can explain this
         dovecot.restart()                          # the idling connection dies

@@ -89,3 +89,20 @@ def test_concurrent_claims_never_take_the_same_row(pg_url: str) -> None:
     assert len(everything) == 200 and len(set(everything)) == 200
     assert sum(1 for ids in claimed if ids) >= 2          # the work really was shared
     engine.dispose()
+
+
+def test_nul_bytes_in_mail_do_not_block_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,
+                                                 fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP) -> None:
+    staff = dovecot.new_account("staff")
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url,
+                             account={"forward_existing": True})
+    good = samples.buyer_backlog(2, seller_address=fresh_mailbox.user, seed=32)
+    nul = good[0].replace(b"Begin message -------------\r\n\r\n", b"Begin message -------------\r\n\r\nA\x00B ")
+    nul = nul.replace(b"Message-ID: <", b"Message-ID: <nul.")
+    for raw in (nul, good[1]):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    daemon = Daemon(settings)
+    report = asyncio.run(daemon.run_once())
+    assert report.ingest["acme"].forwarded == 2 and report.ingest["acme"].quarantined == 0
+    assert len(smtp_server.wait_for(2)) == 2
+    daemon.engine.dispose()

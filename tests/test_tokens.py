@@ -62,8 +62,15 @@ def test_reply_address() -> None:
         (None, "m2@acme.example", False),               # header copied onto another message
         (None, None, False),
         ("garbage", "m1@acme.example", False),
+        ("acme-us; éé", "m1@acme.example", False),      # non-ASCII never raises
+        ("acme-us; \udcff", "m1@acme.example", False),
     ],
 )
 def test_origin_table(header, message_id, expected) -> None:  # type: ignore[no-untyped-def]
     made = tokens.make_origin(KEY, "acme-us", "m1@acme.example")
-    assert tokens.verify_origin(KEY, made if header is None else header, message_id) is expected
+    assert tokens.verify_origin(KEY, made if header is None else header, message_id, "acme-us") is expected
+
+
+def test_origin_is_bound_to_the_account() -> None:
+    made = tokens.make_origin(KEY, "acme-us", "m1@acme.example")
+    assert not tokens.verify_origin(KEY, made, "m1@acme.example", "acme-de")

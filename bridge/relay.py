@@ -1,0 +1,204 @@
+"""Staff reply -> buyer: verify, extract, compose, queue (inside the ingest transaction).
+
+Only staff can make mailbridge write to a buyer, and only to the buyer of an
+existing conversation (DESIGN.md invariants):
+- the classifier has already required an allowed staff sender and put
+  automatic replies (out-of-office) aside;
+- the reply token must verify for *this* account (HMAC, constant time), or,
+  when a mail server dropped the plus-address, In-Reply-To/References must
+  name one of our staff notifications of a conversation;
+- the recipient is taken from the recorded buyer message, never from the
+  staff mail.
+Whatever fails is not sent: the staff member gets an explanation of what
+failed and what to do. The same staff reply ingested twice (a copy, a resync)
+is relayed once: the outbox row carries a unique dedupe key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from email import message_from_bytes, policy
+from email.message import Message
+
+from sqlalchemy.engine import Connection
+
+from . import compose, store, threads, tokens
+from .classify import Classification
+from .config import RelaySettings
+from .parse import ParsedMail
+from .replies import extract_reply
+
+if TYPE_CHECKING:  # pipeline imports this module
+    from .pipeline import AccountContext
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {
+    "pdf": "application/pdf", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
+    "gif": "image/gif", "txt": "text/plain",
+}
+
+
+@dataclass(frozen=True)
+class RelayOutcome:
+    action: str          # queued | held | explained | duplicate
+    reason: str = ""
+    outbox_id: int | None = None
+
+
+def attachments_of(raw: bytes) -> list[compose.AttachmentData]:
+    """Files a staff member attached. Inline parts (signature logos with a Content-ID) are not files."""
+    msg = message_from_bytes(raw, policy=policy.compat32)
+    out: list[compose.AttachmentData] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        filename = part.get_filename()
+        if disposition != "attachment" and not (filename and disposition != "inline" and not part.get("Content-ID")):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        out.append(compose.AttachmentData(_decoded(filename) or "attachment", part.get_content_type(), payload))
+    return out
+
+
+def _decoded(filename: str | None) -> str | None:
+    if filename is None:
+        return None
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(filename)))
+    except Exception:  # noqa: BLE001 - a garbled name is still a name
+        return filename
+
+
+def attachment_problem(files: list[compose.AttachmentData], limits: RelaySettings) -> str | None:
+    """Why these attachments may not go to a buyer, or None (DOMAIN.md: 10 MB, safe types, 5 files)."""
+    if len(files) > limits.max_attachments:
+        return f"{len(files)} attachments; the marketplace accepts at most {limits.max_attachments}"
+    total = sum(len(f.data) for f in files)
+    if total > limits.max_attachment_bytes:
+        return (f"the attachments add up to {total / 1048576:.1f} MB; the limit is "
+                f"{limits.max_attachment_bytes / 1048576:.1f} MB")
+    for f in files:
+        ext = f.filename.rpartition(".")[2].lower() if "." in f.filename else ""
+        if ext not in limits.attachment_types:
+            return (f"{f.filename!r} is not an allowed file type (allowed: "
+                    f"{', '.join(limits.attachment_types)})")
+    return None
+
+
+def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMail, cls: Classification,
+                       raw: bytes, content_hash: str, message_row: int, limits: RelaySettings,
+                       now: datetime) -> RelayOutcome:
+    s = acct.settings
+    answered = (mail.in_reply_to, *mail.references)
+    if cls.reply_token:
+        conv_id = tokens.verify_reply_token(acct.secret, s.name, cls.reply_token)
+        if conv_id is None:
+            return _explain(conn, acct, mail, now, "Not sent",
+                            "the reply address of your email does not carry a valid mailbridge token: it was "
+                            "changed, or it belongs to another seller account.",
+                            "answer the buyer by pressing Reply on the notification mailbridge sent you, and "
+                            "leave the address it fills in unchanged.")
+    else:
+        conv_id = store.conversation_of_notification(conn, s.name, answered)
+        if conv_id is None:
+            return _explain(conn, acct, mail, now, "Not sent",
+                            "your email answers a mailbridge message that is not about a buyer conversation "
+                            "(an alert or an unclassified message), so there is no buyer to send it to.",
+                            "to answer a buyer, reply to the notification of their message.")
+    conv = store.conversation_info(conn, s.name, conv_id)
+    if conv is None:
+        return _explain(conn, acct, mail, now, "Not sent", "the conversation this reply belongs to does not exist "
+                        "(any more) in this seller account.", "reply to a newer notification of that buyer.")
+    if conv.status != "open":
+        return _explain(conn, acct, mail, now, "Not sent", f"conversation MB-{conv.id} is closed.",
+                        "ask an operator to reopen it, or wait for the buyer to write again.")
+    dedupe_key = f"relay:{s.name}:{mail.message_id or content_hash}"
+    if store.dedupe_key_used(conn, dedupe_key):
+        log.info("account %s: staff reply %s already relayed; not again", s.name, mail.message_id)
+        return RelayOutcome("duplicate", "already relayed")
+
+    has_plain = "text/plain" in getattr(mail, "part_types", ("text/plain",)) or not mail.html
+    reply = extract_reply(mail.text if has_plain else "", None if has_plain else mail.html)
+    if reply.empty:
+        return _explain(conn, acct, mail, now, "Not sent",
+                        "mailbridge found no new text of yours above the quoted message.",
+                        "write your answer above the line \"" + compose.MARKER + "\" and send it again.")
+    original = store.buyer_message_to_quote(conn, s.name, conv.id, answered)
+    if original is None or not original.buyer_address:
+        return _explain(conn, acct, mail, now, "Not sent", f"conversation MB-{conv.id} has no buyer message to "
+                        "answer.", "check the conversation with `mailbridge status`.", reply.text)
+    files = attachments_of(raw) if mail.attachments else []
+    problem = attachment_problem(files, limits)
+
+    rendered = acct.templates.render("buyer_reply", {
+        "staff_text": reply.text,
+        "seller_name": s.seller_name,
+        "buyer_name": conv.buyer_name,
+        "buyer_subject": threads.thread_subject(original.subject) or original.subject,
+        "buyer_text": original.text.strip(),
+        "buyer_date": original.sent_date.strftime("%d %b %Y") if original.sent_date else None,
+        "order_id": original.order_id or conv.order_id,
+        "comm_mgr_tok": original.comm_mgr_tok or conv.comm_mgr_tok,
+    })
+    message_id = compose.new_message_id(s.seller_address)
+    references = tuple(dict.fromkeys((*original.references, *([original.message_id] if original.message_id else []))))
+    out = compose.build_mail(
+        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
+        date=now, from_name=s.seller_name, from_addr=s.seller_address, to_addr=original.buyer_address,
+        subject=rendered.subject, text=rendered.text, in_reply_to=original.message_id, references=references,
+        auto_submitted=False, attachments=tuple(files),
+    )
+    outbox_id = store.enqueue(
+        conn, account=s.name, message_id=out.message_id, purpose="buyer_reply", audience="buyer",
+        envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw, now=now,
+        conversation_id=conv.id, source_message_id=message_row, state="held" if problem else "queued",
+        dedupe_key=dedupe_key,
+        note=f"held: {problem}" if problem else None,
+    )
+    if problem:
+        _explain(conn, acct, mail, now, "Held", f"{problem}.",
+                 "send your answer again without that attachment (or with an allowed one); if this one must go "
+                 f"out as it is, an operator can release it with `mailbridge outbox retry {outbox_id}`.",
+                 reply.text, held=True)
+        return RelayOutcome("held", problem, outbox_id)
+    return RelayOutcome("queued", "", outbox_id)
+
+
+def _explain(conn: Connection, acct: "AccountContext", mail: ParsedMail, now: datetime, verdict: str,
+             reason: str, action: str, staff_text: str | None = None, held: bool = False) -> RelayOutcome:
+    """Tell the staff member who wrote why their reply did not go out (only allowed staff get here)."""
+    s = acct.settings
+    rendered = acct.templates.render("reply_problem", {
+        "verdict": verdict, "subject": mail.subject or "(no subject)", "reason": reason, "action": action,
+        "staff_text": staff_text, "held": held, "account": s.name,
+    })
+    message_id = compose.new_message_id(s.seller_address)
+    out = compose.build_mail(
+        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
+        date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=mail.from_addr,
+        subject=rendered.subject, text=rendered.text, in_reply_to=mail.message_id,
+        references=tuple(i for i in (mail.message_id,) if i),
+    )
+    store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="reply_problem", audience="staff",
+                  envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
+                  now=now)
+    log.warning("account %s: staff reply from %s %s: %s", s.name, mail.from_addr, verdict.lower(), reason)
+    return RelayOutcome("explained" if not held else "held", reason)
+
+
+def sent_text(raw: bytes) -> tuple[str, list[str]]:
+    """The text and attachment names of a message we built, exactly as the recipient reads them."""
+    msg = message_from_bytes(raw, policy=policy.default)
+    body = msg.get_body(preferencelist=("plain",))
+    text = body.get_content() if isinstance(body, Message) else ""  # type: ignore[attr-defined]
+    names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]  # type: ignore[attr-defined]
+    return text.replace("\r\n", "\n"), names

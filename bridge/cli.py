@@ -113,6 +113,56 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import datetime, timezone
+
+    from . import store
+    from .db import open_database
+
+    settings = _load(args)
+    accounts = [a.name for a in settings.accounts]
+    if args.account:
+        if args.account not in accounts:
+            print(f"mailbridge: no account {args.account!r} in {settings.path} (known: {', '.join(accounts)})",
+                  file=sys.stderr)
+            return 2
+        accounts = [args.account]
+    engine = open_database(settings.database.url)
+    if args.action == "list":
+        states = args.state or ["queued", "sending", "held", "failed", "unknown"]
+        with engine.begin() as conn:
+            listed = store.list_outbox(conn, accounts, states, args.limit)
+        if args.json:
+            print(json.dumps(listed, indent=2))
+            return 0
+        if not listed:
+            print(f"no outbox rows in state {', '.join(states)}")
+        for r in listed:
+            print(f"{r['id']:>6}  {r['state']:<9} {r['account']:<12} {r['purpose']:<18} to {', '.join(r['recipients'])}")
+            print(f"        {r['subject']}")
+            if r["last_error"]:
+                print(f"        last: {r['last_error']}")
+        return 0
+    who = f"{getpass.getuser()} (mailbridge outbox {args.action})"
+    now = datetime.now(timezone.utc)
+    failures = 0
+    for outbox_id in args.ids:
+        with engine.begin() as conn:
+            act = store.operator_retry if args.action == "retry" else store.operator_cancel
+            previous = act(conn, outbox_id, accounts, now, who)
+        if previous is None:
+            allowed = store.RETRYABLE if args.action == "retry" else store.CANCELLABLE
+            print(f"outbox {outbox_id}: not found, or not in a state that allows {args.action} "
+                  f"({', '.join(allowed)}); see `mailbridge outbox list`", file=sys.stderr)
+            failures += 1
+        else:
+            verb = "queued again" if args.action == "retry" else "cancelled"
+            print(f"outbox {outbox_id}: {previous} -> {verb}"
+                  + ("; the running daemon sends it within 15 seconds" if args.action == "retry" else ""))
+    return 1 if failures else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -140,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="per account: last fetch, messages, conversations, outbox, quarantine")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    outbox = sub.add_parser("outbox", help="list outgoing mail; retry or cancel held, failed or unknown rows")
+    outbox.add_argument("--account", help="only this account")
+    outbox_sub = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = outbox_sub.add_parser("list", help="rows waiting or needing a person (default states)")
+    listing.add_argument("--state", action="append", choices=list(("queued", "sending", "sent", "failed", "unknown",
+                                                                     "held", "cancelled")),
+                         help="show this state (repeatable)")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    for action, text in (("retry", "queue held, failed or unknown rows again (check the Sent folder first "
+                                   "for unknown ones: a retry may send twice)"),
+                         ("cancel", "never send these rows")):
+        act = outbox_sub.add_parser(action, help=text)
+        act.add_argument("ids", type=int, nargs="+", metavar="ID")
+    outbox.set_defaults(func=cmd_outbox)
 
     demo = sub.add_parser("demo", help="run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")

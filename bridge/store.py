@@ -487,3 +487,47 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
 
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
+
+
+# --- operator actions ------------------------------------------------------------
+
+def list_outbox(conn: Connection, accounts: Iterable[str], states: Iterable[str], limit: int) -> list[dict[str, Any]]:
+    q = (select(OUTBOX.c.id, OUTBOX.c.account, OUTBOX.c.state, OUTBOX.c.purpose, OUTBOX.c.audience,
+                OUTBOX.c.recipients, OUTBOX.c.subject, OUTBOX.c.attempts, OUTBOX.c.last_error,
+                OUTBOX.c.created_at, OUTBOX.c.next_attempt_at, OUTBOX.c.sent_at, OUTBOX.c.message_id)
+         .where(OUTBOX.c.account.in_(list(accounts)), OUTBOX.c.state.in_(list(states)))
+         .order_by(OUTBOX.c.id.desc()).limit(limit))
+    return [{
+        "id": r.id, "account": r.account, "state": r.state, "purpose": r.purpose, "audience": r.audience,
+        "recipients": json.loads(r.recipients), "subject": r.subject, "attempts": r.attempts,
+        "last_error": r.last_error, "created_at": _iso(utc(r.created_at)),
+        "next_attempt_at": _iso(utc(r.next_attempt_at)), "sent_at": _iso(utc(r.sent_at)),
+        "message_id": r.message_id,
+    } for r in conn.execute(q)]
+
+
+# An operator may send again what is held, failed or of unknown outcome (after checking
+# the Sent folder), and cancel anything not yet sent.
+RETRYABLE = ("held", "failed", "unknown")
+CANCELLABLE = ("queued", "held", "failed", "unknown")
+
+
+def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime, who: str) -> str | None:
+    """Queue a row again; returns its previous state, or None when it cannot be retried."""
+    row = conn.execute(select(OUTBOX.c.state).where(OUTBOX.c.id == outbox_id,
+                                                    OUTBOX.c.account.in_(list(accounts)))).first()
+    if row is None or row[0] not in RETRYABLE:
+        return None
+    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row[0]).values(
+        state="queued", next_attempt_at=now, attempts=0, last_error=f"{row[0]}; released by {who} at {_iso(now)}"))
+    return str(row[0])
+
+
+def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime, who: str) -> str | None:
+    row = conn.execute(select(OUTBOX.c.state).where(OUTBOX.c.id == outbox_id,
+                                                    OUTBOX.c.account.in_(list(accounts)))).first()
+    if row is None or row[0] not in CANCELLABLE:
+        return None
+    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row[0]).values(
+        state="cancelled", last_error=f"{row[0]}; cancelled by {who} at {_iso(now)}"))
+    return str(row[0])

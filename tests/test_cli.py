@@ -106,3 +106,31 @@ def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotSer
     status = json.loads(status_out)
     assert "refused" in status["accounts"][0]["mailboxes"][0]["last_error"]
     assert "wrong-password" not in ran.stderr + ran.stdout + status_out   # never the secret itself
+
+
+def test_outbox_list_retry_cancel(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                  smtp_server: SandboxSMTP) -> None:
+    staff = dovecot.new_account("staff")
+    for raw in samples.buyer_backlog(2, seller_address=fresh_mailbox.user, seed=22, buyers=2):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
+    smtp_server.fail_next(550, "5.7.1 rejected", times=2)
+    assert mailbridge("-c", str(config), "run", "--once").returncode == 0
+    listed = json.loads(mailbridge("-c", str(config), "outbox", "list", "--json").stdout)
+    assert sorted(r["state"] for r in listed) == ["failed", "failed"]
+    first, second = sorted(r["id"] for r in listed)
+
+    retried = mailbridge("-c", str(config), "outbox", "retry", str(first))
+    assert retried.returncode == 0 and "failed -> queued again" in retried.stdout
+    cancelled = mailbridge("-c", str(config), "outbox", "cancel", str(second))
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    again = mailbridge("-c", str(config), "outbox", "retry", str(second))   # cancelled is final
+    assert again.returncode == 1 and "not in a state that allows retry" in again.stderr
+
+    assert mailbridge("-c", str(config), "run", "--once").returncode == 0
+    assert len(smtp_server.wait_for(1)) == 1
+    states = {r["id"]: r["state"] for r in json.loads(mailbridge(
+        "-c", str(config), "outbox", "list", "--json", "--state", "sent", "--state", "cancelled").stdout)}
+    assert states == {first: "sent", second: "cancelled"}
+    human = mailbridge("-c", str(config), "outbox", "list", "--state", "cancelled")
+    assert "cancelled by" in human.stdout

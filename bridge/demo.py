@@ -64,6 +64,17 @@ sent_copies = "server"
 """
 
 
+def _route(address: str) -> str | None:
+    """Mail to the support team lands in its mailbox; mail to the seller (and its
+    plus-addressed reply addresses) in the seller's INBOX; buyers are only recorded."""
+    if address == STAFF:
+        return STAFF
+    local, _, domain = address.partition("@")
+    if domain == SELLER.partition("@")[2] and local.split("+")[0] == SELLER.partition("@")[0]:
+        return SELLER
+    return None
+
+
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -73,8 +84,7 @@ def run_demo(keep: bool = False) -> int:
     root.chmod(0o755)
     try:
         with DovecotServer(dict(PASSWORDS), root=root / "dovecot") as dovecot, \
-                SandboxSMTP(dovecot, route={STAFF: STAFF}, auth={SELLER: PASSWORDS[SELLER]},
-                            file_sent_copies=True) as smtp:
+                SandboxSMTP(dovecot, route=_route, auth=dict(PASSWORDS), file_sent_copies=True) as smtp:
             return _demo(root, dovecot, smtp)
     except SandboxUnavailable as exc:
         print(f"mailbridge demo: {exc}")
@@ -134,6 +144,7 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
     except TimeoutError as exc:
         _say(f"Not everything arrived in time: {exc}")
         received = list(smtp.received)
+    relayed = _staff_answers(smtp, received)
     loop.call_soon_threadsafe(stop.set)
     thread.join(30)
 
@@ -156,6 +167,21 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         for line in first.get_content().splitlines()[:24]:
             _say(f"  | {line}")
 
+    if relayed is not None:
+        buyer_mail, confirmation, latency = relayed
+        msg = message_from_bytes(buyer_mail.data, policy=policy.default)
+        _say()
+        _say(f"Jo from support pressed Reply in her mail client; {latency:.2f} s later the buyer's relay "
+             "address received (from the seller's registered address, her signature and the quoted "
+             "notification cut away, the buyer's question quoted as Amazon requires):")
+        for header in ("From", "To", "Subject", "In-Reply-To"):
+            _say(f"  | {header}: {msg[header]}")
+        _say("  |")
+        for line in msg.get_body(preferencelist=("plain",)).get_content().splitlines():  # type: ignore[union-attr]
+            _say(f"  | {line}")
+        if confirmation is not None:
+            _say(f"  ... and the support thread got: \"{message_from_bytes(confirmation.data, policy=policy.default)['Subject']}\"")
+
     with daemon.engine.begin() as conn:
         status = store.account_status(conn, "acme-us")
     _say()
@@ -168,7 +194,45 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
     _say(f"  quarantined:         {status['quarantined']} (kept, staff told)")
     _say(f"  staff mailbox holds: {len(dovecot.fetch_all(STAFF, 'INBOX'))} messages")
     _say(f"  seller INBOX now:    {len(dovecot.uids(SELLER, 'INBOX'))} (recorded mail moved to 'Processed')")
-    if len(received) >= len(fresh):
+    if len(received) >= len(fresh) and latencies:
         ordered = sorted(latencies)
         _say(f"  arrival -> staff:    median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s (IMAP IDLE)")
-    return 0 if len(received) >= expected else 1
+    return 0 if len(received) >= expected and relayed is not None else 1
+
+
+STAFF_ANSWER = """Hi {name},
+
+thanks for asking! Yes, it works with the standard EN 417 canisters sold across Europe.
+
+Kind regards"""
+
+
+def _staff_answers(smtp: SandboxSMTP, received: list) -> tuple | None:  # type: ignore[type-arg]
+    """Support answers the first buyer from a mail client, as a person would: Reply, write on top, send."""
+    import smtplib
+
+    notes = [r for r in received if message_from_bytes(r.data, policy=policy.default)["Reply-To"]]
+    if not notes:
+        return None
+    note = message_from_bytes(notes[0].data, policy=policy.default)
+    name = str(note["From"]).split(" via ")[0].strip('"') or "there"
+    reply = samples.staff_reply(notes[0].data, staff=STAFF, text=STAFF_ANSWER.format(name=name),
+                                message_id="jo.1@acme.example", signature="Jo\r\nAcme Outdoor Support\r\n"
+                                "Sent from my iPhone")
+    before = len(smtp.received)
+    sent_at = time.time()
+    with smtplib.SMTP("127.0.0.1", smtp.port, timeout=10) as client:   # Jo's mail client submits it
+        client.login(STAFF, PASSWORDS[STAFF])
+        client.sendmail(STAFF, [str(note["Reply-To"])], reply)
+    deadline = time.monotonic() + 30
+    buyer_mail = confirmation = None
+    while time.monotonic() < deadline and (buyer_mail is None or confirmation is None):
+        for item in smtp.received[before:]:
+            if "@marketplace.amazon." in item.rcpt_tos[0]:
+                buyer_mail = buyer_mail or item
+            elif str(message_from_bytes(item.data, policy=policy.default)["Subject"]).startswith("Sent to the buyer"):
+                confirmation = confirmation or item
+        time.sleep(0.1)
+    if buyer_mail is None:
+        return None
+    return buyer_mail, confirmation, buyer_mail.received_at - sent_at

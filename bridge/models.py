@@ -112,6 +112,9 @@ class Message(SQLModel, table=True):
     defects: str = "[]"        # JSON list
     conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
     duplicate_of: int | None = None
+    # The whole message as received, kept for staff replies: what a staff member
+    # wrote is the record of what mailbridge was asked to send to a buyer.
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class Quarantine(SQLModel, table=True):

@@ -246,7 +246,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         references=json.dumps(list(mail.references)), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
         buyer_address=cls.buyer_address, text=_clean(mail.buyer_text or mail.text), size=item.size,
         defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
-        duplicate_of=duplicate_of,
+        duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
     if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
         outcome = relay.handle_staff_reply(conn, acct, mail, cls, item.raw, content_hash, message_row, acct.relay,

@@ -106,6 +106,8 @@ def test_round_trip_buyer_staff_buyer(flow: Flow, client: str) -> None:
     assert "yes, a footprint is included in the box." in text_of(confirmations[0].data)
     assert str(parsed(confirmations[0].data)["In-Reply-To"]) == str(parsed(flow.notification.data)["Message-ID"])
     assert outbox_states(flow.daemon.engine) == {"sent": 3}
+    (staff_row,) = [r for r in rows(flow.daemon.engine, store.MESSAGE) if r.kind == "staff_reply"]
+    assert staff_row.disposition == "relayed" and b"Acme Outdoor Support" in bytes(staff_row.raw)  # kept whole
 
 
 def test_buyer_case_suffix_is_kept(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,

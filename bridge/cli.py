@@ -147,10 +147,20 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     who = f"{getpass.getuser()} (mailbridge outbox {args.action})"
     now = datetime.now(timezone.utc)
     failures = 0
+    from . import guard
+
     for outbox_id in args.ids:
         with engine.begin() as conn:
-            act = store.operator_retry if args.action == "retry" else store.operator_cancel
-            previous = act(conn, outbox_id, accounts, now, who)
+            if args.action == "retry":
+                row = store.operator_retry(conn, outbox_id, accounts, now, who)
+                previous = row.state if row is not None else None
+                if row is not None and row.audience == "buyer":
+                    # A person takes responsibility for this buyer message: on the record.
+                    guard.record(conn, account=row.account, now=now, event="override", decision="released",
+                                 category="reply", message_id=row.message_id, conversation_id=row.conversation_id,
+                                 actor=who, detail=f"outbox {outbox_id} was {row.state}")
+            else:
+                previous = store.operator_cancel(conn, outbox_id, accounts, now, who)
         if previous is None:
             allowed = store.RETRYABLE if args.action == "retry" else store.CANCELLABLE
             print(f"outbox {outbox_id}: not found, or not in a state that allows {args.action} "
@@ -161,6 +171,72 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"outbox {outbox_id}: {previous} -> {verb}"
                   + ("; the running daemon sends it within 15 seconds" if args.action == "retry" else ""))
     return 1 if failures else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from . import guard
+    from .db import open_database
+
+    settings = _load(args)
+    accounts = [a.name for a in settings.accounts if not args.account or a.name == args.account]
+    since = None
+    if args.since:
+        try:
+            if args.since[-1] in "hd" and args.since[:-1].isdigit():
+                amount = int(args.since[:-1])
+                since = datetime.now(timezone.utc) - (timedelta(hours=amount) if args.since[-1] == "h"
+                                                      else timedelta(days=amount))
+            else:
+                since = datetime.fromisoformat(args.since)
+                since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        except ValueError:
+            print(f"mailbridge: --since {args.since!r}: expected a date/time such as 2026-11-01 or "
+                  "2026-11-01T08:00, or an age such as 24h or 7d", file=sys.stderr)
+            return 2
+    engine = open_database(settings.database.url)
+    with engine.begin() as conn:
+        listed = guard.audit_rows(conn, accounts, since, args.limit)
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    for r in listed:
+        rules = ", ".join(f"{f['rule']} ({f['severity']})" for f in r["findings"]) or "no findings"
+        print(f"{r['at']}  {r['account']:<12} {r['event']:<8} {r['decision']:<9} {r['category'] or '-':<11} "
+              f"buyer {r['buyer'] or '-'}  by {r['actor'] or '-'}: {rules}")
+    if not listed:
+        print("no audit entries" + (f" since {since.isoformat(timespec='seconds')}" if since else ""))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from . import guard, policy
+    from .config import PolicySettings, RelaySettings
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    except OSError as exc:
+        print(f"mailbridge: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        settings = _load(args)
+        config = guard.policy_config(settings.policy, settings.relay)
+        seller = settings.accounts[0].seller_address
+    except Exception:  # noqa: BLE001 - no configuration: check against the defaults
+        config, seller = guard.policy_config(PolicySettings(), RelaySettings()), "seller@example.com"
+    buyer = "buyeralias123@marketplace.amazon.com"
+    category = policy.Category(args.category)
+    draft = policy.Draft(from_addr=seller, to_addr=buyer, subject=args.subject, text=text, category=category,
+                         quoted_original=args.quoted if category == policy.Category.REPLY else None)
+    ctx = policy.PolicyContext(seller_address=seller, buyer_alias=buyer, now=datetime.now(timezone.utc),
+                               buyer_original_text=args.quoted if category == policy.Category.REPLY else None,
+                               order_completed_at=datetime.now(timezone.utc))
+    decision = policy.check(draft, ctx, config)
+    print(policy.explain(decision, text))
+    return 0 if decision.allowed else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -206,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
         act = outbox_sub.add_parser(action, help=text)
         act.add_argument("ids", type=int, nargs="+", metavar="ID")
     outbox.set_defaults(func=cmd_outbox)
+
+    audit = sub.add_parser("audit", help="every outbound decision and opt-out change, oldest first")
+    audit.add_argument("--account", help="only this account")
+    audit.add_argument("--since", help="from this date/time (2026-11-01, 2026-11-01T08:00) or age (24h, 7d)")
+    audit.add_argument("--limit", type=int, default=10000)
+    audit.add_argument("--json", action="store_true", help="machine-readable, for export")
+    audit.set_defaults(func=cmd_audit)
+
+    pol = sub.add_parser("policy", help="check draft wording against the marketplace's messaging rules")
+    pol_sub = pol.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pcheck = pol_sub.add_parser("check", help="run the compliance guard on a draft text (FILE, or - for stdin)")
+    pcheck.add_argument("file", metavar="FILE")
+    pcheck.add_argument("--category", choices=["reply", "critical", "unsolicited"], default="reply",
+                        help="reply on a buyer's thread (default), critical or unsolicited proactive message")
+    pcheck.add_argument("--subject", default="Re: your order", help="the subject line to check too")
+    pcheck.add_argument("--quoted", default="(the buyer's message)",
+                        help="the buyer's message a reply quotes (default: a placeholder)")
+    pol.set_defaults(func=cmd_policy)
 
     demo = sub.add_parser("demo", help="run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")

@@ -125,6 +125,15 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """The compliance guard (bridge.policy) every buyer-bound email passes."""
+
+    rules: tuple[tuple[str, str], ...] = ()   # (rule id, "block" | "warn" | "off"); unnamed rules block
+    link_domains: tuple[str, ...] = ()       # domains links may point to, besides Amazon's own
+    max_text_chars: int = 2000
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path                       # the file these came from (for messages)
     database: DatabaseSettings
@@ -134,6 +143,7 @@ class Settings:
     log_level: str                   # [daemon] log_level: DEBUG | INFO | WARNING | ERROR
     accounts: tuple[AccountSettings, ...]
     relay: RelaySettings = RelaySettings()
+    policy: PolicySettings = PolicySettings()
 
     def account(self, name: str) -> AccountSettings:
         for acct in self.accounts:
@@ -169,7 +179,8 @@ from bridge.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES  # noqa: E402
 #: Anything else is an error; ``config/mailbridge.example.toml`` documents each one
 #: (a test keeps the two in step).
 KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("daemon", "database", "security", "outbox", "relay", "accounts"),
+    "": ("daemon", "database", "security", "outbox", "relay", "policy", "accounts"),
+    "policy": ("rules", "link_domains", "max_text_chars"),
     "relay": ("confirm_to_staff", "attachment_types", "max_attachment_bytes", "max_attachments"),
     "daemon": ("templates", "log_level"),
     "database": ("url",),
@@ -302,6 +313,7 @@ def parse_settings(
     security = SecuritySettings(secret=_security_secret(root.table("security"), ctx))
     outbox = _outbox(root.table("outbox"))
     relay = _relay(root.table("relay"))
+    policy = _policy(root.table("policy"))
     accounts = _accounts(root, ctx)
 
     if problems.lines:
@@ -315,6 +327,7 @@ def parse_settings(
         log_level=log_level.upper(),
         accounts=accounts,
         relay=relay,
+        policy=policy,
     )
 
 
@@ -552,6 +565,36 @@ def _security_secret(tbl: _Table, ctx: _Context) -> Secret | None:
                     "value, e.g. `openssl rand -hex 32`, or leave [security] empty to have one "
                     "generated and kept in the database")
     return secret
+
+
+def _policy(tbl: _Table) -> PolicySettings:
+    from .policy import RULE_IDS  # the rule ids are the guard's own; config only names them
+
+    defaults = PolicySettings()
+    rules: list[tuple[str, str]] = []
+    if tbl.has("rules"):
+        raw = tbl.get("rules")
+        if not isinstance(raw, dict):
+            tbl.problem("rules", f'got {_given(raw)}; expected a table such as {{ no_links = "warn" }}')
+        else:
+            for rule, mode in raw.items():
+                if rule not in RULE_IDS:
+                    close = difflib.get_close_matches(rule, RULE_IDS, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    tbl.problem(f"rules.{rule}", f"no such rule; {hint}rules: {', '.join(RULE_IDS)}")
+                elif mode not in ("block", "warn", "off"):
+                    tbl.problem(f"rules.{rule}", f'got {_given(mode)}; expected "block", "warn" or "off"')
+                else:
+                    rules.append((rule, str(mode)))
+    domains: tuple[str, ...] = ()
+    if tbl.has("link_domains"):
+        raw = tbl.get("link_domains")
+        if not isinstance(raw, list) or not all(isinstance(d, str) and "." in d and " " not in d for d in raw):
+            tbl.problem("link_domains", f'got {_given(raw)}; expected an array of domains such as ["acme.example"]')
+        else:
+            domains = tuple(d.lower().strip(".") for d in raw)
+    return PolicySettings(rules=tuple(rules), link_domains=domains,
+                          max_text_chars=tbl.integer("max_text_chars", defaults.max_text_chars, 1))
 
 
 def _relay(tbl: _Table) -> RelaySettings:

@@ -56,7 +56,8 @@ class Daemon:
         secret = settings.security.secret.reveal() if settings.security.secret else None
         key = store.token_secret(self.engine, secret)
         templates = Templates(settings.templates_dir)
-        self.accounts = [AccountContext.build(a, key, templates, settings.relay) for a in settings.accounts]
+        self.accounts = [AccountContext.build(a, key, templates, settings.relay, settings.policy)
+                         for a in settings.accounts]
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
         from .outbox import OutboxWorker

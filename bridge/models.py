@@ -56,6 +56,10 @@ class Buyer(SQLModel, table=True):
     alias: str                # base relay alias, lowercased, without "+case"
     name: str | None = None
     created_at: datetime = Field(sa_column=_ts())
+    # Opt-out state (DOMAIN.md "Buyer opt-out"): never anything unsolicited to this buyer.
+    opted_out_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    opted_out_source: str | None = None       # "notice <Message-ID>", "operator jo"
+    do_not_solicit_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Conversation(SQLModel, table=True):
@@ -170,3 +174,36 @@ class Outbox(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_ts())
     sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     copied_to_sent: bool = False
+
+
+class AccountState(SQLModel, table=True):
+    """Per account: proactive sending paused while the marketplace restricts it."""
+
+    __tablename__ = "account_state"
+    account: str = Field(primary_key=True)
+    restricted_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    restricted_reason: str | None = None
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only record of every outbound decision and opt-out change.
+
+    What a seller shows the marketplace: what was (not) sent to which buyer,
+    when, by whose request, and which rule decided. Rows are only inserted.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_account_at", "account", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_ts())
+    account: str
+    event: str                 # outbound | optout | override
+    decision: str              # allowed | warned | blocked | held | opted_out | opted_in | released
+    category: str | None = None        # reply | critical | unsolicited
+    rules: str = "[]"          # JSON: findings [{"rule", "severity", "reason", "excerpt"}]
+    evaluated: str = "[]"      # JSON: rule ids that ran
+    buyer: str | None = None           # relay alias
+    conversation_id: int | None = None
+    message_id: str | None = Field(default=None, index=True)   # our outbound Message-ID
+    actor: str | None = None           # the staff sender or operator who asked for it
+    detail: str | None = None

@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 from sqlalchemy.engine import Connection
 
-from . import compose, relay, store, tokens
+from . import compose, guard, relay, store, tokens
 from .config import OutboxSettings
 from .imap import ClientFactory, ImapError, MailboxSession, default_client
 from .ingest import Clock, utcnow
@@ -145,8 +145,20 @@ class OutboxWorker:
         return True
 
     def _claim(self) -> store.OutboxItem | None:
-        with self.engine.begin() as conn:
-            return store.claim_due(conn, self.acct.name, self.worker_id, self.clock())
+        while True:
+            with self.engine.begin() as conn:
+                item = store.claim_due(conn, self.acct.name, self.worker_id, self.clock())
+                if item is None or item.audience != "buyer" or guard.may_send(conn, item.message_id):
+                    return item
+                # The single gate: nothing reaches a buyer without an allowing decision on record.
+                now = self.clock()
+                store.finish_send(conn, item.id, worker=self.worker_id, state="blocked", now=now,
+                                  error="no allowing compliance decision on record for this message")
+                queue_staff_alert(conn, self.acct, f"Blocked: {item.subject}"[:150],
+                                  f"Outbox row {item.id} to {', '.join(item.recipients)} has no compliance decision "
+                                  "that allows it, so it was not sent. See `mailbridge audit`.", now)
+                log.error("account %s: outbox %s to a buyer has no allowing decision; blocked", self.acct.name,
+                          item.id)
 
     def _record_sent(self, item: store.OutboxItem) -> None:
         """Mark sent (and queue the staff confirmation) in one transaction; retried, since the mail is out."""

@@ -21,9 +21,10 @@ from typing import Any, Iterable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError
 
-from . import compose, relay, store, threads, tokens
+from . import compose, guard, relay, store, threads, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
-from .config import AccountSettings, RelaySettings
+from .config import AccountSettings, PolicySettings, RelaySettings
+from .policy import PolicyConfig
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from .parse import ParsedMail, UnparseableMail, parse_mail
 from .render import TemplateError, Templates
@@ -64,10 +65,12 @@ class AccountContext:
     templates: Templates
     classify_base: dict[str, Any] = field(default_factory=dict)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     @classmethod
     def build(cls, settings: AccountSettings, secret: bytes, templates: Templates,
-              relay_settings: RelaySettings | None = None) -> "AccountContext":
+              relay_settings: RelaySettings | None = None,
+              policy_settings: PolicySettings | None = None) -> "AccountContext":
         base = dict(
             seller_address=settings.seller_address.lower(),
             staff_address=settings.staff_address.lower(),
@@ -75,7 +78,9 @@ class AccountContext:
             reply_address=settings.reply_address.lower(),
             relay_domains=ALL_RELAY_DOMAINS,
         )
-        return cls(settings, secret, templates, base, relay_settings or RelaySettings())
+        relay_settings = relay_settings or RelaySettings()
+        return cls(settings, secret, templates, base, relay_settings,
+                   guard.policy_config(policy_settings or PolicySettings(), relay_settings))
 
     @property
     def name(self) -> str:

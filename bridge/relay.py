@@ -20,12 +20,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
-from email import message_from_bytes, policy
+from email import message_from_bytes
+from email import policy as email_policy
 from email.message import Message
 
 from sqlalchemy.engine import Connection
 
-from . import compose, store, threads, tokens
+from . import compose, guard, policy, store, threads, tokens
 from .classify import Classification
 from .config import RelaySettings
 from .parse import ParsedMail
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # pipeline imports this module
     from .pipeline import AccountContext
 
 log = logging.getLogger(__name__)
+
+_QUOTE_PLACEHOLDER = "\x00mailbridge-quoted-buyer-message\x00"
 
 CONTENT_TYPES = {
     "pdf": "application/pdf", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
@@ -51,7 +54,7 @@ class RelayOutcome:
 
 def attachments_of(raw: bytes) -> list[compose.AttachmentData]:
     """Files a staff member attached. Inline parts (signature logos with a Content-ID) are not files."""
-    msg = message_from_bytes(raw, policy=policy.compat32)
+    msg = message_from_bytes(raw, policy=email_policy.compat32)
     out: list[compose.AttachmentData] = []
     for part in msg.walk():
         if part.is_multipart():
@@ -139,7 +142,7 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
     files = attachments_of(raw) if mail.attachments else []
     problem = attachment_problem(files, limits)
 
-    rendered = acct.templates.render("buyer_reply", {
+    variables = {
         "staff_text": reply.text,
         "seller_name": s.seller_name,
         "buyer_name": conv.buyer_name,
@@ -148,8 +151,40 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
         "buyer_date": original.sent_date.strftime("%d %b %Y") if original.sent_date else None,
         "order_id": original.order_id or conv.order_id,
         "comm_mgr_tok": original.comm_mgr_tok or conv.comm_mgr_tok,
-    })
+    }
+    rendered = acct.templates.render("buyer_reply", variables)
     message_id = compose.new_message_id(s.seller_address)
+
+    # The compliance gate (issue 4): content rules apply to our own words, so the
+    # template is rendered once more with a placeholder where the buyer's quoted
+    # message goes; the whole rendered text must still quote the buyer.
+    own = acct.templates.render("buyer_reply", {**variables, "buyer_text": _QUOTE_PLACEHOLDER}).text
+    own_text = "\n".join(line for line in own.splitlines() if _QUOTE_PLACEHOLDER not in line)
+    draft = policy.Draft(
+        from_addr=s.seller_address, to_addr=original.buyer_address, subject=rendered.subject, text=own_text,
+        category=policy.Category.REPLY, quoted_original=rendered.text,
+        attachments=tuple(policy.AttachmentInfo(filename=f.filename, content_type=f.content_type, size=len(f.data))
+                          for f in files),
+    )
+    decision = guard.check(conn, account=s.name, draft=draft, buyer_alias=original.buyer_address,
+                           buyer_original_text=original.text, now=now, config=acct.policy)
+    content_blocks = [f for f in decision.blocking if f.rule != "attachments_within_limits"]
+    audit = dict(account=s.name, now=now, category="reply", findings=decision.findings,
+                 evaluated=decision.evaluated, buyer=guard.base_alias(original.buyer_address),
+                 conversation_id=conv.id, actor=mail.from_addr)
+    if content_blocks:
+        guard.record(conn, decision="blocked", detail=f"staff reply <{mail.message_id}>", **audit)  # type: ignore[arg-type]
+        blocked = policy.Decision(allowed=False, findings=tuple(content_blocks), evaluated=decision.evaluated)
+        return _explain(conn, acct, mail, now, "Blocked",
+                        "it breaks the marketplace's messaging rules:\n\n" + policy.explain(blocked, own_text),
+                        "change the marked text and send your answer again; it goes out as soon as it passes.",
+                        reply.text)
+    if problem:
+        # The marketplace's attachment limits hold the reply for a person to decide.
+        verdict = "held"
+    else:
+        verdict = guard.verdict(decision)
+    guard.record(conn, decision=verdict, message_id=message_id, **audit)  # type: ignore[arg-type]
     references = tuple(dict.fromkeys((*original.references, *([original.message_id] if original.message_id else []))))
     out = compose.build_mail(
         account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
@@ -197,7 +232,7 @@ def _explain(conn: Connection, acct: "AccountContext", mail: ParsedMail, now: da
 
 def sent_text(raw: bytes) -> tuple[str, list[str]]:
     """The text and attachment names of a message we built, exactly as the recipient reads them."""
-    msg = message_from_bytes(raw, policy=policy.default)
+    msg = message_from_bytes(raw, policy=email_policy.default)
     body = msg.get_body(preferencelist=("plain",))
     text = body.get_content() if isinstance(body, Message) else ""  # type: ignore[attr-defined]
     names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]  # type: ignore[attr-defined]

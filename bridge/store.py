@@ -26,7 +26,7 @@ QUARANTINE = models.Quarantine.__table__
 OUTBOX = models.Outbox.__table__
 INFO = models.SchemaInfo.__table__
 
-OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "held", "cancelled")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "held", "blocked", "cancelled")
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -512,15 +512,17 @@ RETRYABLE = ("held", "failed", "unknown")
 CANCELLABLE = ("queued", "held", "failed", "unknown")
 
 
-def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime, who: str) -> str | None:
-    """Queue a row again; returns its previous state, or None when it cannot be retried."""
-    row = conn.execute(select(OUTBOX.c.state).where(OUTBOX.c.id == outbox_id,
-                                                    OUTBOX.c.account.in_(list(accounts)))).first()
-    if row is None or row[0] not in RETRYABLE:
+def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
+                   who: str) -> Row[Any] | None:
+    """Queue a row again; returns the row as it was, or None when it cannot be retried."""
+    row = conn.execute(select(OUTBOX.c.state, OUTBOX.c.account, OUTBOX.c.audience, OUTBOX.c.message_id,
+                              OUTBOX.c.conversation_id).where(
+        OUTBOX.c.id == outbox_id, OUTBOX.c.account.in_(list(accounts)))).first()
+    if row is None or row.state not in RETRYABLE:
         return None
-    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row[0]).values(
-        state="queued", next_attempt_at=now, attempts=0, last_error=f"{row[0]}; released by {who} at {_iso(now)}"))
-    return str(row[0])
+    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
+        state="queued", next_attempt_at=now, attempts=0, last_error=f"{row.state}; released by {who} at {_iso(now)}"))
+    return row
 
 
 def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime, who: str) -> str | None:

@@ -72,6 +72,7 @@ def valid() -> dict[str, Any]:
                    "reconcile_after_seconds": 120},
         "relay": {"confirm_to_staff": True, "attachment_types": ["pdf", "png"], "max_attachment_bytes": 10485760,
                   "max_attachments": 5},
+        "policy": {"rules": {"no_links": "warn"}, "link_domains": ["ups.com"], "max_text_chars": 2000},
         "accounts": [
             {
                 "name": "acme-us",
@@ -242,6 +243,10 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("negative attachment count", put("relay.max_attachments", -1), "relay.max_attachments"),
     ("relay flag not a bool", put("relay.confirm_to_staff", "yes"), "relay.confirm_to_staff"),
     ("unknown relay key", put("relay.confirm_staff", True), "did you mean 'confirm_to_staff'"),
+    ("unknown policy rule", put("policy.rules", {"no_link": "warn"}), "policy.rules.no_link: no such rule; did you mean 'no_links'"),
+    ("bad policy mode", put("policy.rules", {"no_links": "maybe"}), "policy.rules.no_links: got a string"),
+    ("policy rules not a table", put("policy.rules", ["no_links"]), "policy.rules: got an array"),
+    ("link domain without a dot", put("policy.link_domains", ["localhost"]), "policy.link_domains"),
     ("staff_senders a string", put("accounts.0.staff_senders", "*@acme.example"), f'{A0}.staff_senders: expected a non-empty array of address patterns'),
     ("staff_senders empty", put("accounts.0.staff_senders", []), f"{A0}.staff_senders: expected a non-empty array of address patterns"),
     # addresses

@@ -239,6 +239,77 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0 if decision.allowed else 1
 
 
+def cmd_optout(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import datetime, timezone
+
+    from . import guard, store
+    from .db import open_database
+    from .threads import split_relay_address
+    from .marketplaces import ALL_RELAY_DOMAINS
+
+    settings = _load(args)
+    names = [a.name for a in settings.accounts]
+    if args.account and args.account not in names:
+        print(f"mailbridge: no account {args.account!r} in {settings.path} (known: {', '.join(names)})",
+              file=sys.stderr)
+        return 2
+    accounts = [args.account] if args.account else names
+    engine = open_database(settings.database.url)
+    if args.action == "list":
+        with engine.begin() as conn:
+            listed = store.list_optouts(conn, accounts)
+        if args.json:
+            print(json.dumps(listed, indent=2))
+        elif not listed:
+            print("no opted-out or Do-Not-Solicit buyers")
+        else:
+            for r in listed:
+                dns = f", do-not-solicit until {r['do_not_solicit_until']}" if r["do_not_solicit_until"] else ""
+                out = f"opted out {r['opted_out_at']} ({r['source']})" if r["opted_out_at"] else "not opted out"
+                print(f"{r['account']:<12} {r['buyer']:<48} {out}{dns}")
+        return 0
+    if len(accounts) != 1:
+        print(f"mailbridge: several accounts ({', '.join(accounts)}); say which with --account", file=sys.stderr)
+        return 2
+    split = split_relay_address(args.address, ALL_RELAY_DOMAINS)
+    if split is None:
+        print(f"mailbridge: {args.address!r} is not a marketplace relay address (for example "
+              "abc123def456@marketplace.amazon.com)", file=sys.stderr)
+        return 2
+    alias, account = split[0], accounts[0]
+    now = datetime.now(timezone.utc)
+    who = f"operator {getpass.getuser()}"
+    with engine.begin() as conn:
+        until_text = getattr(args, "until", None)   # only "add" has --until
+        if args.dns or until_text:
+            until = None
+            if args.action == "add":
+                try:
+                    until = datetime.fromisoformat(until_text) if until_text else \
+                        datetime(9999, 12, 31, tzinfo=timezone.utc)
+                except ValueError:
+                    print(f"mailbridge: --until {until_text!r}: expected a date such as 2027-11-23", file=sys.stderr)
+                    return 2
+                until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+            store.set_do_not_solicit(conn, account, alias, until, now)
+            guard.record(conn, account=account, now=now, event="optout",
+                         decision="do_not_solicit" if until else "do_not_solicit_removed", category=None,
+                         buyer=alias, actor=who, detail=f"until {until.isoformat()}" if until else None)
+            print(f"{alias}: Do-Not-Solicit {'until ' + until.date().isoformat() if until else 'removed'}")
+            return 0
+        changed = store.set_opt_out(conn, account, alias, opted_out=args.action == "add", source=who, now=now)
+        if changed:
+            guard.record(conn, account=account, now=now, event="optout",
+                         decision="opted_out" if args.action == "add" else "opted_in", category=None,
+                         buyer=alias, actor=who)
+            if args.action == "add":
+                store.cancel_unsolicited(conn, account, alias, f"cancelled: buyer opted out ({who})")
+    state = "opted out" if args.action == "add" else "not opted out"
+    print(f"{alias}: {state}" + ("" if changed else " (unchanged)"))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -282,6 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
         act = outbox_sub.add_parser(action, help=text)
         act.add_argument("ids", type=int, nargs="+", metavar="ID")
     outbox.set_defaults(func=cmd_outbox)
+
+    opt = sub.add_parser("optout", help="buyers who opted out or are on the Do-Not-Solicit list")
+    opt.add_argument("--account", help="the account (needed for add/remove when there are several)")
+    opt_sub = opt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    olist = opt_sub.add_parser("list", help="opted-out and Do-Not-Solicit buyers")
+    olist.add_argument("--json", action="store_true")
+    for action, text in (("add", "mark a buyer opted out (or --dns: Do-Not-Solicit)"),
+                         ("remove", "undo an opt-out (or --dns: the Do-Not-Solicit entry)")):
+        oact = opt_sub.add_parser(action, help=text)
+        oact.add_argument("address", help="the buyer's relay address, e.g. abc123def456@marketplace.amazon.com")
+        oact.add_argument("--dns", action="store_true", help="Do-Not-Solicit instead of opt-out")
+        if action == "add":
+            oact.add_argument("--until", help="Do-Not-Solicit expiry date (default: none)")
+    opt.set_defaults(func=cmd_optout)
 
     audit = sub.add_parser("audit", help="every outbound decision and opt-out change, oldest first")
     audit.add_argument("--account", help="only this account")

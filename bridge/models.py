@@ -60,6 +60,9 @@ class Buyer(SQLModel, table=True):
     opted_out_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     opted_out_source: str | None = None       # "notice <Message-ID>", "operator jo"
     do_not_solicit_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # The last permanent delivery failure to this buyer's relay address (a DSN).
+    bounced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    bounce_reason: str | None = None
 
 
 class Conversation(SQLModel, table=True):
@@ -158,6 +161,7 @@ class Outbox(SQLModel, table=True):
     # resync) is relayed once: "relay:<account>:<staff Message-ID or hash>".
     dedupe_key: str | None = Field(default=None, unique=True)
     purpose: str               # staff_notification | staff_alert | buyer_reply | ...
+    category: str | None = None  # buyer mail only: reply | critical | unsolicited (decides opt-out effects)
     audience: str              # staff | buyer: who receives it (decides crash reconciliation)
     conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
     source_message_id: int | None = Field(default=None, foreign_key="message.id")

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError
 
-from . import compose, guard, relay, store, threads, tokens
+from . import bounce_effects, bounces, compose, guard, relay, store, threads, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
@@ -253,6 +253,10 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
+    if cls.kind == Kind.BOUNCE and disposition == "recorded":
+        disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw), mail, now)
+        store.set_disposition(conn, message_row, disposition)
+        return disposition, cls.kind.value, 1, message_row   # alerts may be queued: wake the outbox
     if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
         outcome = relay.handle_staff_reply(conn, acct, mail, cls, item.raw, content_hash, message_row, acct.relay,
                                            now)

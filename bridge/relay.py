@@ -196,7 +196,7 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
         conn, account=s.name, message_id=out.message_id, purpose="buyer_reply", audience="buyer",
         envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw, now=now,
         conversation_id=conv.id, source_message_id=message_row, state="held" if problem else "queued",
-        dedupe_key=dedupe_key,
+        dedupe_key=dedupe_key, category="reply",
         note=f"held: {problem}" if problem else None,
     )
     if problem:

@@ -274,13 +274,14 @@ def insert_quarantine(conn: Connection, **values: Any) -> int:
 def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, audience: str,
             envelope_from: str, recipients: tuple[str, ...], subject: str, raw: bytes, now: datetime,
             conversation_id: int | None = None, source_message_id: int | None = None,
-            state: str = "queued", dedupe_key: str | None = None, note: str | None = None) -> int:
+            state: str = "queued", dedupe_key: str | None = None, note: str | None = None,
+            category: str | None = None) -> int:
     return int(conn.execute(_OUTBOX_INSERT, dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
         state=state, attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
-        dedupe_key=dedupe_key, last_error=note,
+        dedupe_key=dedupe_key, last_error=note, category=category,
     )).inserted_primary_key[0])
 
 
@@ -533,3 +534,96 @@ def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], n
     conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row[0]).values(
         state="cancelled", last_error=f"{row[0]}; cancelled by {who} at {_iso(now)}"))
     return str(row[0])
+
+
+# --- opt-out state and delivery failures -------------------------------------------
+
+def buyer_by_order(conn: Connection, account: str, order_id: str) -> str | None:
+    """The relay alias of the buyer of an order, from the conversations we know."""
+    row = conn.execute(select(BUYER.c.alias).join(CONV, CONV.c.buyer_id == BUYER.c.id).where(
+        CONV.c.account == account, CONV.c.order_id == order_id).order_by(CONV.c.id.desc()).limit(1)).first()
+    return None if row is None else str(row[0])
+
+
+def buyer_exists(conn: Connection, account: str, alias: str) -> bool:
+    return conn.execute(select(BUYER.c.id).where(BUYER.c.account == account, BUYER.c.alias == alias)).first() \
+        is not None
+
+
+def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, source: str, now: datetime,
+                marketplace: str | None = None) -> bool:
+    """Mark a buyer opted out (or back in). Creates the buyer row if needed. True when the state changed."""
+    row = conn.execute(select(BUYER.c.id, BUYER.c.opted_out_at).where(
+        BUYER.c.account == account, BUYER.c.alias == alias)).first()
+    if row is None:
+        if not opted_out:
+            return False
+        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now, opted_out_at=now,
+                                           opted_out_source=source,
+                                           marketplace=marketplace or alias.rpartition("@")[2]))
+        return True
+    if (row[1] is not None) == opted_out:
+        return False
+    conn.execute(update(BUYER).where(BUYER.c.id == row[0]).values(
+        opted_out_at=now if opted_out else None, opted_out_source=source if opted_out else None))
+    return True
+
+
+def set_do_not_solicit(conn: Connection, account: str, alias: str, until: datetime | None, now: datetime) -> None:
+    """Do-Not-Solicit: ``until`` None removes it; far future for "no expiry"."""
+    if not buyer_exists(conn, account, alias):
+        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now,
+                                           marketplace=alias.rpartition("@")[2]))
+    conn.execute(update(BUYER).where(BUYER.c.account == account, BUYER.c.alias == alias).values(
+        do_not_solicit_until=until))
+
+
+def cancel_unsolicited(conn: Connection, account: str, alias: str, reason: str) -> list[int]:
+    """Cancel pending unsolicited mail to a buyer (any '+case' form of the alias)."""
+    local, _, domain = alias.partition("@")
+    rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.recipients).where(
+        OUTBOX.c.account == account, OUTBOX.c.audience == "buyer", OUTBOX.c.category == "unsolicited",
+        OUTBOX.c.state.in_(("queued", "held", "unknown", "failed")))).all()
+    ids = []
+    for row_id, recipients in rows:
+        for rcpt in json.loads(recipients):
+            r_local, _, r_domain = rcpt.lower().partition("@")
+            if r_domain == domain and r_local.split("+")[0] == local:
+                ids.append(int(row_id))
+    if ids:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.state.in_(
+            ("queued", "held", "unknown", "failed"))).values(state="cancelled", last_error=reason))
+    return ids
+
+
+def outbox_by_message_id(conn: Connection, account: str, message_id: str) -> Row[Any] | None:
+    return conn.execute(select(OUTBOX.c.id, OUTBOX.c.purpose, OUTBOX.c.audience, OUTBOX.c.recipients,
+                               OUTBOX.c.subject, OUTBOX.c.last_error).where(
+        OUTBOX.c.account == account, OUTBOX.c.message_id == message_id)).first()
+
+
+def note_bounce(conn: Connection, outbox_id: int, note: str) -> None:
+    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(last_error=note))
+
+
+def record_buyer_bounce(conn: Connection, account: str, alias: str, reason: str, now: datetime) -> None:
+    conn.execute(update(BUYER).where(BUYER.c.account == account, BUYER.c.alias == alias).values(
+        bounced_at=now, bounce_reason=reason))
+
+
+def restrict_account(conn: Connection, account: str, until: datetime, reason: str) -> None:
+    table = models.AccountState.__table__
+    if conn.execute(select(table.c.account).where(table.c.account == account)).first():
+        conn.execute(update(table).where(table.c.account == account).values(
+            restricted_until=until, restricted_reason=reason))
+    else:
+        conn.execute(table.insert().values(account=account, restricted_until=until, restricted_reason=reason))
+
+
+def list_optouts(conn: Connection, accounts: Iterable[str]) -> list[dict[str, Any]]:
+    rows = conn.execute(select(BUYER.c.account, BUYER.c.alias, BUYER.c.name, BUYER.c.opted_out_at,
+                               BUYER.c.opted_out_source, BUYER.c.do_not_solicit_until).where(
+        BUYER.c.account.in_(list(accounts)),
+        or_(BUYER.c.opted_out_at.is_not(None), BUYER.c.do_not_solicit_until.is_not(None))).order_by(BUYER.c.alias))
+    return [{"account": r[0], "buyer": r[1], "name": r[2], "opted_out_at": _iso(utc(r[3])), "source": r[4],
+             "do_not_solicit_until": _iso(utc(r[5]))} for r in rows]

@@ -134,3 +134,26 @@ def test_outbox_list_retry_cancel(tmp_path: Path, dovecot: DovecotServer, fresh_
     assert states == {first: "sent", second: "cancelled"}
     human = mailbridge("-c", str(config), "outbox", "list", "--state", "cancelled")
     assert "cancelled by" in human.stdout
+
+
+def test_optout_add_list_remove(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount) -> None:
+    staff = dovecot.new_account("staff")
+    config = write_config(tmp_path, fresh_mailbox, staff, 9)
+    alias = "abcdef123456@marketplace.amazon.de"
+    added = mailbridge("-c", str(config), "optout", "add", "ABCDEF123456+case9@marketplace.amazon.de")
+    assert added.returncode == 0 and f"{alias}: opted out" in added.stdout
+    dns = mailbridge("-c", str(config), "optout", "add", "zyx987654321@marketplace.amazon.com", "--dns",
+                     "--until", "2027-11-23")
+    assert dns.returncode == 0 and "until 2027-11-23" in dns.stdout
+    listed = json.loads(mailbridge("-c", str(config), "optout", "list", "--json").stdout)
+    assert {(r["buyer"], bool(r["opted_out_at"]), r["do_not_solicit_until"]) for r in listed} == {
+        (alias, True, None), ("zyx987654321@marketplace.amazon.com", False, "2027-11-23T00:00:00+00:00")}
+    assert mailbridge("-c", str(config), "optout", "remove", alias).returncode == 0
+    listed = json.loads(mailbridge("-c", str(config), "optout", "list", "--json").stdout)
+    assert [r["buyer"] for r in listed] == ["zyx987654321@marketplace.amazon.com"]
+    bad = mailbridge("-c", str(config), "optout", "add", "someone@gmail.com")
+    assert bad.returncode == 2 and "not a marketplace relay address" in bad.stderr
+    trail = json.loads(mailbridge("-c", str(config), "audit", "--json").stdout)
+    assert [(a["event"], a["decision"]) for a in trail] == [
+        ("optout", "opted_out"), ("optout", "do_not_solicit"), ("optout", "opted_in")]
+    assert all(a["actor"].startswith("operator ") for a in trail)

@@ -24,7 +24,11 @@ this order (each rule has a name, reported in ``ReplyText.cut_at``/``hits``):
    inside the staff's own sentence never cuts.
    ``mailparser_reply``: when none of our header rules matched, the
    mail-parser-reply library is asked (more languages: nl, sv, da, cs, ko,
-   zh...) on the text above the marker, with the same follow-up check.
+   zh...) on the text above the marker, with the same follow-up check (see
+   "mail-parser-reply" below).
+   ``attribution``: the last resort, the line or two just above the first
+   quoted line (or quoted marker) ending in ":" with a time or an address
+   in it: any client, any language ("Em ... escreveu:", "Op ... schreef X:").
 3. ``quote_prefix``: trailing ">"-quoted lines. When new text sits between or
    after quoted lines (an inline or bottom-posted answer), only the unquoted
    lines are kept, blocks separated by a blank line: ``inline``.
@@ -44,15 +48,28 @@ signature blocks Gmail and Thunderbird mark (``gmail_signature``,
 Everything runs in linear time: the text is split into lines once, every
 pattern looks at one line (or a join of at most three) of bounded length,
 and the library (whose regexes backtrack) only sees bounded input.
+
+mail-parser-reply (1.36, ``EmailReplyParser(languages=[...]).read(text)``):
+we rely only on *where* it finds its first header (``EmailReply.headers``),
+and accept that finding only as our own rules would (an attribution must be
+followed by the quote; a header block must start with its From line). Not
+used, and why (each pinned in tests/test_replies.py): its ``latest_reply``
+is the quoted notification itself when nothing stands above the header (a
+quote-only reply would be relayed to the buyer), keeps the quoted buyer
+lines of inline answers, and strips every line's indentation; its
+signature rules drop the staff's words from "Thanks,", "Best regards",
+"Viele Grüße" or any "- item" line down; it misses Japanese Outlook blocks
+(差出人:), wrapped Japanese and Spanish Gmail headers, "...さんは書きました:",
+"...のメール:" and Gmail's Dutch header; it cuts at "On Monday the courier
+wrote:" inside a sentence; its Polish rule takes one "Data:" line for a
+header (so "pl" is not passed); and it knows nothing of our marker.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from html import unescape
-from html.parser import HTMLParser
 
 from mailparser_reply import EmailReplyParser
 
@@ -69,7 +86,7 @@ class ReplyText:
     no leading or trailing blank lines. ``cut_at``: the rule that decided
     where the new words end (``marker``, ``original_message``,
     ``outlook_header_block``, ``apple_mail``, ``thunderbird``,
-    ``gmail_on_wrote``, ``mailparser_reply``, ``html_gmail_quote``,
+    ``gmail_on_wrote``, ``mailparser_reply``, ``attribution``, ``html_gmail_quote``,
     ``html_outlook_reply``, ``html_yahoo_quote``, ``quote_prefix``,
     ``inline``, ``signature`` when only a signature was removed, ``none``).
     ``removed_signature``: a signature or "Sent from ..." line was dropped.
@@ -88,6 +105,7 @@ class ReplyText:
 def extract_reply(text: str, html: str | None = None) -> ReplyText:
     """The staff's new words from a reply's text/plain body (or, when that
     is empty, its text/html body). Never raises; linear in the input size."""
+    text = text or ""
     hits: list[str] = []
     html_cut: str | None = None
     html_signature = False
@@ -128,8 +146,9 @@ class _Doc:
         return len(self.raw)
 
     def next_nonblank(self, index: int, limit: int) -> int:
-        """First line at or after ``index`` (below ``limit``) that is not blank."""
-        while index < limit and not self.raw[index].strip():
+        """First line at or after ``index`` (below ``limit``) that is not blank
+        (a bare ">" is not blank: it is quote)."""
+        while index < limit and not self.bare[index] and not self.quoted[index]:
             index += 1
         return index
 
@@ -393,13 +412,15 @@ def _generic_attribution(doc: _Doc, limit: int, marker: _Cut | None) -> _Cut | N
 # "from_header" needs a single "Data:"/"Do:"/"Temat:" line, which staff text
 # can contain. "david" is a product, not a language.
 _LIBRARY_LANGUAGES = ("en", "de", "fr", "es", "it", "ja", "nl", "sv", "da", "cs", "ko", "zh")
+_LIBRARY_FROM_KEYS = frozenset({"from", "von", "de", "da", "van", "från", "fra", "od", "差出人",
+                                "发件人", "보낸 사람", "보낸사람"})
 _LIBRARY_MAX_CHARS = 32_000
 _LIBRARY_MAX_LINE = 1_000
 
 
 def _library_header(doc: _Doc, limit: int, marker: _Cut | None) -> _Cut | None:
     lines = doc.raw[:limit]
-    if not any(lines) or sum(map(len, lines)) > _LIBRARY_MAX_CHARS:
+    if not any(lines) or sum(map(len, lines)) + len(lines) > _LIBRARY_MAX_CHARS:
         return None
     if max(map(len, lines)) > _LIBRARY_MAX_LINE:
         return None
@@ -418,9 +439,15 @@ def _library_header(doc: _Doc, limit: int, marker: _Cut | None) -> _Cut | None:
         return None
     end = i + len(header_lines)
     keyed = sum(1 for line in header_lines if ":" in line[:30] or "：" in line[:30])
-    # A block of "Key: value" lines stands on its own; a single attribution
-    # line must be followed by the quote, as for our own rules.
-    if keyed >= 2 or _quote_follows(doc, end, limit, marker):
+    # A "Key: value" block must start with its From line ("Date:/To:" lines
+    # in the staff's own text are no quote); an attribution line must be
+    # followed by the quote, as for our own rules.
+    if keyed >= 2:
+        first_key = re.split(r"[:：]", header_lines[0].lstrip("> *"), maxsplit=1)[0].strip().lower()
+        if first_key in _LIBRARY_FROM_KEYS:
+            return _Cut(i, min(end, limit), "mailparser_reply")
+        return None
+    if _quote_follows(doc, end, limit, marker):
         return _Cut(i, min(end, limit), "mailparser_reply")
     return None
 
@@ -428,20 +455,27 @@ def _library_header(doc: _Doc, limit: int, marker: _Cut | None) -> _Cut | None:
 # --------------------------------------------------------------------------
 # Rule 4: signatures
 
+# Devices and apps named by the "Sent from ..." lines of other languages; kept
+# to a list so "Gesendet von unserem Lager" (sent from our warehouse) stays.
+_DEVICE = (r"(?:iphone|ipad|android|samsung|galaxy|pixel|huawei|xiaomi|blackberry|outlook|mail"
+           r"|yahoo|gmail|proton ?mail|smartphone|mobile|handy|mobilger[äa]t|t[ée]l[ée]phone|tel[ée]fono|m[óo]vil"
+           r"|cellulare|telefonino)")
 _MOBILE_SIGNATURES = re.compile(
     r"(?:"
     r"sent from my [\w .,'&-]{1,40}"
-    r"|sent from (?:outlook|mail|yahoo mail|aol|proton mail)(?: for (?:ios|android|iphone|ipad|mac|windows))?"
-    r"|sent from (?:my )?(?:iphone|ipad|android|samsung[\w ]*|galaxy[\w ]*)"
+    rf"|sent (?:from|with) (?:the )?{_DEVICE}[\w .-]{{0,40}}"
     r"|get outlook for (?:ios|android)"
-    r"|von meinem [\w .-]{1,40} gesendet|gesendet von (?:meinem )?[\w .-]{1,40}"
+    r"|von meinem [\w .-]{1,40} gesendet"
+    rf"|gesendet (?:von|mit) (?:meinem |mein )?{_DEVICE}[\w .-]{{0,30}}"
     r"|outlook für (?:ios|android) beziehen"
-    r"|envoy[ée] (?:de|depuis) (?:mon |ma )?[\w .-]{1,40}|obtenir outlook pour (?:ios|android)"
-    r"|enviado desde (?:mi )?[\w .-]{1,40}|obtener outlook para (?:ios|android)"
-    r"|inviato da (?:il mio |dal mio )?(?:iphone|ipad|android|outlook|samsung|galaxy|mobile|smartphone)[\w .-]{0,30}"
-    r"|inviato dal mio [\w .-]{1,40}|scarica outlook per (?:ios|android)"
-    r"|[\w .-]{1,30}から送信"
-    r")[.!]?(?: ?<[^<>]{0,200}>)?"
+    rf"|envoy[ée] (?:de|depuis|avec) (?:mon |ma )?{_DEVICE}[\w .-]{{0,30}}"
+    r"|obtenir outlook pour (?:ios|android)"
+    rf"|enviado (?:desde|con) (?:mi )?{_DEVICE}[\w .-]{{0,30}}"
+    r"|obtener outlook para (?:ios|android)"
+    rf"|inviato da (?:il mio )?{_DEVICE}[\w .-]{{0,30}}|inviato dal mio [\w .-]{{1,40}}"
+    r"|scarica outlook per (?:ios|android)"
+    rf"|(?:私の)?{_DEVICE}[\w .-]{{0,30}}から送信"
+    r")[.!。]?(?: ?<[^<>]{0,200}>)?"
 )
 
 
@@ -538,7 +572,8 @@ def _extract(doc: _Doc, hits: list[str], html_cut: str | None, html_signature: b
     removed_signature = html_signature
     kept: list[tuple[str, bool]] = []
     for block, after_quote in blocks:
-        block, removed = _strip_signature(doc, block)
+        first = next((k for k, i in enumerate(block) if doc.bare[i]), len(block))
+        block, removed = _strip_signature(doc, block[first:])
         removed_signature = removed_signature or removed
         text = "\n".join(doc.raw[i] for i in block).strip("\n")
         if text.strip():
@@ -567,8 +602,19 @@ def _extract(doc: _Doc, hits: list[str], html_cut: str | None, html_signature: b
 
 # --------------------------------------------------------------------------
 # HTML-only replies
+#
+# A small tokenizer of our own rather than html.parser: CPython's parser goes
+# quadratic on some unterminated input ("<!--" repeated, "</" repeated), and
+# a reply must be handled in linear time whatever it contains. Every pattern
+# below is bounded and never scans past the next "<" outside quotes.
 
-_SKIP_TAGS = frozenset({"style", "script", "head", "title", "template", "noscript", "xml"})
+_HTML_TOKEN = re.compile(
+    r"<!--"
+    r"|<(/?)([a-zA-Z][^\s/<>]{0,64})((?:[^<>\"']|\"[^\"]{0,4096}\"|'[^']{0,4096}'){0,4096})>"
+    r"|<[!?][^<>]{0,4096}>"
+)
+_HTML_ATTR = re.compile(r"""([^\s=/"']+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
+_RAW_TEXT_TAGS = frozenset({"style", "script", "title", "template", "xml"})
 _BLOCK_TAGS = frozenset({
     "div", "ul", "ol", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
     "section", "article", "header", "footer", "address", "dl", "dt", "dd", "center",
@@ -597,12 +643,11 @@ def _signature_container(attrs: dict[str, str]) -> bool:
     return "gmail_signature" in classes or "moz-signature" in classes
 
 
-class _HtmlText(HTMLParser):
+class _HtmlText:
     """HTML -> readable text, no markdown: blocks and <br> to line breaks,
     links "text (url)", quote containers cut, blockquotes left as ">"."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.cut: str | None = None
         self.signature = False
@@ -614,6 +659,43 @@ class _HtmlText(HTMLParser):
         self._links: list[tuple[str, int]] = []
         self._lists: list[int | None] = []
         self._paragraphs: list[bool] = []   # open <p>: tight (MsoNormal) or not
+
+    def feed(self, html: str) -> None:
+        pos, n = 0, len(html)
+        while pos < n and self.cut is None:
+            lt = html.find("<", pos)
+            if lt == -1:
+                self.data(unescape(html[pos:]))
+                return
+            if lt > pos:
+                self.data(unescape(html[pos:lt]))
+            token = _HTML_TOKEN.match(html, lt)
+            if token is None:   # a "<" that starts no tag is text
+                following = html.find("<", lt + 1)
+                following = n if following == -1 else following
+                self.data(unescape(html[lt:following]))
+                pos = following
+                continue
+            pos = token.end()
+            if token.group(0) == "<!--":
+                close = html.find("-->", pos)
+                pos = n if close == -1 else close + 3
+                continue
+            name = token.group(2)
+            if name is None:   # <!DOCTYPE>, <![if ...]>, <?xml ...?>
+                continue
+            tag = name.lower()
+            if token.group(1):
+                self.endtag(tag)
+                continue
+            attributes = token.group(3)
+            self.starttag(tag, _attributes(attributes))
+            if tag in _RAW_TEXT_TAGS:
+                close_at = re.compile(rf"</{tag}\s*>", re.IGNORECASE).search(html, pos)
+                pos = n if close_at is None else close_at.end()
+                self.endtag(tag)
+            elif attributes.rstrip().endswith("/"):
+                self.endtag(tag)
 
     # output helpers
     def _write(self, text: str) -> None:
@@ -630,32 +712,31 @@ class _HtmlText(HTMLParser):
         if self.parts and not "".join(self.parts[-2:]).endswith("\n\n"):
             self._write("\n")
 
-    # parser callbacks
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    # events
+    def starttag(self, tag: str, attrs: dict[str, str]) -> None:
         if self.cut is not None:
             return
         if self._skip_tag is not None:
             if tag == self._skip_tag:
                 self._skip_depth += 1
             return
-        values = {name: value or "" for name, value in attrs}
-        container = _quote_container(values)
+        container = _quote_container(attrs)
         if container is not None:
             self.cut = container
             return
-        if tag in _SKIP_TAGS or tag == "blockquote" or _signature_container(values):
+        if tag in _RAW_TEXT_TAGS or tag == "blockquote" or _signature_container(attrs):
             self._skip_tag, self._skip_depth = tag, 1
             if tag == "blockquote":
                 self._break()
                 self._write(">\n")
-            elif tag not in _SKIP_TAGS:
+            elif tag not in _RAW_TEXT_TAGS:
                 self.signature = True
             return
         if tag == "br":
             self._write("\n")
         elif tag == "p":
             # Outlook writes every line as <p class=MsoNormal> without margins.
-            tight = "msonormal" in values.get("class", "").lower()
+            tight = "msonormal" in attrs.get("class", "").lower()
             self._paragraphs.append(tight)
             if tight:
                 self._break()
@@ -673,7 +754,7 @@ class _HtmlText(HTMLParser):
             if not self._line_start and not self._space:
                 self._write(" ")
         elif tag == "a":
-            self._links.append((values.get("href", "").strip(), len(self.parts)))
+            self._links.append((attrs.get("href", "").strip(), len(self.parts)))
         elif tag in _BLOCK_TAGS:
             self._break()
             if tag == "pre":
@@ -683,7 +764,7 @@ class _HtmlText(HTMLParser):
             elif tag == "ul":
                 self._lists.append(None)
 
-    def handle_endtag(self, tag: str) -> None:
+    def endtag(self, tag: str) -> None:
         if self.cut is not None:
             return
         if self._skip_tag is not None:
@@ -711,7 +792,7 @@ class _HtmlText(HTMLParser):
             elif tag in ("ol", "ul") and self._lists:
                 self._lists.pop()
 
-    def handle_data(self, data: str) -> None:
+    def data(self, data: str) -> None:
         if self.cut is not None or self._skip_tag is not None or not data:
             return
         if self._pre:
@@ -722,6 +803,16 @@ class _HtmlText(HTMLParser):
             text = text.lstrip(" ")
         if text:
             self._write(text)
+
+
+def _attributes(source: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for match in _HTML_ATTR.finditer(source):
+        name = match.group(1).lower()
+        if name not in values:
+            value = match.group(2) or match.group(3) or match.group(4) or ""
+            values[name] = unescape(value)
+    return values
 
 
 def _link_suffix(href: str, label: str) -> str:
@@ -737,25 +828,13 @@ def _link_suffix(href: str, label: str) -> str:
     return f" ({target})"
 
 
-_TAG = re.compile(r"<[^<>]{0,2000}>")
+_HTML_SPACES = str.maketrans({"\xa0": " ", "\u202f": " ", "\u200b": None, "\ufeff": None})
 
 
 def _html_to_text(html: str) -> tuple[str, str | None, bool]:
     """(text, quote container cut or None, signature block removed)."""
-    parser = _HtmlText()
-    try:
-        parser.feed(html)
-        parser.close()
-        text = "".join(parser.parts)
-    except Exception:  # html.parser can trip on broken markup; fall back to stripping tags
-        text = unescape(_TAG.sub("\n", html))
-        return _tidy(text), None, False
-    return _tidy(text), parser.cut, parser.signature
-
-
-_HTML_SPACES = str.maketrans({"\xa0": " ", "\u202f": " ", "\u200b": None, "\ufeff": None})
-
-
-def _tidy(text: str) -> str:
-    lines: Sequence[str] = [line.translate(_HTML_SPACES).rstrip() for line in text.split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip("\n")
+    converter = _HtmlText()
+    converter.feed(html)
+    text = "".join(converter.parts)
+    lines = [line.translate(_HTML_SPACES).rstrip() for line in text.split("\n")]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip("\n"), converter.cut, converter.signature

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import os
+import random
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-
-from sqlalchemy.engine import Connection
 
 from . import compose, guard, relay, store, tokens
 from .config import OutboxSettings
@@ -99,6 +98,8 @@ class OutboxWorker:
                     state, note = "unknown", "send interrupted by a crash; outcome unknown: a person must check"
                 if store.resolve_interrupted(conn, row.id, state, note, now):
                     log.warning("account %s: outbox %s (%s): %s", self.acct.name, row.id, row.message_id, note)
+                    if state == "sent" and row.purpose == "buyer_reply" and self.acct.relay.confirm_to_staff:
+                        self._confirm_to_staff(conn, row)   # the buyer has it: staff see what they got
                     if state == "unknown":
                         queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
                                           f"mailbridge was stopped while sending message <{row.message_id}> "
@@ -258,8 +259,13 @@ class OutboxWorker:
         return handled
 
     def seconds_until_due(self) -> float | None:
+        """Until the next queued row is due, or an interrupted send becomes old enough to judge."""
         with self.engine.begin() as conn:
             due = store.next_due_time(conn, self.acct.name)
+            claimed = store.oldest_foreign_claim(conn, self.acct.name, self.worker_id)
+        if claimed is not None:
+            judge_at = claimed + timedelta(seconds=self.settings.reconcile_after_seconds + 0.5)
+            due = judge_at if due is None else min(due, judge_at)
         if due is None:
             return None
         return max(0.0, (due - self.clock()).total_seconds())

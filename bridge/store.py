@@ -250,6 +250,13 @@ def thread_message(conn: Connection, *, account: str, marketplace: str, alias: s
     return ConversationRef(int(row[0]), row[1], row[2], int(row[3]))
 
 
+def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> None:
+    """Add flags to a conversation (they stay until staff deal with them)."""
+    current = conn.execute(select(CONV.c.flags).where(CONV.c.id == conversation_id)).scalar_one()
+    merged = list(dict.fromkeys([*json.loads(current or "[]"), *flags]))
+    conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(flags=json.dumps(merged)))
+
+
 def insert_message(conn: Connection, **values: Any) -> int:
     return int(conn.execute(_MESSAGE_INSERT, values).inserted_primary_key[0])
 
@@ -450,6 +457,13 @@ def resolve_interrupted(conn: Connection, outbox_id: int, state: str, note: str,
         values["next_attempt_at"] = now
     return conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == "sending")
                         .values(**values)).rowcount == 1
+
+
+def oldest_foreign_claim(conn: Connection, account: str, worker: str) -> datetime | None:
+    """When the oldest row left in 'sending' by another worker was claimed."""
+    return utc(conn.execute(select(func.min(OUTBOX.c.claimed_at)).where(
+        OUTBOX.c.account == account, OUTBOX.c.state == "sending",
+        or_(OUTBOX.c.claimed_by.is_(None), OUTBOX.c.claimed_by != worker))).scalar())
 
 
 def next_due_time(conn: Connection, account: str) -> datetime | None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -392,12 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop_during_startup(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
     from .db import DatabaseError
     from .render import TemplateError
 
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        # Until the daemon installs its own handlers (after imports and opening the
+        # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
+        signal.signal(signal.SIGTERM, _stop_during_startup)
     try:
         return int(args.func(args))
     except (ConfigError, DatabaseError, TemplateError) as exc:

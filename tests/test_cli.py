@@ -157,3 +157,17 @@ def test_optout_add_list_remove(tmp_path: Path, dovecot: DovecotServer, fresh_ma
     assert [(a["event"], a["decision"]) for a in trail] == [
         ("optout", "opted_out"), ("optout", "do_not_solicit"), ("optout", "opted_in")]
     assert all(a["actor"].startswith("operator ") for a in trail)
+
+
+def test_sigterm_during_startup_exits_cleanly(tmp_path: Path, dovecot: DovecotServer,
+                                              fresh_mailbox: SandboxAccount) -> None:
+    import signal
+    import time
+
+    config = write_config(tmp_path, fresh_mailbox, dovecot.new_account("staff"), 9)
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.4)       # past interpreter start-up, before the daemon installs its own handlers
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()

@@ -76,6 +76,7 @@ class Conversation(SQLModel, table=True):
     comm_mgr_tok: str | None = None
     subject: str
     status: str = "open"      # open | closed
+    flags: str = "[]"          # JSON: "COURTESY REFUND", "A-TO-Z CLAIM" (bridge.flags), once raised
     created_at: datetime = Field(sa_column=_ts())
     last_message_at: datetime = Field(sa_column=_ts())
     message_count: int = 0

@@ -25,6 +25,7 @@ from . import bounce_effects, bounces, compose, guard, relay, store, threads, to
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
+from .flags import conversation_flags
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from .parse import ParsedMail, UnparseableMail, parse_mail
 from .render import TemplateError, Templates
@@ -299,10 +300,13 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
     s = acct.settings
     buyer_name = _buyer_name(mail) if cls.kind == Kind.BUYER else None
     tag = f"MB-{conversation.id}" if conversation else f"MB-M{message_row}"
+    flags = list(conversation_flags(mail.buyer_text or mail.text, mail.subject)) if cls.kind == Kind.BUYER else []
+    if flags and conversation is not None:
+        store.raise_flags(conn, conversation.id, flags)
     context = {
         "marker": compose.MARKER,
         "kind": cls.kind.value,
-        "flags": ["UNCLASSIFIED"] if cls.kind == Kind.OTHER else [],
+        "flags": ["UNCLASSIFIED"] if cls.kind == Kind.OTHER else flags,
         "tag": tag,
         "subject": mail.subject or "(no subject)",
         "original_subject": mail.subject,

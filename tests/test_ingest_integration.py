@@ -253,3 +253,23 @@ def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot
     finally:
         _stop(loop, stop, thread)
     assert outbox_states(daemon.engine) == {"sent": 2}
+
+
+@pytest.mark.parametrize("question,flag", [
+    ("Full refund", "[COURTESY REFUND]"),
+    ("I will open an A-to-z claim if this is not solved today.", "[A-TO-Z CLAIM]"),
+])
+def test_courtesy_refund_and_claims_are_flagged_in_the_subject(tmp_path: Path, dovecot: DovecotServer,
+                                                               fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                               smtp_server: SandboxSMTP, question: str,
+                                                               flag: str) -> None:
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True})
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.amazon_buyer_message(
+        buyer_alias="refundbuyer123", buyer_name="Sam", order="111-2223334-4445556", question=question,
+        seller_address=fresh_mailbox.user, message_id="flag@email.amazon.com"))
+    daemon = Daemon(settings)
+    run_once(daemon)
+    (got,) = smtp_server.wait_for(1)
+    assert str(parsed(got)["Subject"]).startswith(flag)
+    (conv,) = rows(daemon.engine, store.CONV)
+    assert flag.strip("[]") in conv.flags

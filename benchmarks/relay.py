@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Relay benchmark: staff reply -> buyer, latency and throughput, in one run.
+
+Starts a real Dovecot and an SMTP sink (sandbox, 127.0.0.1) and drives the
+``mailbridge`` command in child processes, as an operator would:
+
+  (a) latency: one conversation per reply is prepared first (buyer messages
+      forwarded by ``mailbridge run --once``, the staff notifications taken
+      from the SMTP sink). Then a running daemon (``mailbridge run``, IDLE)
+      gets N staff replies APPENDed to the seller INBOX one at a time; it
+      prints the median and max time from each APPEND to the buyer's
+      message reaching the SMTP server (target: median under 1.5 s).
+  (b) throughput: M conversations prepared the same way, then a backlog of
+      M staff replies relayed by one ``mailbridge run --once`` (ingest,
+      verify, compose, policy check, send, and the confirmations to staff);
+      it prints replies per second, the child's peak RSS (os.wait4), the
+      buyer mails received (must be M) and the duplicates (must be 0).
+
+    python benchmarks/relay.py                     # 20 live replies, a backlog of 1,000
+    python benchmarks/relay.py -n 200 --latency 5  # quicker
+    python benchmarks/relay.py --latency 0         # throughput only
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from bridge import samples
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP
+
+SELLER, LIVE, STAFF = "seller@bench.example", "live@bench.example", "staff@bench.example"
+PASSWORD = "bench-pass"
+BUYER_DOMAIN = "@marketplace.amazon.com"
+ANSWER = re.compile(r"\bAnswer (\d+):")
+
+CONFIG = """
+[database]
+url = "sqlite:///{db}"
+[[accounts]]
+name = "bench"
+marketplace = "amazon.com"
+seller_name = "Bench Outdoor"
+seller_address = "{seller}"
+staff_address = "{staff}"
+staff_senders = ["*@bench.example"]
+forward_existing = true
+[accounts.imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{seller}"
+password = "{password}"
+batch_size = {batch}
+poll_seconds = 60
+[accounts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+username = ""
+sent_copies = "none"
+"""
+
+
+def child(argv: list[str], log: Path) -> tuple[float, int]:
+    """Run a child process to its end; return (seconds, peak RSS in KiB). Its log goes to ``log``."""
+    started = time.perf_counter()
+    with log.open("ab") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{argv[3:]} failed ({proc.returncode}):\n{log.read_text(errors='replace')[-2000:]}")
+    return elapsed, usage.ru_maxrss
+
+
+def mailbridge(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "WARNING", *args]
+
+
+def write_config(root: Path, name: str, dovecot: DovecotServer, smtp: SandboxSMTP, seller: str, batch: int) -> Path:
+    path = root / f"{name}.toml"
+    path.write_text(CONFIG.format(db=root / f"{name}.db", seller=seller, staff=STAFF, imap_port=dovecot.port,
+                                  smtp_port=smtp.port, password=PASSWORD, batch=batch))
+    return path
+
+
+def to_buyers(mails: list[ReceivedMail]) -> list[ReceivedMail]:
+    return [m for m in mails if any(r.lower().endswith(BUYER_DOMAIN) for r in m.rcpt_tos)]
+
+
+def answer_of(mail: ReceivedMail) -> int | None:
+    body = message_from_bytes(mail.data, policy=policy.default).get_body(preferencelist=("plain",))
+    found = ANSWER.search(body.get_content() if body is not None else "")  # type: ignore[attr-defined]
+    return int(found.group(1)) if found else None
+
+
+def fill(dovecot: DovecotServer, user: str, messages: list[bytes]) -> None:
+    with dovecot.imap_client(user) as client:
+        for i in range(0, len(messages), 500):
+            client.multiappend("INBOX", messages[i:i + 500])
+
+
+def prepare(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, config: Path, seller: str, count: int,
+            seed: int) -> list[bytes]:
+    """``count`` buyers write once each; forward them; return one staff reply per notification."""
+    fill(dovecot, seller, samples.buyer_backlog(count, buyers=count, seller_address=seller, seed=seed))
+    smtp.clear()
+    child(mailbridge(config, "run", "--once"), root / "prepare.log")
+    notes = [m for m in smtp.received if m.rcpt_tos == (STAFF,)]
+    if len(notes) != count:
+        raise SystemExit(f"expected {count} staff notifications, got {len(notes)}")
+    smtp.clear()
+    return [samples.staff_reply(note.data, staff=STAFF, message_id=f"answer.{seed}.{i}@bench.example",
+                                text=f"Answer {i}: thank you for your message. Your order is packed and leaves "
+                                     "our warehouse tomorrow morning.")
+            for i, note in enumerate(notes)]
+
+
+def wait_for_answer(smtp: SandboxSMTP, i: int, timeout: float = 30.0) -> ReceivedMail:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        mails = smtp.received
+        for mail in to_buyers(mails[seen:]):
+            if answer_of(mail) == i:
+                return mail
+        seen = len(mails)
+        time.sleep(0.005)
+    raise SystemExit(f"reply {i} did not reach the buyer within {timeout:.0f} s")
+
+
+def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int, interval: float,
+            batch: int) -> list[float]:
+    config = write_config(root, "live", dovecot, smtp, LIVE, batch)
+    replies = prepare(root, dovecot, smtp, config, LIVE, count, seed=31)
+    log = (root / "live.log").open("wb")
+    proc = subprocess.Popen(mailbridge(config, "run"), stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        time.sleep(2.0)  # connected and idling
+        out = []
+        for i, raw in enumerate(replies):
+            appended_at = time.time()
+            dovecot.append(LIVE, "INBOX", raw)
+            out.append(wait_for_answer(smtp, i).received_at - appended_at)
+            time.sleep(interval)
+        return out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        log.close()
+        if code:
+            print(f"warning: the daemon exited with {code}; see {root / 'live.log'}", file=sys.stderr)
+
+
+def throughput(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int,
+               batch: int) -> tuple[float, int, int, int, int]:
+    """Returns (seconds, peak RSS KiB, buyer mails received, duplicates, staff confirmations)."""
+    config = write_config(root, "backlog", dovecot, smtp, SELLER, batch)
+    replies = prepare(root, dovecot, smtp, config, SELLER, count, seed=37)
+    fill(dovecot, SELLER, replies)
+    secs, maxrss = child(mailbridge(config, "run", "--once"), root / "backlog.log")
+    mails = smtp.received
+    buyers = to_buyers(mails)
+    per_id = collections.Counter(m.message_id for m in mails)
+    per_answer = collections.Counter(answer_of(m) for m in buyers)
+    duplicates = sum(n - 1 for n in per_id.values() if n > 1) + sum(n - 1 for n in per_answer.values() if n > 1)
+    confirmations = sum(1 for m in mails if m.rcpt_tos == (STAFF,))
+    return secs, maxrss, len(buyers), duplicates, confirmations
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", "--replies", type=int, default=1000, help="staff replies in the backlog (0 skips it)")
+    ap.add_argument("--latency", type=int, default=20, help="replies APPENDed one at a time (0 skips it)")
+    ap.add_argument("--interval", type=float, default=0.2, help="seconds between two live replies")
+    ap.add_argument("--batch", type=int, default=200, help="imap.batch_size")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        users = {SELLER: PASSWORD, LIVE: PASSWORD, STAFF: PASSWORD}
+        # The sink records mail without delivering it: the figures are mailbridge's, not Dovecot's.
+        with DovecotServer(users, root=root / "dovecot") as dovecot, SandboxSMTP(dovecot=None) as smtp:
+            print(f"Dovecot on 127.0.0.1:{dovecot.port}, SMTP sink on 127.0.0.1:{smtp.port}")
+            if args.latency:
+                lat = latency(root, dovecot, smtp, args.latency, args.interval, args.batch)
+                print(f"(a) APPEND -> buyer mail at the SMTP server, {len(lat)} replies, IDLE: "
+                      f"median {statistics.median(lat):.3f} s, max {max(lat):.3f} s (target: median < 1.5 s)")
+            if args.replies:
+                secs, maxrss, received, duplicates, confirmations = throughput(root, dovecot, smtp, args.replies,
+                                                                               args.batch)
+                print(f"(b) mailbridge run --once, backlog of {args.replies} staff replies: "
+                      f"{args.replies / secs:.0f} replies/s ({secs:.1f} s), peak RSS {maxrss / 1024:.0f} MiB; "
+                      f"buyer mails received {received} (want {args.replies}), duplicates {duplicates} (want 0), "
+                      f"staff confirmations {confirmations}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,14 +42,15 @@ def restricted_until(conn: Connection, account: str) -> datetime | None:
     return store.utc(row[0]) if row else None
 
 
-def buyer_state(conn: Connection, account: str, alias: str) -> tuple[bool, bool]:
+def buyer_state(conn: Connection, account: str, alias: str, now: datetime) -> tuple[bool, bool]:
     """(opted out, under Do-Not-Solicit) for a buyer alias, at the time of the call."""
     b = store.BUYER
     row = conn.execute(select(b.c.opted_out_at, b.c.do_not_solicit_until).where(
         b.c.account == account, b.c.alias == alias)).first()
     if row is None:
         return False, False
-    return row[0] is not None, row[1] is not None
+    dns_until = store.utc(row[1])
+    return row[0] is not None, dns_until is not None and dns_until > now
 
 
 def base_alias(address: str) -> str:
@@ -60,7 +61,7 @@ def base_alias(address: str) -> str:
 
 def check(conn: Connection, *, account: str, draft: policy.Draft, buyer_alias: str, buyer_original_text: str | None,
           now: datetime, config: policy.PolicyConfig, language: str = "en") -> policy.Decision:
-    opted_out, dns = buyer_state(conn, account, base_alias(buyer_alias))
+    opted_out, dns = buyer_state(conn, account, base_alias(buyer_alias), now)
     ctx = policy.PolicyContext(
         seller_address=draft.from_addr, buyer_alias=buyer_alias, now=now, buyer_opted_out=opted_out,
         buyer_do_not_solicit=dns, account_restricted_until=restricted_until(conn, account),
@@ -86,6 +87,26 @@ def verdict(decision: policy.Decision) -> str:
     if not decision.allowed:
         return "blocked"
     return "warned" if decision.findings else "allowed"
+
+
+def stale_eligibility(conn: Connection, account: str, category: str, recipients: tuple[str, ...],
+                      now: datetime) -> str | None:
+    """Why a proactive message queued earlier may not go out now, or None.
+
+    Replies are never re-judged here: opt-out and restriction do not apply to them.
+    """
+    until = restricted_until(conn, account)
+    if until is not None and now < until:
+        return f"the account is restricted from proactive messages until {until:%Y-%m-%d %H:%M} UTC"
+    if category != "unsolicited":
+        return None
+    for rcpt in recipients:
+        opted_out, dns = buyer_state(conn, account, base_alias(rcpt), now)
+        if opted_out:
+            return f"{base_alias(rcpt)} has opted out of unsolicited messages"
+        if dns:
+            return f"{base_alias(rcpt)} is on the Do-Not-Solicit list"
+    return None
 
 
 def may_send(conn: Connection, message_id: str) -> bool:

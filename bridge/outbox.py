@@ -149,10 +149,23 @@ class OutboxWorker:
         while True:
             with self.engine.begin() as conn:
                 item = store.claim_due(conn, self.acct.name, self.worker_id, self.clock())
-                if item is None or item.audience != "buyer" or guard.may_send(conn, item.message_id):
+                if item is None or item.audience != "buyer":
+                    return item
+                now = self.clock()
+                if item.category in ("unsolicited", "critical"):
+                    # Eligibility is re-checked at send time (DOMAIN.md): the buyer may have opted
+                    # out, or the account been restricted, since the message was queued.
+                    reason = guard.stale_eligibility(conn, self.acct.name, item.category, item.recipients, now)
+                    if reason:
+                        store.finish_send(conn, item.id, worker=self.worker_id, state="cancelled", now=now,
+                                          error=f"cancelled at send time: {reason}")
+                        guard.record(conn, account=self.acct.name, now=now, decision="cancelled",
+                                     category=item.category, buyer=guard.base_alias(item.recipients[0]),
+                                     message_id=item.message_id, actor="mailbridge", detail=reason)
+                        continue
+                if guard.may_send(conn, item.message_id):
                     return item
                 # The single gate: nothing reaches a buyer without an allowing decision on record.
-                now = self.clock()
                 store.finish_send(conn, item.id, worker=self.worker_id, state="blocked", now=now,
                                   error="no allowing compliance decision on record for this message")
                 queue_staff_alert(conn, self.acct, f"Blocked: {item.subject}"[:150],

@@ -380,17 +380,18 @@ class OutboxItem:
     copied_to_sent: bool
     conversation_id: int | None
     subject: str
+    category: str | None
 
 
 def _item(row: Row[Any]) -> OutboxItem:
     return OutboxItem(row.id, row.account, row.message_id, row.purpose, row.audience, row.envelope_from,
                       tuple(json.loads(row.recipients)), bytes(row.raw), row.attempts, bool(row.copied_to_sent),
-                      row.conversation_id, row.subject)
+                      row.conversation_id, row.subject, row.category)
 
 
 _ITEM_COLUMNS = (OUTBOX.c.id, OUTBOX.c.account, OUTBOX.c.message_id, OUTBOX.c.purpose, OUTBOX.c.audience,
                  OUTBOX.c.envelope_from, OUTBOX.c.recipients, OUTBOX.c.raw, OUTBOX.c.attempts,
-                 OUTBOX.c.copied_to_sent, OUTBOX.c.conversation_id, OUTBOX.c.subject)
+                 OUTBOX.c.copied_to_sent, OUTBOX.c.conversation_id, OUTBOX.c.subject, OUTBOX.c.category)
 
 
 def claim_due(conn: Connection, account: str, worker: str, now: datetime) -> OutboxItem | None:

@@ -97,3 +97,21 @@ def test_lookalike_buyer_message_never_opts_out(flow: Flow) -> None:  # noqa: F8
     flow.dovecot.append(flow.seller.user, "INBOX", (DATA / "lookalike_buyer_opted_out.eml").read_bytes())
     asyncio.run(flow.daemon.run_once())
     assert all(b.opted_out_at is None for b in rows(flow.daemon.engine, store.BUYER))
+
+
+def test_unsolicited_mail_is_rechecked_at_send_time(flow: Flow) -> None:  # noqa: F811
+    """A review request queued (and allowed) before the buyer opted out never leaves."""
+    with flow.daemon.engine.begin() as conn:
+        mid = new_message_id(flow.seller.user)
+        store.enqueue(conn, account="acme", message_id=mid, purpose="feedback_request", audience="buyer",
+                      envelope_from=flow.seller.user, recipients=(BUYER,), subject="How was your order?",
+                      raw=b"Subject: How was your order?\r\n\r\nx", now=flow.clock(), category="unsolicited")
+        guard.record(conn, account="acme", now=flow.clock(), decision="allowed", category="unsolicited",
+                     buyer=BUYER, message_id=mid, actor="test")
+        # The opt-out lands in the same moment, by another path than the notice (an operator).
+        store.set_opt_out(conn, "acme", BUYER, opted_out=True, source="operator test", now=flow.clock())
+    flow.run()
+    assert not any(BUYER in r.rcpt_tos for r in flow.smtp.received)
+    (row,) = rows(flow.daemon.engine, store.OUTBOX, message_id=mid)
+    assert row.state == "cancelled" and "opted out" in row.last_error
+    assert audit(flow)[-1]["decision"] == "cancelled"

@@ -89,15 +89,18 @@ def verdict(decision: policy.Decision) -> str:
     return "warned" if decision.findings else "allowed"
 
 
+def paused_until(conn: Connection, account: str, now: datetime) -> datetime | None:
+    """The end of an account restriction in force now, else None (proactive mail waits for it)."""
+    until = restricted_until(conn, account)
+    return until if until is not None and now < until else None
+
+
 def stale_eligibility(conn: Connection, account: str, category: str, recipients: tuple[str, ...],
                       now: datetime) -> str | None:
-    """Why a proactive message queued earlier may not go out now, or None.
+    """Why an unsolicited message queued earlier may never go out now, or None.
 
-    Replies are never re-judged here: opt-out and restriction do not apply to them.
+    Replies are never re-judged here: opt-out does not apply to them.
     """
-    until = restricted_until(conn, account)
-    if until is not None and now < until:
-        return f"the account is restricted from proactive messages until {until:%Y-%m-%d %H:%M} UTC"
     if category != "unsolicited":
         return None
     for rcpt in recipients:

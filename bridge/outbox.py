@@ -153,8 +153,14 @@ class OutboxWorker:
                     return item
                 now = self.clock()
                 if item.category in ("unsolicited", "critical"):
-                    # Eligibility is re-checked at send time (DOMAIN.md): the buyer may have opted
-                    # out, or the account been restricted, since the message was queued.
+                    # Eligibility is re-checked at send time (DOMAIN.md): the account may have been
+                    # restricted, or the buyer opted out, since the message was queued.
+                    until = guard.paused_until(conn, self.acct.name, now)
+                    if until is not None:
+                        store.finish_send(conn, item.id, worker=self.worker_id, state="queued", now=now,
+                                          error=f"waiting: proactive sending paused until {until:%Y-%m-%d %H:%M}",
+                                          next_attempt_at=until, refund_attempt=True)
+                        continue
                     reason = guard.stale_eligibility(conn, self.acct.name, item.category, item.recipients, now)
                     if reason:
                         store.finish_send(conn, item.id, worker=self.worker_id, state="cancelled", now=now,

@@ -115,3 +115,22 @@ def test_unsolicited_mail_is_rechecked_at_send_time(flow: Flow) -> None:  # noqa
     (row,) = rows(flow.daemon.engine, store.OUTBOX, message_id=mid)
     assert row.state == "cancelled" and "opted out" in row.last_error
     assert audit(flow)[-1]["decision"] == "cancelled"
+
+
+def test_proactive_mail_waits_out_a_restriction(flow: Flow) -> None:  # noqa: F811
+    flow.dovecot.append(flow.seller.user, "INBOX", notice("amazon_restricted_en.eml"))
+    flow.run()
+    with flow.daemon.engine.begin() as conn:
+        mid = new_message_id(flow.seller.user)
+        store.enqueue(conn, account="acme", message_id=mid, purpose="delivery_scheduling", audience="buyer",
+                      envelope_from=flow.seller.user, recipients=(BUYER,), subject="Delivery appointment",
+                      raw=b"Subject: Delivery appointment\r\n\r\nx", now=flow.clock(), category="critical")
+        guard.record(conn, account="acme", now=flow.clock(), decision="allowed", category="critical",
+                     buyer=BUYER, message_id=mid, actor="test")
+    flow.run()
+    (row,) = rows(flow.daemon.engine, store.OUTBOX, message_id=mid)
+    assert row.state == "queued" and "paused" in row.last_error and row.attempts == 0
+    assert not any(BUYER in r.rcpt_tos for r in flow.smtp.received)
+    flow.clock.advance(121 * 3600)                  # the restriction is over
+    flow.run()
+    assert sum(BUYER in r.rcpt_tos for r in flow.smtp.received) == 1

@@ -17,7 +17,7 @@ import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from . import samples, store
+from . import guard, samples, store
 from .config import load_settings
 from .daemon import Daemon
 from .sandbox import DovecotServer, SandboxSMTP, SandboxUnavailable
@@ -91,7 +91,8 @@ def run_demo(keep: bool = False) -> int:
         return 1
     finally:
         if keep:
-            print(f"sandbox kept in {root}")
+            print(f"sandbox kept in {root}; the same audit log as JSON:\n"
+                  f"  mailbridge -c {root}/mailbridge.toml audit --json")
         else:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -145,6 +146,8 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         _say(f"Not everything arrived in time: {exc}")
         received = list(smtp.received)
     relayed = _staff_answers(smtp, received)
+    blocked = _staff_breaks_a_rule(smtp, received)
+    optout = _buyer_opts_out(dovecot, daemon, received)
     loop.call_soon_threadsafe(stop.set)
     thread.join(30)
 
@@ -182,8 +185,20 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         if confirmation is not None:
             _say(f"  ... and the support thread got: \"{message_from_bytes(confirmation.data, policy=policy.default)['Subject']}\"")
 
+    if blocked is not None:
+        _say()
+        _say("Jo answered another buyer with her phone number in it. Nothing went to the buyer; Jo got:")
+        for line in message_from_bytes(blocked.data, policy=policy.default).get_body(  # type: ignore[union-attr]
+                preferencelist=("plain",)).get_content().splitlines()[:12]:
+            _say(f"  | {line}")
+    if optout:
+        _say()
+        _say(f"Amazon's opt-out notice for {optout} arrived: the buyer is now opted out (replies to their own "
+             "messages still go out; nothing unsolicited does).")
+
     with daemon.engine.begin() as conn:
         status = store.account_status(conn, "acme-us")
+        decisions = guard.audit_rows(conn, ["acme-us"], None, 1000)
     _say()
     _say("Summary:")
     _say(f"  messages recorded:   {status['messages']} "
@@ -197,7 +212,61 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
     if len(received) >= len(fresh) and latencies:
         ordered = sorted(latencies)
         _say(f"  arrival -> staff:    median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s (IMAP IDLE)")
-    return 0 if len(received) >= expected and relayed is not None else 1
+    _say()
+    _say(f"Audit log ({len(decisions)} entries; `mailbridge audit --json` exports it; run the demo with --keep "
+         "to try it):")
+    for entry in decisions:
+        rules = ", ".join(f["rule"] for f in entry["findings"]) or "-"  # type: ignore[union-attr]
+        _say(f"  {entry['event']:<8} {entry['decision']:<9} {entry['category'] or '-':<8} buyer {entry['buyer']}  "
+             f"rules: {rules}  by {entry['actor']}")
+    return 0 if len(received) >= expected and relayed is not None and blocked is not None and optout else 1
+
+
+def _wait_for_mail(smtp: SandboxSMTP, start: int, match, timeout: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for item in smtp.received[start:]:
+            if match(item):
+                return item
+        time.sleep(0.1)
+    return None
+
+
+def _staff_breaks_a_rule(smtp: SandboxSMTP, received: list):  # type: ignore[no-untyped-def,type-arg]
+    """Jo answers a second buyer with her phone number: the compliance guard stops it and tells her."""
+    import smtplib
+
+    notes = [r for r in received if message_from_bytes(r.data, policy=policy.default)["Reply-To"]]
+    if len(notes) < 2:
+        return None
+    note = message_from_bytes(notes[1].data, policy=policy.default)
+    reply = samples.staff_reply(notes[1].data, staff=STAFF, message_id="jo.2@acme.example",
+                                text="Hi, easiest is to call me directly on +1 415 555 0100 and we sort it out.")
+    before = len(smtp.received)
+    with smtplib.SMTP("127.0.0.1", smtp.port, timeout=10) as client:
+        client.login(STAFF, PASSWORDS[STAFF])
+        client.sendmail(STAFF, [str(note["Reply-To"])], reply)
+    return _wait_for_mail(smtp, before, lambda item: item.rcpt_tos == (STAFF,) and str(
+        message_from_bytes(item.data, policy=policy.default)["Subject"]).startswith("Blocked"))
+
+
+def _buyer_opts_out(dovecot: DovecotServer, daemon: Daemon, received: list) -> str | None:  # type: ignore[type-arg]
+    """Amazon tells the seller a buyer opted out (as a copy of the notice, Seller Central > Notifications)."""
+    with daemon.engine.begin() as conn:
+        conv = conn.execute(store.CONV.select().order_by(store.CONV.c.id.desc()).limit(1)).first()
+        buyer = conn.execute(store.BUYER.select().where(store.BUYER.c.id == conv.buyer_id)).first() if conv else None
+    if conv is None or buyer is None:
+        return None
+    dovecot.append(SELLER, "INBOX", samples.amazon_optout_notice(
+        seller_address=SELLER, buyer_relay=buyer.alias, order=conv.order_id, message_id="optout.1@amazonses.com"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with daemon.engine.begin() as conn:
+            row = conn.execute(store.BUYER.select().where(store.BUYER.c.id == buyer.id)).first()
+        if row is not None and row.opted_out_at is not None:
+            return str(buyer.alias)
+        time.sleep(0.1)
+    return None
 
 
 STAFF_ANSWER = """Hi {name},

@@ -180,3 +180,22 @@ def staff_reply(notification: bytes, *, staff: str, text: str, client: str = "gm
                      f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n")
     return (head + f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n' + "".join(parts)
             + f"--{boundary}--\r\n").encode("utf-8")
+
+
+def amazon_optout_notice(*, seller_address: str, buyer_relay: str, order: str, message_id: str) -> bytes:
+    """Amazon's notice that a message was not delivered because the buyer opted out (DOMAIN.md)."""
+    return (
+        '"Amazon Seller Notifications" <donotreply@amazon.com>'.join(("From: ", "\r\n"))
+        + f"To: {seller_address}\r\n"
+        f"Subject: Your message to an Amazon customer could not be delivered (Order: {order})\r\n"
+        f"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{message_id}>\r\n"
+        "X-AMAZON-MAIL-RELAY-TYPE: notification\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=UTF-8\r\n\r\n"
+        "Dear Seller,\r\n\r\n"
+        f"We were unable to deliver the message you sent for order {order} because the buyer has\r\n"
+        "chosen to opt out of receiving unsolicited messages from sellers.\r\n\r\n"
+        "Buyers can opt out of receiving unsolicited messages. You can still send messages that are required\r\n"
+        "to complete the order. For more information, see Buyer-Seller Messaging guidelines in Seller Central Help.\r\n"
+        f"\r\nYour message:\r\nTo: {buyer_relay}\r\nSubject: How was your order? (Order: {order})\r\n"
+        "Would you take a minute to leave a review?\r\n\r\nSincerely,\r\nAmazon Seller Services\r\n"
+    ).encode()

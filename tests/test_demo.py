@@ -17,3 +17,6 @@ def test_demo_runs_and_shows_the_whole_flow() -> None:
     assert "[commMgrTok:" in out and "Sent from my iPhone" not in out.split("Summary:")[0].split("Jo from support")[1]
     assert "Sent to the buyer" in out
     assert "quarantined:         0" in out and "seller INBOX now:    0" in out
+    assert ">>>+1 415 555 0100<<<" in out and "no_contact_details" in out     # the guard stopped Jo's phone number
+    assert "the buyer is now opted out" in out
+    assert "outbound allowed" in out and "outbound blocked" in out and "optout   opted_out" in out

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bridge import samples
-from bridge.sandbox import DovecotServer, SandboxSMTP
+from bridge.sandbox import DovecotServer, SandboxSMTP, config_toml
 
 SELLER, STAFF, LIVE = "seller@bench.example", "staff@bench.example", "live@bench.example"
 PASSWORD = "bench-pass"
@@ -54,32 +54,6 @@ c.logout()
 print(n)
 """
 
-CONFIG = """
-[database]
-url = "sqlite:///{db}"
-[[accounts]]
-name = "bench"
-marketplace = "amazon.com"
-seller_name = "Bench Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@bench.example"]
-forward_existing = true
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password = "{password}"
-batch_size = {batch}
-poll_seconds = 60
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = ""
-sent_copies = "none"
-"""
 
 
 def child(argv: list[str]) -> tuple[float, int, str]:
@@ -107,8 +81,10 @@ def write_config(root: Path, name: str, imap_port: int, smtp_port: int, seller: 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     path = root / f"{name}.toml"
-    path.write_text(CONFIG.format(db=db, seller=seller, staff=STAFF, imap_port=imap_port, smtp_port=smtp_port,
-                                  password=PASSWORD, batch=batch))
+    path.write_text(config_toml(
+        database=f"sqlite:///{db}", seller=seller, staff=STAFF, imap_port=imap_port, smtp_port=smtp_port,
+        imap_password=PASSWORD, name="bench", seller_name="Bench Outdoor", sections={"account": {"forward_existing": True},
+                  "imap": {"batch_size": batch, "poll_seconds": 60}, "smtp": {"sent_copies": "none"}}))
     return path
 
 

@@ -37,39 +37,13 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from bridge import samples
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP, config_toml
 
 SELLER, LIVE, STAFF = "seller@bench.example", "live@bench.example", "staff@bench.example"
 PASSWORD = "bench-pass"
 BUYER_DOMAIN = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer (\d+):")
 
-CONFIG = """
-[database]
-url = "sqlite:///{db}"
-[[accounts]]
-name = "bench"
-marketplace = "amazon.com"
-seller_name = "Bench Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@bench.example"]
-forward_existing = true
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password = "{password}"
-batch_size = {batch}
-poll_seconds = 60
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = ""
-sent_copies = "none"
-"""
 
 
 def child(argv: list[str], log: Path) -> tuple[float, int]:
@@ -91,8 +65,11 @@ def mailbridge(config: Path, *args: str) -> list[str]:
 
 def write_config(root: Path, name: str, dovecot: DovecotServer, smtp: SandboxSMTP, seller: str, batch: int) -> Path:
     path = root / f"{name}.toml"
-    path.write_text(CONFIG.format(db=root / f"{name}.db", seller=seller, staff=STAFF, imap_port=dovecot.port,
-                                  smtp_port=smtp.port, password=PASSWORD, batch=batch))
+    path.write_text(config_toml(
+        database=f"sqlite:///{root / f'{name}.db'}", seller=seller, staff=STAFF, imap_port=dovecot.port,
+        smtp_port=smtp.port, imap_password=PASSWORD, name="bench", seller_name="Bench Outdoor",
+        staff_senders=["*@bench.example"], sections={"account": {"forward_existing": True},
+                  "imap": {"batch_size": batch, "poll_seconds": 60}, "smtp": {"sent_copies": "none"}}))
     return path
 
 

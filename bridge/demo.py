@@ -20,48 +20,12 @@ from pathlib import Path
 from . import guard, samples, store
 from .config import load_settings
 from .daemon import Daemon
-from .sandbox import DovecotServer, SandboxSMTP, SandboxUnavailable
+from .sandbox import DovecotServer, SandboxSMTP, SandboxUnavailable, config_toml
 
 SELLER = "seller@acme.example"
 STAFF = "support@acme.example"
 PASSWORDS = {SELLER: "seller-demo-pass", STAFF: "support-demo-pass"}
 
-CONFIG = """\
-# Written by `mailbridge demo`: a sandbox on 127.0.0.1 ("none" security is allowed only on loopback).
-[daemon]
-log_level = "WARNING"
-
-[database]
-url = "sqlite:///{root}/mailbridge.db"
-
-[outbox]
-retry_base_seconds = 1
-
-[[accounts]]
-name = "acme-us"
-marketplace = "amazon.com"
-seller_name = "Acme Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@acme.example"]
-
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/imap-password"
-processed_folder = "Processed"
-poll_seconds = 30
-
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/smtp-password"
-sent_copies = "server"
-"""
 
 
 def _route(address: str) -> str | None:
@@ -100,8 +64,12 @@ def run_demo(keep: bool = False) -> int:
 def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
     (root / "imap-password").write_text(PASSWORDS[SELLER] + "\n")
     (root / "smtp-password").write_text(PASSWORDS[SELLER] + "\n")
-    (root / "mailbridge.toml").write_text(CONFIG.format(
-        root=root, seller=SELLER, staff=STAFF, imap_port=dovecot.port, smtp_port=smtp.port))
+    (root / "mailbridge.toml").write_text(config_toml(
+        database=f"sqlite:///{root}/mailbridge.db", seller=SELLER, staff=STAFF, imap_port=dovecot.port,
+        smtp_port=smtp.port, imap_password_file=f"{root}/imap-password", name="acme-us", smtp_login=True,
+        sections={"daemon": {"log_level": "WARNING"}, "outbox": {"retry_base_seconds": 1},
+                  "imap": {"processed_folder": "Processed", "poll_seconds": 30},
+                  "smtp": {"password_file": f"{root}/smtp-password", "sent_copies": "server"}}))
     settings = load_settings(root / "mailbridge.toml")
     _say(f"Sandbox: Dovecot IMAP on 127.0.0.1:{dovecot.port}, SMTP on 127.0.0.1:{smtp.port}, files in {root}")
 

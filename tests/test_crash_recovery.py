@@ -16,42 +16,11 @@ from sqlalchemy import func, select
 
 from bridge import samples, store
 from bridge.db import open_database
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
 
 BACKLOG = 1000
 KILLS = 8
 
-CONFIG = """
-[database]
-url = "sqlite:///{root}/mailbridge.db"
-[outbox]
-retry_base_seconds = 1
-reconcile_after_seconds = 2
-[[accounts]]
-name = "acme"
-marketplace = "amazon.com"
-seller_name = "Acme Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@{domain}"]
-forward_existing = true
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/password"
-poll_seconds = 5
-batch_size = 100
-processed_folder = "Processed"
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/password"
-sent_copies = "server"
-"""
 
 
 def _daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -69,8 +38,13 @@ def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dov
     (tmp_path / "password").write_text(seller.password + "\n")
     with SandboxSMTP(dovecot, auth={seller.user: seller.password}, file_sent_copies=True) as smtp:
         config = tmp_path / "mailbridge.toml"
-        config.write_text(CONFIG.format(root=tmp_path, seller=seller.user, staff=staff.user, domain=domain,
-                                        imap_port=seller.port, smtp_port=smtp.port))
+        config.write_text(config_toml(
+            database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
+            imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
+            staff_senders=[f"*@{domain}"], sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2},
+                      "account": {"forward_existing": True},
+                      "imap": {"poll_seconds": 5, "batch_size": 100, "processed_folder": "Processed"},
+                      "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
         with dovecot.imap_client(seller.user) as client:
             for raw in samples.buyer_backlog(BACKLOG, seller_address=seller.user, seed=11):
                 client.append("INBOX", raw)

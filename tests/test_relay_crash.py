@@ -19,44 +19,13 @@ from sqlalchemy import select
 
 from bridge import samples, store
 from bridge.db import open_database
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP, config_toml
 
 REPLIES = 200
 KILLS = 8
 BUYER_DOMAIN = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer (\d+):")
 
-CONFIG = """
-[database]
-url = "sqlite:///{root}/mailbridge.db"
-[outbox]
-retry_base_seconds = 1
-reconcile_after_seconds = 2
-[[accounts]]
-name = "acme"
-marketplace = "amazon.com"
-seller_name = "Acme Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@{domain}"]
-forward_existing = true
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/password"
-poll_seconds = 5
-batch_size = 50
-processed_folder = "Processed"
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = "{seller}"
-password_file = "{root}/password"
-sent_copies = "server"
-"""
 
 
 def _mailbridge(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -97,8 +66,13 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
     log = tmp_path / "daemon.log"
     with SandboxSMTP(dovecot, auth={seller.user: seller.password}, file_sent_copies=True) as smtp:
         config = tmp_path / "mailbridge.toml"
-        config.write_text(CONFIG.format(root=tmp_path, seller=seller.user, staff=staff.user, domain=domain,
-                                        imap_port=seller.port, smtp_port=smtp.port))
+        config.write_text(config_toml(
+            database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
+            imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
+            staff_senders=[f"*@{domain}"], sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2},
+                      "account": {"forward_existing": True},
+                      "imap": {"poll_seconds": 5, "batch_size": 50, "processed_folder": "Processed"},
+                      "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
 
         # Phase 1: 200 buyers write once each; one pass forwards them to staff.
         with dovecot.imap_client(seller.user) as client:

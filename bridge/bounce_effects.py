@@ -54,9 +54,9 @@ def apply(conn: Connection, acct: "AccountContext", report: BounceReport | None,
             guard.record(conn, account=s.name, now=now, event="optout", decision="opted_out", category=None,
                          buyer=buyer, actor=mail.from_addr, detail=f"{report.reason} ({source})")
         cancelled = store.cancel_unsolicited(conn, s.name, buyer, f"cancelled: buyer opted out ({source})")
-        for outbox_id in cancelled:
+        for outbox_id, message_id in cancelled:
             guard.record(conn, account=s.name, now=now, event="outbound", decision="cancelled",
-                         category="unsolicited", buyer=buyer, actor="mailbridge",
+                         category="unsolicited", buyer=buyer, message_id=message_id, actor="mailbridge",
                          detail=f"outbox {outbox_id}: buyer opted out")
         log.info("account %s: buyer %s opted out; %d pending unsolicited message(s) cancelled", s.name, buyer,
                  len(cancelled))

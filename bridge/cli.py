@@ -152,16 +152,16 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     for outbox_id in args.ids:
         with engine.begin() as conn:
-            if args.action == "retry":
-                row = store.operator_retry(conn, outbox_id, accounts, now, who)
-                previous = row.state if row is not None else None
-                if row is not None and row.audience == "buyer":
-                    # A person takes responsibility for this buyer message: on the record.
-                    guard.record(conn, account=row.account, now=now, event="override", decision="released",
-                                 category="reply", message_id=row.message_id, conversation_id=row.conversation_id,
-                                 actor=who, detail=f"outbox {outbox_id} was {row.state}")
-            else:
-                previous = store.operator_cancel(conn, outbox_id, accounts, now, who)
+            act = store.operator_retry if args.action == "retry" else store.operator_cancel
+            row = act(conn, outbox_id, accounts, now, who)
+            previous = row.state if row is not None else None
+            if row is not None and row.audience == "buyer":
+                # A person decides about a buyer message: on the record either way.
+                guard.record(conn, account=row.account, now=now, event="override",
+                             decision="released" if args.action == "retry" else "cancelled",
+                             category=row.category, buyer=guard.base_alias(json.loads(row.recipients)[0]),
+                             message_id=row.message_id, conversation_id=row.conversation_id, actor=who,
+                             detail=f"outbox {outbox_id} was {row.state}")
         if previous is None:
             allowed = store.RETRYABLE if args.action == "retry" else store.CANCELLABLE
             print(f"outbox {outbox_id}: not found, or not in a state that allows {args.action} "
@@ -305,7 +305,11 @@ def cmd_optout(args: argparse.Namespace) -> int:
                          decision="opted_out" if args.action == "add" else "opted_in", category=None,
                          buyer=alias, actor=who)
             if args.action == "add":
-                store.cancel_unsolicited(conn, account, alias, f"cancelled: buyer opted out ({who})")
+                for outbox_id, message_id in store.cancel_unsolicited(conn, account, alias,
+                                                                      f"cancelled: buyer opted out ({who})"):
+                    guard.record(conn, account=account, now=now, decision="cancelled", category="unsolicited",
+                                 buyer=alias, message_id=message_id, actor=who,
+                                 detail=f"outbox {outbox_id}: buyer opted out")
     state = "opted out" if args.action == "add" else "not opted out"
     print(f"{alias}: {state}" + ("" if changed else " (unchanged)"))
     return 0

@@ -33,6 +33,7 @@ from .config import OutboxSettings
 from .imap import ClientFactory, ImapError, MailboxSession, default_client
 from .ingest import Clock, utcnow
 from .pipeline import AccountContext, queue_staff_alert
+from .render import TemplateError
 from .smtp import SendError, SmtpConnection
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,23 @@ class OutboxWorker:
                     if state == "unknown":
                         queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
                                           f"mailbridge was stopped while sending message <{row.message_id}> "
-                                          f"({row.purpose}) and cannot tell whether it went out. It will not "
-                                          "send it again by itself. Check the Sent folder, then run "
-                                          f"`mailbridge outbox retry {row.id}` or `mailbridge outbox cancel {row.id}`.",
-                                          now)
+                                          f"({row.purpose}, subject \"{row.subject}\") and cannot tell whether it "
+                                          "went out. It will not send it again by itself.\n\n"
+                                          + self._unknown_advice(row.id), now)
+
+    def _unknown_advice(self, outbox_id: int) -> str:
+        """What a person can do about a send of unknown outcome, for this account's set-up.
+
+        Only a server that files sent mail itself can answer the question: our own
+        appended copy comes after a recorded success, so it is never there for these.
+        """
+        folder = self.acct.settings.imap.sent_folder
+        if self.acct.settings.smtp.sent_copies == "server" and folder:
+            return (f"Look for it in the folder {folder!r}. If it is there, it was sent: run `mailbridge outbox "
+                    f"cancel {outbox_id}`. If it is not, run `mailbridge outbox retry {outbox_id}`.")
+        return ("The Sent folder cannot tell (mailbridge files its own copy only after a recorded success). "
+                "Check the buyer's thread in the marketplace's message centre; only if it is missing there, run "
+                f"`mailbridge outbox retry {outbox_id}`, otherwise `mailbridge outbox cancel {outbox_id}`.")
 
     def _find_in_sent(self, message_ids: list[str]) -> set[str] | None:
         """Which of these Message-IDs are in the Sent folder; None when we cannot tell."""
@@ -207,7 +221,27 @@ class OutboxWorker:
                   self.acct.settings.smtp.host, exc, delay)
 
     def _confirm_to_staff(self, conn: Connection, item: store.OutboxItem) -> None:
-        """Tell the staff thread exactly what the buyer received (same transaction as 'sent')."""
+        """Tell the staff thread exactly what the buyer received (same transaction as 'sent').
+
+        Never lets a problem here undo 'sent': the buyer has the mail. A broken
+        template is logged and replaced by a plain alert (or only logged).
+        """
+        try:
+            with conn.begin_nested():
+                self._queue_confirmation(conn, item)
+        except TemplateError as exc:
+            log.error("account %s: cannot render the confirmation for <%s>: %s", self.acct.name, item.message_id,
+                      exc)
+            try:
+                with conn.begin_nested():
+                    queue_staff_alert(conn, self.acct, f"Sent to the buyer: {item.subject}"[:150],
+                                      f"The reply <{item.message_id}> reached the mail server for "
+                                      f"{', '.join(item.recipients)}. (The confirmation template is broken: "
+                                      f"{exc}; fix it so staff see the full text again.)", self.clock())
+            except TemplateError:
+                log.error("account %s: the staff alert template is broken too; staff were not told", self.acct.name)
+
+    def _queue_confirmation(self, conn: Connection, item: store.OutboxItem) -> None:
         s = self.acct.settings
         text, attachments = relay.sent_text(item.raw)
         conv = store.conversation_info(conn, s.name, item.conversation_id) if item.conversation_id else None
@@ -234,10 +268,9 @@ class OutboxWorker:
             if exc.ambiguous and item.audience == "buyer":
                 store.finish_send(conn, item.id, worker=self.worker_id, state="unknown", now=now, error=str(exc))
                 queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
-                                  f"The connection to the mail server broke while sending <{item.message_id}>: "
-                                  f"{exc}. mailbridge will not send it again by itself; check the Sent folder, "
-                                  f"then run `mailbridge outbox retry {item.id}` or `mailbridge outbox cancel {item.id}`.",
-                                  now)
+                                  f"The connection to the mail server broke while sending <{item.message_id}> "
+                                  f"(subject \"{item.subject}\"): {exc}. mailbridge will not send it again by "
+                                  "itself.\n\n" + self._unknown_advice(item.id), now)
                 log.error("account %s: outbox %s outcome unknown: %s", self.acct.name, item.id, exc)
             elif exc.permanent or item.attempts >= self.settings.max_attempts:
                 store.finish_send(conn, item.id, worker=self.worker_id, state="failed", now=now, error=str(exc))

@@ -70,6 +70,20 @@ def attachments_of(raw: bytes) -> list[compose.AttachmentData]:
     return out
 
 
+def _has_plain_body(raw: bytes) -> bool:
+    """Does the message have a text/plain part that is its body (not an attached .txt file)?"""
+    msg = message_from_bytes(raw, policy=email_policy.compat32)
+    for part in msg.walk():
+        if part.get_content_type() != "text/plain":
+            continue
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        if disposition != "attachment" and not part.get_filename():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes) and payload.strip():
+                return True
+    return False
+
+
 def _decoded(filename: str | None) -> str | None:
     if filename is None:
         return None
@@ -111,7 +125,10 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
                             "answer the buyer by pressing Reply on the notification mailbridge sent you, and "
                             "leave the address it fills in unchanged.")
     else:
-        conv_id = store.conversation_of_notification(conn, s.name, answered)
+        # Only the message directly answered counts (RFC 5322 3.6.4: In-Reply-To, else the last
+        # References entry): a reply to a confirmation also cites the notification further up.
+        parent = mail.in_reply_to or (mail.references[-1] if mail.references else None)
+        conv_id = store.conversation_of_notification(conn, s.name, (parent,))
         if conv_id is None:
             return _explain(conn, acct, mail, now, "Not sent",
                             "your email answers a mailbridge message that is not about a buyer conversation "
@@ -129,7 +146,7 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
         log.info("account %s: staff reply %s already relayed; not again", s.name, mail.message_id)
         return RelayOutcome("duplicate", "already relayed")
 
-    has_plain = "text/plain" in getattr(mail, "part_types", ("text/plain",)) or not mail.html
+    has_plain = _has_plain_body(raw) or not mail.html
     reply = extract_reply(mail.text if has_plain else "", None if has_plain else mail.html)
     if reply.empty:
         return _explain(conn, acct, mail, now, "Not sent",
@@ -159,7 +176,7 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
     # template is rendered once more with a placeholder where the buyer's quoted
     # message goes; the whole rendered text must still quote the buyer.
     own = acct.templates.render("buyer_reply", {**variables, "buyer_text": _QUOTE_PLACEHOLDER}).text
-    own_text = "\n".join(line for line in own.splitlines() if _QUOTE_PLACEHOLDER not in line)
+    own_text = own.replace(_QUOTE_PLACEHOLDER, "")
     draft = policy.Draft(
         from_addr=s.seller_address, to_addr=original.buyer_address, subject=rendered.subject, text=own_text,
         category=policy.Category.REPLY, quoted_original=rendered.text,
@@ -179,6 +196,9 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
                         "it breaks the marketplace's messaging rules:\n\n" + policy.explain(blocked, own_text),
                         "change the marked text and send your answer again; it goes out as soon as it passes.",
                         reply.text)
+    attachment_blocks = [f for f in decision.blocking if f.rule == "attachments_within_limits"]
+    if attachment_blocks and not problem:
+        problem = "; ".join(f.reason for f in attachment_blocks)
     if problem:
         # The marketplace's attachment limits hold the reply for a person to decide.
         verdict = "held"
@@ -226,7 +246,8 @@ def _explain(conn: Connection, acct: "AccountContext", mail: ParsedMail, now: da
     store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="reply_problem", audience="staff",
                   envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
                   now=now)
-    log.warning("account %s: staff reply from %s %s: %s", s.name, mail.from_addr, verdict.lower(), reason)
+    # The reason may quote the staff member's text (phone numbers, addresses): the journal gets only the verdict.
+    log.warning("account %s: staff reply <%s> from %s: %s", s.name, mail.message_id, mail.from_addr, verdict.lower())
     return RelayOutcome("explained" if not held else "held", reason)
 
 

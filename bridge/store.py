@@ -321,12 +321,18 @@ def conversation_info(conn: Connection, account: str, conversation_id: int) -> C
 
 
 def conversation_of_notification(conn: Connection, account: str, ids: Iterable[str | None]) -> int | None:
-    """The conversation of the newest staff notification among these Message-IDs."""
+    """The conversation of the newest staff notification among these Message-IDs.
+
+    Only a staff notification counts: a reply to a confirmation ("replies are not
+    read") or to a buyer reply (whose Message-ID the buyer has seen, so anyone
+    could cite it) must never become mail to a buyer.
+    """
     wanted = [i for i in ids if i]
     if not wanted:
         return None
     row = conn.execute(select(OUTBOX.c.conversation_id).where(
-        OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted), OUTBOX.c.conversation_id.is_not(None))
+        OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted), OUTBOX.c.conversation_id.is_not(None),
+        OUTBOX.c.purpose == "staff_notification")
         .order_by(OUTBOX.c.id.desc()).limit(1)).first()
     return None if row is None else int(row[0])
 
@@ -522,6 +528,9 @@ def list_outbox(conn: Connection, accounts: Iterable[str], states: Iterable[str]
     } for r in conn.execute(q)]
 
 
+_OPERATOR_COLUMNS = (OUTBOX.c.state, OUTBOX.c.account, OUTBOX.c.audience, OUTBOX.c.message_id,
+                     OUTBOX.c.conversation_id, OUTBOX.c.category, OUTBOX.c.recipients)
+
 # An operator may send again what is held, failed or of unknown outcome (after checking
 # the Sent folder), and cancel anything not yet sent.
 RETRYABLE = ("held", "failed", "unknown")
@@ -531,8 +540,7 @@ CANCELLABLE = ("queued", "held", "failed", "unknown")
 def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
                    who: str) -> Row[Any] | None:
     """Queue a row again; returns the row as it was, or None when it cannot be retried."""
-    row = conn.execute(select(OUTBOX.c.state, OUTBOX.c.account, OUTBOX.c.audience, OUTBOX.c.message_id,
-                              OUTBOX.c.conversation_id).where(
+    row = conn.execute(select(*_OPERATOR_COLUMNS).where(
         OUTBOX.c.id == outbox_id, OUTBOX.c.account.in_(list(accounts)))).first()
     if row is None or row.state not in RETRYABLE:
         return None
@@ -541,14 +549,16 @@ def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], no
     return row
 
 
-def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime, who: str) -> str | None:
-    row = conn.execute(select(OUTBOX.c.state).where(OUTBOX.c.id == outbox_id,
-                                                    OUTBOX.c.account.in_(list(accounts)))).first()
-    if row is None or row[0] not in CANCELLABLE:
+def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
+                    who: str) -> Row[Any] | None:
+    """Never send a row; returns the row as it was, or None when it cannot be cancelled."""
+    row = conn.execute(select(*_OPERATOR_COLUMNS).where(OUTBOX.c.id == outbox_id,
+                                                        OUTBOX.c.account.in_(list(accounts)))).first()
+    if row is None or row.state not in CANCELLABLE:
         return None
-    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row[0]).values(
-        state="cancelled", last_error=f"{row[0]}; cancelled by {who} at {_iso(now)}"))
-    return str(row[0])
+    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
+        state="cancelled", last_error=f"{row.state}; cancelled by {who} at {_iso(now)}"))
+    return row
 
 
 # --- opt-out state and delivery failures -------------------------------------------
@@ -593,22 +603,21 @@ def set_do_not_solicit(conn: Connection, account: str, alias: str, until: dateti
         do_not_solicit_until=until))
 
 
-def cancel_unsolicited(conn: Connection, account: str, alias: str, reason: str) -> list[int]:
-    """Cancel pending unsolicited mail to a buyer (any '+case' form of the alias)."""
+def cancel_unsolicited(conn: Connection, account: str, alias: str, reason: str) -> list[tuple[int, str]]:
+    """Cancel pending unsolicited mail to a buyer (any '+case' form of the alias); returns (id, Message-ID)s."""
     local, _, domain = alias.partition("@")
-    rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.recipients).where(
+    rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.recipients, OUTBOX.c.message_id).where(
         OUTBOX.c.account == account, OUTBOX.c.audience == "buyer", OUTBOX.c.category == "unsolicited",
         OUTBOX.c.state.in_(("queued", "held", "unknown", "failed")))).all()
-    ids = []
-    for row_id, recipients in rows:
-        for rcpt in json.loads(recipients):
-            r_local, _, r_domain = rcpt.lower().partition("@")
-            if r_domain == domain and r_local.split("+")[0] == local:
-                ids.append(int(row_id))
-    if ids:
-        conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.state.in_(
+    found: list[tuple[int, str]] = []
+    for row_id, recipients, message_id in rows:
+        if any(r.lower().partition("@")[2] == domain and r.lower().partition("@")[0].split("+")[0] == local
+               for r in json.loads(recipients)):
+            found.append((int(row_id), str(message_id)))
+    if found:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_([i for i, _ in found]), OUTBOX.c.state.in_(
             ("queued", "held", "unknown", "failed"))).values(state="cancelled", last_error=reason))
-    return ids
+    return found
 
 
 def outbox_by_message_id(conn: Connection, account: str, message_id: str) -> Row[Any] | None:

@@ -281,3 +281,47 @@ def test_reply_tokens_verify_for_this_account_only(flow: Flow) -> None:
     secret = flow.daemon.accounts[0].secret
     assert tokens.verify_reply_token(secret, "acme", token) is not None
     assert tokens.verify_reply_token(secret, "other", token) is None
+
+
+def test_reply_to_a_confirmation_never_reaches_the_buyer(flow: Flow) -> None:
+    flow.reply("Hi Jane, the footprint is included.")
+    flow.run()
+    (confirmation,) = [r for r in to_staff(flow.smtp, flow.staff) if "Sent to the buyer" in str(parsed(r.data)["Subject"])]
+    # A colleague answers the confirmation (internal chatter), to the seller address it came from.
+    flow.dovecot.append(flow.seller.user, "INBOX", samples.staff_reply(
+        confirmation.data, staff=flow.staff.user, text="Great, Tom ships the spare pegs tomorrow.",
+        message_id="chatter@x", to=flow.seller.user))
+    flow.run()
+    assert len(to_buyers(flow.smtp)) == 1                       # only the real reply, never the chatter
+    assert any(str(parsed(r.data)["Subject"]).startswith("Not sent") for r in to_staff(flow.smtp, flow.staff))
+
+
+def test_a_broken_confirmation_template_never_undoes_sent(tmp_path: Path, dovecot: DovecotServer,
+                                                          fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                          smtp_server: SandboxSMTP) -> None:
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "templates", templates)
+    (templates / "staff_confirmation.txt.j2").write_text("{{ no_such_thing }}\n")
+    flow = Flow(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, daemon={"templates": str(templates)})
+    flow.reply("Hi Jane, the footprint is included.")
+    flow.run()
+    assert len(to_buyers(flow.smtp)) == 1
+    (row,) = [r for r in rows(flow.daemon.engine, store.OUTBOX) if r.purpose == "buyer_reply"]
+    assert row.state == "sent"                                    # the buyer has it: it stays sent
+    assert any("confirmation template is broken" in text_of(r.data) for r in to_staff(flow.smtp, flow.staff))
+    # And the outbox keeps working for everything else.
+    flow.dovecot.append(flow.seller.user, "INBOX", samples.buyer_backlog(1, seller_address=flow.seller.user,
+                                                                         seed=77)[0])
+    flow.run()
+    assert outbox_states(flow.daemon.engine).get("queued", 0) == 0
+
+
+def test_attachment_refused_by_the_policy_alone_is_held_and_explained(flow: Flow) -> None:
+    flow.reply("Photo attached.", attachments=(("photo.jpg", "application/x-msdownload", b"MZ" * 50),))
+    flow.run()
+    assert to_buyers(flow.smtp) == []
+    (row,) = [r for r in rows(flow.daemon.engine, store.OUTBOX) if r.purpose == "buyer_reply"]
+    assert row.state == "held"
+    assert any(str(parsed(r.data)["Subject"]).startswith("Held") for r in to_staff(flow.smtp, flow.staff))

@@ -326,9 +326,15 @@ def conversation_flags(buyer_text: str, subject: str = "") -> tuple[str, ...]:
     subject; it only widens the courtesy-refund rule when it quotes the offer.
     See the module docstring for the rules. Never raises for odd text.
     """
+    # Cheap, exact pre-checks (the full rules run dozens of patterns over every line):
+    # every refund-answer pattern contains a refund word, or the subject quotes the
+    # offer; every A-to-z pattern contains the letter z or 保証.
+    text = unicodedata.normalize("NFKC", buyer_text)
     flags: list[str] = []
-    if _is_courtesy_refund_answer(buyer_text, subject):
+    might_answer = _REFUND_WORD_RE.search(text) is not None or \
+        _any(_OFFER_SUBJECT_RES, unicodedata.normalize("NFKC", subject))
+    if might_answer and _is_courtesy_refund_answer(buyer_text, subject):
         flags.append(COURTESY_REFUND)
-    if _mentions_a_to_z_claim(buyer_text):
+    if ("z" in text.lower() or "保証" in text) and _mentions_a_to_z_claim(buyer_text):
         flags.append(A_TO_Z_CLAIM)
     return tuple(flags)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from . import store

@@ -24,8 +24,8 @@ def notice(name: str) -> bytes:
     return raw
 
 
-def audit(flow: Flow) -> list[dict]:  # type: ignore[type-arg]
-    with flow.daemon.engine.begin() as conn:
+def audit(of: Flow) -> list[dict]:  # type: ignore[type-arg]
+    with of.daemon.engine.begin() as conn:
         return guard.audit_rows(conn, ["acme"], None, 1000)
 
 

@@ -7,7 +7,6 @@ labels and cross-account rules are exercised.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import errno
 import math

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from bridgekit import rows
 from test_relay_integration import Flow, flow, parsed, staff, text_of, to_buyers, to_staff  # noqa: F401
 
 
-def audit(flow: Flow) -> list[dict]:  # type: ignore[type-arg]
-    with flow.daemon.engine.begin() as conn:
+def audit(of: Flow) -> list[dict]:  # type: ignore[type-arg]
+    with of.daemon.engine.begin() as conn:
         return guard.audit_rows(conn, ["acme"], None, 1000)
 
 

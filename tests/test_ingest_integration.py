@@ -14,7 +14,7 @@ from bridge import samples, store, tokens
 from bridge.daemon import Daemon
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 
-from bridgekit import Clock, hits, make_settings, outbox_states, rows
+from bridgekit import Clock, make_settings, outbox_states, rows
 
 
 @pytest.fixture

@@ -83,3 +83,21 @@ def outbox_states(engine: Any) -> dict[str, int]:
 
 def hits(row: Any) -> list[str]:
     return [h["rule"] for h in json.loads(row.rule_hits)]
+
+
+def crash_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
+                 batch_size: int) -> Path:
+    """The config of the SIGKILL tests: Sent copies filed by the server, quick reconciliation."""
+    from bridge.sandbox import config_toml
+
+    (tmp_path / "password").write_text(seller.password + "\n")
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(config_toml(
+        database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
+        imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
+        staff_senders=[f"*@{seller.user.rpartition('@')[2]}"],
+        sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2},
+                  "account": {"forward_existing": True},
+                  "imap": {"poll_seconds": 5, "batch_size": batch_size, "processed_folder": "Processed"},
+                  "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
+    return path

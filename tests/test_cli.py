@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bridge import samples
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
 
 
 def mailbridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -16,36 +16,13 @@ def mailbridge(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           timeout=120, env=env)
 
 
-def write_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp_port: int,
-                 extra: str = "") -> Path:
-    domain = seller.user.rpartition("@")[2]
+def write_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp_port: int) -> Path:
     (tmp_path / "imap-password").write_text(seller.password + "\n")
     path = tmp_path / "mailbridge.toml"
-    path.write_text(f"""
-[database]
-url = "sqlite:///{tmp_path}/mb.db"
-[[accounts]]
-name = "acme"
-marketplace = "amazon.com"
-seller_name = "Acme Outdoor"
-seller_address = "{seller.user}"
-staff_address = "{staff.user}"
-staff_senders = ["*@{domain}"]
-forward_existing = true
-[accounts.imap]
-host = "127.0.0.1"
-port = {seller.port}
-security = "none"
-username = "{seller.user}"
-password_file = "imap-password"
-{extra}
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = ""
-sent_copies = "none"
-""")
+    path.write_text(config_toml(
+        database=f"sqlite:///{tmp_path}/mb.db", seller=seller.user, staff=staff.user, imap_port=seller.port,
+        smtp_port=smtp_port, imap_password_file="imap-password",   # relative: next to the config file
+        sections={"account": {"forward_existing": True}, "smtp": {"sent_copies": "none"}}))
     return path
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from bridge import guard, store
 from bridge.compose import new_message_id
+from bridge.sandbox import config_toml
 
 from bridgekit import rows
 from test_relay_integration import Flow, flow, parsed, staff, text_of, to_buyers, to_staff  # noqa: F401
@@ -73,25 +74,9 @@ def test_operator_release_of_a_held_reply_is_on_record(flow: Flow, tmp_path: Pat
     flow.run()
     (held,) = [r for r in rows(flow.daemon.engine, store.OUTBOX) if r.state == "held"]
     config = tmp_path / "mb.toml"
-    config.write_text(f"""
-[database]
-url = "{flow.settings.database.url}"
-[[accounts]]
-name = "acme"
-marketplace = "amazon.com"
-seller_name = "Acme"
-seller_address = "{flow.seller.user}"
-staff_address = "{flow.staff.user}"
-staff_senders = ["*@{flow.staff.user.rpartition('@')[2]}"]
-[accounts.imap]
-host = "127.0.0.1"
-security = "none"
-username = "x"
-password = "x"
-[accounts.smtp]
-host = "127.0.0.1"
-security = "none"
-""")
+    config.write_text(config_toml(database=flow.settings.database.url, seller=flow.seller.user,
+                                  staff=flow.staff.user, imap_port=flow.seller.port, smtp_port=flow.smtp.port,
+                                  imap_password=flow.seller.password))
     released = subprocess.run([sys.executable, "-m", "bridge.cli", "-c", str(config), "outbox", "retry", str(held.id)],
                               capture_output=True, text=True, timeout=60)
     assert released.returncode == 0, released.stderr

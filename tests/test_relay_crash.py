@@ -19,7 +19,9 @@ from sqlalchemy import select
 
 from bridge import samples, store
 from bridge.db import open_database
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP, config_toml
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP
+
+from bridgekit import crash_config
 
 REPLIES = 200
 KILLS = 8
@@ -61,18 +63,9 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
                                                                fresh_mailbox: SandboxAccount) -> None:
     seller = fresh_mailbox
     staff = dovecot.new_account("staff")
-    domain = seller.user.rpartition("@")[2]
-    (tmp_path / "password").write_text(seller.password + "\n")
     log = tmp_path / "daemon.log"
     with SandboxSMTP(dovecot, auth={seller.user: seller.password}, file_sent_copies=True) as smtp:
-        config = tmp_path / "mailbridge.toml"
-        config.write_text(config_toml(
-            database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
-            imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
-            staff_senders=[f"*@{domain}"], sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2},
-                      "account": {"forward_existing": True},
-                      "imap": {"poll_seconds": 5, "batch_size": 50, "processed_folder": "Processed"},
-                      "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
+        config = crash_config(tmp_path, seller, staff, smtp, batch_size=50)
 
         # Phase 1: 200 buyers write once each; one pass forwards them to staff.
         with dovecot.imap_client(seller.user) as client:

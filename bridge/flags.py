@@ -235,6 +235,9 @@ _TRAILING_THANKS: Final = re.compile(
     _FLAGS,
 )
 _REFUND_WORD_RE: Final = re.compile(_REFUND_WORD, _FLAGS)
+_REFUND_WORDS: Final = ("refund", "erstattung", "remboursement", "reembolso", "rimborso", "返金")  # = _REFUND_WORD
+# A superset of _ATOZ on lowered text (no look-arounds, any run of separators): a pre-check only.
+_LOOSE_ATOZ: Final = re.compile(r"a[\s\-‐‑–—]*to[\s\-‐‑–—]*z")
 _WORD: Final = re.compile(r"\w+", _FLAGS)
 
 
@@ -314,10 +317,6 @@ def _is_courtesy_refund_answer(buyer_text: str, subject: str) -> bool:
     return offer_quoted and _any(_AFFIRMATIVE_RES, core)
 
 
-def _mentions_a_to_z_claim(buyer_text: str) -> bool:
-    return _any(_A_TO_Z_RES, "\n".join(_unquoted_lines(buyer_text)))
-
-
 def conversation_flags(buyer_text: str, subject: str = "") -> tuple[str, ...]:
     """Flags for one buyer message: ``COURTESY REFUND`` then ``A-TO-Z CLAIM``.
 
@@ -326,15 +325,24 @@ def conversation_flags(buyer_text: str, subject: str = "") -> tuple[str, ...]:
     subject; it only widens the courtesy-refund rule when it quotes the offer.
     See the module docstring for the rules. Never raises for odd text.
     """
-    # Cheap, exact pre-checks (the full rules run dozens of patterns over every line):
-    # every refund-answer pattern contains a refund word, or the subject quotes the
-    # offer; every A-to-z pattern contains the letter z or 保証.
+    # Cheap, exact pre-checks: the full rules run dozens of case-insensitive patterns,
+    # which cost more than the rest of ingest for a message. Every refund-answer
+    # pattern contains a refund word (or the subject quotes the offer); every A-to-z
+    # pattern contains "garan", 保証 or an a-to-z shape. The checks run on lowered
+    # text; "İ" is the one character str.lower() folds differently from the regex
+    # engine, so text holding it goes straight to the full rules.
     text = unicodedata.normalize("NFKC", buyer_text)
+    lowered = text.lower()
+    exotic = "\u0130" in text
     flags: list[str] = []
-    might_answer = _REFUND_WORD_RE.search(text) is not None or \
+    might_answer = exotic or any(word in lowered for word in _REFUND_WORDS) or \
         _any(_OFFER_SUBJECT_RES, unicodedata.normalize("NFKC", subject))
     if might_answer and _is_courtesy_refund_answer(buyer_text, subject):
         flags.append(COURTESY_REFUND)
-    if ("z" in text.lower() or "保証" in text) and _mentions_a_to_z_claim(buyer_text):
-        flags.append(A_TO_Z_CLAIM)
+    if exotic or "z" in lowered or "保証" in text:
+        own = "\n".join(_unquoted_lines(buyer_text))
+        own_lowered = own.lower()
+        if (exotic or "garan" in own_lowered or "保証" in own or _LOOSE_ATOZ.search(own_lowered)) and \
+                _any(_A_TO_Z_RES, own):
+            flags.append(A_TO_Z_CLAIM)
     return tuple(flags)

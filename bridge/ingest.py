@@ -31,7 +31,6 @@ def utcnow() -> datetime:
 
 @dataclass
 class IngestStats:
-    passes: int = 0
     fetched: int = 0
     recorded: int = 0
     forwarded: int = 0
@@ -99,7 +98,6 @@ class AccountIngest:
             self.on_committed()
         self._move_leftovers(session, checkpoint)
         uids = session.uids_after(checkpoint.last_uid)
-        self.stats.passes += 1
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
         for start in range(0, len(uids), self.imap.batch_size):

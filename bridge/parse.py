@@ -69,6 +69,7 @@ class ParsedMail:
     # Every leaf MIME type seen, in order (e.g. "message/delivery-status" for an
     # RFC 3464 report), so classification need not walk the MIME tree again.
     part_types: tuple[str, ...] = field(default=())
+    has_text_body: bool = False        # a non-empty text/plain body part (attached .txt files do not count)
 
     @property
     def all_recipients(self) -> tuple[str, ...]:
@@ -196,6 +197,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         defects.append(_describe_defect(defect))
 
     text = "\n".join(t for t in body.texts if t)
+    has_text_body = bool(text.strip())
     html = body.htmls[0] if body.htmls else None
     if html is not None and not text.strip():
         text = html_to_text(html, defects)
@@ -227,6 +229,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         buyer_name=fields.buyer_name,
         asins=fields.asins,
         part_types=tuple(body.part_types),
+        has_text_body=has_text_body,
     )
 
 

@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 
 _QUOTE_PLACEHOLDER = "\x00mailbridge-quoted-buyer-message\x00"
 
-CONTENT_TYPES = {
-    "pdf": "application/pdf", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
-    "gif": "image/gif", "txt": "text/plain",
-}
-
 
 @dataclass(frozen=True)
 class RelayOutcome:
@@ -68,20 +63,6 @@ def attachments_of(raw: bytes) -> list[compose.AttachmentData]:
             continue
         out.append(compose.AttachmentData(_decoded(filename) or "attachment", part.get_content_type(), payload))
     return out
-
-
-def _has_plain_body(raw: bytes) -> bool:
-    """Does the message have a text/plain part that is its body (not an attached .txt file)?"""
-    msg = message_from_bytes(raw, policy=email_policy.compat32)
-    for part in msg.walk():
-        if part.get_content_type() != "text/plain":
-            continue
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        if disposition != "attachment" and not part.get_filename():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes) and payload.strip():
-                return True
-    return False
 
 
 def _decoded(filename: str | None) -> str | None:
@@ -146,7 +127,7 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
         log.info("account %s: staff reply %s already relayed; not again", s.name, mail.message_id)
         return RelayOutcome("duplicate", "already relayed")
 
-    has_plain = _has_plain_body(raw) or not mail.html
+    has_plain = mail.has_text_body or not mail.html
     reply = extract_reply(mail.text if has_plain else "", None if has_plain else mail.html)
     if reply.empty:
         return _explain(conn, acct, mail, now, "Not sent",

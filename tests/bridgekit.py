@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -101,3 +104,29 @@ def crash_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, 
                   "imap": {"poll_seconds": 5, "batch_size": batch_size, "processed_folder": "Processed"},
                   "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
     return path
+
+
+def mailbridge_process(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A real ``mailbridge`` process in its own session (so SIGKILL reaches it whole), logging to ``log``."""
+    import sys
+
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "INFO",
+                                 *args], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+@contextmanager
+def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``mailbridge run`` for the block; stopped with SIGTERM after it, which must exit 0."""
+    import os
+    import signal
+
+    proc = mailbridge_process(config, log, "run")
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

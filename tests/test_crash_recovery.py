@@ -6,8 +6,6 @@ import collections
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,17 +16,11 @@ from bridge import samples, store
 from bridge.db import open_database
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 
-from bridgekit import crash_config
+from bridgekit import crash_config, mailbridge_process, running_daemon
 
 BACKLOG = 1000
 KILLS = 8
 
-
-
-def _daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "INFO",
-                                 "run"], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
 @pytest.mark.slow
@@ -46,15 +38,14 @@ def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dov
         rng = random.Random(2026)
         kills: list[tuple[int, int]] = []   # (messages recorded, staff mails received) at each kill
         while len(kills) < KILLS and len(smtp.received) < BACKLOG:
-            proc = _daemon(config, log)
+            proc = mailbridge_process(config, log, "run")
             time.sleep(rng.uniform(0.5, 1.2))  # start-up takes about 0.5 s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             with engine.begin() as conn:
                 recorded = conn.execute(select(func.count()).select_from(store.MESSAGE)).scalar_one()
             kills.append((recorded, len(smtp.received)))
-        proc = _daemon(config, log)
-        try:
+        with running_daemon(config, log):
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 with engine.begin() as conn:
@@ -64,11 +55,6 @@ def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dov
                 if recorded == BACKLOG and pending == 0:
                     break
                 time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
         smtp.wait_delivered()
 
         with engine.begin() as conn:

@@ -164,3 +164,48 @@ def test_word_limit_is_the_boundary() -> None:
 def test_flags_are_unique_and_ordered() -> None:
     flags = conversation_flags("Yes, full refund please. A-to-z claim otherwise.")
     assert flags == BOTH
+
+
+def _full_rules(buyer_text: str, subject: str) -> tuple[str, ...]:
+    """The rules without the pre-checks conversation_flags runs first."""
+    from bridge import flags as f
+
+    out = []
+    if f._is_courtesy_refund_answer(buyer_text, subject):
+        out.append(f.COURTESY_REFUND)
+    if f._any(f._A_TO_Z_RES, "\n".join(f._unquoted_lines(buyer_text))):
+        out.append(f.A_TO_Z_CLAIM)
+    return tuple(out)
+
+
+def _corpus_texts() -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    from bridge.parse import UnparseableMail, parse_mail
+
+    out = []
+    for path in sorted((Path(__file__).parent / "data" / "inbound").glob("*.eml")):
+        try:
+            mail = parse_mail(path.read_bytes())
+        except UnparseableMail:
+            continue
+        out.append((mail.buyer_text or mail.text, mail.subject))
+    return out
+
+
+EDGES = [
+    ("Full refund", ""), ("FULL REFUND", ""), ("RİMBORSO COMPLETO", ""), ("Amazon A\u2013to\u2013Z claim", ""),
+    ("open an A -  to - z", ""), ("a to\n> quoted line\nz claim", ""), ("Zelt kaputt, A-bis-Z-Garantie!", ""),
+    ("ＡｔｏＺ保証を申請します", ""), ("Yes please", "Re: courtesy refund offer"), ("size 10, zipper", ""),
+]
+
+
+@pytest.mark.parametrize("text,subject", EDGES + [(c[1], c[2]) for c in CASES] + _corpus_texts())
+def test_pre_checks_never_change_the_result(text: str, subject: str) -> None:
+    assert conversation_flags(text, subject) == _full_rules(text, subject)
+
+
+def test_refund_word_list_matches_the_pattern() -> None:
+    from bridge import flags as f
+
+    assert "(?:" + "|".join(f._REFUND_WORDS) + ")" == f._REFUND_WORD

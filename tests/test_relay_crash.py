@@ -8,8 +8,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -21,19 +19,13 @@ from bridge import samples, store
 from bridge.db import open_database
 from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP
 
-from bridgekit import crash_config
+from bridgekit import crash_config, mailbridge_process, running_daemon
 
 REPLIES = 200
 KILLS = 8
 BUYER_DOMAIN = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer (\d+):")
 
-
-
-def _mailbridge(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "INFO",
-                                 *args], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
 def _to_buyers(smtp: SandboxSMTP) -> list[ReceivedMail]:
@@ -71,7 +63,7 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
         with dovecot.imap_client(seller.user) as client:
             client.multiappend("INBOX", samples.buyer_backlog(REPLIES, buyers=REPLIES, seller_address=seller.user,
                                                               seed=23))
-        once = _mailbridge(config, log, "run", "--once")
+        once = mailbridge_process(config, log, "run", "--once")
         assert once.wait(60) == 0, log.read_text()[-3000:]
         notifications = [r for r in smtp.wait_for(REPLIES) if r.rcpt_tos == (staff.user,)]
         assert len(notifications) == REPLIES
@@ -92,15 +84,14 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
         rng = random.Random(4711)
         kills: list[tuple[int, int]] = []   # (staff replies ingested, buyer mails received) at each kill
         while len(kills) < KILLS and len(_to_buyers(smtp)) < REPLIES:
-            proc = _mailbridge(config, log, "run")
+            proc = mailbridge_process(config, log, "run")
             time.sleep(rng.uniform(0.5, 1.2))  # start-up takes about 0.5 s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills.append((len(_buyer_reply_states(engine)), len(_to_buyers(smtp))))
 
         started = log.read_text(errors="replace").count("mailbridge running")
-        proc = _mailbridge(config, log, "run")
-        try:
+        with running_daemon(config, log):
             deadline = time.monotonic() + 40
             while log.read_text(errors="replace").count("mailbridge running") == started and \
                     time.monotonic() < deadline:
@@ -113,11 +104,6 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
                 if len(states) == REPLIES and set(states.values()) <= {"sent", "unknown"} and not open_rows:
                     break
                 time.sleep(0.25)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
         smtp.wait_delivered()
 
         states = _buyer_reply_states(engine)

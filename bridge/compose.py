@@ -15,7 +15,6 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
 from email.utils import encode_rfc2231, format_datetime, formataddr
 
 # Staff write above this line; everything from it down is our notification
@@ -79,8 +78,28 @@ def _header(name: str, value: str) -> bytes:
     if _is_ascii(value):
         encoded = _fold_ascii(len(name) + 2, value)
     else:
-        encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        encoded = _encoded_words(len(name) + 2, value)
     return f"{name}: {encoded}\r\n".encode("ascii")
+
+
+def _encoded_words(used: int, value: str, width: int = 78) -> str:
+    """RFC 2047 base64 encoded-words of UTF-8, folded; a character is never split across words.
+
+    Each word stays within 75 characters (RFC 2047 2.) and each line within
+    ``width``. (``email.header.Header`` does the same, about 20 times slower.)
+    """
+    words: list[str] = []
+    budget = max(12, (width - used - 12) // 4 * 3)  # bytes whose base64 fits on the first line
+    chunk = bytearray()
+    for char in value:
+        data = char.encode("utf-8", "surrogatepass")
+        if chunk and len(chunk) + len(data) > budget:
+            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+            chunk = bytearray()
+            budget = 45  # 60 base64 characters: a 72-character word after the folding space
+        chunk += data
+    words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+    return "\r\n ".join(words)
 
 
 def _fold_ascii(used: int, value: str, width: int = 78) -> str:

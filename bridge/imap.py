@@ -19,7 +19,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from .config import ImapSettings
-from .pipeline import FetchedMail
+from .prepare import FetchedMail
 
 log = logging.getLogger(__name__)
 

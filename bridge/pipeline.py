@@ -25,9 +25,9 @@ from . import bounce_effects, bounces, compose, guard, relay, store, threads, to
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
-from .flags import conversation_flags
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
-from .parse import ParsedMail, UnparseableMail, parse_mail
+from .parse import ParsedMail
+from .prepare import FetchedMail, PrepareContext, Prepared, Unprocessable, buyer_flags, prepare
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,6 @@ QUARANTINE_KEEP_BYTES = 2 * 1024 * 1024
 # disk full) is about the database.
 SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, OperationalError, InterfaceError, InternalError,
                                                 ProgrammingError, NotSupportedError)
-
-
-@dataclass(frozen=True)
-class FetchedMail:
-    """One message as the IMAP adapter hands it over."""
-
-    uid: int
-    size: int                 # RFC822.SIZE reported by the server
-    raw: bytes                # the whole message, or only its header when ``header_only``
-    header_only: bool = False  # too large to download: only the header was fetched
-    missing: bool = False      # the server listed it but returned no content
 
 
 @dataclass
@@ -87,6 +76,11 @@ class AccountContext:
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def prepare_context(self) -> PrepareContext:
+        return PrepareContext(self.settings.name, self.secret, self.classify_base,
+                              self.settings.imap.max_message_bytes)
+
 
 @dataclass
 class BatchResult:
@@ -103,14 +97,19 @@ class BatchResult:
 
 
 def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
-                 batch: Iterable[FetchedMail], history_until_uid: int, now: datetime) -> BatchResult:
+                 batch: Iterable[FetchedMail | Prepared], history_until_uid: int, now: datetime) -> BatchResult:
     """Record a batch of fetched mail and move the checkpoint past it, in one transaction.
+
+    Mail may come prepared already (bridge.prepare, done by the backlog reader);
+    the rest is prepared here, before the transaction opens, so the database
+    lock is held only for writing.
 
     Raises only when the database itself fails (or on a systemic error such as
     a broken template); then nothing of the batch is committed and the same
     UIDs are fetched again next time.
     """
-    items = list(batch)
+    ctx = acct.prepare_context
+    items = [i if isinstance(i, Prepared) else prepare(ctx, i) for i in batch]
     try:
         return _ingest(engine, acct, folder, uidvalidity, items, history_until_uid, now, careful=False)
     except _RetryCarefully:
@@ -124,25 +123,24 @@ class _RetryCarefully(Exception):
     """A message failed in a batch run without savepoints."""
 
 
-def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[FetchedMail],
+def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[Prepared],
             history_until_uid: int, now: datetime, careful: bool) -> BatchResult:
     result = BatchResult()
-    # Parse before the transaction opens: the database lock is held only for writing.
-    parsed = [_parse(acct, item) for item in items]
     with engine.begin() as conn:
-        done = store.recorded_uids(conn, acct.name, folder, uidvalidity, [i.uid for i in items])
-        seen = store.SeenContent(conn, acct.name, (p.content_hash for p in parsed))
-        ours = store.outbox_known_ids(conn, (i for p in parsed if p.mail for i in (
+        done = store.recorded_uids(conn, acct.name, folder, uidvalidity, [p.item.uid for p in items])
+        seen = store.SeenContent(conn, acct.name, (p.content_hash for p in items))
+        ours = store.outbox_known_ids(conn, (i for p in items if p.mail for i in (
             p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
         last_uid = 0
-        for item, prepared in zip(items, parsed):
+        for prepared in items:
+            item = prepared.item
             last_uid = max(last_uid, item.uid)
             if item.uid in done:
                 continue
             savepoint = conn.begin_nested() if careful else None
             try:
                 disposition, kind, outbox_rows, row_id = _record_one(
-                    conn, acct, folder, uidvalidity, item, prepared, seen, ours, item.uid <= history_until_uid, now)
+                    conn, acct, folder, uidvalidity, prepared, seen, ours, item.uid <= history_until_uid, now)
                 if savepoint is not None:
                     savepoint.commit()
                 if prepared.mail is not None:
@@ -181,49 +179,26 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, UnparseableMail):
-        return f"not a mail message: {exc}"
+    if isinstance(exc, Unprocessable):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
-class OversizeMail(Exception):
-    """The message is larger than imap.max_message_bytes and was not downloaded."""
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    content_hash: str
-    mail: ParsedMail | None
-    error: Exception | None
-
-
-def _parse(acct: AccountContext, item: FetchedMail) -> _Prepared:
-    content_hash = hashlib.sha256(item.raw).hexdigest()
-    if item.missing:
-        return _Prepared(content_hash, None, RuntimeError(
-            "the IMAP server listed this message but returned no content; it stays on the server"))
-    if item.header_only:
-        limit = acct.settings.imap.max_message_bytes
-        return _Prepared(content_hash, None, OversizeMail(
-            f"message is {item.size / 1048576:.1f} MB, over imap.max_message_bytes ({limit / 1048576:.1f} MB); "
-            "it was left unread on the server"))
-    try:
-        return _Prepared(content_hash, parse_mail(item.raw), None)
-    except Exception as exc:  # noqa: BLE001 - quarantined with its reason when recorded
-        return _Prepared(content_hash, None, exc)
-
-
-def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
-                prepared: _Prepared, seen: store.SeenContent, ours: set[str], as_history: bool,
+def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, prepared: Prepared,
+                seen: store.SeenContent, ours: set[str], as_history: bool,
                 now: datetime) -> tuple[str, str, int, int]:
     """Record one message; returns (disposition, kind, outbox rows queued, message row id)."""
-    if prepared.mail is None:
-        raise prepared.error or UnparseableMail("no message")
-    mail, content_hash = prepared.mail, prepared.content_hash
-    sent_by_us = (mail.message_id in ours) or tokens.verify_origin(
-        acct.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id, acct.name)
+    if prepared.mail is None or prepared.cls is None:
+        raise Unprocessable(prepared.error or "no message")
+    item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
+    cls, flags = prepared.cls, prepared.flags
     replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
-    cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us, **acct.classify_base))
+    if replies_to_us or mail.message_id in ours:
+        # What preparing could not know: the database says one of its ids is ours.
+        sent_by_us = prepared.origin_ok or mail.message_id in ours
+        cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us,
+                                             **acct.classify_base))
+        flags = buyer_flags(mail, cls)
 
     duplicate_of = seen.find(content_hash, mail.message_id)
     if duplicate_of is not None:
@@ -266,7 +241,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         return disposition, cls.kind.value, 0 if outcome.action == "duplicate" else 1, message_row
     if staff_message_id is None:
         return disposition, cls.kind.value, 0, message_row
-    _forward_to_staff(conn, acct, mail, cls, conversation, message_row, staff_message_id, now)
+    _forward_to_staff(conn, acct, mail, cls, flags, conversation, message_row, staff_message_id, now)
     return disposition, cls.kind.value, 1, message_row
 
 
@@ -295,18 +270,17 @@ def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Class
 
 
 def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
-                      conversation: store.ConversationRef | None, message_row: int, message_id: str,
-                      now: datetime) -> None:
+                      flags: tuple[str, ...], conversation: store.ConversationRef | None, message_row: int,
+                      message_id: str, now: datetime) -> None:
     s = acct.settings
     buyer_name = _buyer_name(mail) if cls.kind == Kind.BUYER else None
     tag = f"MB-{conversation.id}" if conversation else f"MB-M{message_row}"
-    flags = list(conversation_flags(mail.buyer_text or mail.text, mail.subject)) if cls.kind == Kind.BUYER else []
     if flags and conversation is not None:
-        store.raise_flags(conn, conversation.id, flags)
+        store.raise_flags(conn, conversation.id, list(flags))
     context = {
         "marker": compose.MARKER,
         "kind": cls.kind.value,
-        "flags": ["UNCLASSIFIED"] if cls.kind == Kind.OTHER else flags,
+        "flags": ["UNCLASSIFIED"] if cls.kind == Kind.OTHER else list(flags),
         "tag": tag,
         "subject": mail.subject or "(no subject)",
         "original_subject": mail.subject,

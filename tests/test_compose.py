@@ -1,5 +1,7 @@
 """Outbound message building: what every client must read back correctly."""
 
+import base64
+import itertools
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
 
@@ -36,6 +38,9 @@ def build(**overrides):  # type: ignore[no-untyped-def]
         ({}, "X-Mailbridge-Origin", "acme-us; abc"),
         ({"subject": "日本語の件名 (注文: 111-2223334-4445556)"}, "Subject", "日本語の件名 (注文: 111-2223334-4445556)"),
         ({"subject": "x" * 300}, "Subject", "x" * 300),
+        ({"subject": "Grüße aus München " * 12 + "!"}, "Subject", "Grüße aus München " * 12 + "!"),
+        ({"subject": "Rücksendung 📦🚚 " + "é" * 100}, "Subject", "Rücksendung 📦🚚 " + "é" * 100),
+        ({"subject": "ü"}, "Subject", "ü"),
         ({"subject": "word " * 40 + "end"}, "Subject", "word " * 40 + "end"),
         ({"reply_to": None}, "Reply-To", None),
         ({"in_reply_to": None, "references": ()}, "References", None),
@@ -98,3 +103,15 @@ def test_person_written_mail_is_not_marked_automatic() -> None:
     msg = message_from_bytes(build(auto_submitted=False).raw, policy=policy.default)
     assert msg["Auto-Submitted"] is None and msg["X-Auto-Response-Suppress"] is None
     assert msg["X-Mailbridge-Origin"]   # still recognisable as ours (loop guard)
+
+
+
+@pytest.mark.parametrize("subject", ["ü", "Grüße aus München " * 12, "日本語" * 60, "📦" * 50, "a" * 20 + "ß" * 90])
+def test_encoded_headers_fold_within_78_and_never_split_a_character(subject: str) -> None:
+    head = build(subject=subject).raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    start = next(i for i, line in enumerate(head) if line.startswith("Subject: "))
+    lines = [head[start]] + list(itertools.takewhile(lambda line: line.startswith(" "), head[start + 1:]))
+    assert all(len(line) <= 78 for line in lines)
+    words = " ".join(lines)[len("Subject: "):].split()
+    assert all(len(w) <= 75 for w in words)                                    # RFC 2047 2.
+    assert "".join(base64.b64decode(w.split("?")[3]).decode("utf-8") for w in words) == subject  # whole characters

@@ -402,15 +402,16 @@ def _stop_during_startup(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .config import ConfigError
-    from .db import DatabaseError
-    from .render import TemplateError
-
     args = build_parser().parse_args(argv)
     if args.command == "run":
         # Until the daemon installs its own handlers (after imports and opening the
         # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
+        # Installed before the imports below, which take most of start-up.
         signal.signal(signal.SIGTERM, _stop_during_startup)
+    from .config import ConfigError
+    from .db import DatabaseError
+    from .render import TemplateError
+
     try:
         return int(args.func(args))
     except (ConfigError, DatabaseError, TemplateError) as exc:

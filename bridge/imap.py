@@ -115,9 +115,10 @@ class MailboxSession:
 
     # -- reading ---------------------------------------------------------------
 
-    def select(self, folder: str) -> FolderInfo:
+    def select(self, folder: str, readonly: bool = False) -> FolderInfo:
+        """SELECT ``folder`` (EXAMINE when ``readonly``: nothing done here can change it)."""
         try:
-            info = self.client.select_folder(folder, readonly=False)
+            info = self.client.select_folder(folder, readonly=readonly)
         except IMAPClientError as exc:
             raise ImapError(f"cannot open folder {folder!r}: {_text(exc)}; check imap.folder", permanent=True) from exc
         except OSError as exc:

@@ -7,18 +7,21 @@ what has been handled, so staff may read, flag or leave mail as they like.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Generator
 
 from sqlalchemy.engine import Engine
 
 from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
 from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
+from .prepare import FetchedMail, Prepared
+from .reader import READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +103,56 @@ class AccountIngest:
         uids = session.uids_after(checkpoint.last_uid)
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
-        for start in range(0, len(uids), self.imap.batch_size):
-            if stop is not None and stop.is_set():
-                break
-            batch = uids[start:start + self.imap.batch_size]
-            fetched = list(session.fetch(batch, self.imap.max_message_bytes))
-            self.stats.fetched += len(fetched)
-            result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, fetched,
-                                  checkpoint.history_until_uid, self.clock())
-            self.stats.add(result)
-            if result.outbox_rows:
-                self.on_committed()
-            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
-            self._move(session, result.processed_uids, result.quarantined_uids)
-            if len(uids) > self.imap.batch_size:
-                log.info("account %s: %d/%d recorded", self.acct.name, min(start + len(batch), len(uids)), len(uids))
+        batches = self._batches(session, uids, info.uidvalidity)
+        done = 0
+        try:
+            for batch in batches:
+                if stop is not None and stop.is_set():
+                    break
+                self.stats.fetched += len(batch)
+                result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
+                                      checkpoint.history_until_uid, self.clock())
+                self.stats.add(result)
+                if result.outbox_rows:
+                    self.on_committed()
+                # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+                self._move(session, result.processed_uids, result.quarantined_uids)
+                done += len(batch)
+                if len(uids) > self.imap.batch_size:
+                    log.info("account %s: %d/%d recorded", self.acct.name, done, len(uids))
+        finally:
+            batches.close()   # stops a backlog reader still running
         if not uids:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
+
+    def _batches(self, session: MailboxSession, uids: list[int],
+                 uidvalidity: int) -> Generator[list[FetchedMail] | list[Prepared], None, None]:
+        """The new mail in UID order, a batch at a time.
+
+        A large backlog is read ahead by a helper process (bridge.reader) while
+        the caller records; this session fetches the first batch meanwhile, and
+        everything the helper did not deliver if it fails.
+        """
+        size, limit = self.imap.batch_size, self.imap.max_message_bytes
+        rest = uids
+        if self.imap.read_ahead and self.factory is default_client and len(uids) > READ_AHEAD_MIN_BATCHES * size:
+            first, rest = uids[:size], uids[size:]
+            reader = BacklogReader(ReaderJob(self.imap, self.imap.folder, uidvalidity, tuple(rest), size,
+                                             self.acct.prepare_context))
+            log.info("account %s: reading %d messages ahead in process %s", self.acct.name, len(rest), reader.pid)
+            with reader:
+                yield list(session.fetch(first, limit))
+                try:
+                    for last_uid, prepared in reader:
+                        rest = rest[bisect.bisect_right(rest, last_uid):]
+                        yield prepared
+                except ReaderFailed as exc:
+                    log.warning("account %s: %s; fetching the remaining %d messages on the main connection",
+                                self.acct.name, exc, len(rest))
+        for start in range(0, len(rest), size):
+            yield list(session.fetch(rest[start:start + size], limit))
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
         if self.imap.processed_folder and processed:

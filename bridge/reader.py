@@ -1,0 +1,164 @@
+"""Backlog reader: a helper process that fetches and prepares a large backlog ahead of the writer.
+
+When an account has more new mail than ``READ_AHEAD_MIN_BATCHES`` batches
+(after downtime, on a first run with ``forward_existing``), fetching and
+parsing cost more CPU than recording. The ingest thread then starts this
+helper process: it opens a second IMAP connection, EXAMINEs the folder
+(read-only: it can change nothing on the server, and fetches with
+``BODY.PEEK``), fetches the given UIDs in batches and runs bridge.prepare on
+each message, while the ingest thread records the previous batch. One batch
+travels through the pipe at a time, so the helper is at most one batch ahead
+and memory stays bounded.
+
+Nothing about safety moves here: recording, the checkpoint and MOVE stay in
+the ingest thread, in the same order. The helper only reads. If it fails
+(connection refused, killed, UIDVALIDITY changed) the ingest thread goes on
+fetching itself from the first UID it has not recorded, so nothing is lost and
+nothing is recorded twice. The helper exits when the backlog is done, when
+asked, or when the pipe breaks because the daemon died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .config import ImapSettings
+from .prepare import PrepareContext, Prepared, prepare
+
+log = logging.getLogger(__name__)
+
+# A backlog of more than this many batches is read ahead; a few messages are
+# cheaper to fetch in the ingest thread than to start a process for.
+READ_AHEAD_MIN_BATCHES = 3
+
+
+class ReaderFailed(Exception):
+    """The helper stopped before the end of its backlog; the text says why."""
+
+
+@dataclass(frozen=True)
+class ReaderJob:
+    imap: ImapSettings
+    folder: str
+    uidvalidity: int
+    uids: tuple[int, ...]
+    batch_size: int
+    prepare: PrepareContext
+
+
+def _send(out: IO[bytes], kind: str, payload: Any) -> None:
+    pickle.dump((kind, payload), out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
+
+
+def run_job(job: ReaderJob, out: IO[bytes]) -> None:
+    """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
+    from .imap import MailboxSession
+
+    try:
+        with MailboxSession(job.imap) as session:
+            info = session.select(job.folder, readonly=True)
+            if info.uidvalidity != job.uidvalidity:
+                _send(out, "error", f"UIDVALIDITY of {job.folder} changed ({job.uidvalidity} -> "
+                                    f"{info.uidvalidity})")
+                return
+            for start in range(0, len(job.uids), job.batch_size):
+                batch = job.uids[start:start + job.batch_size]
+                prepared = [prepare(job.prepare, item) for item in session.fetch(batch, job.prepare.max_message_bytes)]
+                _send(out, "batch", (batch[-1], prepared))
+        _send(out, "done", None)
+    except BrokenPipeError:
+        pass  # the daemon is gone or stopped listening: nothing to report to
+    except Exception as exc:  # noqa: BLE001 - report any failure; the ingest thread takes over
+        try:
+            _send(out, "error", f"{type(exc).__name__}: {exc}")
+        except OSError:
+            pass
+
+
+def main() -> None:
+    """``python -m bridge.reader``: the job arrives pickled on stdin, batches leave pickled on stdout."""
+    # The daemon decides when to stop; a terminal's Ctrl-C reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job = pickle.load(sys.stdin.buffer)
+    run_job(job, sys.stdout.buffer)
+
+
+class BacklogReader:
+    """The ingest thread's end of one helper process.
+
+    Iterate to get ``(last_uid_of_batch, [Prepared, ...])`` in UID order. The
+    iteration raises :class:`ReaderFailed` when the helper fails; ``close()``
+    (also on leaving a ``with`` block) stops the helper whatever state it is in.
+    """
+
+    def __init__(self, job: ReaderJob) -> None:
+        self.job = job
+        # A fresh interpreter (not fork: the daemon has threads, and a forked
+        # child could inherit a held lock), found the same way as this package.
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen([sys.executable, "-m", "bridge.reader"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._out = self.process.stdout
+        self._finished = False
+        try:
+            pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.close()
+        except OSError:
+            pass  # it died at once; iterating says so
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def __iter__(self) -> Iterator[tuple[int, list[Prepared]]]:
+        while True:
+            try:
+                kind, payload = pickle.load(self._out)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                code = self.process.wait(10)
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                raise ReaderFailed(f"the backlog reader process ended unexpectedly ({how})") from None
+            if kind == "batch":
+                yield payload
+            elif kind == "done":
+                self._finished = True
+                return
+            else:
+                raise ReaderFailed(f"the backlog reader failed: {payload}")
+
+    def close(self) -> None:
+        if self._finished:
+            try:
+                self.process.wait(5)   # it has logged out and is exiting by itself
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process.poll() is None:
+            self.process.terminate()  # it only reads: stopping it anywhere is safe
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in a system call
+                self.process.kill()
+                self.process.wait(5)
+        self._out.close()
+
+    def __enter__(self) -> "BacklogReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    main()

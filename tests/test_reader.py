@@ -1,0 +1,171 @@
+"""The backlog reader process, against a real Dovecot on 127.0.0.1: it speeds a backlog up,
+and whatever happens to it, every message is recorded once."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bridge import ingest, samples, store
+from bridge.daemon import Daemon
+from bridge.ingest import AccountIngest
+from bridge.reader import BacklogReader
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
+
+from bridgekit import make_settings, outbox_states, rows
+
+MESSAGES, BATCH = 40, 5   # 8 batches: read ahead (more than 3 batches)
+
+
+@pytest.fixture
+def staff(dovecot: DovecotServer) -> SandboxAccount:
+    return dovecot.new_account("staff")
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[BacklogReader]:
+    """Every BacklogReader the ingest starts, to look at its process afterwards."""
+    started: list[BacklogReader] = []
+
+    class Recorded(BacklogReader):
+        def __init__(self, job: Any) -> None:
+            super().__init__(job)
+            started.append(self)
+
+    monkeypatch.setattr(ingest, "BacklogReader", Recorded)
+    return started
+
+
+def fill(dovecot: DovecotServer, seller: SandboxAccount, n: int = MESSAGES) -> list[bytes]:
+    mails = samples.buyer_backlog(n, seller_address=seller.user, seed=11, buyers=7)
+    with dovecot.imap_client(seller.user) as client:
+        client.multiappend("INBOX", mails)
+    return mails
+
+
+def settings_for(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
+                 **imap: Any) -> Any:
+    return make_settings(tmp_path, seller, staff, smtp, account={"forward_existing": True},
+                         imap={"batch_size": BATCH, "processed_folder": "Processed", **imap})
+
+
+def assert_all_recorded_once(daemon: Daemon, dovecot: DovecotServer, seller: SandboxAccount,
+                             n: int = MESSAGES) -> None:
+    messages = rows(daemon.engine, store.MESSAGE)
+    assert sorted(m.uid for m in messages) == list(range(1, n + 1))          # every UID, once
+    assert {m.disposition for m in messages} == {"forwarded"}
+    notifications = rows(daemon.engine, store.OUTBOX)
+    assert sorted(o.source_message_id for o in notifications) == sorted(m.id for m in messages)  # one each
+    assert dovecot.uids(seller.user, "INBOX") == []
+    assert len(dovecot.uids(seller.user, "Processed")) == n
+
+
+def test_a_backlog_is_read_ahead_by_a_helper_process(tmp_path: Path, dovecot: DovecotServer,
+                                                     fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                     smtp_server: SandboxSMTP, readers: list[BacklogReader],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
+    assert stats.recorded == stats.forwarded == MESSAGES
+    assert len(readers) == 1 and readers[0].process.returncode == 0     # it finished, and is gone
+    assert f"reading {MESSAGES - BATCH} messages ahead" in caplog.text
+    assert "fetching the remaining" not in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+    assert outbox_states(daemon.engine) == {"queued": MESSAGES}
+
+
+@pytest.mark.parametrize("backlog,read_ahead", [(3 * BATCH, True), (MESSAGES, False)])
+def test_small_backlogs_and_read_ahead_off_use_one_connection(tmp_path: Path, dovecot: DovecotServer,
+                                                              fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                              smtp_server: SandboxSMTP,
+                                                              readers: list[BacklogReader], backlog: int,
+                                                              read_ahead: bool) -> None:
+    fill(dovecot, fresh_mailbox, backlog)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server, read_ahead=read_ahead))
+    assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == backlog
+    assert readers == []
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox, backlog)
+
+
+def test_reader_that_cannot_log_in_leaves_the_work_to_the_main_connection(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # As when the server refuses a second connection (a per-user connection limit).
+    real_job = ingest.ReaderJob
+
+    def refused_job(imap: Any, *args: Any) -> Any:
+        return real_job(dataclasses.replace(imap, password=dataclasses.replace(imap.password, value="wrong")),
+                        *args)
+
+    monkeypatch.setattr(ingest, "ReaderJob", refused_job)
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
+    assert stats.recorded == MESSAGES
+    assert "the backlog reader failed: ImapError: IMAP login" in caplog.text
+    assert f"fetching the remaining {MESSAGES - BATCH} messages on the main connection" in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+def test_reader_killed_mid_backlog_loses_and_repeats_nothing(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    delivered = 0
+
+    class KilledAfterTwo(BacklogReader):
+        def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
+            nonlocal delivered
+            for batch in super().__iter__():
+                yield batch
+                delivered += 1
+                if delivered == 2:
+                    os.kill(self.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(ingest, "BacklogReader", KilledAfterTwo)
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
+    # Batches already in the pipe still arrive; the rest is fetched on the main connection.
+    assert 2 <= delivered < MESSAGES // BATCH - 1
+    assert "ended unexpectedly (killed by signal 9); fetching the remaining" in caplog.text
+    assert stats.recorded == MESSAGES
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+def test_stopping_mid_backlog_stops_the_reader(tmp_path: Path, dovecot: DovecotServer,
+                                              fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                              smtp_server: SandboxSMTP, readers: list[BacklogReader],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    worker = AccountIngest(daemon.engine, daemon.accounts[0])
+    stop = threading.Event()
+    real_move = worker._move
+
+    def move_then_stop(*args: Any) -> None:
+        real_move(*args)
+        if worker.stats.recorded >= 2 * BATCH:
+            stop.set()   # as SIGTERM would, while the reader is still ahead
+
+    monkeypatch.setattr(worker, "_move", move_then_stop)
+    from bridge.imap import MailboxSession
+
+    with MailboxSession(daemon.accounts[0].settings.imap) as session:
+        worker._ensure_folders(session)
+        worker.sync(session, stop)
+    assert worker.stats.recorded == 2 * BATCH
+    assert len(readers) == 1 and readers[0].process.poll() is not None   # not left running
+    # The rest is recorded by the next pass, once.
+    assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES - 2 * BATCH
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)

@@ -251,7 +251,11 @@ _OFFER_SUBJECT_RES: Final = _compile(OFFER_SUBJECT_PATTERNS)
 _QUESTION_RES: Final = _compile(_QUESTION_PATTERNS)
 _NEGATION_RES: Final = _compile(_NEGATION_PATTERNS)
 _A_TO_Z_RES: Final = _compile(A_TO_Z_PATTERNS)
-_QUOTE_HEADER_RES: Final = _compile(_QUOTE_HEADER_PATTERNS)
+# One alternation over the per-line quote-header patterns (each anchored to its
+# line): the same answer as trying each in turn, at one pass per line. Every one
+# ends in ":" or a dashed rule, so a line with neither is not tried at all.
+_QUOTE_HEADER_RE: Final = re.compile("|".join(f"(?:{regex})" for _language, regex in _QUOTE_HEADER_PATTERNS),
+                                     _FLAGS)
 
 
 def _any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
@@ -262,7 +266,7 @@ def _unquoted_lines(text: str) -> list[str]:
     """The buyer's own lines: NFKC-normalised, ``>`` quotes and quote tails dropped."""
     lines: list[str] = []
     for line in unicodedata.normalize("NFKC", text).splitlines():
-        if any(p.search(line) for p in _QUOTE_HEADER_RES):
+        if (":" in line or "--" in line) and _QUOTE_HEADER_RE.search(line):
             break  # everything below a quote header is the earlier message
         if not line.lstrip().startswith(">"):
             lines.append(line.strip())

@@ -61,14 +61,13 @@ def _send(out: IO[bytes], kind: str, payload: Any) -> None:
 
 def run_job(job: ReaderJob, out: IO[bytes]) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
-    from .imap import MailboxSession
+    from .rawimap import ReadOnlySession
 
     try:
-        with MailboxSession(job.imap) as session:
-            info = session.select(job.folder, readonly=True)
-            if info.uidvalidity != job.uidvalidity:
-                _send(out, "error", f"UIDVALIDITY of {job.folder} changed ({job.uidvalidity} -> "
-                                    f"{info.uidvalidity})")
+        with ReadOnlySession(job.imap) as session:
+            uidvalidity = session.examine(job.folder)
+            if uidvalidity != job.uidvalidity:
+                _send(out, "error", f"UIDVALIDITY of {job.folder} changed ({job.uidvalidity} -> {uidvalidity})")
                 return
             for start in range(0, len(job.uids), job.batch_size):
                 batch = job.uids[start:start + job.batch_size]

@@ -470,3 +470,101 @@ def test_layout_helpers() -> None:
     assert not rx.search("Begin message")
     assert pre_blocks("<PRE class=x>a<br>b &lt;c&gt;</PRE>") == ["a\nb <c>"]
     assert squash("L\u2019acheteur  A\nchoisi") == "l'acheteurachoisi"
+
+
+# --------------------------------------------------------------------------- the fast address path
+
+_ADDRESS_SHAPES = [
+    "buyer@marketplace.amazon.com", "  buyer@marketplace.amazon.com  ", "<buyer@x.example>",
+    "Marco - Amazon Marketplace <qw7b3pdkhx4py8@marketplace.amazon.com>", "Jürgen   Müller <j@x.de>",
+    '"Acme, Inc." <seller@acme.example>', '"" <a@b.c>', '" spaced " <a@b.c>', "=?utf-8?q?J=C3=BCrgen?= <j@x.de>",
+    "o'brien+tag@x.example", "first.last@sub.x.example", "J. Smith <j@x.example>", "a..b@x.example",
+    ".a@x.example", "a.@x.example", "a@x..example", "Name <a@b> (comment)", "a@b, c@d", "Name <a@[1.2.3.4]>",
+    '"Quote \\" inside" <a@b.c>', "Name\xa0Nbsp <a@b.c>", "Name\t<a@b.c>", "<a@b.c> trailing", "no at sign",
+    "Name <>", "<@route:a@b.c>", "a@b.c (Real Name)", "Name: <a@b.c>", "Group: a@b.c;", "UPPER@CASE.EXAMPLE",
+    "日本 太郎 <taro@x.jp>", "a@b", "Name <a@b", "Name a@b>", '"unterminated <a@b.c>', "a b c <d@e.f>",
+]
+
+
+def _header_values() -> list[str]:
+    from email import message_from_bytes
+    from email.policy import compat32
+
+    values = list(_ADDRESS_SHAPES)
+    for path in sorted(CORPUS.parent.rglob("*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=compat32)
+        for name in ("from", "to", "cc", "reply-to"):
+            values += [str(v) for v in msg.get_all(name, [])]
+    return values
+
+
+@pytest.mark.parametrize("value", _header_values())
+def test_fast_address_path_agrees_with_getaddresses(value: str) -> None:
+    from email.utils import getaddresses
+
+    from bridge.parse import _simple_mailboxes, _unfold
+
+    value = _unfold(value)
+    fast = _simple_mailboxes([value])
+    if fast is not None:   # None: the value is left to getaddresses
+        assert fast == getaddresses([value])
+
+
+def test_fast_address_path_takes_the_common_shapes() -> None:
+    from bridge.parse import _simple_mailboxes
+
+    assert _simple_mailboxes(["Marco - Amazon Marketplace <q@marketplace.amazon.com>", '"A, B" <a@b.c>',
+                              "a@b.c"]) == [("Marco - Amazon Marketplace", "q@marketplace.amazon.com"),
+                                            ("A, B", "a@b.c"), ("", "a@b.c")]
+    assert _simple_mailboxes(["a@b.c, d@e.f"]) is None
+
+
+# --------------------------------------------------------------------------- the single-part fast path
+
+def _raw_corpus() -> list[bytes]:
+    from bridge import samples
+
+    corpus = [p.read_bytes() for p in sorted(CORPUS.parent.rglob("*.eml"))]
+    corpus += samples.buyer_backlog(40, seller_address="seller@acme.example", seed=3)
+    rng = random.Random(7)
+    mutated = []
+    for raw in corpus[:60]:   # line-ending and header damage the parser must see alike
+        mutated += [raw.replace(b"\r\n", b"\n"), raw.replace(b"\n", b"\r\n"), raw.replace(b"\n", b"\r", 1),
+                    b" " + raw, b"From sender@x Tue Nov 23 2026\n" + raw, raw.replace(b"\n\n", b"\n", 1),
+                    raw.replace(b":", b"", 1), raw[: rng.randrange(1, max(2, len(raw)))], b":bad\n" + raw]
+    return corpus + mutated
+
+
+@pytest.mark.parametrize("raw", _raw_corpus())
+def test_single_part_fast_path_builds_the_parsers_message(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from email import message_from_bytes
+    from email.policy import compat32
+
+    from bridge import parse
+
+    fast = parse._single_part(raw)
+    if fast is None:
+        return   # left to the feed parser
+    slow = message_from_bytes(raw, policy=compat32)
+    assert fast.items() == slow.items()
+    assert fast._payload == slow._payload           # noqa: SLF001
+    assert [type(d) for d in fast.defects] == [type(d) for d in slow.defects] == []
+    assert (fast.get_unixfrom(), fast.preamble, fast.epilogue) == (slow.get_unixfrom(), slow.preamble, slow.epilogue)
+    quick = parse_mail(raw)
+    monkeypatch.setattr(parse, "_single_part", lambda raw: None)
+    assert quick == parse_mail(raw)
+
+
+@pytest.mark.parametrize("raw,taken", [
+    (b"From: a@b.c\r\nSubject: hi\r\n\r\nbody\r\n", True),
+    (b"From: a@b.c\nContent-Type: text/html\n\n<p>x</p>\n", True),
+    (b"Content-Type: multipart/alternative; boundary=x\n\n--x--\n", False),
+    (b"Content-Type: message/rfc822\n\nFrom: a@b.c\n\nx\n", False),
+    (b"From: a@b.c\rSubject: hi\n\nbody\n", False),          # a stray CR splits lines for the parser
+    (b"From: a@b.c\nnot a header\n\nbody\n", False),          # missing separator: a defect
+    (b"From: a@b.c\nSubject: no body\n", False),
+])
+def test_single_part_fast_path_takes_only_clean_single_parts(raw: bytes, taken: bool) -> None:
+    from bridge.parse import _single_part
+
+    assert (_single_part(raw) is not None) is taken

@@ -169,3 +169,35 @@ def test_stopping_mid_backlog_stops_the_reader(tmp_path: Path, dovecot: DovecotS
     # The rest is recorded by the next pass, once.
     assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES - 2 * BATCH
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+@pytest.mark.parametrize("folder", ["INBOX", "Käufer \"2026\" Eingang"])
+def test_read_only_session_fetches_what_the_main_session_fetches(dovecot: DovecotServer,
+                                                                fresh_mailbox: SandboxAccount, folder: str) -> None:
+    from bridge.config import ImapSettings, Secret
+    from bridge.imap import MailboxSession
+    from bridge.rawimap import ReadOnlySession
+
+    mails = samples.buyer_backlog(12, seller_address=fresh_mailbox.user, seed=2)
+    mails[3] = mails[3] + b"x" * 2_000_000          # over the limit below: header only
+    with dovecot.imap_client(fresh_mailbox.user) as client:
+        if folder != "INBOX":
+            client.create_folder(folder)
+        client.multiappend(folder, mails)
+        client.select_folder(folder)
+        client.delete_messages([5])
+        client.expunge()                              # UID 5 is gone: asked for, not returned
+    imap = ImapSettings(host="127.0.0.1", port=fresh_mailbox.port, security="none", username=fresh_mailbox.user,
+                        password=Secret(fresh_mailbox.password))
+    with MailboxSession(imap) as main, ReadOnlySession(imap) as reader:
+        validity = main.select(folder).uidvalidity
+        assert reader.examine(folder) == validity
+        uids = list(range(1, 14))                     # 13 does not exist either
+        expected = list(main.fetch(uids, 1_048_576))
+        assert reader.fetch(uids, 1_048_576) == expected
+        assert [m.uid for m in expected] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]
+        assert [m.uid for m in expected if m.header_only] == [4]
+        assert reader.uids_between(2, 7) == [2, 3, 4, 6, 7]
+    with dovecot.imap_client(fresh_mailbox.user) as client:   # EXAMINE and BODY.PEEK: nothing marked \Seen
+        client.select_folder(folder)
+        assert all(b"\\Seen" not in flags for flags in client.get_flags(client.search(["ALL"])).values())

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,9 +28,9 @@ ACCOUNT_HEADER = "X-Mailbridge-Account"
 
 
 def new_message_id(from_address: str) -> str:
-    """A globally unique Message-ID (without brackets) in the sender's domain."""
+    """A globally unique Message-ID (without brackets) in the sender's domain: 128 random bits."""
     domain = from_address.rpartition("@")[2] or "mailbridge.invalid"
-    return f"mb.{uuid.uuid4().hex}@{domain}"
+    return f"mb.{os.urandom(16).hex()}@{domain}"
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ def _is_ascii(value: str) -> bool:
 
 def _header(name: str, value: str) -> bytes:
     """One header field, RFC 2047-encoded when not ASCII, folded at 78 (RFC 5322 2.1.1)."""
-    if any(c in value for c in "\r\n"):
+    if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} contains a line break")
+    if len(name) + 2 + len(value) <= 78 and value.isascii():
+        return f"{name}: {value}\r\n".encode("ascii")   # fits on one line as it is
     if _is_ascii(value):
         encoded = _fold_ascii(len(name) + 2, value)
     else:
@@ -117,6 +121,11 @@ def _fold_ascii(used: int, value: str, width: int = 78) -> str:
     return "\r\n ".join(lines)
 
 
+@functools.lru_cache(maxsize=16)
+def _date(date: datetime) -> str:
+    return format_datetime(date)   # a batch of mail shares one clock reading
+
+
 def _mailbox(name: str, addr: str) -> str:
     if not name:
         return addr
@@ -152,7 +161,7 @@ def build_mail(
     ]
     if reply_to:
         fields.append(("Reply-To", reply_to))
-    fields += [("Subject", subject), ("Date", format_datetime(date)), ("Message-ID", f"<{message_id}>")]
+    fields += [("Subject", subject), ("Date", _date(date)), ("Message-ID", f"<{message_id}>")]
     if in_reply_to:
         fields.append(("In-Reply-To", f"<{in_reply_to}>"))
     if references:

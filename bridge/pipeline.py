@@ -222,11 +222,11 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         message_id=_clean(mail.message_id), content_hash=content_hash, kind=cls.kind.value,
         rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
                               for h in cls.hits]),
-        disposition=disposition, from_addr=_clean(mail.from_addr), to_addrs=json.dumps(list(mail.all_recipients)),
+        disposition=disposition, from_addr=_clean(mail.from_addr), to_addrs=_json_list(mail.all_recipients),
         subject=_clean(mail.subject), sent_date=mail.date, received_at=now, in_reply_to=_clean(mail.in_reply_to),
-        references=json.dumps(list(mail.references)), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
+        references=_json_list(mail.references), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
         buyer_address=cls.buyer_address, text=_clean(mail.buyer_text or mail.text), size=item.size,
-        defects=json.dumps(list(mail.defects)), conversation_id=conversation.id if conversation else None,
+        defects=_json_list(mail.defects), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
@@ -243,6 +243,10 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         return disposition, cls.kind.value, 0, message_row
     _forward_to_staff(conn, acct, mail, cls, flags, conversation, message_row, staff_message_id, now)
     return disposition, cls.kind.value, 1, message_row
+
+
+def _json_list(items: tuple[str, ...]) -> str:
+    return json.dumps(list(items)) if items else "[]"
 
 
 def _clean(text: str | None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError
 
-from . import bounce_effects, bounces, compose, guard, relay, store, threads, tokens
+from . import compose, guard, store, threads, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
@@ -230,10 +230,14 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
+        from . import bounce_effects, bounces   # rare mail: imported on first use, start-up stays quick
+
         disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw), mail, now)
         store.set_disposition(conn, message_row, disposition)
         return disposition, cls.kind.value, 1, message_row   # alerts may be queued: wake the outbox
     if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
+        from . import relay
+
         outcome = relay.handle_staff_reply(conn, acct, mail, cls, item.raw, content_hash, message_row, acct.relay,
                                            now)
         disposition = "relayed" if outcome.action == "queued" else outcome.action

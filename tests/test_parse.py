@@ -568,3 +568,29 @@ def test_single_part_fast_path_takes_only_clean_single_parts(raw: bytes, taken: 
     from bridge.parse import _single_part
 
     assert (_single_part(raw) is not None) is taken
+
+
+def _marker_texts() -> list[str]:
+    from bridge import samples
+
+    rng = random.Random(11)
+    parts = ["------------- Begin message -------------", "------------- End message -------------",
+             "> ---- Begin message ----", "----- Beginn der Nachricht -----", "---- Begin\nmessage ----",
+             "  ---Begin message---  ", "---", "----", "--- not a marker ---", "text", "\n", "\n", "\r\n", " ",
+             "-- Ende der Nachricht --", "------- Fin du message -------", "a---b", "\t----- End message -----\t"]
+    texts = ["".join(rng.choice(parts) + rng.choice(["\n", "", " "]) for _ in range(rng.randrange(0, 14)))
+             for _ in range(1500)]
+    texts += [raw.decode("utf-8", "replace") for raw in samples.buyer_backlog(30, seller_address="s@x.example")]
+    texts += [p.read_text("utf-8", "replace") for p in sorted(CORPUS.glob("*.eml"))]
+    return texts
+
+
+def test_marker_search_finds_what_regex_search_finds() -> None:
+    from bridge.marketplaces.layout import search_marker
+
+    for text in _marker_texts():
+        for pattern in (amazon.BEGIN_MARKER_RE, amazon.END_MARKER_RE):
+            for pos in sorted({0, 1, len(text) // 3, len(text) // 2, len(text)}):
+                want = pattern.search(text, pos)
+                got = search_marker(pattern, text, pos)
+                assert (got.span() if got else None) == (want.span() if want else None), (text, pos)

@@ -14,11 +14,13 @@ What is in here, and how sure it is (see shared DOMAIN.md):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from bridge.marketplaces import AMAZON_TLDS
-from bridge.marketplaces.layout import between_markers, clean_block, marker_regex, pre_blocks, squash
+from bridge.marketplaces.layout import (between_markers, clean_block, marker_regex, pre_blocks, search_marker,
+                                        squash)
 
 # --------------------------------------------------------------------------- identifiers
 
@@ -182,6 +184,7 @@ def is_notification_sender(addr: str) -> bool:
 _ANY_NOTICE_SUBJECT_RE = re.compile("|".join(f"(?:{p.pattern})" for _, _, p in NOTICE_SUBJECTS), re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=256)   # classification asks twice for each message
 def notice_topic(subject: str) -> str | None:
     """"sold_ship_now", "feedback", "claim", ... for a notification subject, else ``None``."""
     if not _ANY_NOTICE_SUBJECT_RE.search(subject):
@@ -259,9 +262,9 @@ def notice_region(text: str, buyer_text: str | None) -> str:
     as extracted), ``>``-quoted lines and quoted history removed."""
     if buyer_text:
         text = text.replace(buyer_text, "")
-    begin = BEGIN_MARKER_RE.search(text)
+    begin = search_marker(BEGIN_MARKER_RE, text)
     if begin is not None:
-        end = END_MARKER_RE.search(text, begin.end())
+        end = search_marker(END_MARKER_RE, text, begin.end())
         text = text[:begin.start()] + (text[end.end():] if end else "")
     quote = _QUOTE_START_RE.search(text)
     if quote is not None:

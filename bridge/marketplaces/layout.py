@@ -30,17 +30,36 @@ def marker_regex(labels: tuple[str, ...]) -> re.Pattern[str]:
                       re.IGNORECASE | re.MULTILINE)
 
 
+def search_marker(pattern: re.Pattern[str], text: str, pos: int = 0) -> re.Match[str] | None:
+    """``pattern.search(text, pos)`` for a :func:`marker_regex` pattern, without scanning every character.
+
+    A marker line holds a run of dashes, so only lines with "---" are tried, from
+    their start, in order: the first that matches is the leftmost match.
+    """
+    tried = -1
+    i = text.find("---", pos)
+    while i != -1:
+        start = text.rfind("\n", 0, i) + 1
+        if start >= pos and start != tried:
+            m = pattern.match(text, start)
+            if m is not None:
+                return m
+            tried = start
+        i = text.find("---", i + 3)
+    return None
+
+
 def between_markers(text: str, begin: re.Pattern[str], end: re.Pattern[str]) -> str | None:
     """The text between the first ``begin`` line and the next ``end`` line.
 
     When the end marker is missing (a truncated message) everything after the
     begin marker is returned. ``None`` when there is no begin marker.
     """
-    m = begin.search(text)
+    m = search_marker(begin, text)
     if m is None:
         return None
     rest = text[m.end():]
-    e = end.search(rest)
+    e = search_marker(end, rest)
     return clean_block(rest[:e.start()] if e else rest)
 
 

@@ -121,8 +121,12 @@ def _fold_ascii(used: int, value: str, width: int = 78) -> str:
     return "\r\n ".join(lines)
 
 
-@functools.lru_cache(maxsize=16)
 def _date(date: datetime) -> str:
+    return _format_date(date, date.utcoffset())   # equal instants in other zones are written differently
+
+
+@functools.lru_cache(maxsize=16)
+def _format_date(date: datetime, _offset: object) -> str:
     return format_datetime(date)   # a batch of mail shares one clock reading
 
 

@@ -103,7 +103,7 @@ class AccountIngest:
         uids = session.uids_after(checkpoint.last_uid)
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
-        batches = self._batches(session, uids, info.uidvalidity)
+        batches = self._batches(session, uids, info.uidvalidity, stop)
         done = 0
         try:
             for batch in batches:
@@ -127,8 +127,8 @@ class AccountIngest:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
 
-    def _batches(self, session: MailboxSession, uids: list[int],
-                 uidvalidity: int) -> Generator[list[FetchedMail] | list[Prepared], None, None]:
+    def _batches(self, session: MailboxSession, uids: list[int], uidvalidity: int,
+                 stop: threading.Event | None) -> Generator[list[FetchedMail] | list[Prepared], None, None]:
         """The new mail in UID order, a batch at a time.
 
         A large backlog is read ahead by a helper process (bridge.reader) while
@@ -136,23 +136,38 @@ class AccountIngest:
         everything the helper did not deliver if it fails.
         """
         size, limit = self.imap.batch_size, self.imap.max_message_bytes
-        rest = uids
-        if self.imap.read_ahead and self.factory is default_client and len(uids) > READ_AHEAD_MIN_BATCHES * size:
-            first, rest = uids[:size], uids[size:]
-            reader = BacklogReader(ReaderJob(self.imap, self.imap.folder, uidvalidity, tuple(rest), size,
-                                             self.acct.prepare_context))
-            log.info("account %s: reading %d messages ahead in process %s", self.acct.name, len(rest), reader.pid)
+        done = 0   # uids[:done] are handed out
+        reader = self._start_reader(uids[size:], uidvalidity) if self._reads_ahead(uids) else None
+        if reader is not None:
             with reader:
-                yield list(session.fetch(first, limit))
+                yield list(session.fetch(uids[:size], limit))
+                done = size
                 try:
                     for last_uid, prepared in reader:
-                        rest = rest[bisect.bisect_right(rest, last_uid):]
+                        done = bisect.bisect_right(uids, last_uid, lo=done)
                         yield prepared
                 except ReaderFailed as exc:
+                    if stop is not None and stop.is_set():
+                        return   # stopping: systemd's SIGTERM reached the helper too
                     log.warning("account %s: %s; fetching the remaining %d messages on the main connection",
-                                self.acct.name, exc, len(rest))
-        for start in range(0, len(rest), size):
-            yield list(session.fetch(rest[start:start + size], limit))
+                                self.acct.name, exc, len(uids) - done)
+        for start in range(done, len(uids), size):
+            yield list(session.fetch(uids[start:start + size], limit))
+
+    def _reads_ahead(self, uids: list[int]) -> bool:
+        return (self.imap.read_ahead and self.factory is default_client
+                and len(uids) > READ_AHEAD_MIN_BATCHES * self.imap.batch_size)
+
+    def _start_reader(self, uids: list[int], uidvalidity: int) -> BacklogReader | None:
+        try:
+            reader = BacklogReader(ReaderJob(self.imap, self.imap.folder, uidvalidity, tuple(uids),
+                                             self.imap.batch_size, self.acct.prepare_context))
+        except OSError as exc:   # no process to be had (a task limit, memory): one connection does it all
+            log.warning("account %s: cannot start the backlog reader (%s); fetching on the main connection",
+                        self.acct.name, exc)
+            return None
+        log.info("account %s: reading %d messages ahead in process %s", self.acct.name, len(uids), reader.pid)
+        return reader
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
         if self.imap.processed_folder and processed:

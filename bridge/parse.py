@@ -438,8 +438,10 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
         ctype = "text/plain"
     body.part_types.append(ctype)
     # get_filename() reads a filename parameter of Content-Disposition, else a name
-    # parameter of Content-Type: with neither header naming one, skip its parameter parsing.
-    named = "content-disposition" in part or "name" in str(part.get("content-type", "")).lower()
+    # parameter of Content-Type: with neither header naming one, skip its parameter
+    # parsing (which can only fail on RFC 2231 "*" parameters: those still go through it).
+    ctype_value = str(part.get("content-type", ""))
+    named = "content-disposition" in part or "name" in ctype_value.lower() or "*" in ctype_value
     filename = _filename(part, defects) if named else ""
     disposition = _disposition(part)
     data = _payload_bytes(part, defects)

@@ -140,10 +140,26 @@ class ReadOnlySession:
     def _literals(self, uids: list[int], item: str, answer: bytes) -> dict[int, bytes]:
         if not uids:
             return {}
-        out: dict[int, bytes] = {}
-        for line in self._ok("FETCH", *self.imap.uid("FETCH", _uid_set(uids), f"({item})")):
-            if isinstance(line, tuple) and len(line) == 2 and answer + b" {" in line[0]:
-                uid = _UID_RE.search(line[0])
-                if uid is not None:
-                    out[int(uid.group(1))] = bytes(line[1])
-        return out
+        return literals_by_uid(self._ok("FETCH", *self.imap.uid("FETCH", _uid_set(uids), f"({item})")), answer)
+
+
+def literals_by_uid(data: list[object], answer: bytes) -> dict[int, bytes]:
+    """The ``answer`` literal (``b"BODY[]"``) of each FETCH response in imaplib's ``data``, by UID.
+
+    imaplib gives a response with a literal as ``(text before it, literal)``
+    followed by the text after it (``b")"`` or ``b" UID 7)"``): RFC 3501 lets the
+    server put UID on either side of the body, so both are read. Responses
+    without the literal (unsolicited FLAGS updates) are skipped.
+    """
+    out: dict[int, bytes] = {}
+    for index, line in enumerate(data):
+        if not (isinstance(line, tuple) and len(line) == 2 and isinstance(line[0], bytes)
+                and answer + b" {" in line[0]):
+            continue
+        uid = _UID_RE.search(line[0])
+        after = data[index + 1] if index + 1 < len(data) else None
+        if uid is None and isinstance(after, bytes):
+            uid = _UID_RE.search(after)
+        if uid is not None:
+            out[int(uid.group(1))] = bytes(line[1])
+    return out

@@ -106,7 +106,8 @@ class BacklogReader:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen([sys.executable, "-m", "bridge.reader"], stdin=subprocess.PIPE,
+        # -P: never import from the working directory (under systemd a folder the service can write to).
+        self.process = subprocess.Popen([sys.executable, "-P", "-m", "bridge.reader"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._out = self.process.stdout
@@ -126,7 +127,11 @@ class BacklogReader:
             try:
                 kind, payload = pickle.load(self._out)
             except (EOFError, OSError, pickle.UnpicklingError):
-                code = self.process.wait(10)
+                try:
+                    code = self.process.wait(10)
+                except subprocess.TimeoutExpired:   # the stream broke but it lives on: stop it
+                    self.process.kill()
+                    code = self.process.wait()
                 how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                 raise ReaderFailed(f"the backlog reader process ended unexpectedly ({how})") from None
             if kind == "batch":

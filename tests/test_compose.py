@@ -115,3 +115,12 @@ def test_encoded_headers_fold_within_78_and_never_split_a_character(subject: str
     words = " ".join(lines)[len("Subject: "):].split()
     assert all(len(w) <= 75 for w in words)                                    # RFC 2047 2.
     assert "".join(base64.b64decode(w.split("?")[3]).decode("utf-8") for w in words) == subject  # whole characters
+
+
+def test_equal_instants_in_other_zones_keep_their_own_date_header() -> None:
+    from datetime import timedelta
+
+    berlin = NOW.astimezone(timezone(timedelta(hours=1)))
+    assert NOW == berlin
+    dates = [str(message_from_bytes(build(date=d).raw, policy=policy.default)["Date"]) for d in (NOW, berlin)]
+    assert dates == ["Mon, 23 Nov 2026 12:00:00 +0000", "Mon, 23 Nov 2026 13:00:00 +0100"]

@@ -218,6 +218,7 @@ def _body(content_type: str, body: bytes, cte: str | None = None) -> ParsedMail:
     ("text/plain; charset=utf-8", b"h=C3=A9llo =\nworld", "quoted-printable", "héllo world", None),
     ("text/plain; charset=utf-8", b"line1\r\nline2\rline3", "8bit", "line1\nline2\nline3", None),
     ("text/plain; charset=utf-8", b"aGVsbG8gd29ybGQ", "base64", "hello world", "bad base64 padding"),
+    ("text/plain; a*;a*1", b"hello", "8bit", "hello", "unreadable attachment filename"),  # broken RFC 2231
 ])
 def test_body_decoding(content_type: str, body: bytes, cte: str | None, text: str, defect: str | None) -> None:
     mail = _body(content_type, body, cte)

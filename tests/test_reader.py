@@ -201,3 +201,38 @@ def test_read_only_session_fetches_what_the_main_session_fetches(dovecot: Doveco
     with dovecot.imap_client(fresh_mailbox.user) as client:   # EXAMINE and BODY.PEEK: nothing marked \Seen
         client.select_folder(folder)
         assert all(b"\\Seen" not in flags for flags in client.get_flags(client.search(["ALL"])).values())
+
+
+@pytest.mark.parametrize("data,expected", [
+    # Dovecot's order: UID before the body.
+    ([(b"1 (UID 7 BODY[] {5}", b"hello"), b")", (b"2 (UID 9 BODY[] {3}", b"abc"), b")"], {7: b"hello", 9: b"abc"}),
+    # UID after the body (RFC 3501 allows any order; some servers do this).
+    ([(b"1 (BODY[] {5}", b"hello"), b" UID 7)"], {7: b"hello"}),
+    # An unsolicited FLAGS update from another session in between.
+    ([b"3 (FLAGS (\\Seen) UID 12)", (b"1 (UID 7 BODY[] {2}", b"hi"), b")"], {7: b"hi"}),
+    # Header-only fetches answer BODY[HEADER], not BODY[].
+    ([(b"1 (UID 7 BODY[HEADER] {2}", b"hi"), b")"], {}),
+    # No UID anywhere: not guessed from the sequence number (MOVEs elsewhere shift those).
+    ([(b"1 (BODY[] {2}", b"hi"), b")"], {}),
+])
+def test_fetch_responses_are_read_by_uid_wherever_it_stands(data: list[Any], expected: dict[int, bytes]) -> None:
+    from bridge.rawimap import literals_by_uid
+
+    assert literals_by_uid(data, b"BODY[]") == expected
+
+
+def test_no_process_for_the_reader_means_one_connection_does_it_all(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import subprocess
+
+    def no_process(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")   # as under a systemd TasksMax limit
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    assert "cannot start the backlog reader" in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)

@@ -21,7 +21,7 @@ from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
 from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
 from .prepare import FetchedMail, Prepared
-from .reader import READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob
+from .reader import READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob, ReaderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,9 @@ class AccountIngest:
         try:
             reader = BacklogReader(ReaderJob(self.imap, self.imap.folder, uidvalidity, tuple(uids),
                                              self.imap.batch_size, self.acct.prepare_context))
-        except OSError as exc:   # no process to be had (a task limit, memory): one connection does it all
-            log.warning("account %s: cannot start the backlog reader (%s); fetching on the main connection",
-                        self.acct.name, exc)
+        except ReaderUnavailable as exc:   # one connection does it all
+            log.log(logging.INFO if exc.busy else logging.WARNING, "account %s: %s; fetching %d messages on the "
+                    "main connection", self.acct.name, exc, len(uids))
             return None
         log.info("account %s: reading %d messages ahead in process %s", self.acct.name, len(uids), reader.pid)
         return reader

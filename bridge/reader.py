@@ -26,6 +26,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -38,10 +39,23 @@ log = logging.getLogger(__name__)
 # A backlog of more than this many batches is read ahead; a few messages are
 # cheaper to fetch in the ingest thread than to start a process for.
 READ_AHEAD_MIN_BATCHES = 3
+# Helpers at once in one daemon: an agency catching up on fifty accounts must not
+# start fifty processes. One core stays for recording; the other accounts fetch
+# on their own connections meanwhile.
+MAX_READERS = max(1, (os.cpu_count() or 2) - 1)
+_slots = threading.BoundedSemaphore(MAX_READERS)
 
 
 class ReaderFailed(Exception):
     """The helper stopped before the end of its backlog; the text says why."""
+
+
+class ReaderUnavailable(Exception):
+    """No helper could be started; ``busy`` when all are at work for other accounts."""
+
+    def __init__(self, message: str, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,21 @@ class BacklogReader:
 
     def __init__(self, job: ReaderJob) -> None:
         self.job = job
+        if not _slots.acquire(blocking=False):
+            raise ReaderUnavailable(f"all {MAX_READERS} backlog reader(s) are busy", busy=True)
+        self._slot = True
+        try:
+            self._start(job)
+        except OSError as exc:   # no process to be had: a task limit, memory, a broken interpreter path
+            self._release()
+            raise ReaderUnavailable(f"cannot start the backlog reader: {exc}") from exc
+
+    def _release(self) -> None:
+        if self._slot:
+            self._slot = False
+            _slots.release()
+
+    def _start(self, job: ReaderJob) -> None:
         # A fresh interpreter (not fork: the daemon has threads, and a forked
         # child could inherit a held lock), found the same way as this package.
         env = dict(os.environ)
@@ -156,6 +185,7 @@ class BacklogReader:
                 self.process.kill()
                 self.process.wait(5)
         self._out.close()
+        self._release()
 
     def __enter__(self) -> "BacklogReader":
         return self

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bridge import ingest, samples, store
+from bridge import ingest, reader, samples, store
 from bridge.daemon import Daemon
 from bridge.ingest import AccountIngest
 from bridge.reader import BacklogReader
@@ -120,27 +120,28 @@ def test_reader_that_cannot_log_in_leaves_the_work_to_the_main_connection(
 def test_reader_killed_mid_backlog_loses_and_repeats_nothing(
         tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
         smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    total = 200   # 39 helper batches: far more than a pipe holds, so it cannot be done when killed
     delivered = 0
 
-    class KilledAfterTwo(BacklogReader):
+    class KilledAtFirstBatch(BacklogReader):
         def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
             nonlocal delivered
             for batch in super().__iter__():
-                yield batch
-                delivered += 1
-                if delivered == 2:
+                if delivered == 0:
                     os.kill(self.pid, signal.SIGKILL)
+                delivered += 1
+                yield batch
 
-    monkeypatch.setattr(ingest, "BacklogReader", KilledAfterTwo)
-    fill(dovecot, fresh_mailbox)
+    monkeypatch.setattr(ingest, "BacklogReader", KilledAtFirstBatch)
+    fill(dovecot, fresh_mailbox, total)
     daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
     with caplog.at_level(logging.WARNING, logger="bridge"):
         stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
     # Batches already in the pipe still arrive; the rest is fetched on the main connection.
-    assert 2 <= delivered < MESSAGES // BATCH - 1
+    assert 1 <= delivered < total // BATCH - 1
     assert "ended unexpectedly (killed by signal 9); fetching the remaining" in caplog.text
-    assert stats.recorded == MESSAGES
-    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+    assert stats.recorded == total
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox, total)
 
 
 def test_stopping_mid_backlog_stops_the_reader(tmp_path: Path, dovecot: DovecotServer,
@@ -234,5 +235,23 @@ def test_no_process_for_the_reader_means_one_connection_does_it_all(
     daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
     with caplog.at_level(logging.WARNING, logger="bridge"):
         assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
-    assert "cannot start the backlog reader" in caplog.text
+    assert "cannot start the backlog reader: [Errno 11] Resource temporarily unavailable" in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+    assert reader._slots.acquire(blocking=False)   # the slot was given back
+    reader._slots.release()
+
+
+def test_readers_are_limited_per_daemon(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                        staff: SandboxAccount, smtp_server: SandboxSMTP,
+                                        readers: list[BacklogReader], monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    # As when other accounts' backlogs hold every helper: this one reads on its own connection.
+    monkeypatch.setattr(reader, "_slots", threading.BoundedSemaphore(1))
+    assert reader._slots.acquire(blocking=False)
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    assert readers == []
+    assert "backlog reader(s) are busy; fetching 35 messages on the main connection" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)

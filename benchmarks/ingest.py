@@ -11,7 +11,8 @@ memory are counted alike:
       every message in SQLite with its staff notification queued.
 
 It prints messages per second for both, their ratio (b/a; higher is better),
-and the peak RSS of (b). Then it measures arrival latency: a running daemon
+and the peak RSS of (b) with its backlog reader process (bridge.reader) added
+in. (b) starts from nothing: interpreter, imports, an empty SQLite database. Then it measures arrival latency: a running daemon
 (IDLE) and an SMTP sink; 20 messages appended one at a time; median and max
 from APPEND to the staff notification reaching the SMTP server.
 

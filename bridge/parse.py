@@ -262,7 +262,7 @@ def _single_part(raw: bytes) -> Message | None:
     msg = _HEADER_PARSER.parsebytes(head)
     if msg.defects or msg.get_content_maintype() in ("multipart", "message"):
         return None
-    msg._payload = raw[body:].decode("ascii", "surrogateescape")  # noqa: SLF001 - as the feed parser sets it
+    msg._payload = raw[body:].decode("ascii", "surrogateescape")  # type: ignore[attr-defined]  # as the feed parser sets it
     return msg
 
 

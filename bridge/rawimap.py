@@ -31,9 +31,10 @@ _SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _ERRORS = (imaplib.IMAP4.error, OSError, socket.timeout)
 
 
-def _quote(folder: str) -> bytes:
-    name = imap_utf7.encode(folder)
-    return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+def _quote(folder: str) -> str:
+    """The folder as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3): plain ASCII."""
+    name = str(imap_utf7.encode(folder).decode("ascii"))
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _uid_set(uids: Sequence[int]) -> str:
@@ -82,7 +83,7 @@ class ReadOnlySession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ok(self, what: str, typ: str, data: list[object]) -> list[object]:
+    def _ok(self, what: str, typ: str, data: Sequence[object]) -> Sequence[object]:
         if typ != "OK":
             raise ImapError(f"{what} failed: {data!r}")
         return data
@@ -90,13 +91,13 @@ class ReadOnlySession:
     def examine(self, folder: str) -> int:
         """EXAMINE ``folder`` (read-only); returns its UIDVALIDITY."""
         try:
-            self._ok(f"EXAMINE {folder!r}", *self.imap.select(_quote(folder), readonly=True))  # type: ignore[arg-type]
+            self._ok(f"EXAMINE {folder!r}", *self.imap.select(_quote(folder), readonly=True))
             _, validity = self.imap.response("UIDVALIDITY")
         except _ERRORS as exc:
             raise ConnectionLost(f"EXAMINE {folder!r} failed: {exc}") from exc
         if not validity or validity[0] is None:
             raise ImapError(f"the server sent no UIDVALIDITY for {folder!r}")
-        return int(validity[-1])  # type: ignore[arg-type]
+        return int(validity[-1])
 
     def uids_between(self, first: int, last: int) -> list[int]:
         try:
@@ -116,9 +117,9 @@ class ReadOnlySession:
                 head = line[0] if isinstance(line, tuple) else line
                 if not isinstance(head, bytes):
                     continue
-                uid, size = _UID_RE.search(head), _SIZE_RE.search(head)
-                if uid and size:   # other lines: unsolicited FLAGS updates from other sessions
-                    sizes[int(uid.group(1))] = int(size.group(1))
+                uid_m, size_m = _UID_RE.search(head), _SIZE_RE.search(head)
+                if uid_m and size_m:   # other lines: unsolicited FLAGS updates from other sessions
+                    sizes[int(uid_m.group(1))] = int(size_m.group(1))
             small = [u for u in uids if u in sizes and sizes[u] <= max_bytes]
             large = [u for u in uids if u in sizes and sizes[u] > max_bytes]
             bodies = self._literals(small, "BODY.PEEK[]", b"BODY[]")
@@ -143,7 +144,7 @@ class ReadOnlySession:
         return literals_by_uid(self._ok("FETCH", *self.imap.uid("FETCH", _uid_set(uids), f"({item})")), answer)
 
 
-def literals_by_uid(data: list[object], answer: bytes) -> dict[int, bytes]:
+def literals_by_uid(data: Sequence[object], answer: bytes) -> dict[int, bytes]:
     """The ``answer`` literal (``b"BODY[]"``) of each FETCH response in imaplib's ``data``, by UID.
 
     imaplib gives a response with a literal as ``(text before it, literal)``

@@ -117,6 +117,23 @@ def test_reader_that_cannot_log_in_leaves_the_work_to_the_main_connection(
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
 
 
+def test_reader_that_finds_another_uidvalidity_leaves_the_work_to_the_main_connection(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    real_job = ingest.ReaderJob
+
+    def stale_job(imap: Any, folder: str, uidvalidity: int, *args: Any) -> Any:
+        return real_job(imap, folder, uidvalidity + 1, *args)   # as if the folder were rebuilt meanwhile
+
+    monkeypatch.setattr(ingest, "ReaderJob", stale_job)
+    fill(dovecot, fresh_mailbox)
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    assert "the backlog reader failed: UIDVALIDITY of INBOX changed" in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
 def test_reader_killed_mid_backlog_loses_and_repeats_nothing(
         tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
         smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -67,15 +67,24 @@ def assert_all_recorded_once(daemon: Daemon, dovecot: DovecotServer, seller: San
     assert len(dovecot.uids(seller.user, "Processed")) == n
 
 
+def ingest_backlog(tmp_path: Path, dovecot: DovecotServer, seller: SandboxAccount, staff: SandboxAccount,
+                   smtp: SandboxSMTP, caplog: pytest.LogCaptureFixture, n: int = MESSAGES,
+                   level: int = logging.WARNING) -> tuple[Daemon, Any]:
+    """Fill the mailbox with ``n`` buyer messages and run one ingest pass; returns the daemon and its stats."""
+    fill(dovecot, seller, n)
+    daemon = Daemon(settings_for(tmp_path, seller, staff, smtp))
+    with caplog.at_level(level, logger="bridge"):
+        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
+    assert stats.recorded == n
+    return daemon, stats
+
+
 def test_a_backlog_is_read_ahead_by_a_helper_process(tmp_path: Path, dovecot: DovecotServer,
                                                      fresh_mailbox: SandboxAccount, staff: SandboxAccount,
                                                      smtp_server: SandboxSMTP, readers: list[BacklogReader],
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    fill(dovecot, fresh_mailbox)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.INFO, logger="bridge"):
-        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
-    assert stats.recorded == stats.forwarded == MESSAGES
+    daemon, stats = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog, level=logging.INFO)
+    assert stats.forwarded == MESSAGES
     assert len(readers) == 1 and readers[0].process.returncode == 0     # it finished, and is gone
     assert f"reading {MESSAGES - BATCH} messages ahead" in caplog.text
     assert "fetching the remaining" not in caplog.text
@@ -107,11 +116,7 @@ def test_reader_that_cannot_log_in_leaves_the_work_to_the_main_connection(
                         *args)
 
     monkeypatch.setattr(ingest, "ReaderJob", refused_job)
-    fill(dovecot, fresh_mailbox)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.WARNING, logger="bridge"):
-        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
-    assert stats.recorded == MESSAGES
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
     assert "the backlog reader failed: ImapError: IMAP login" in caplog.text
     assert f"fetching the remaining {MESSAGES - BATCH} messages on the main connection" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
@@ -126,10 +131,7 @@ def test_reader_that_finds_another_uidvalidity_leaves_the_work_to_the_main_conne
         return real_job(imap, folder, uidvalidity + 1, *args)   # as if the folder were rebuilt meanwhile
 
     monkeypatch.setattr(ingest, "ReaderJob", stale_job)
-    fill(dovecot, fresh_mailbox)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.WARNING, logger="bridge"):
-        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
     assert "the backlog reader failed: UIDVALIDITY of INBOX changed" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
 
@@ -150,14 +152,10 @@ def test_reader_killed_mid_backlog_loses_and_repeats_nothing(
                 yield batch
 
     monkeypatch.setattr(ingest, "BacklogReader", KilledAtFirstBatch)
-    fill(dovecot, fresh_mailbox, total)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.WARNING, logger="bridge"):
-        stats = AccountIngest(daemon.engine, daemon.accounts[0]).run_once()
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog, n=total)
     # Batches already in the pipe still arrive; the rest is fetched on the main connection.
     assert 1 <= delivered < total // BATCH - 1
     assert "ended unexpectedly (killed by signal 9); fetching the remaining" in caplog.text
-    assert stats.recorded == total
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox, total)
 
 
@@ -248,10 +246,7 @@ def test_no_process_for_the_reader_means_one_connection_does_it_all(
         raise OSError(11, "Resource temporarily unavailable")   # as under a systemd TasksMax limit
 
     monkeypatch.setattr(subprocess, "Popen", no_process)
-    fill(dovecot, fresh_mailbox)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.WARNING, logger="bridge"):
-        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
     assert "cannot start the backlog reader: [Errno 11] Resource temporarily unavailable" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
     assert reader._slots.acquire(blocking=False)   # the slot was given back
@@ -265,10 +260,7 @@ def test_readers_are_limited_per_daemon(tmp_path: Path, dovecot: DovecotServer, 
     # As when other accounts' backlogs hold every helper: this one reads on its own connection.
     monkeypatch.setattr(reader, "_slots", threading.BoundedSemaphore(1))
     assert reader._slots.acquire(blocking=False)
-    fill(dovecot, fresh_mailbox)
-    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
-    with caplog.at_level(logging.INFO, logger="bridge"):
-        assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded == MESSAGES
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog, level=logging.INFO)
     assert readers == []
     assert "backlog reader(s) are busy; fetching 35 messages on the main connection" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)

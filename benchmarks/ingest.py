@@ -23,20 +23,18 @@ from APPEND to the staff notification reaching the SMTP server.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bridge import samples
-from bridge.sandbox import DovecotServer, SandboxSMTP, config_toml
+from bridge.sandbox import DovecotServer, SandboxSMTP
+
+from benchkit import PASSWORD, child, fill, mailbridge, running_daemon, write_config
 
 SELLER, STAFF, LIVE = "seller@bench.example", "staff@bench.example", "live@bench.example"
-PASSWORD = "bench-pass"
 
 BASELINE = r"""
 import sys, email, email.policy
@@ -57,69 +55,9 @@ print(n)
 
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and all its descendants now, in KiB (0 once it is gone)."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(tree_rss_kib(int(c)) for c in f.read().split())
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        pass
-    return total
-
-
-def child(argv: list[str]) -> tuple[float, int, str]:
-    """Run a child process; return (seconds, peak RSS in KiB of it and its helpers together, stdout).
-
-    ru_maxrss would count only the largest process, not the backlog reader
-    beside it, so the process tree is sampled every 10 ms instead.
-    """
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0
-    while True:
-        done, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if done:
-            break
-        peak = max(peak, tree_rss_kib(proc.pid))
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{argv[:4]} failed ({proc.returncode}):\n{err[-2000:]}")
-    return elapsed, max(peak, usage.ru_maxrss), out
-
-
-def fill(dovecot: DovecotServer, user: str, messages: list[bytes]) -> None:
-    with dovecot.imap_client(user) as client:
-        for i in range(0, len(messages), 500):
-            client.multiappend("INBOX", messages[i:i + 500])
-
-
-def write_config(root: Path, name: str, imap_port: int, smtp_port: int, seller: str, batch: int) -> Path:
-    db = root / f"{name}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    path = root / f"{name}.toml"
-    path.write_text(config_toml(
-        database=f"sqlite:///{db}", seller=seller, staff=STAFF, imap_port=imap_port, smtp_port=smtp_port,
-        imap_password=PASSWORD, name="bench", seller_name="Bench Outdoor", sections={"account": {"forward_existing": True},
-                  "imap": {"batch_size": batch, "poll_seconds": 60}, "smtp": {"sent_copies": "none"}}))
-    return path
-
-
 def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int) -> list[float]:
-    config = write_config(root, "live", dovecot.port, smtp.port, LIVE, 200)
-    log = (root / "live.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        time.sleep(2.0)  # connected and idling
+    config = write_config(root, "live", dovecot.port, smtp.port, LIVE, STAFF, 200)
+    with running_daemon(config, root / "live.log"):
         smtp.clear()
         out = []
         for i, raw in enumerate(samples.buyer_backlog(count, seller_address=LIVE, seed=99)):
@@ -129,10 +67,6 @@ def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int) -
             out.append(got[i].received_at - sent_at)
             time.sleep(0.2)
         return out
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        log.close()
 
 
 def main() -> None:
@@ -158,12 +92,11 @@ def main() -> None:
             base, bridge, rss = [], [], []
             for r in range(args.rounds):
                 secs, _, out = child([sys.executable, "-c", BASELINE, str(dovecot.port), SELLER, PASSWORD,
-                                      str(args.batch)])
+                                      str(args.batch)], root / "baseline.log")
                 assert int(out) == args.messages, out
                 base.append(args.messages / secs)
-                config = write_config(root, "bench", dovecot.port, smtp.port, SELLER, args.batch)
-                secs, maxrss, _ = child([sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level",
-                                         "WARNING", "run", "--once", "--no-send"])
+                config = write_config(root, "bench", dovecot.port, smtp.port, SELLER, STAFF, args.batch)
+                secs, maxrss, _ = child(mailbridge(config, "run", "--once", "--no-send"), root / "bench.log")
                 bridge.append(args.messages / secs)
                 rss.append(maxrss / 1024)
                 print(f"round {r + 1}: baseline {base[-1]:.0f} msg/s, mailbridge {bridge[-1]:.0f} msg/s, "

@@ -13,7 +13,8 @@ Starts a real Dovecot and an SMTP sink (sandbox, 127.0.0.1) and drives the
   (b) throughput: M conversations prepared the same way, then a backlog of
       M staff replies relayed by one ``mailbridge run --once`` (ingest,
       verify, compose, policy check, send, and the confirmations to staff);
-      it prints replies per second, the child's peak RSS (os.wait4), the
+      it prints replies per second, the peak RSS of the child and its backlog
+      reader process together, the
       buyer mails received (must be M) and the duplicates (must be 0).
 
     python benchmarks/relay.py                     # 20 live replies, a backlog of 1,000
@@ -25,52 +26,22 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
 from bridge import samples
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP, config_toml
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP
+
+from benchkit import PASSWORD, child, fill, mailbridge, running_daemon, write_config
 
 SELLER, LIVE, STAFF = "seller@bench.example", "live@bench.example", "staff@bench.example"
-PASSWORD = "bench-pass"
 BUYER_DOMAIN = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer (\d+):")
 
-
-
-def child(argv: list[str], log: Path) -> tuple[float, int]:
-    """Run a child process to its end; return (seconds, peak RSS in KiB). Its log goes to ``log``."""
-    started = time.perf_counter()
-    with log.open("ab") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{argv[3:]} failed ({proc.returncode}):\n{log.read_text(errors='replace')[-2000:]}")
-    return elapsed, usage.ru_maxrss
-
-
-def mailbridge(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "WARNING", *args]
-
-
-def write_config(root: Path, name: str, dovecot: DovecotServer, smtp: SandboxSMTP, seller: str, batch: int) -> Path:
-    path = root / f"{name}.toml"
-    path.write_text(config_toml(
-        database=f"sqlite:///{root / f'{name}.db'}", seller=seller, staff=STAFF, imap_port=dovecot.port,
-        smtp_port=smtp.port, imap_password=PASSWORD, name="bench", seller_name="Bench Outdoor",
-        staff_senders=["*@bench.example"], sections={"account": {"forward_existing": True},
-                  "imap": {"batch_size": batch, "poll_seconds": 60}, "smtp": {"sent_copies": "none"}}))
-    return path
 
 
 def to_buyers(mails: list[ReceivedMail]) -> list[ReceivedMail]:
@@ -81,12 +52,6 @@ def answer_of(mail: ReceivedMail) -> int | None:
     body = message_from_bytes(mail.data, policy=policy.default).get_body(preferencelist=("plain",))
     found = ANSWER.search(body.get_content() if body is not None else "")  # type: ignore[attr-defined]
     return int(found.group(1)) if found else None
-
-
-def fill(dovecot: DovecotServer, user: str, messages: list[bytes]) -> None:
-    with dovecot.imap_client(user) as client:
-        for i in range(0, len(messages), 500):
-            client.multiappend("INBOX", messages[i:i + 500])
 
 
 def prepare(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, config: Path, seller: str, count: int,
@@ -120,12 +85,9 @@ def wait_for_answer(smtp: SandboxSMTP, i: int, timeout: float = 30.0) -> Receive
 
 def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int, interval: float,
             batch: int) -> list[float]:
-    config = write_config(root, "live", dovecot, smtp, LIVE, batch)
+    config = write_config(root, "live", dovecot.port, smtp.port, LIVE, STAFF, batch)
     replies = prepare(root, dovecot, smtp, config, LIVE, count, seed=31)
-    log = (root / "live.log").open("wb")
-    proc = subprocess.Popen(mailbridge(config, "run"), stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        time.sleep(2.0)  # connected and idling
+    with running_daemon(config, root / "live.log"):
         out = []
         for i, raw in enumerate(replies):
             appended_at = time.time()
@@ -133,21 +95,15 @@ def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int, i
             out.append(wait_for_answer(smtp, i).received_at - appended_at)
             time.sleep(interval)
         return out
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-        log.close()
-        if code:
-            print(f"warning: the daemon exited with {code}; see {root / 'live.log'}", file=sys.stderr)
 
 
 def throughput(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int,
                batch: int) -> tuple[float, int, int, int, int]:
     """Returns (seconds, peak RSS KiB, buyer mails received, duplicates, staff confirmations)."""
-    config = write_config(root, "backlog", dovecot, smtp, SELLER, batch)
+    config = write_config(root, "backlog", dovecot.port, smtp.port, SELLER, STAFF, batch)
     replies = prepare(root, dovecot, smtp, config, SELLER, count, seed=37)
     fill(dovecot, SELLER, replies)
-    secs, maxrss = child(mailbridge(config, "run", "--once"), root / "backlog.log")
+    secs, maxrss, _ = child(mailbridge(config, "run", "--once"), root / "backlog.log")
     mails = smtp.received
     buyers = to_buyers(mails)
     per_id = collections.Counter(m.message_id for m in mails)

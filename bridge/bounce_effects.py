@@ -41,8 +41,9 @@ def apply(conn: Connection, acct: "AccountContext", report: BounceReport | None,
                                          "not tell what it is about."), now, purpose="bounce_unmatched")
         return "unmatched"
 
-    buyer = report.buyer_alias or (store.buyer_by_order(conn, s.name, report.order_id) if report.order_id else None)
     if report.kind == BounceKind.OPTOUT:
+        buyer = report.buyer_alias or (store.buyer_by_order(conn, s.name, report.order_id) if report.order_id
+                                       else None)
         if buyer is None:
             queue_staff_alert(conn, acct, "A buyer opted out, but mailbridge cannot tell which one",
                               _summary(mail, f"{report.reason} Neither a relay address nor a known order "
@@ -53,13 +54,10 @@ def apply(conn: Connection, acct: "AccountContext", report: BounceReport | None,
         if store.set_opt_out(conn, s.name, buyer, opted_out=True, source=source, now=now):
             guard.record(conn, account=s.name, now=now, event="optout", decision="opted_out", category=None,
                          buyer=buyer, actor=mail.from_addr, detail=f"{report.reason} ({source})")
-        cancelled = store.cancel_unsolicited(conn, s.name, buyer, f"cancelled: buyer opted out ({source})")
-        for outbox_id, message_id in cancelled:
-            guard.record(conn, account=s.name, now=now, event="outbound", decision="cancelled",
-                         category="unsolicited", buyer=buyer, message_id=message_id, actor="mailbridge",
-                         detail=f"outbox {outbox_id}: buyer opted out")
+        cancelled = guard.cancel_unsolicited(conn, account=s.name, buyer=buyer, source=source, actor="mailbridge",
+                                             now=now)
         log.info("account %s: buyer %s opted out; %d pending unsolicited message(s) cancelled", s.name, buyer,
-                 len(cancelled))
+                 cancelled)
         return "opted_out"
 
     if report.kind == BounceKind.RESTRICTED:

@@ -60,7 +60,7 @@ from flufl.bounce import all_failures
 
 from bridge.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from bridge.marketplaces import amazon
-from bridge.parse import ParsedMail, UnparseableMail, html_to_text, parse_mail
+from bridge.parse import ParsedMail, UnparseableMail, parse_mail
 from bridge.threads import split_relay_address
 
 
@@ -118,12 +118,16 @@ _NOTICE_KINDS = {
 # --------------------------------------------------------------------------- entry point
 
 
-def analyse(raw: bytes) -> BounceReport | None:
-    """A DSN, MTA bounce or marketplace delivery notice in ``raw``; ``None`` for any other mail."""
-    try:
-        mail = parse_mail(raw)
-    except UnparseableMail:
-        return None
+def analyse(raw: bytes, mail: ParsedMail | None = None) -> BounceReport | None:
+    """A DSN, MTA bounce or marketplace delivery notice in ``raw``; ``None`` for any other mail.
+
+    ``mail``: ``raw`` already parsed (the pipeline has it), so it is not parsed again.
+    """
+    if mail is None:
+        try:
+            mail = parse_mail(raw)
+        except UnparseableMail:
+            return None
     msg = _structure(raw)
     if msg is None:
         return None
@@ -355,20 +359,19 @@ def _delivery_status_report(msg: Message, mail: ParsedMail, returned: _Returned)
         return None
     recipients: list[FailedRecipient] = []
     per_message: Message | None = None
-    for part in status_parts:
-        blocks = _status_blocks(part)
-        for block in blocks:
-            recipient = _recipient_from_block(block)
-            if recipient is not None:
-                recipients.append(recipient)
-            elif per_message is None and block.keys():
-                per_message = block
+    blocks = [block for part in status_parts for block in _status_blocks(part)]
+    for block in blocks:
+        recipient = _recipient_from_block(block)
+        if recipient is not None:
+            recipients.append(recipient)
+        elif per_message is None and block.keys():
+            per_message = block
     evidence = "message/delivery-status (RFC 3464)"
     if not recipients:
         recipients = _flufl_recipients(msg, mail)
         if recipients:
             evidence += "; recipients by flufl.bounce"
-        elif not any(_has_status_fields(b) for p in status_parts for b in _status_blocks(p)):
+        elif not any(_has_status_fields(b) for b in blocks):
             return None     # an empty report; nothing says anything failed
     return _dsn_report(recipients, mail, returned, per_message, evidence)
 
@@ -459,9 +462,7 @@ def _is_bounce_like(mail: ParsedMail) -> bool:
 
 def _notification_text(mail: ParsedMail) -> str:
     """The bounce's own words: the text before the quoted copy of the original."""
-    text = mail.text
-    if not text.strip() and mail.html:
-        text = html_to_text(mail.html)
+    text = mail.text   # parse_mail() already holds the HTML's text here when there is no text part
     m = _COPY_START_RE.search(text)
     return text[:m.start()] if m else text
 
@@ -532,7 +533,6 @@ def _mta_bounce(msg: Message, mail: ParsedMail, returned: _Returned) -> BounceRe
     evidence = "non-standard bounce; recipients by flufl.bounce"
     if not recipients:
         own = set(mail.to_addrs) | set(mail.cc_addrs) | {mail.from_addr}
-        own |= {a.lower() for _, a in getaddresses([returned.to])} - {""}
         recipients = _fallback_recipients(mail, own - _returned_recipients(returned))
         evidence = "non-standard bounce; recipients from the bounce text"
     if not recipients:

@@ -365,17 +365,20 @@ def relay_lookalike_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | 
 
 def marketplace_notice(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     """A recognised notification subject from Amazon's own notification domains (exact)."""
+    if not amazon.is_notification_sender(mail.from_addr):
+        return None
     topic = amazon.notice_topic(mail.subject)
-    if topic is not None and amazon.is_notification_sender(mail.from_addr):
+    if topic is not None:
         return RuleHit("marketplace_notice", Kind.NOTICE, f"{topic} notice from {mail.from_addr}")
     return None
 
 
 def notice_subject_foreign_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     """A notification subject from a sender that is not Amazon: recorded, not trusted."""
+    if amazon.is_notification_sender(mail.from_addr) or _relay(mail, ctx) is not None:
+        return None   # checked first: cheaper than the subject patterns, and true of most mail
     topic = amazon.notice_topic(mail.subject)
-    if (topic is not None and not amazon.is_notification_sender(mail.from_addr)
-            and _relay(mail, ctx) is None):
+    if topic is not None:
         return RuleHit("notice_subject_foreign_sender", Kind.OTHER,
                        f"{topic} subject from non-marketplace sender {mail.from_addr or '(none)'}", decides=False)
     return None

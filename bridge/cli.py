@@ -30,6 +30,15 @@ def _load(args: argparse.Namespace) -> Any:
     return load_settings(find_config_path(args.config, os.environ))
 
 
+def _accounts(settings: Any, name: str | None) -> list[str] | None:
+    """The account names a command acts on (``--account`` or all); None, said on stderr, for an unknown name."""
+    names = [a.name for a in settings.accounts]
+    if name and name not in names:
+        print(f"mailbridge: no account {name!r} in {settings.path} (known: {', '.join(names)})", file=sys.stderr)
+        return None
+    return [name] if name else names
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
@@ -122,13 +131,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from .db import open_database
 
     settings = _load(args)
-    accounts = [a.name for a in settings.accounts]
-    if args.account:
-        if args.account not in accounts:
-            print(f"mailbridge: no account {args.account!r} in {settings.path} (known: {', '.join(accounts)})",
-                  file=sys.stderr)
-            return 2
-        accounts = [args.account]
+    accounts = _accounts(settings, args.account)
+    if accounts is None:
+        return 2
     engine = open_database(settings.database.url)
     if args.action == "list":
         states = args.state or ["queued", "sending", "held", "failed", "unknown"]
@@ -177,7 +182,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from datetime import datetime, timedelta, timezone
 
-    from . import guard
+    from . import guard, store
     from .db import open_database
 
     settings = _load(args)
@@ -190,8 +195,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 since = datetime.now(timezone.utc) - (timedelta(hours=amount) if args.since[-1] == "h"
                                                       else timedelta(days=amount))
             else:
-                since = datetime.fromisoformat(args.since)
-                since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+                since = store.utc(datetime.fromisoformat(args.since))
         except ValueError:
             print(f"mailbridge: --since {args.since!r}: expected a date/time such as 2026-11-01 or "
                   "2026-11-01T08:00, or an age such as 24h or 7d", file=sys.stderr)
@@ -250,12 +254,9 @@ def cmd_optout(args: argparse.Namespace) -> int:
     from .marketplaces import ALL_RELAY_DOMAINS
 
     settings = _load(args)
-    names = [a.name for a in settings.accounts]
-    if args.account and args.account not in names:
-        print(f"mailbridge: no account {args.account!r} in {settings.path} (known: {', '.join(names)})",
-              file=sys.stderr)
+    accounts = _accounts(settings, args.account)
+    if accounts is None:
         return 2
-    accounts = [args.account] if args.account else names
     engine = open_database(settings.database.url)
     if args.action == "list":
         with engine.begin() as conn:
@@ -292,7 +293,7 @@ def cmd_optout(args: argparse.Namespace) -> int:
                 except ValueError:
                     print(f"mailbridge: --until {until_text!r}: expected a date such as 2027-11-23", file=sys.stderr)
                     return 2
-                until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+                until = store.utc(until)
             store.set_do_not_solicit(conn, account, alias, until, now)
             guard.record(conn, account=account, now=now, event="optout",
                          decision="do_not_solicit" if until else "do_not_solicit_removed", category=None,
@@ -305,11 +306,7 @@ def cmd_optout(args: argparse.Namespace) -> int:
                          decision="opted_out" if args.action == "add" else "opted_in", category=None,
                          buyer=alias, actor=who)
             if args.action == "add":
-                for outbox_id, message_id in store.cancel_unsolicited(conn, account, alias,
-                                                                      f"cancelled: buyer opted out ({who})"):
-                    guard.record(conn, account=account, now=now, decision="cancelled", category="unsolicited",
-                                 buyer=alias, message_id=message_id, actor=who,
-                                 detail=f"outbox {outbox_id}: buyer opted out")
+                guard.cancel_unsolicited(conn, account=account, buyer=alias, source=who, actor=who, now=now)
     state = "opted out" if args.action == "add" else "not opted out"
     print(f"{alias}: {state}" + ("" if changed else " (unchanged)"))
     return 0

@@ -69,17 +69,13 @@ def _attachment_part(attachment: AttachmentData) -> bytes:
     return head + base64.encodebytes(attachment.data).replace(b"\n", b"\r\n")
 
 
-def _is_ascii(value: str) -> bool:
-    return value.isascii()
-
-
 def _header(name: str, value: str) -> bytes:
     """One header field, RFC 2047-encoded when not ASCII, folded at 78 (RFC 5322 2.1.1)."""
     if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} contains a line break")
     if len(name) + 2 + len(value) <= 78 and value.isascii():
         return f"{name}: {value}\r\n".encode("ascii")   # fits on one line as it is
-    if _is_ascii(value):
+    if value.isascii():
         encoded = _fold_ascii(len(name) + 2, value)
     else:
         encoded = _encoded_words(len(name) + 2, value)
@@ -133,7 +129,7 @@ def _format_date(date: datetime, _offset: object) -> str:
 def _mailbox(name: str, addr: str) -> str:
     if not name:
         return addr
-    return formataddr((name, addr), charset="utf-8") if not _is_ascii(name) else formataddr((name, addr))
+    return formataddr((name, addr)) if name.isascii() else formataddr((name, addr), charset="utf-8")
 
 
 def build_mail(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bridge.marketplaces import ALL_RELAY_DOMAINS, ATTACHMENT_TYPES, MARKETPLACES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
+
 Security = Literal["tls", "starttls", "none"]
 SentCopies = Literal["append", "server", "none"]
 
@@ -112,17 +114,14 @@ class OutboxSettings:
     reconcile_after_seconds: float = 120.0
 
 
-DEFAULT_ATTACHMENT_TYPES = ("pdf", "jpg", "jpeg", "png", "gif", "txt")
-
-
 @dataclass(frozen=True)
 class RelaySettings:
     """Staff replies relayed to buyers (DOMAIN.md "Replying")."""
 
     confirm_to_staff: bool = True        # after a send, tell the staff thread exactly what the buyer received
-    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES  # file name extensions, lowercased
-    max_attachment_bytes: int = 10 * 1024 * 1024   # all attachments of one message together
-    max_attachments: int = 5
+    attachment_types: tuple[str, ...] = ATTACHMENT_TYPES  # file name extensions, lowercased
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES      # all attachments of one message together
+    max_attachments: int = MAX_ATTACHMENTS
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,6 @@ from typing import TypeVar  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
 import bridge  # noqa: E402
-from bridge.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES  # noqa: E402
 
 #: The keys each TOML table accepts ("accounts.imap" is every ``[accounts.imap]``).
 #: Anything else is an error; ``config/mailbridge.example.toml`` documents each one

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from . import models, policy, store
 from .config import PolicySettings, RelaySettings
+from .threads import base_alias
 
 AUDIT = models.AuditLog.__table__
 ACCOUNT_STATE = models.AccountState.__table__
@@ -53,19 +54,13 @@ def buyer_state(conn: Connection, account: str, alias: str, now: datetime) -> tu
     return row[0] is not None, dns_until is not None and dns_until > now
 
 
-def base_alias(address: str) -> str:
-    """``abc+case@marketplace.amazon.com`` -> ``abc@marketplace.amazon.com`` (the buyer key)."""
-    local, _, domain = address.lower().rpartition("@")
-    return f"{local.split('+')[0]}@{domain}"
-
-
 def check(conn: Connection, *, account: str, draft: policy.Draft, buyer_alias: str, buyer_original_text: str | None,
-          now: datetime, config: policy.PolicyConfig, language: str = "en") -> policy.Decision:
+          now: datetime, config: policy.PolicyConfig) -> policy.Decision:
     opted_out, dns = buyer_state(conn, account, base_alias(buyer_alias), now)
     ctx = policy.PolicyContext(
         seller_address=draft.from_addr, buyer_alias=buyer_alias, now=now, buyer_opted_out=opted_out,
         buyer_do_not_solicit=dns, account_restricted_until=restricted_until(conn, account),
-        buyer_original_text=buyer_original_text, language=language,
+        buyer_original_text=buyer_original_text,
     )
     return policy.check(draft, ctx, config)
 
@@ -83,10 +78,14 @@ def record(conn: Connection, *, account: str, now: datetime, decision: str, cate
     ))
 
 
-def verdict(decision: policy.Decision) -> str:
-    if not decision.allowed:
-        return "blocked"
-    return "warned" if decision.findings else "allowed"
+def cancel_unsolicited(conn: Connection, *, account: str, buyer: str, source: str, actor: str,
+                       now: datetime) -> int:
+    """Cancel the buyer's pending unsolicited mail because they opted out; each one audited. Returns how many."""
+    cancelled = store.cancel_unsolicited(conn, account, buyer, f"cancelled: buyer opted out ({source})")
+    for outbox_id, message_id in cancelled:
+        record(conn, account=account, now=now, decision="cancelled", category="unsolicited", buyer=buyer,
+               message_id=message_id, actor=actor, detail=f"outbox {outbox_id}: buyer opted out")
+    return len(cancelled)
 
 
 def paused_until(conn: Connection, account: str, now: datetime) -> datetime | None:

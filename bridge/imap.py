@@ -92,6 +92,33 @@ def _quiet_logout(client: imapclient.IMAPClient) -> None:
             pass
 
 
+def split_by_size(uids: Sequence[int], sizes: dict[int, int], max_bytes: int) -> tuple[list[int], list[int]]:
+    """The UIDs whose body may be fetched, and those over ``max_bytes`` (their header only)."""
+    listed = [u for u in uids if u in sizes]
+    return [u for u in listed if sizes[u] <= max_bytes], [u for u in listed if sizes[u] > max_bytes]
+
+
+def assemble(uids: Sequence[int], sizes: dict[int, int], bodies: dict[int, bytes], headers: dict[int, bytes],
+             uids_between: Callable[[int, int], list[int]]) -> list[FetchedMail]:
+    """A fetch's answers in UID order: the body, the header of oversize mail, or "missing".
+
+    A UID the server listed but sent nothing for is asked about again: still
+    there, it is returned as missing (never skipped silently); expunged
+    meanwhile, there is nothing to record.
+    """
+    unanswered = [u for u in uids if u in sizes and u not in bodies and u not in headers]
+    still_there = set(uids_between(min(unanswered), max(unanswered))) if unanswered else set()
+    out = []
+    for uid in uids:
+        if uid in bodies:
+            out.append(FetchedMail(uid=uid, size=sizes[uid], raw=bodies[uid]))
+        elif uid in headers:
+            out.append(FetchedMail(uid=uid, size=sizes[uid], raw=headers[uid], header_only=True))
+        elif uid in still_there:
+            out.append(FetchedMail(uid=uid, size=sizes.get(uid, 0), raw=b"", missing=True))
+    return out
+
+
 class MailboxSession:
     """One logged-in IMAP connection. Not thread-safe: use it from one thread."""
 
@@ -115,10 +142,9 @@ class MailboxSession:
 
     # -- reading ---------------------------------------------------------------
 
-    def select(self, folder: str, readonly: bool = False) -> FolderInfo:
-        """SELECT ``folder`` (EXAMINE when ``readonly``: nothing done here can change it)."""
+    def select(self, folder: str) -> FolderInfo:
         try:
-            info = self.client.select_folder(folder, readonly=readonly)
+            info = self.client.select_folder(folder, readonly=False)
         except IMAPClientError as exc:
             raise ImapError(f"cannot open folder {folder!r}: {_text(exc)}; check imap.folder", permanent=True) from exc
         except OSError as exc:
@@ -160,24 +186,13 @@ class MailboxSession:
             return
         try:
             sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in self.client.fetch(list(uids), ["RFC822.SIZE"]).items()}
-            small = [u for u in uids if u in sizes and sizes[u] <= max_bytes]
-            large = [u for u in uids if u in sizes and sizes[u] > max_bytes]
+            small, large = split_by_size(uids, sizes, max_bytes)
             bodies = self.client.fetch(small, ["BODY.PEEK[]"]) if small else {}
             headers = self.client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
         except (OSError, IMAPClientError, socket.timeout) as exc:
             raise ConnectionLost(f"FETCH failed: {exc}") from exc
-        unanswered = [u for u in uids if u in sizes and u not in bodies and u not in headers]
-        still_there = set(self.uids_between(min(unanswered), max(unanswered))) if unanswered else set()
-        for uid in uids:
-            if uid in bodies and b"BODY[]" in bodies[uid]:
-                yield FetchedMail(uid=uid, size=sizes[uid], raw=bytes(bodies[uid][b"BODY[]"]))
-            elif uid in headers:
-                yield FetchedMail(uid=uid, size=sizes[uid], raw=bytes(headers[uid].get(b"BODY[HEADER]", b"")),
-                                  header_only=True)
-            elif uid in still_there:
-                # Listed, still there, but its content did not come: never skip it silently.
-                yield FetchedMail(uid=uid, size=sizes.get(uid, 0), raw=b"", missing=True)
-            # Otherwise the UID was expunged meanwhile: nothing to record.
+        yield from assemble(uids, sizes, {u: bytes(d[b"BODY[]"]) for u, d in bodies.items() if b"BODY[]" in d},
+                            {u: bytes(d.get(b"BODY[HEADER]", b"")) for u, d in headers.items()}, self.uids_between)
 
     # -- writing ---------------------------------------------------------------
 

@@ -34,7 +34,6 @@ def utcnow() -> datetime:
 
 @dataclass
 class IngestStats:
-    fetched: int = 0
     recorded: int = 0
     forwarded: int = 0
     history: int = 0
@@ -109,7 +108,6 @@ class AccountIngest:
             for batch in batches:
                 if stop is not None and stop.is_set():
                     break
-                self.stats.fetched += len(batch)
                 result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
                                       checkpoint.history_until_uid, self.clock())
                 self.stats.add(result)
@@ -160,8 +158,7 @@ class AccountIngest:
 
     def _start_reader(self, uids: list[int], uidvalidity: int) -> BacklogReader | None:
         try:
-            reader = BacklogReader(ReaderJob(self.imap, self.imap.folder, uidvalidity, tuple(uids),
-                                             self.imap.batch_size, self.acct.prepare_context))
+            reader = BacklogReader(ReaderJob(self.imap, uidvalidity, tuple(uids), self.acct.prepare_context))
         except ReaderUnavailable as exc:   # one connection does it all
             log.log(logging.INFO if exc.busy else logging.WARNING, "account %s: %s; fetching %d messages on the "
                     "main connection", self.acct.name, exc, len(uids))

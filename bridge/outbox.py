@@ -28,11 +28,12 @@ from typing import Callable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from . import compose, guard, relay, store, tokens
+from . import guard, relay, store
 from .config import OutboxSettings
 from .imap import ClientFactory, ImapError, MailboxSession, default_client
 from .ingest import Clock, utcnow
-from .pipeline import AccountContext, queue_staff_alert
+from .pipeline import AccountContext, queue_staff_alert, queue_staff_mail
+from .policy import PROACTIVE
 from .render import TemplateError
 from .smtp import SendError, SmtpConnection
 
@@ -99,7 +100,7 @@ class OutboxWorker:
                     state, note = "unknown", "send interrupted by a crash; outcome unknown: a person must check"
                 if store.resolve_interrupted(conn, row.id, state, note, now):
                     log.warning("account %s: outbox %s (%s): %s", self.acct.name, row.id, row.message_id, note)
-                    if state == "sent" and row.purpose == "buyer_reply" and self.acct.relay.confirm_to_staff:
+                    if state == "sent":
                         self._confirm_to_staff(conn, row)   # the buyer has it: staff see what they got
                     if state == "unknown":
                         queue_staff_alert(conn, self.acct, "A message may or may not have been sent",
@@ -166,7 +167,7 @@ class OutboxWorker:
                 if item is None or item.audience != "buyer":
                     return item
                 now = self.clock()
-                if item.category in ("unsolicited", "critical"):
+                if item.category in PROACTIVE:
                     # Eligibility is re-checked at send time (DOMAIN.md): the account may have been
                     # restricted, or the buyer opted out, since the message was queued.
                     until = guard.paused_until(conn, self.acct.name, now)
@@ -199,8 +200,7 @@ class OutboxWorker:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    if store.finish_send(conn, item.id, worker=self.worker_id, state="sent", now=self.clock()) \
-                            and item.purpose == "buyer_reply" and self.acct.relay.confirm_to_staff:
+                    if store.finish_send(conn, item.id, worker=self.worker_id, state="sent", now=self.clock()):
                         self._confirm_to_staff(conn, item)
                 return
             except OperationalError:
@@ -223,9 +223,12 @@ class OutboxWorker:
     def _confirm_to_staff(self, conn: Connection, item: store.OutboxItem) -> None:
         """Tell the staff thread exactly what the buyer received (same transaction as 'sent').
 
+        Only for a relayed staff reply, and when [relay] confirm_to_staff is on.
         Never lets a problem here undo 'sent': the buyer has the mail. A broken
         template is logged and replaced by a plain alert (or only logged).
         """
+        if item.purpose != "buyer_reply" or not self.acct.relay.confirm_to_staff:
+            return
         try:
             with conn.begin_nested():
                 self._queue_confirmation(conn, item)
@@ -246,21 +249,13 @@ class OutboxWorker:
         text, attachments = relay.sent_text(item.raw)
         conv = store.conversation_info(conn, s.name, item.conversation_id) if item.conversation_id else None
         now = self.clock()
-        rendered = self.acct.templates.render("staff_confirmation", {
+        chain = tuple(dict.fromkeys(i for i in ((conv.staff_root_id, conv.staff_last_id) if conv else ()) if i))
+        queue_staff_mail(conn, self.acct, "staff_confirmation", {
             "subject": item.subject, "buyer": ", ".join(item.recipients), "sent": now.strftime("%Y-%m-%d %H:%M UTC"),
             "sent_text": text.strip(), "attachments": attachments, "tag": f"MB-{conv.id}" if conv else "-",
             "account": s.name,
-        })
-        message_id = compose.new_message_id(s.seller_address)
-        chain = tuple(dict.fromkeys(i for i in ((conv.staff_root_id, conv.staff_last_id) if conv else ()) if i))
-        out = compose.build_mail(
-            account=s.name, origin=tokens.make_origin(self.acct.secret, s.name, message_id), message_id=message_id,
-            date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=s.staff_address,
-            subject=rendered.subject, text=rendered.text, in_reply_to=chain[-1] if chain else None, references=chain,
-        )
-        store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_confirmation",
-                      audience="staff", envelope_from=out.envelope_from, recipients=out.recipients,
-                      subject=out.subject, raw=out.raw, now=now, conversation_id=item.conversation_id)
+        }, now, purpose="staff_confirmation", in_reply_to=chain[-1] if chain else None, references=chain,
+            conversation_id=item.conversation_id)
 
     def _record_failure(self, item: store.OutboxItem, exc: SendError) -> None:
         now = self.clock()

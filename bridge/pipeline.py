@@ -11,7 +11,6 @@ hundreds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from .parse import ParsedMail
-from .prepare import FetchedMail, PrepareContext, Prepared, Unprocessable, buyer_flags, prepare
+from .prepare import FetchedMail, PrepareContext, Prepared, buyer_flags, prepare
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -137,6 +136,11 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
             last_uid = max(last_uid, item.uid)
             if item.uid in done:
                 continue
+            if prepared.error is not None:
+                # Known to be unrecordable before any write (not mail, too large, no content):
+                # set aside at once, without the careful retry of the whole batch.
+                _set_aside(conn, acct, folder, uidvalidity, prepared, prepared.error, now, result)
+                continue
             savepoint = conn.begin_nested() if careful else None
             try:
                 disposition, kind, outbox_rows, row_id = _record_one(
@@ -153,12 +157,7 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
                 if savepoint is None:
                     raise _RetryCarefully() from exc
                 savepoint.rollback()
-                reason = _reason(exc)
-                log.warning("account %s: %s UID %s quarantined: %s", acct.name, folder, item.uid, reason)
-                with conn.begin_nested():
-                    result.outbox_rows += _quarantine(conn, acct, folder, uidvalidity, item, reason, now)
-                result.quarantined += 1
-                result.quarantined_uids.append(item.uid)
+                _set_aside(conn, acct, folder, uidvalidity, prepared, _reason(exc), now, result)
                 continue
             result.recorded += 1
             result.outbox_rows += outbox_rows
@@ -178,9 +177,18 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
     return result
 
 
+def _set_aside(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, prepared: Prepared,
+               reason: str, now: datetime, result: BatchResult) -> None:
+    """Quarantine one message (in its own savepoint) and count it."""
+    uid = prepared.item.uid
+    log.warning("account %s: %s UID %s quarantined: %s", acct.name, folder, uid, reason)
+    with conn.begin_nested():
+        result.outbox_rows += _quarantine(conn, acct, folder, uidvalidity, prepared, reason, now)
+    result.quarantined += 1
+    result.quarantined_uids.append(uid)
+
+
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, Unprocessable):
-        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -188,8 +196,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
                 seen: store.SeenContent, ours: set[str], as_history: bool,
                 now: datetime) -> tuple[str, str, int, int]:
     """Record one message; returns (disposition, kind, outbox rows queued, message row id)."""
-    if prepared.mail is None or prepared.cls is None:
-        raise Unprocessable(prepared.error or "no message")
+    assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
     item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
     cls, flags = prepared.cls, prepared.flags
     replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
@@ -232,7 +239,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
         from . import bounce_effects, bounces   # rare mail: imported on first use, start-up stays quick
 
-        disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw), mail, now)
+        disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw, mail), mail, now)
         store.set_disposition(conn, message_row, disposition)
         return disposition, cls.kind.value, 1, message_row   # alerts may be queued: wake the outbox
     if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
@@ -325,28 +332,37 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
                   now=now, conversation_id=conversation.id if conversation else None, source_message_id=message_row)
 
 
-def queue_staff_alert(conn: Connection, acct: AccountContext, title: str, body: str, now: datetime,
-                      purpose: str = "staff_alert") -> str:
-    """Queue a plain alert to the staff address (problems staff must know about)."""
+def queue_staff_mail(conn: Connection, acct: AccountContext, template: str, variables: dict[str, Any],
+                     now: datetime, *, purpose: str, to_addr: str | None = None, in_reply_to: str | None = None,
+                     references: tuple[str, ...] = (), conversation_id: int | None = None) -> str:
+    """Render ``template`` and queue it from mailbridge to staff (``to_addr``, else the staff address)."""
     s = acct.settings
-    rendered = acct.templates.render("staff_alert", {"title": title, "body": body, "account": s.name})
+    rendered = acct.templates.render(template, variables)
     message_id = compose.new_message_id(s.seller_address)
     out = compose.build_mail(
         account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
-        date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=s.staff_address,
-        subject=rendered.subject, text=rendered.text,
+        date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address,
+        to_addr=to_addr or s.staff_address, subject=rendered.subject, text=rendered.text, in_reply_to=in_reply_to,
+        references=references,
     )
     store.enqueue(conn, account=s.name, message_id=out.message_id, purpose=purpose, audience="staff",
                   envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
-                  now=now)
+                  now=now, conversation_id=conversation_id)
     return message_id
 
 
-def _quarantine(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, item: FetchedMail,
+def queue_staff_alert(conn: Connection, acct: AccountContext, title: str, body: str, now: datetime,
+                      purpose: str = "staff_alert") -> str:
+    """Queue a plain alert to the staff address (problems staff must know about)."""
+    return queue_staff_mail(conn, acct, "staff_alert", {"title": title, "body": body, "account": acct.name}, now,
+                            purpose=purpose)
+
+
+def _quarantine(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, prepared: Prepared,
                 reason: str, now: datetime) -> int:
     """Keep a message that could not be processed, and tell staff once. Returns outbox rows queued."""
+    item, content_hash = prepared.item, prepared.content_hash
     header = _header_summary(item.raw)
-    content_hash = hashlib.sha256(item.raw).hexdigest()
     told_before = store.quarantined_before(conn, acct.name, content_hash, header.get("message-id"))
     store.insert_quarantine(
         conn, account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,

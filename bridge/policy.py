@@ -46,7 +46,7 @@ from email.utils import getaddresses
 from enum import StrEnum
 from types import MappingProxyType
 
-from bridge.marketplaces import AMAZON_TLDS
+from bridge.marketplaces import AMAZON_TLDS, ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from bridge.marketplaces.layout import squash
 from bridge.threads import split_relay_address
 
@@ -109,14 +109,10 @@ class PolicyContext:
     order_completed_at: datetime | None = None
     account_restricted_until: datetime | None = None
     buyer_original_text: str | None = None      # the buyer's own words we reply to
-    language: str = "en"
 
 
 def _default_link_allowlist() -> tuple[str, ...]:
     return tuple(f"amazon.{tld}" for tld in AMAZON_TLDS)
-
-
-DEFAULT_ATTACHMENT_TYPES: tuple[str, ...] = ("pdf", "jpg", "jpeg", "png", "gif", "txt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,9 +123,9 @@ class PolicyConfig:
 
     modes: Mapping[str, str] = field(default_factory=dict, hash=False)
     link_allowlist: tuple[str, ...] = field(default_factory=_default_link_allowlist)
-    allowed_attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES   # file extensions
-    max_attachment_bytes: int = 10 * 1024 * 1024                           # all attachments together
-    max_attachments: int = 5
+    allowed_attachment_types: tuple[str, ...] = ATTACHMENT_TYPES   # file extensions
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES                # all attachments together
+    max_attachments: int = MAX_ATTACHMENTS
     max_text_chars: int = 2000
     proactive_window_days: int = 30
 

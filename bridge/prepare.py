@@ -56,10 +56,6 @@ class Prepared:
     flags: tuple[str, ...] = field(default=())  # bridge.flags for a buyer message, else ()
 
 
-class Unprocessable(Exception):
-    """A message that cannot be recorded; the text is the quarantine reason."""
-
-
 def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
     """Parse, check origin, classify and flag one message. Never raises for bad mail."""
     content_hash = hashlib.sha256(item.raw).hexdigest()

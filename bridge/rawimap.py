@@ -8,8 +8,8 @@ shapes of response, ``* n FETCH (UID u RFC822.SIZE s)`` and
 reads them with regular expressions instead.
 
 It can only EXAMINE a folder and fetch with ``BODY.PEEK``: nothing it does can
-change the mailbox. ``fetch()`` has the semantics of
-:meth:`bridge.imap.MailboxSession.fetch` (a test holds them equal).
+change the mailbox. ``fetch()`` puts the answers together with the same
+:func:`bridge.imap.assemble` as :meth:`bridge.imap.MailboxSession.fetch`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Sequence
 from imapclient import imap_utf7
 
 from .config import ImapSettings
-from .imap import ConnectionLost, ImapError
+from .imap import ConnectionLost, ImapError, assemble, split_by_size
 from .prepare import FetchedMail
 
 _UID_RE = re.compile(rb"\bUID (\d+)")
@@ -120,23 +120,12 @@ class ReadOnlySession:
                 uid_m, size_m = _UID_RE.search(head), _SIZE_RE.search(head)
                 if uid_m and size_m:   # other lines: unsolicited FLAGS updates from other sessions
                     sizes[int(uid_m.group(1))] = int(size_m.group(1))
-            small = [u for u in uids if u in sizes and sizes[u] <= max_bytes]
-            large = [u for u in uids if u in sizes and sizes[u] > max_bytes]
+            small, large = split_by_size(uids, sizes, max_bytes)
             bodies = self._literals(small, "BODY.PEEK[]", b"BODY[]")
             headers = self._literals(large, "BODY.PEEK[HEADER]", b"BODY[HEADER]")
         except _ERRORS as exc:
             raise ConnectionLost(f"FETCH failed: {exc}") from exc
-        unanswered = [u for u in uids if u in sizes and u not in bodies and u not in headers]
-        still_there = set(self.uids_between(min(unanswered), max(unanswered))) if unanswered else set()
-        out = []
-        for uid in uids:
-            if uid in bodies:
-                out.append(FetchedMail(uid=uid, size=sizes[uid], raw=bodies[uid]))
-            elif uid in headers:
-                out.append(FetchedMail(uid=uid, size=sizes[uid], raw=headers[uid], header_only=True))
-            elif uid in still_there:
-                out.append(FetchedMail(uid=uid, size=sizes.get(uid, 0), raw=b"", missing=True))
-        return out
+        return assemble(uids, sizes, bodies, headers, self.uids_between)
 
     def _literals(self, uids: list[int], item: str, answer: bytes) -> dict[int, bytes]:
         if not uids:

@@ -60,11 +60,9 @@ class ReaderUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ReaderJob:
-    imap: ImapSettings
-    folder: str
+    imap: ImapSettings           # its folder and batch_size are the ones read
     uidvalidity: int
     uids: tuple[int, ...]
-    batch_size: int
     prepare: PrepareContext
 
 
@@ -79,12 +77,13 @@ def run_job(job: ReaderJob, out: IO[bytes]) -> None:
 
     try:
         with ReadOnlySession(job.imap) as session:
-            uidvalidity = session.examine(job.folder)
+            folder, size = job.imap.folder, job.imap.batch_size
+            uidvalidity = session.examine(folder)
             if uidvalidity != job.uidvalidity:
-                _send(out, "error", f"UIDVALIDITY of {job.folder} changed ({job.uidvalidity} -> {uidvalidity})")
+                _send(out, "error", f"UIDVALIDITY of {folder} changed ({job.uidvalidity} -> {uidvalidity})")
                 return
-            for start in range(0, len(job.uids), job.batch_size):
-                batch = job.uids[start:start + job.batch_size]
+            for start in range(0, len(job.uids), size):
+                batch = job.uids[start:start + size]
                 prepared = [prepare(job.prepare, item) for item in session.fetch(batch, job.prepare.max_message_bytes)]
                 _send(out, "batch", (batch[-1], prepared))
         _send(out, "done", None)

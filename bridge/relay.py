@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import Message
@@ -30,10 +29,9 @@ from . import compose, guard, policy, store, threads, tokens
 from .classify import Classification
 from .config import RelaySettings
 from .parse import ParsedMail
+from .pipeline import AccountContext, queue_staff_mail
 from .replies import extract_reply
 
-if TYPE_CHECKING:  # pipeline imports this module
-    from .pipeline import AccountContext
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ def attachment_problem(files: list[compose.AttachmentData], limits: RelaySetting
     return None
 
 
-def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMail, cls: Classification,
+def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
                        raw: bytes, content_hash: str, message_row: int, limits: RelaySettings,
                        now: datetime) -> RelayOutcome:
     s = acct.settings
@@ -180,11 +178,9 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
     attachment_blocks = [f for f in decision.blocking if f.rule == "attachments_within_limits"]
     if attachment_blocks and not problem:
         problem = "; ".join(f.reason for f in attachment_blocks)
-    if problem:
-        # The marketplace's attachment limits hold the reply for a person to decide.
-        verdict = "held"
-    else:
-        verdict = guard.verdict(decision)
+    # The marketplace's attachment limits hold the reply for a person to decide; a
+    # blocked reply was explained and returned above.
+    verdict = "held" if problem else ("warned" if decision.findings else "allowed")
     guard.record(conn, decision=verdict, message_id=message_id, **audit)  # type: ignore[arg-type]
     references = tuple(dict.fromkeys((*original.references, *([original.message_id] if original.message_id else []))))
     out = compose.build_mail(
@@ -209,24 +205,15 @@ def handle_staff_reply(conn: Connection, acct: "AccountContext", mail: ParsedMai
     return RelayOutcome("queued", "", outbox_id)
 
 
-def _explain(conn: Connection, acct: "AccountContext", mail: ParsedMail, now: datetime, verdict: str,
+def _explain(conn: Connection, acct: AccountContext, mail: ParsedMail, now: datetime, verdict: str,
              reason: str, action: str, staff_text: str | None = None, held: bool = False) -> RelayOutcome:
     """Tell the staff member who wrote why their reply did not go out (only allowed staff get here)."""
     s = acct.settings
-    rendered = acct.templates.render("reply_problem", {
+    queue_staff_mail(conn, acct, "reply_problem", {
         "verdict": verdict, "subject": mail.subject or "(no subject)", "reason": reason, "action": action,
         "staff_text": staff_text, "held": held, "account": s.name,
-    })
-    message_id = compose.new_message_id(s.seller_address)
-    out = compose.build_mail(
-        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
-        date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address, to_addr=mail.from_addr,
-        subject=rendered.subject, text=rendered.text, in_reply_to=mail.message_id,
-        references=tuple(i for i in (mail.message_id,) if i),
-    )
-    store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="reply_problem", audience="staff",
-                  envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
-                  now=now)
+    }, now, purpose="reply_problem", to_addr=mail.from_addr, in_reply_to=mail.message_id,
+        references=tuple(i for i in (mail.message_id,) if i))
     # The reason may quote the staff member's text (phone numbers, addresses): the journal gets only the verdict.
     log.warning("account %s: staff reply <%s> from %s: %s", s.name, mail.message_id, mail.from_addr, verdict.lower())
     return RelayOutcome("explained" if not held else "held", reason)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import models
+from .threads import base_alias
 
 MAILBOX = models.MailboxState.__table__
 BUYER = models.Buyer.__table__
@@ -693,18 +694,14 @@ def set_do_not_solicit(conn: Connection, account: str, alias: str, until: dateti
 
 def cancel_unsolicited(conn: Connection, account: str, alias: str, reason: str) -> list[tuple[int, str]]:
     """Cancel pending unsolicited mail to a buyer (any '+case' form of the alias); returns (id, Message-ID)s."""
-    local, _, domain = alias.partition("@")
     rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.recipients, OUTBOX.c.message_id).where(
         OUTBOX.c.account == account, OUTBOX.c.audience == "buyer", OUTBOX.c.category == "unsolicited",
-        OUTBOX.c.state.in_(("queued", "held", "unknown", "failed")))).all()
-    found: list[tuple[int, str]] = []
-    for row_id, recipients, message_id in rows:
-        if any(r.lower().partition("@")[2] == domain and r.lower().partition("@")[0].split("+")[0] == local
-               for r in json.loads(recipients)):
-            found.append((int(row_id), str(message_id)))
+        OUTBOX.c.state.in_(CANCELLABLE))).all()
+    found = [(int(row_id), str(message_id)) for row_id, recipients, message_id in rows
+             if any(base_alias(r) == alias for r in json.loads(recipients))]
     if found:
         conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_([i for i, _ in found]), OUTBOX.c.state.in_(
-            ("queued", "held", "unknown", "failed"))).values(state="cancelled", last_error=reason))
+            CANCELLABLE)).values(state="cancelled", last_error=reason))
     return found
 
 

@@ -44,6 +44,12 @@ def relay_family(domain: str) -> str:
     return "other"
 
 
+def base_alias(address: str) -> str:
+    """``abc+case@marketplace.amazon.com`` -> ``abc@marketplace.amazon.com`` (the buyer key)."""
+    local, _, domain = address.lower().rpartition("@")
+    return f"{local.split('+')[0]}@{domain}"
+
+
 def split_relay_address(addr: str, relay_domains: frozenset[str]) -> tuple[str, str | None] | None:
     """Split a relay address into (base alias, case suffix).
 

@@ -127,8 +127,8 @@ def test_reader_that_finds_another_uidvalidity_leaves_the_work_to_the_main_conne
         smtp_server: SandboxSMTP, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     real_job = ingest.ReaderJob
 
-    def stale_job(imap: Any, folder: str, uidvalidity: int, *args: Any) -> Any:
-        return real_job(imap, folder, uidvalidity + 1, *args)   # as if the folder were rebuilt meanwhile
+    def stale_job(imap: Any, uidvalidity: int, *args: Any) -> Any:
+        return real_job(imap, uidvalidity + 1, *args)   # as if the folder were rebuilt meanwhile
 
     monkeypatch.setattr(ingest, "ReaderJob", stale_job)
     daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)

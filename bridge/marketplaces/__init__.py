@@ -13,6 +13,12 @@ AMAZON_TLDS = (
     "com.be", "ie", "com.tr", "ae", "sa", "eg", "in", "sg", "com.au", "co.jp",
 )
 
+# Buyer-Seller Messaging attachment limits (DOMAIN.md "Content rules"): the
+# defaults of both [relay] and the guard's attachments_within_limits rule.
+ATTACHMENT_TYPES = ("pdf", "jpg", "jpeg", "png", "gif", "txt")   # file name extensions
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024                           # all attachments of one message together
+MAX_ATTACHMENTS = 5
+
 # The language a marketplace's buyers write in by default (DOMAIN.md: proactive
 # mail must be in the buyer's language; templates are chosen by it later).
 _AMAZON_LANGUAGE = {

@@ -14,7 +14,6 @@ What is in here, and how sure it is (see shared DOMAIN.md):
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -180,15 +179,8 @@ def is_notification_sender(addr: str) -> bool:
     return bool(at and local) and domain in NOTIFICATION_DOMAINS
 
 
-# All of them at once: whether any matches, in one pass (most subjects match none).
-_ANY_NOTICE_SUBJECT_RE = re.compile("|".join(f"(?:{p.pattern})" for _, _, p in NOTICE_SUBJECTS), re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=256)   # classification asks twice for each message
 def notice_topic(subject: str) -> str | None:
     """"sold_ship_now", "feedback", "claim", ... for a notification subject, else ``None``."""
-    if not _ANY_NOTICE_SUBJECT_RE.search(subject):
-        return None
     for topic, _, pattern in NOTICE_SUBJECTS:
         if pattern.search(subject):
             return topic

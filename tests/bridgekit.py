@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -13,9 +14,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bridge import store
+from email import message_from_bytes, policy
+
+from bridge import guard, samples, store
 from bridge.config import Settings, parse_settings
-from bridge.sandbox import SandboxAccount, SandboxSMTP
+from bridge.daemon import Daemon
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 
 
 def make_settings(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
@@ -130,3 +134,60 @@ def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# --- the relay flow: one account with a buyer message already forwarded to staff ---------------
+
+RELAY = "@marketplace.amazon."
+
+
+def parsed(data: bytes):  # type: ignore[no-untyped-def]
+    return message_from_bytes(data, policy=policy.default)
+
+
+def text_of(data: bytes) -> str:
+    return parsed(data).get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+
+
+def to_buyers(smtp: SandboxSMTP) -> list:  # type: ignore[type-arg]
+    return [r for r in smtp.received if RELAY in r.rcpt_tos[0]]
+
+
+def to_staff(smtp: SandboxSMTP, staff: SandboxAccount) -> list:  # type: ignore[type-arg]
+    return [r for r in smtp.received if r.rcpt_tos[0] == staff.user]
+
+
+def audit(of: "Flow") -> list[dict]:  # type: ignore[type-arg]
+    with of.daemon.engine.begin() as conn:
+        return guard.audit_rows(conn, ["acme"], None, 1000)
+
+
+class Flow:
+    """One seller account with a buyer message already forwarded to staff."""
+
+    def __init__(self, tmp_path: Path, dovecot: DovecotServer, seller: SandboxAccount, staff: SandboxAccount,
+                 smtp: SandboxSMTP, **settings_kw) -> None:  # type: ignore[no-untyped-def]
+        self.dovecot, self.seller, self.staff, self.smtp = dovecot, seller, staff, smtp
+        self.clock = Clock()
+        self.settings = make_settings(tmp_path, seller, staff, smtp, account={"forward_existing": True},
+                                      **settings_kw)
+        self.daemon = Daemon(self.settings, clock=self.clock)
+        self.buyer_mail = samples.amazon_buyer_message(
+            buyer_alias="k3j9x0qma2b7", buyer_name="Jane", order="111-2223334-4445556",
+            question="Does the tent come with a footprint?", seller_address=seller.user,
+            token="A1B2C3D4E5F6G", message_id="buyer.1@email.amazon.com")
+        dovecot.append(seller.user, "INBOX", self.buyer_mail)
+        self.run()
+        (self.notification,) = smtp.wait_for(1)
+        self.n = 0
+
+    def run(self, **kw: Any):  # type: ignore[no-untyped-def]
+        return asyncio.run(self.daemon.run_once(**kw))
+
+    def reply(self, text: str, **kw) -> bytes:  # type: ignore[no-untyped-def]
+        self.n += 1
+        kw.setdefault("staff", self.staff.user)
+        kw.setdefault("message_id", f"staff.{self.n}@{self.staff.user.rpartition('@')[2]}")
+        raw = samples.staff_reply(self.notification.data, text=text, **kw)
+        self.dovecot.append(self.seller.user, "INBOX", raw)
+        return raw

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, SandboxUnavailable
+
+from bridgekit import Flow
 
 SANDBOX_USERS: dict[str, str] = {
     "seller@acme.example": "seller-pass",
@@ -66,3 +69,16 @@ def fresh_mailbox(dovecot: DovecotServer) -> SandboxAccount:
 def smtp_server(dovecot: DovecotServer) -> Iterator[SandboxSMTP]:
     with SandboxSMTP(dovecot) as server:
         yield server
+
+
+@pytest.fixture
+def staff(dovecot: DovecotServer) -> SandboxAccount:
+    """A brand-new Dovecot user for the support team's mailbox."""
+    return dovecot.new_account("staff")
+
+
+@pytest.fixture
+def flow(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+         smtp_server: SandboxSMTP) -> Flow:
+    """One seller account with a buyer message already forwarded to staff (bridgekit.Flow)."""
+    return Flow(tmp_path, dovecot, fresh_mailbox, staff, smtp_server)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from bridge import guard, store
 from bridge.compose import new_message_id
 
-from bridgekit import rows
-from test_relay_integration import Flow, flow, parsed, staff, text_of, to_buyers, to_staff  # noqa: F401
+from bridgekit import Flow, audit, parsed, rows, text_of, to_buyers, to_staff
 
 DATA = Path(__file__).parent / "data" / "bounces"
 BUYER = "k3j9x0qma2b7@marketplace.amazon.com"     # Flow's buyer, order 111-2223334-4445556
@@ -23,10 +21,6 @@ def notice(name: str) -> bytes:
         raw = raw.replace(old, new)
     return raw
 
-
-def audit(of: Flow) -> list[dict]:  # type: ignore[type-arg]
-    with of.daemon.engine.begin() as conn:
-        return guard.audit_rows(conn, ["acme"], None, 1000)
 
 
 def test_optout_notice_flips_the_buyer_and_cancels_unsolicited_mail(flow: Flow) -> None:  # noqa: F811
@@ -99,7 +93,7 @@ def test_lookalikes_never_opt_anyone_out(flow: Flow) -> None:  # noqa: F811
     assert len(lookalikes) >= 9
     for path in lookalikes:
         flow.dovecot.append(flow.seller.user, "INBOX", notice(path.name))
-    asyncio.run(flow.daemon.run_once())
+    flow.run()
     assert all(b.opted_out_at is None for b in rows(flow.daemon.engine, store.BUYER))
     dispositions = [r.disposition for r in rows(flow.daemon.engine, store.MESSAGE)]
     assert "opted_out" not in dispositions

@@ -45,8 +45,7 @@ def test_missing_config_file_says_where_it_looked(tmp_path: Path) -> None:
 
 
 def test_run_once_then_status(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
-                              smtp_server: SandboxSMTP) -> None:
-    staff = dovecot.new_account("staff")
+                              smtp_server: SandboxSMTP, staff: SandboxAccount) -> None:
     for raw in samples.buyer_backlog(4, seller_address=fresh_mailbox.user, seed=21, buyers=3):
         dovecot.append(fresh_mailbox.user, "INBOX", raw)
     config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
@@ -72,8 +71,7 @@ def test_run_once_then_status(tmp_path: Path, dovecot: DovecotServer, fresh_mail
 
 
 def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotServer,
-                                             fresh_mailbox: SandboxAccount) -> None:
-    staff = dovecot.new_account("staff")
+                                             fresh_mailbox: SandboxAccount, staff: SandboxAccount) -> None:
     broken = SandboxAccount(fresh_mailbox.user, "wrong-password", fresh_mailbox.host, fresh_mailbox.port)
     config = write_config(tmp_path, broken, staff, 9)
     ran = mailbridge("-c", str(config), "run", "--once")
@@ -86,8 +84,7 @@ def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotSer
 
 
 def test_outbox_list_retry_cancel(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
-                                  smtp_server: SandboxSMTP) -> None:
-    staff = dovecot.new_account("staff")
+                                  smtp_server: SandboxSMTP, staff: SandboxAccount) -> None:
     for raw in samples.buyer_backlog(2, seller_address=fresh_mailbox.user, seed=22, buyers=2):
         dovecot.append(fresh_mailbox.user, "INBOX", raw)
     config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
@@ -113,8 +110,8 @@ def test_outbox_list_retry_cancel(tmp_path: Path, dovecot: DovecotServer, fresh_
     assert "cancelled by" in human.stdout
 
 
-def test_optout_add_list_remove(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount) -> None:
-    staff = dovecot.new_account("staff")
+def test_optout_add_list_remove(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                staff: SandboxAccount) -> None:
     config = write_config(tmp_path, fresh_mailbox, staff, 9)
     alias = "abcdef123456@marketplace.amazon.de"
     added = mailbridge("-c", str(config), "optout", "add", "ABCDEF123456+case9@marketplace.amazon.de")
@@ -137,11 +134,11 @@ def test_optout_add_list_remove(tmp_path: Path, dovecot: DovecotServer, fresh_ma
 
 
 def test_sigterm_during_startup_exits_cleanly(tmp_path: Path, dovecot: DovecotServer,
-                                              fresh_mailbox: SandboxAccount) -> None:
+                                              fresh_mailbox: SandboxAccount, staff: SandboxAccount) -> None:
     import signal
     import time
 
-    config = write_config(tmp_path, fresh_mailbox, dovecot.new_account("staff"), 9)
+    config = write_config(tmp_path, fresh_mailbox, staff, 9)
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "-c", str(config), "run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.4)       # past interpreter start-up, before the daemon installs its own handlers

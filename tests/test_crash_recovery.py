@@ -25,9 +25,9 @@ KILLS = 8
 
 @pytest.mark.slow
 def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dovecot: DovecotServer,
-                                                             fresh_mailbox: SandboxAccount) -> None:
+                                                             fresh_mailbox: SandboxAccount,
+                                                             staff: SandboxAccount) -> None:
     seller = fresh_mailbox
-    staff = dovecot.new_account("staff")
     with SandboxSMTP(dovecot, auth={seller.user: seller.password}, file_sent_copies=True) as smtp:
         config = crash_config(tmp_path, seller, staff, smtp, batch_size=100)
         with dovecot.imap_client(seller.user) as client:

@@ -134,9 +134,9 @@ def test_case_ids_unique_and_table_large() -> None:
 
 
 def test_every_language_has_a_flagged_and_an_unflagged_case() -> None:
-    prefixes = {case_id.split("-")[0] for case_id, *_ in CASES}
-    assert {"en", "de", "fr", "es", "it", "ja"} <= prefixes
-    assert any(expected == NONE for *_, expected in CASES)
+    for lang in ("en", "de", "fr", "es", "it", "ja"):
+        outcomes = [expected for case_id, *_, expected in CASES if lang in case_id.split("-")]
+        assert any(e == NONE for e in outcomes) and any(e != NONE for e in outcomes), lang
     assert any(COURTESY_REFUND in expected for *_, expected in CASES)
     assert any(A_TO_Z_CLAIM in expected for *_, expected in CASES)
 
@@ -162,7 +162,8 @@ def test_word_limit_is_the_boundary() -> None:
 
 
 def test_flags_are_unique_and_ordered() -> None:
-    flags = conversation_flags("Yes, full refund please. A-to-z claim otherwise.")
+    # The claim is named first and twice: each flag still appears once, in the fixed order.
+    flags = conversation_flags("Else A-to-z claim. Full refund please. A-to-z claim!")
     assert flags == BOTH
 
 

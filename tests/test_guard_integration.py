@@ -10,17 +10,12 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from bridge import guard, store
+from bridge import store
 from bridge.compose import new_message_id
 from bridge.sandbox import config_toml
 
-from bridgekit import rows
-from test_relay_integration import Flow, flow, parsed, staff, text_of, to_buyers, to_staff  # noqa: F401
+from bridgekit import Flow, audit, parsed, rows, text_of, to_buyers, to_staff
 
-
-def audit(of: Flow) -> list[dict]:  # type: ignore[type-arg]
-    with of.daemon.engine.begin() as conn:
-        return guard.audit_rows(conn, ["acme"], None, 1000)
 
 
 def test_link_is_blocked_staff_told_then_reworded_reply_goes_out(flow: Flow) -> None:  # noqa: F811

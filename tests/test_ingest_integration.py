@@ -17,11 +17,6 @@ from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 from bridgekit import Clock, make_settings, outbox_states, rows
 
 
-@pytest.fixture
-def staff(dovecot: DovecotServer) -> SandboxAccount:
-    return dovecot.new_account("staff")
-
-
 def backlog(seller: SandboxAccount, n: int, seed: int = 1, buyers: int | None = None) -> list[bytes]:
     return samples.buyer_backlog(n, seller_address=seller.user, seed=seed, buyers=buyers)
 

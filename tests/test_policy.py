@@ -142,8 +142,7 @@ CASES = [
     ok("no_links", "file-names-and-abbreviations", text=reply_text(
         "The manual.pdf is attached, e.g. page 3.5 covers it. Mr.Smith checked version 2.0 today.")),
     ok("no_links", "missing-space-before-capital", text=reply_text("We checked the item.It works fine.")),
-    ok("no_links", "email-is-not-a-link", text=reply_text("Order 111-2223334-4445556 ships Monday."),
-       ),
+    ok("no_links", "order-id-is-not-a-link", text=reply_text("Order 111-2223334-4445556 ships Monday.")),
     bad("no_links", "www", text=reply_text("See www.example.com for the manual.")),
     bad("no_links", "https", text=reply_text("Manual: https://acme.example/manuals/widget")),
     bad("no_links", "bare-shop-domain", text=reply_text("Our shop acme.shop has spare parts.")),

@@ -44,8 +44,8 @@ def pg_url() -> Iterator[str]:
 
 
 def test_ingest_and_forward_on_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,
-                                        fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP) -> None:
-    staff = dovecot.new_account("staff")
+                                        fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP,
+                                        staff: SandboxAccount) -> None:
     settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url,
                              account={"forward_existing": True})
     for raw in samples.buyer_backlog(6, seller_address=fresh_mailbox.user, seed=31, buyers=2):
@@ -92,8 +92,8 @@ def test_concurrent_claims_never_take_the_same_row(pg_url: str) -> None:
 
 
 def test_nul_bytes_in_mail_do_not_block_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,
-                                                 fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP) -> None:
-    staff = dovecot.new_account("staff")
+                                                 fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP,
+                                                 staff: SandboxAccount) -> None:
     settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url,
                              account={"forward_existing": True})
     good = samples.buyer_backlog(2, seller_address=fresh_mailbox.user, seed=32)

@@ -25,11 +25,6 @@ MESSAGES, BATCH = 40, 5   # 8 batches: read ahead (more than 3 batches)
 
 
 @pytest.fixture
-def staff(dovecot: DovecotServer) -> SandboxAccount:
-    return dovecot.new_account("staff")
-
-
-@pytest.fixture
 def readers(monkeypatch: pytest.MonkeyPatch) -> list[BacklogReader]:
     """Every BacklogReader the ingest starts, to look at its process afterwards."""
     started: list[BacklogReader] = []

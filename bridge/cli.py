@@ -40,10 +40,14 @@ def _accounts(settings: Any, name: str | None) -> list[str] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-
     settings = _load(args)
     _setup_logging(args.log_level or settings.log_level)
+    if any(a.imap.read_ahead for a in settings.accounts):
+        from .reader import prestart
+
+        prestart()   # a backlog reader starts up on the other core while the imports below run
+    from .daemon import Daemon
+
     daemon = Daemon(settings)
     if args.once:
         report = asyncio.run(daemon.run_once(send=not args.no_send))
@@ -394,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix (config, database, templates): said in one line, exit status 2."""
+    from .config import ConfigError
+    from .db import DatabaseError
+    from .render import TemplateError
+
+    return ConfigError, DatabaseError, TemplateError
+
+
 def _stop_during_startup(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -405,13 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
         # Installed before the imports below, which take most of start-up.
         signal.signal(signal.SIGTERM, _stop_during_startup)
-    from .config import ConfigError
-    from .db import DatabaseError
-    from .render import TemplateError
-
     try:
         return int(args.func(args))
-    except (ConfigError, DatabaseError, TemplateError) as exc:
+    except _user_errors() as exc:   # evaluated only when something is raised: start-up stays quick
         print(f"mailbridge: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 
-from . import store
+from . import reader, store
 from .config import Settings
 from .db import open_database
 from .imap import ClientFactory, default_client
@@ -90,7 +90,10 @@ class Daemon:
                 report.sent[acct.name] = worker.sent
                 report.failed[acct.name] = worker.failed
 
-        await asyncio.gather(*(one(a) for a in self.accounts))
+        try:
+            await asyncio.gather(*(one(a) for a in self.accounts))
+        finally:
+            reader.discard_spare()   # started by the CLI for a backlog there was none of
         return report
 
     # -- forever -------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Daemon:
             stuck = [t.name for t in threads if t.is_alive()]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            reader.discard_spare()
             log.info("stopped")
 
     @staticmethod

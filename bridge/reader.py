@@ -16,6 +16,13 @@ the ingest thread, in the same order. The helper only reads. If it fails
 fetching itself from the first UID it has not recorded, so nothing is lost and
 nothing is recorded twice. The helper exits when the backlog is done, when
 asked, or when the pipe breaks because the daemon died.
+
+Starting a helper (interpreter, imports) takes about 0.15 s of CPU, which
+would delay the first read-ahead batch. So ``mailbridge run`` starts one spare
+helper at once, before its own heavy imports: it does its imports on the
+other core while the daemon starts, then waits for a job. The first
+BacklogReader takes it. A spare that is not needed (no backlog) is stopped at
+the end of the pass, and exits by itself after ``SPARE_IDLE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -23,16 +30,20 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from .config import ImapSettings
-from .prepare import PrepareContext, Prepared, prepare
+
+if TYPE_CHECKING:  # the daemon imports this module early, to start a spare helper; these come later
+    from .prepare import PrepareContext, Prepared
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,12 @@ READ_AHEAD_MIN_BATCHES = 3
 # on their own connections meanwhile.
 MAX_READERS = max(1, (os.cpu_count() or 2) - 1)
 _slots = threading.BoundedSemaphore(MAX_READERS)
+# A spare helper that gets no job within this time exits; one is taken only while
+# it is clearly younger than that, so it cannot exit just as its job is written.
+SPARE_IDLE_SECONDS = 60.0
+_SPARE_TAKE_SECONDS = SPARE_IDLE_SECONDS - 15.0
+_spare: "tuple[subprocess.Popen[bytes], float] | None" = None
+_spare_lock = threading.Lock()
 
 
 class ReaderFailed(Exception):
@@ -63,7 +80,7 @@ class ReaderJob:
     imap: ImapSettings           # its folder and batch_size are the ones read
     uidvalidity: int
     uids: tuple[int, ...]
-    prepare: PrepareContext
+    prepare: "PrepareContext"
 
 
 def _send(out: IO[bytes], kind: str, payload: Any) -> None:
@@ -73,6 +90,7 @@ def _send(out: IO[bytes], kind: str, payload: Any) -> None:
 
 def run_job(job: ReaderJob, out: IO[bytes]) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
+    from .prepare import prepare
     from .rawimap import ReadOnlySession
 
     try:
@@ -100,8 +118,74 @@ def main() -> None:
     """``python -m bridge.reader``: the job arrives pickled on stdin, batches leave pickled on stdout."""
     # The daemon decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    job = pickle.load(sys.stdin.buffer)
+    from . import prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
+
+    if not select.select([sys.stdin], [], [], SPARE_IDLE_SECONDS)[0]:
+        return   # a spare nobody needed
+    try:
+        job = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return   # the daemon closed the pipe: not needed after all
     run_job(job, sys.stdout.buffer)
+
+
+def _spawn() -> "subprocess.Popen[bytes]":
+    """A helper process, waiting for its job on stdin. Raises OSError when none can be started."""
+    # A fresh interpreter (not fork: the daemon has threads, and a forked
+    # child could inherit a held lock), found the same way as this package.
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # -P: never import from the working directory (under systemd a folder the service can write to).
+    return subprocess.Popen([sys.executable, "-P", "-m", "bridge.reader"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, close_fds=True)
+
+
+def prestart() -> None:
+    """Start the spare helper now, if there is none (``mailbridge run``, before its heavy imports)."""
+    global _spare
+    with _spare_lock:
+        if _spare is not None:
+            return
+        try:
+            _spare = (_spawn(), time.monotonic())
+        except OSError as exc:   # no process to be had now; the first backlog tries again
+            log.debug("no spare backlog reader: %s", exc)
+
+
+def _take_spare() -> "subprocess.Popen[bytes] | None":
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is None:
+        return None
+    process, started = spare
+    if process.poll() is None and time.monotonic() - started < _SPARE_TAKE_SECONDS:
+        return process
+    _stop(process)
+    return None
+
+
+def discard_spare() -> None:
+    """Stop the spare helper if nobody took it (end of a pass, daemon stop)."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        _stop(spare[0])
+
+
+def _stop(process: "subprocess.Popen[bytes]") -> None:
+    if process.poll() is None:
+        process.terminate()  # it only reads: stopping it anywhere is safe
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in a system call
+            process.kill()
+            process.wait(5)
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 class BacklogReader:
@@ -129,14 +213,7 @@ class BacklogReader:
             _slots.release()
 
     def _start(self, job: ReaderJob) -> None:
-        # A fresh interpreter (not fork: the daemon has threads, and a forked
-        # child could inherit a held lock), found the same way as this package.
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        # -P: never import from the working directory (under systemd a folder the service can write to).
-        self.process = subprocess.Popen([sys.executable, "-P", "-m", "bridge.reader"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.process = _take_spare() or _spawn()
         assert self.process.stdin is not None and self.process.stdout is not None
         self._out = self.process.stdout
         self._finished = False
@@ -176,14 +253,7 @@ class BacklogReader:
                 self.process.wait(5)   # it has logged out and is exiting by itself
             except subprocess.TimeoutExpired:
                 pass
-        if self.process.poll() is None:
-            self.process.terminate()  # it only reads: stopping it anywhere is safe
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in a system call
-                self.process.kill()
-                self.process.wait(5)
-        self._out.close()
+        _stop(self.process)
         self._release()
 
     def __enter__(self) -> "BacklogReader":

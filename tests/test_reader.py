@@ -259,3 +259,79 @@ def test_readers_are_limited_per_daemon(tmp_path: Path, dovecot: DovecotServer, 
     assert readers == []
     assert "backlog reader(s) are busy; fetching 35 messages on the main connection" in caplog.text
     assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+# --- the spare helper `mailbridge run` starts before its imports -------------------------------------
+
+@pytest.fixture
+def no_spare() -> Iterator[None]:
+    reader.discard_spare()
+    yield
+    reader.discard_spare()
+
+
+def spare_process() -> Any:
+    return reader._spare[0] if reader._spare else None
+
+
+def test_the_first_backlog_takes_the_spare_helper(tmp_path: Path, dovecot: DovecotServer,
+                                                  fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                  smtp_server: SandboxSMTP, readers: list[BacklogReader],
+                                                  caplog: pytest.LogCaptureFixture, no_spare: None) -> None:
+    reader.prestart()
+    spare = spare_process()
+    assert spare is not None and spare.poll() is None
+    reader.prestart()
+    assert spare_process() is spare                      # one spare, not one per call
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    assert [r.pid for r in readers] == [spare.pid]       # the spare did the reading
+    assert spare_process() is None
+    assert spare.wait(10) == 0                           # and ended by itself when done
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+def test_a_spare_nobody_needs_is_stopped_at_the_end_of_the_pass(tmp_path: Path, dovecot: DovecotServer,
+                                                                fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                                smtp_server: SandboxSMTP, no_spare: None) -> None:
+    import asyncio
+
+    fill(dovecot, fresh_mailbox, 3)                      # one batch: no reading ahead
+    daemon = Daemon(settings_for(tmp_path, fresh_mailbox, staff, smtp_server))
+    reader.prestart()
+    spare = spare_process()
+    report = asyncio.run(daemon.run_once(send=False))
+    assert report.ingest[daemon.accounts[0].name].recorded == 3
+    assert spare_process() is None and spare.poll() is not None
+
+
+def test_a_spare_without_a_job_exits_by_itself(monkeypatch: pytest.MonkeyPatch, no_spare: None) -> None:
+    import subprocess
+    import sys
+
+    # The helper's own idle limit, shortened: it has imported what it needs, waited, and left.
+    code = ("import sys; from bridge import reader; reader.SPARE_IDLE_SECONDS = 0.5; reader.main(); "
+            "print('exited', file=sys.stderr)")
+    idle = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert idle.wait(30) == 0                          # its stdin still open: no job came, and it left
+        assert idle.stderr is not None and idle.stderr.read().decode().strip() == "exited"
+    finally:
+        idle.kill()
+        for pipe in (idle.stdin, idle.stderr):
+            pipe.close()                                   # type: ignore[union-attr]
+    # A closed pipe (the daemon is gone, or closed it) ends it at once too.
+    proc = subprocess.run([sys.executable, "-m", "bridge.reader"], input=b"", capture_output=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == b""
+
+
+def test_an_old_or_dead_spare_is_not_taken(monkeypatch: pytest.MonkeyPatch, no_spare: None) -> None:
+    reader.prestart()
+    spare = spare_process()
+    spare.kill()
+    spare.wait(10)
+    assert reader._take_spare() is None                 # dead: a fresh helper is started instead
+    reader.prestart()
+    spare = spare_process()
+    monkeypatch.setattr(reader, "_SPARE_TAKE_SECONDS", 0.0)
+    assert reader._take_spare() is None                 # it may be about to leave: not trusted with a job
+    assert spare.wait(10) is not None and spare_process() is None

@@ -63,3 +63,36 @@ def test_text_normalisation_follows_the_rule() -> None:
     cases += ["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(3000)]
     for text in cases:
         assert render._normalise_text(text) == _normalise_reference(text), repr(text)
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.j2")))
+@pytest.mark.parametrize("variables", [
+    {},
+    {"kind": "other", "flags": ["A-TO-Z CLAIM"], "defects": ["bad base64 padding"], "message_count": 1,
+     "text": "line one\n\n\n  line two  \n", "order_id": None, "buyer_alias": None, "buyer_name": None},
+    {"kind": "buyer", "flags": [], "defects": [], "message_count": 3, "text": "Wo ist mein Paket? — danke",
+     "order_id": "111-2223334-4445556", "buyer_alias": "abc@marketplace.amazon.de", "buyer_name": "Jörg",
+     "range": "a variable that shadows a global"},
+])
+def test_rendering_is_what_jinja_renders(name: str, variables: dict[str, object]) -> None:
+    """The shortcut past Template.render gives the same text, or the same error, for every shipped template."""
+    import jinja2
+
+    templates = Templates(TEMPLATES)
+    context = {"marker": "##- above -##", "tag": "MB-7", "subject": "Where is it?", "original_subject": "s",
+               "from_display": "A <a@b.example>", "marketplace": "amazon.de", "received": "2026-11-24 01:00 UTC",
+               "account": "acme", "seller_address": "seller@acme.example", "title": "T", "body": "B",
+               **variables}
+    template = templates.env.get_template(name)
+    try:
+        expected: object = template.render(context)
+    except jinja2.TemplateError as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: object = render._render(template, dict(template.globals), context)
+    except jinja2.TemplateError as exc:
+        got = (type(exc), str(exc))
+    assert got == expected

@@ -21,7 +21,7 @@ from email import message_from_bytes
 from email.errors import HeaderParseError, MessageDefect
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from html import unescape
@@ -256,17 +256,23 @@ def _single_part(raw: bytes) -> Message | None:
         body = end + 2
     else:
         return None
-    head = raw[:body]
+    head = raw[:end]
     if head.count(b"\r") != head.count(b"\r\n"):
         return None
-    msg = _HEADER_PARSER.parsebytes(head)
-    if msg.defects or msg.get_content_maintype() in ("multipart", "message"):
+    # What the feed parser does with such a block (compat32's header_source_parse):
+    # the name up to the first colon; the value without the blanks after the
+    # colon, continuation lines kept as they are, the last line end removed.
+    msg = Message(policy=compat32)
+    msg._headers = [(name, value.lstrip(" \t").rstrip("\r\n"))  # type: ignore[attr-defined]
+                    for name, value in _FIELD_RE.findall(head.decode("ascii", "surrogateescape"))]
+    if msg.get_content_maintype() in ("multipart", "message"):
         return None
     msg._payload = raw[body:].decode("ascii", "surrogateescape")  # type: ignore[attr-defined]  # as the feed parser sets it
     return msg
 
 
-_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+# One field of such a block: its name, and its value with the continuation lines.
+_FIELD_RE = re.compile(r"([\x21-\x39\x3b-\x7e]+):([^\n]*\n(?:[ \t][^\n]*\n)*)")
 
 
 # --------------------------------------------------------------------------- headers

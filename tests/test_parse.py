@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.marketplaces import amazon
+from bridge.marketplaces import amazon, layout
 from bridge.marketplaces.layout import between_markers, marker_regex, pre_blocks, squash
 from bridge.parse import ParsedMail, UnparseableMail, html_to_text, parse_mail
 
@@ -471,6 +471,25 @@ def test_layout_helpers() -> None:
     assert not rx.search("Begin message")
     assert pre_blocks("<PRE class=x>a<br>b &lt;c&gt;</PRE>") == ["a\nb <c>"]
     assert squash("L\u2019acheteur  A\nchoisi") == "l'acheteurachoisi"
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "We were unable to DELIVER\r\n the message", "a\x1cb\x1fc\x0bd\x0ce\x85f", "tab\tand\u00a0nbsp",
+    "Stra\u00dfe \u2019quoted\u201d", "\u0130stanbul \u212a", "\u8cfc\u5165\u8005 \u3000 x", "MiXeD 123 !?",
+])
+def test_squash_ascii_path_agrees_with_the_general_rule(text: str) -> None:
+    import random
+    import re
+
+    def general(value: str) -> str:
+        return re.sub(r"\s+", "", value.translate(layout._QUOTES).casefold())
+
+    assert squash(text) == general(text)
+    rng = random.Random(text)
+    alphabet = "aZ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f'\".-\u00df\u2019\u00a0\u2028\u3000\u0130"
+    for _ in range(300):
+        sample = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        assert squash(sample) == general(sample), repr(sample)
 
 
 # --------------------------------------------------------------------------- the fast address path

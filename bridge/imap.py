@@ -53,16 +53,16 @@ ClientFactory = Callable[[ImapSettings], imapclient.IMAPClient]
 
 def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
     """Connect (TLS by default, certificate verified) and log in."""
-    context = ssl.create_default_context()
     try:
         if settings.security == "tls":
-            client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=True, ssl_context=context,
+            client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=True,
+                                           ssl_context=ssl.create_default_context(),
                                            timeout=settings.timeout_seconds)
         else:
             client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=False,
                                            timeout=settings.timeout_seconds)
             if settings.security == "starttls":
-                client.starttls(context)
+                client.starttls(ssl.create_default_context())
     except (OSError, IMAPClientError) as exc:
         raise ConnectionLost(f"cannot connect to IMAP server {settings.host}:{settings.port}: {exc}") from exc
     try:

@@ -44,15 +44,15 @@ def _uid_set(uids: Sequence[int]) -> str:
 class ReadOnlySession:
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
-        context = ssl.create_default_context()
         try:
             if settings.security == "tls":
-                self.imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context,
+                self.imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port,
+                                                             ssl_context=ssl.create_default_context(),
                                                              timeout=settings.timeout_seconds)
             else:
                 self.imap = imaplib.IMAP4(settings.host, settings.port, timeout=settings.timeout_seconds)
                 if settings.security == "starttls":
-                    self.imap.starttls(ssl_context=context)
+                    self.imap.starttls(ssl_context=ssl.create_default_context())
         except _ERRORS as exc:
             raise ConnectionLost(f"cannot connect to IMAP server {settings.host}:{settings.port}: {exc}") from exc
         try:

@@ -11,6 +11,7 @@ hundreds.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,13 +21,13 @@ from typing import Any, Iterable
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError
 
-from . import compose, guard, store, threads, tokens
+from . import compose, guard, store, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
 from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 from .parse import ParsedMail
-from .prepare import FetchedMail, PrepareContext, Prepared, buyer_flags, prepare
+from .prepare import FORWARDED_KINDS, FetchedMail, PrepareContext, Prepared, Recording, buyer_flags, prepare, recording
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class AccountContext:
     @property
     def prepare_context(self) -> PrepareContext:
         return PrepareContext(self.settings.name, self.secret, self.classify_base,
-                              self.settings.imap.max_message_bytes)
+                              self.settings.imap.max_message_bytes, self.settings.seller_address)
 
 
 @dataclass
@@ -198,37 +199,37 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     """Record one message; returns (disposition, kind, outbox rows queued, message row id)."""
     assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
     item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
-    cls, flags = prepared.cls, prepared.flags
+    cls, flags, rec = prepared.cls, prepared.flags, prepared.recording
     replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
-    if replies_to_us or mail.message_id in ours:
+    if replies_to_us or mail.message_id in ours or rec is None:
         # What preparing could not know: the database says one of its ids is ours.
         sent_by_us = prepared.origin_ok or mail.message_id in ours
         cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us,
                                              **acct.classify_base))
         flags = buyer_flags(mail, cls)
+        rec = recording(acct.prepare_context, mail, cls)
 
     duplicate_of = seen.find(content_hash, mail.message_id)
     if duplicate_of is not None:
         disposition = "duplicate"
     elif as_history:
         disposition = "history"
-    elif cls.kind in (Kind.BUYER, Kind.OTHER):
+    elif cls.kind in FORWARDED_KINDS:
         disposition = "forwarded"
     else:
         disposition = "recorded"
 
-    # The notification's Message-ID is fixed now, so the conversation can chain to it in the same UPDATE.
-    staff_message_id = compose.new_message_id(acct.settings.seller_address) if disposition == "forwarded" else None
+    # The notification's Message-ID is fixed already, so the conversation can chain to it in the same UPDATE.
+    staff_message_id = rec.staff_message_id if disposition == "forwarded" else None
     conversation: store.ConversationRef | None = None
-    if cls.kind == Kind.BUYER and cls.buyer_alias and duplicate_of is None:
-        conversation = _thread(conn, acct, mail, cls, now, staff_message_id)
+    if rec.conversation_key and cls.buyer_alias and duplicate_of is None:
+        conversation = _thread(conn, acct, mail, cls, rec, now, staff_message_id)
 
     message_row = store.insert_message(
         conn,
         account=acct.name, folder=folder, uidvalidity=uidvalidity, uid=item.uid,
         message_id=_clean(mail.message_id), content_hash=content_hash, kind=cls.kind.value,
-        rule_hits=json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
-                              for h in cls.hits]),
+        rule_hits=rec.rule_hits,
         disposition=disposition, from_addr=_clean(mail.from_addr), to_addrs=_json_list(mail.all_recipients),
         subject=_clean(mail.subject), sent_date=mail.date, received_at=now, in_reply_to=_clean(mail.in_reply_to),
         references=_json_list(mail.references), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
@@ -252,7 +253,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         return disposition, cls.kind.value, 0 if outcome.action == "duplicate" else 1, message_row
     if staff_message_id is None:
         return disposition, cls.kind.value, 0, message_row
-    _forward_to_staff(conn, acct, mail, cls, flags, conversation, message_row, staff_message_id, now)
+    _forward_to_staff(conn, acct, mail, cls, flags, rec, conversation, message_row, now)
     return disposition, cls.kind.value, 1, message_row
 
 
@@ -265,30 +266,23 @@ def _clean(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
-def _buyer_name(mail: ParsedMail) -> str | None:
-    if mail.buyer_name:
-        return mail.buyer_name
-    name = mail.from_name
-    for suffix in (" - Amazon Marketplace", " - Marketplace", " via eBay", " via Walmart"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name.strip() or None
-
-
-def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
+def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification, rec: Recording,
             now: datetime, staff_message_id: str | None) -> store.ConversationRef:
     alias = cls.buyer_alias or ""
+    assert rec.conversation_key is not None
     return store.thread_message(
-        conn, account=acct.name, marketplace=alias.rpartition("@")[2], alias=alias, buyer_name=_buyer_name(mail),
-        key=threads.conversation_key(alias, mail.order_id), order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
-        subject=threads.thread_subject(mail.subject) or mail.subject, now=now, staff_message_id=staff_message_id)
+        conn, account=acct.name, marketplace=alias.rpartition("@")[2], alias=alias, buyer_name=rec.buyer_name,
+        key=rec.conversation_key, order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
+        subject=rec.thread_subject, now=now, staff_message_id=staff_message_id)
 
 
 def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
-                      flags: tuple[str, ...], conversation: store.ConversationRef | None, message_row: int,
-                      message_id: str, now: datetime) -> None:
+                      flags: tuple[str, ...], rec: Recording, conversation: store.ConversationRef | None,
+                      message_row: int, now: datetime) -> None:
     s = acct.settings
-    buyer_name = _buyer_name(mail) if cls.kind == Kind.BUYER else None
+    assert rec.staff_message_id is not None and rec.staff_origin is not None
+    message_id = rec.staff_message_id
+    buyer_name = rec.buyer_name
     tag = f"MB-{conversation.id}" if conversation else f"MB-M{message_row}"
     if flags and conversation is not None:
         store.raise_flags(conn, conversation.id, list(flags))
@@ -306,7 +300,7 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
         "text": (mail.buyer_text or mail.text or "(the message has no text)").strip(),
         "marketplace": MARKETPLACES[s.marketplace].key if s.marketplace in MARKETPLACES else s.marketplace,
         "message_count": (conversation.message_count + 1) if conversation else 1,
-        "received": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "received": _received(now, now.utcoffset()),
         "account": s.name,
         "seller_address": s.seller_address,
         "defects": list(mail.defects),
@@ -322,7 +316,7 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
         in_reply_to = conversation.staff_last_id
     sender_name = f"{buyer_name} via {s.seller_name}" if buyer_name else f"mailbridge ({s.seller_name})"
     out = compose.build_mail(
-        account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
+        account=s.name, origin=rec.staff_origin, message_id=message_id,
         date=now, from_name=sender_name, from_addr=s.seller_address, to_addr=s.staff_address,
         subject=rendered.subject, text=rendered.text, reply_to=reply_to, in_reply_to=in_reply_to,
         references=references,
@@ -330,6 +324,12 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
     store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_notification", audience="staff",
                   envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
                   now=now, conversation_id=conversation.id if conversation else None, source_message_id=message_row)
+
+
+@functools.lru_cache(maxsize=4)
+def _received(now: datetime, _offset: object) -> str:
+    # A batch of mail shares one clock reading; equal instants in other zones are written differently.
+    return now.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def queue_staff_mail(conn: Connection, acct: AccountContext, template: str, variables: dict[str, Any],

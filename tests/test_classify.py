@@ -427,3 +427,38 @@ def test_nothing_decides_means_other_with_fallback_hit() -> None:
 def test_empty_mail_is_other() -> None:
     result = classify(parse_mail(b"X-Nothing: here\n\n"), CTX)
     assert result.kind is Kind.OTHER and result.buyer_alias is None
+
+
+# --------------------------------------------------------------------------- what recording needs
+
+@pytest.mark.parametrize("name", FILES)
+def test_prepared_recording_follows_from_kind_and_content(name: str) -> None:
+    """bridge.prepare works out, ahead of the database, what recording a message needs."""
+    import json
+
+    from bridge import threads, tokens
+    from bridge.prepare import FetchedMail, PrepareContext, prepare
+
+    raw = (CORPUS / name).read_bytes()
+    base = {k: getattr(CTX, k) for k in ("seller_address", "staff_address", "staff_senders", "reply_address",
+                                         "relay_domains")}
+    ctx = PrepareContext("acme", b"k" * 32, base, 10_000_000, "Seller@Acme.Example")
+    prepared = prepare(ctx, FetchedMail(7, len(raw), raw))
+    if prepared.error is not None:
+        return
+    mail, cls, rec = prepared.mail, prepared.cls, prepared.recording
+    assert mail is not None and cls is not None and rec is not None
+    assert json.loads(rec.rule_hits) == [{"rule": h.rule, "kind": h.kind.value, "reason": h.reason,
+                                          "decides": h.decides} for h in cls.hits]
+    assert rec.thread_subject == (threads.thread_subject(mail.subject) or mail.subject)
+    if cls.kind is Kind.BUYER and cls.buyer_alias:
+        assert rec.conversation_key == threads.conversation_key(cls.buyer_alias, mail.order_id)
+    else:
+        assert rec.conversation_key is None
+    assert (rec.buyer_name is not None or not (mail.buyer_name or mail.from_name.strip())) \
+        if cls.kind is Kind.BUYER else rec.buyer_name is None
+    if cls.kind in (Kind.BUYER, Kind.OTHER):   # may be forwarded: the notification's id and origin are ready
+        assert rec.staff_message_id is not None and rec.staff_message_id.endswith("@Acme.Example")
+        assert tokens.verify_origin(b"k" * 32, rec.staff_origin or "", rec.staff_message_id, "acme")
+    else:
+        assert rec.staff_message_id is None and rec.staff_origin is None

@@ -552,7 +552,24 @@ def _raw_corpus() -> list[bytes]:
         mutated += [raw.replace(b"\r\n", b"\n"), raw.replace(b"\n", b"\r\n"), raw.replace(b"\n", b"\r", 1),
                     b" " + raw, b"From sender@x Tue Nov 23 2026\n" + raw, raw.replace(b"\n\n", b"\n", 1),
                     raw.replace(b":", b"", 1), raw[: rng.randrange(1, max(2, len(raw)))], b":bad\n" + raw]
-    return corpus + mutated
+    return corpus + mutated + _plain_text_variants()
+
+
+def _plain_text_variants() -> list[bytes]:
+    """Single parts the plain-text shortcut must read as _walk does, and those it must leave to it."""
+    body = "Gr\u00fc\u00dfe =E2=82=AC caf\u00e9\r\nline two=\r\n joined\r\n".encode("utf-8")
+    types = ["", "Content-Type: text/plain\r\n", "Content-Type: TEXT/Plain; charset=UTF-8\r\n",
+             'Content-Type: text/plain; charset="iso-8859-1"; format=flowed\r\n',
+             "Content-Type: text/plain; format=flowed; charset=windows-1252; charset=utf-8\r\n",
+             'Content-Type: text/plain; charset=""\r\n', "Content-Type: text/plain; charset=x-unknown\r\n",
+             "Content-Type: text/plain; name=note.txt\r\n", "Content-Type: text/plain; charset*=utf-8''x\r\n",
+             "Content-Type: text/plain;\r\n charset=utf-8\r\n", "Content-Type: text/html; charset=utf-8\r\n",
+             "Content-Type: text/plain ; charset = utf-8 \r\n", "Content-Type: text/plain/x\r\n",
+             "Content-Type: text/plain\r\nContent-Type: text/html\r\n"]
+    ctes = ["", "Content-Transfer-Encoding: 8bit\r\n", "Content-Transfer-Encoding: Quoted-Printable\r\n",
+            "Content-Transfer-Encoding: base64 \r\n", "Content-Transfer-Encoding: BASE64\r\n",
+            "Content-Transfer-Encoding: x-uue\r\n", "Content-Disposition: inline\r\n"]
+    return [f"From: a@b.example\r\nSubject: s\r\n{t}{c}\r\n".encode() + body for t in types for c in ctes]
 
 
 @pytest.mark.parametrize("raw", _raw_corpus())
@@ -562,9 +579,11 @@ def test_single_part_fast_path_builds_the_parsers_message(raw: bytes, monkeypatc
 
     from bridge import parse
 
-    fast = parse._single_part(raw)
-    if fast is None:
+    single = parse._single_part(raw)
+    if single is None:
         return   # left to the feed parser
+    fast, data = single
+    assert data.decode("ascii", "surrogateescape") == fast._payload   # noqa: SLF001
     slow = message_from_bytes(raw, policy=compat32)
     assert fast.items() == slow.items()
     assert fast._payload == slow._payload           # noqa: SLF001
@@ -588,6 +607,25 @@ def test_single_part_fast_path_takes_only_clean_single_parts(raw: bytes, taken: 
     from bridge.parse import _single_part
 
     assert (_single_part(raw) is not None) is taken
+
+
+@pytest.mark.parametrize("head,taken", [
+    (b"", True),
+    (b"Content-Type: text/plain; charset=utf-8; format=flowed\n", True),
+    (b"Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n", True),
+    (b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n", False),   # left to get_payload
+    (b"Content-Type: text/html\n", False),
+    (b"Content-Type: text/plain; name=a.txt\n", False),                          # an attachment, maybe
+    (b"Content-Disposition: inline\n", False),
+])
+def test_plain_text_shortcut_takes_only_simple_plain_text(head: bytes, taken: bool) -> None:
+    from bridge.parse import _Body, _plain_text_leaf, _single_part
+
+    single = _single_part(b"From: a@b.c\n" + head + b"\nhello\n")
+    assert single is not None
+    body = _Body()
+    assert _plain_text_leaf(single[0], single[1], body, []) is taken
+    assert body.texts == (["hello\n"] if taken else [])
 
 
 def _marker_texts() -> list[str]:

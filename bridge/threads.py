@@ -8,6 +8,7 @@ gets two threads, and staff replies go back on the right one.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Amazon: "<8-32 lowercase letters/digits>@marketplace.amazon.<tld>", optionally
@@ -50,6 +51,7 @@ def base_alias(address: str) -> str:
     return f"{local.split('+')[0]}@{domain}"
 
 
+@functools.lru_cache(maxsize=4096)   # classification asks about the same sender several times
 def split_relay_address(addr: str, relay_domains: frozenset[str]) -> tuple[str, str | None] | None:
     """Split a relay address into (base alias, case suffix).
 

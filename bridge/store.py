@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import DateTime, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -162,6 +162,8 @@ class _Fast:
             for name in compiled.positiontup or ():
                 bind = compiled.binds[name]
                 process = bind.type._cached_bind_processor(dialect)  # noqa: SLF001 - what execute() applies
+                if process is not None and bind.type._type_affinity is DateTime:  # noqa: SLF001
+                    process = _same_as_last(process)
                 if name in self.keys:
                     get: Callable[[dict[str, Any]], Any] = operator.itemgetter(name)
                 elif name in defaults:
@@ -204,6 +206,26 @@ class _Fast:
         if conn.dialect.name != "sqlite":
             return int(conn.execute(self.stmt, params).rowcount)
         return int(self._cursor(conn, params).rowcount)
+
+
+def _same_as_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A bind processor that gives the very same object (``is``) its last result again.
+
+    A batch of mail shares one clock reading, bound several times per message;
+    SQLite's DateTime processor formats it anew each time. Datetimes are
+    immutable, so the same object always gives the same text. The last pair is
+    kept as one tuple, so threads sharing a statement never see half of it.
+    """
+    last: list[tuple[Any, Any]] = [(object(), None)]
+
+    def run(value: Any) -> Any:
+        seen, result = last[0]
+        if value is seen:
+            return result
+        result = process(value)
+        last[0] = (value, result)
+        return result
+    return run
 
 
 _RECORDED_UIDS = select(MESSAGE.c.uid).where(

@@ -38,7 +38,7 @@ def _mac(secret: bytes, purpose: str, account: str, value: str, length: int) -> 
     return base64.b32encode(digest[:groups]).decode("ascii").lower()[:length]
 
 
-@functools.lru_cache(maxsize=1024)   # a busy conversation gets one notification per buyer message
+@functools.lru_cache(maxsize=8192)   # a busy conversation gets one notification per buyer message
 def make_reply_token(secret: bytes, account: str, conversation_id: int) -> str:
     return f"{_b36(conversation_id)}-{_mac(secret, 'reply', account, str(conversation_id), 10)}"
 

@@ -100,3 +100,24 @@ def test_fast_statements_raise_sqlalchemy_errors(engine: Any) -> None:
             store._MESSAGE_INSERT.insert(conn, MESSAGE)
         assert "Hallo" not in str(err.value)             # parameters stay out of logs
         conn.rollback()
+
+
+def test_a_datetime_bound_again_is_formatted_once_and_never_confused() -> None:
+    from datetime import timedelta
+
+    calls: list[Any] = []
+
+    def process(value: Any) -> str | None:
+        calls.append(value)
+        return None if value is None else value.isoformat()
+
+    memo = store._same_as_last(process)
+    later = NOW + timedelta(seconds=1)
+    elsewhere = NOW.astimezone(timezone(timedelta(hours=2)))
+    assert elsewhere == NOW and elsewhere.isoformat() != NOW.isoformat()   # equal, yet written differently
+    values = [NOW, NOW, NOW, later, NOW, elsewhere, elsewhere, None, None, NOW]
+    assert [memo(v) for v in values] == [process(v) for v in values]
+    calls.clear()
+    for value in (later, later, later):
+        memo(value)
+    assert calls == [later]                                  # the same object again: formatted once

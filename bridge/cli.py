@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from . import __version__
+from . import __version__, gctune
 
 log = logging.getLogger("bridge")
 
@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     daemon = Daemon(settings)
+    gctune.settle()   # start-up is done: what exists now lives as long as the process
     if args.once:
         report = asyncio.run(daemon.run_once(send=not args.no_send))
         for name, stats in report.ingest.items():

@@ -118,8 +118,9 @@ def main() -> None:
     """``python -m bridge.reader``: the job arrives pickled on stdin, batches leave pickled on stdout."""
     # The daemon decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from . import prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
+    from . import gctune, prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
 
+    gctune.settle()
     if not select.select([sys.stdin], [], [], SPARE_IDLE_SECONDS)[0]:
         return   # a spare nobody needed
     try:

@@ -1,0 +1,27 @@
+"""Cyclic garbage collector settings for mailbridge's processes (the daemon, the backlog reader).
+
+CPython runs its cyclic collector every 700 net container allocations, and
+each older-generation pass walks every object alive, including the ~70,000
+that importing SQLAlchemy, SQLModel and Jinja leaves behind. Mail processing
+allocates a great deal but makes almost no reference cycles (reference
+counting frees it at once), so in a 5,000-message backlog the ingest thread
+spent about 0.1 s in collections that found next to nothing.
+
+After start-up, :func:`settle` freezes what exists (those objects are never
+walked again; they live as long as the process anyway) and lets the young
+generation grow to ``YOUNG_THRESHOLD`` before a pass. Cycles are still
+collected, in rarer and somewhat larger passes.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 20_000
+
+
+def settle() -> None:
+    """Call once start-up (imports, configuration) is done."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)

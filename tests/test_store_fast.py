@@ -121,3 +121,23 @@ def test_a_datetime_bound_again_is_formatted_once_and_never_confused() -> None:
     for value in (later, later, later):
         memo(value)
     assert calls == [later]                                  # the same object again: formatted once
+
+
+def test_a_new_database_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.db import SQLITE_PAGE_SIZE
+
+    fresh = open_database(f"sqlite:///{tmp_path}/fresh.db")
+    with fresh.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == SQLITE_PAGE_SIZE == 16384
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    old_path = tmp_path / "old.db"
+    with sqlite3.connect(old_path) as made_before:   # a database from before: SQLite's default pages
+        made_before.execute("CREATE TABLE kept (x)")
+        made_before.execute("INSERT INTO kept VALUES (1)")
+    old = open_database(f"sqlite:///{old_path}")
+    with old.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        assert conn.exec_driver_sql("SELECT x FROM kept").scalar() == 1
+        store._MESSAGE_INSERT.insert(conn, MESSAGE)                     # and works as before

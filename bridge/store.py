@@ -135,6 +135,15 @@ def record_fetch(conn: Connection, account: str, folder: str, now: datetime, err
 # built once (building a Core statement costs several times its execution).
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A statement compiled for one dialect: its SQL, and how to get its parameters in order."""
+
+    sql: str
+    pick: Callable[[dict[str, Any]], Any]                     # params -> values in the SQL's order
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
+
+
 class _Fast:
     """A prebuilt statement that SQLite runs straight on the DB-API cursor.
 
@@ -150,42 +159,60 @@ class _Fast:
     def __init__(self, stmt: Any, keys: tuple[str, ...]) -> None:
         self.stmt = stmt
         self.keys = keys
-        self._plans: weakref.WeakKeyDictionary[Any, tuple[str, list[Callable[[dict[str, Any]], Any]]]] = \
-            weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
+        self._last: tuple[Any, _Plan] | None = None   # (dialect, its plan): one engine is the usual case
 
-    def _plan(self, dialect: Any) -> tuple[str, list[Callable[[dict[str, Any]], Any]]]:
+    def _plan(self, dialect: Any) -> _Plan:
+        last = self._last
+        if last is not None and last[0] is dialect:
+            return last[1]
         plan = self._plans.get(dialect)
         if plan is None:
-            compiled = self.stmt.compile(dialect=dialect, column_keys=list(self.keys))
-            defaults = {c.key: c.default for c in getattr(compiled, "insert_prefetch", ())}
-            getters: list[Callable[[dict[str, Any]], Any]] = []
-            for name in compiled.positiontup or ():
-                bind = compiled.binds[name]
-                process = bind.type._cached_bind_processor(dialect)  # noqa: SLF001 - what execute() applies
-                if process is not None and bind.type._type_affinity is DateTime:  # noqa: SLF001
-                    process = _same_as_last(process)
-                if name in self.keys:
-                    get: Callable[[dict[str, Any]], Any] = operator.itemgetter(name)
-                elif name in defaults:
-                    default = defaults[name]
-                    if default is None or not default.is_scalar:
-                        raise TypeError(f"{name}: only scalar column defaults are supported")
-                    get = (lambda value: lambda params: value)(default.arg)
-                else:
-                    get = (lambda value: lambda params: value)(bind.value)   # a literal in the statement
-                getters.append(get if process is None else
-                               (lambda g, p: lambda params: p(g(params)))(get, process))
-            plan = self._plans[dialect] = (compiled.string, getters)
+            plan = self._plans[dialect] = self._make_plan(dialect)
+        self._last = (dialect, plan)
         return plan
 
+    def _make_plan(self, dialect: Any) -> _Plan:
+        compiled = self.stmt.compile(dialect=dialect, column_keys=list(self.keys))
+        defaults = {c.key: c.default for c in getattr(compiled, "insert_prefetch", ())}
+        names = tuple(compiled.positiontup or ())
+        constants: dict[str, Any] = {}      # what the caller does not give: column defaults, literals
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(names):
+            bind = compiled.binds[name]
+            process = bind.type._cached_bind_processor(dialect)  # noqa: SLF001 - what execute() applies
+            if process is not None:
+                if bind.type._type_affinity is DateTime:  # noqa: SLF001
+                    process = _same_as_last(process)
+                processors.append((index, process))
+            if name in self.keys:
+                continue
+            if name in defaults:
+                default = defaults[name]
+                if default is None or not default.is_scalar:
+                    raise TypeError(f"{name}: only scalar column defaults are supported")
+                constants[name] = default.arg
+            else:
+                constants[name] = bind.value   # a literal in the statement
+        if len(names) > 1:
+            pick: Callable[[dict[str, Any]], Any] = operator.itemgetter(*names)
+        else:   # itemgetter of one name gives the value itself, of none is an error
+            pick = lambda params: tuple(params[name] for name in names)  # noqa: E731
+        if constants:
+            given = pick
+            pick = lambda params: given({**params, **constants})  # noqa: E731 - constants win, as before
+        return _Plan(compiled.string, pick, tuple(processors))
+
     def _cursor(self, conn: Connection, params: dict[str, Any]) -> Any:
-        sql, getters = self._plan(conn.dialect)
-        dbapi = conn.dialect.loaded_dbapi
+        plan = self._plan(conn.dialect)
+        values = list(plan.pick(params))
+        for index, process in plan.processors:
+            values[index] = process(values[index])
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, [get(params) for get in getters])
-        except dbapi.Error as exc:
-            raise DBAPIError.instance(sql, None, exc, dbapi.Error, hide_parameters=True,
+            cursor.execute(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(plan.sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
                                       dialect=conn.dialect) from exc
         return cursor
 

@@ -25,9 +25,10 @@ from . import compose, guard, store, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
 from .config import AccountSettings, PolicySettings, RelaySettings
 from .policy import PolicyConfig
-from .marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
+from .marketplaces import MARKETPLACES
 from .parse import ParsedMail
-from .prepare import FORWARDED_KINDS, FetchedMail, PrepareContext, Prepared, Recording, buyer_flags, prepare, recording
+from .prepare import (FORWARDED_KINDS, FetchedMail, PrepareContext, Prepared, Recording, buyer_flags, classify_base,
+                      complete, prepare, recording)
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,8 @@ class AccountContext:
     def build(cls, settings: AccountSettings, secret: bytes, templates: Templates,
               relay_settings: RelaySettings | None = None,
               policy_settings: PolicySettings | None = None) -> "AccountContext":
-        base = dict(
-            seller_address=settings.seller_address.lower(),
-            staff_address=settings.staff_address.lower(),
-            staff_senders=tuple(s.lower() for s in settings.staff_senders),
-            reply_address=settings.reply_address.lower(),
-            relay_domains=ALL_RELAY_DOMAINS,
-        )
         relay_settings = relay_settings or RelaySettings()
-        return cls(settings, secret, templates, base, relay_settings,
+        return cls(settings, secret, templates, classify_base(settings), relay_settings,
                    guard.policy_config(policy_settings or PolicySettings(), relay_settings))
 
     @property
@@ -109,7 +103,7 @@ def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity:
     UIDs are fetched again next time.
     """
     ctx = acct.prepare_context
-    items = [i if isinstance(i, Prepared) else prepare(ctx, i) for i in batch]
+    items = [complete(ctx, i) if isinstance(i, Prepared) else prepare(ctx, i) for i in batch]
     try:
         return _ingest(engine, acct, folder, uidvalidity, items, history_until_uid, now, careful=False)
     except _RetryCarefully:

@@ -27,6 +27,8 @@ from typing import Any
 
 from . import compose, threads, tokens
 from .classify import Classification, ClassifyContext, Kind, classify
+from .config import AccountSettings
+from .marketplaces import ALL_RELAY_DOMAINS
 from .flags import conversation_flags
 from .parse import ParsedMail, UnparseableMail, parse_mail
 
@@ -79,6 +81,14 @@ class Prepared:
 
 def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
     """Parse, check origin, classify and flag one message. Never raises for bad mail."""
+    return complete(ctx, read(ctx, item))
+
+
+def read(ctx: PrepareContext, item: FetchedMail) -> Prepared:
+    """What :func:`prepare` does without ``ctx.secret``: all of it for mail without our origin header
+    but the notification's origin value, only the parse for mail with one. :func:`complete` does
+    the rest. (The backlog reader reads ahead while the daemon has not opened its database yet.)
+    """
     content_hash = hashlib.sha256(item.raw).hexdigest()
     if item.missing:
         return Prepared(item, content_hash, error=(
@@ -90,16 +100,56 @@ def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
             f"({limit / 1048576:.1f} MB); it was left unread on the server"))
     try:
         mail = parse_mail(item.raw)
-        origin_ok = tokens.verify_origin(ctx.secret, mail.headers.get("x-mailbridge-origin", ""), mail.message_id,
-                                         ctx.account)
-        cls = classify(mail, ClassifyContext(sent_by_us=origin_ok, replies_to_us=False, **ctx.classify_base))
-        flags = buyer_flags(mail, cls)
-        rec = recording(ctx, mail, cls)
+        if mail.headers.get("x-mailbridge-origin"):
+            return Prepared(item, content_hash, mail)    # classified once the origin is checked
+        # Without the header the origin check is False whatever the secret.
+        cls = classify(mail, ClassifyContext(sent_by_us=False, replies_to_us=False, **ctx.classify_base))
+        return Prepared(item, content_hash, mail, None, False, cls, buyer_flags(mail, cls),
+                        recording(ctx, mail, cls, signed=False))
     except UnparseableMail as exc:
         return Prepared(item, content_hash, error=f"not a mail message: {exc}")
     except Exception as exc:  # noqa: BLE001 - any failure of one message quarantines it, with its reason
         return Prepared(item, content_hash, error=f"{type(exc).__name__}: {exc}")
-    return Prepared(item, content_hash, mail, None, origin_ok, cls, flags, rec)
+
+
+def complete(ctx: PrepareContext, prepared: Prepared) -> Prepared:
+    """The part of :func:`prepare` that needs ``ctx.secret``, after :func:`read` (a no-op when done)."""
+    mail = prepared.mail
+    if mail is None or prepared.error is not None:
+        return prepared
+    item, content_hash = prepared.item, prepared.content_hash
+    try:
+        if prepared.cls is None:
+            origin_ok = tokens.verify_origin(ctx.secret, mail.headers.get("x-mailbridge-origin", ""),
+                                             mail.message_id, ctx.account)
+            cls = classify(mail, ClassifyContext(sent_by_us=origin_ok, replies_to_us=False, **ctx.classify_base))
+            return Prepared(item, content_hash, mail, None, origin_ok, cls, buyer_flags(mail, cls),
+                            recording(ctx, mail, cls))
+        rec = prepared.recording
+        if rec is None or rec.staff_message_id is None or rec.staff_origin is not None:
+            return prepared
+        signed = Recording(rec.rule_hits, rec.buyer_name, rec.conversation_key, rec.thread_subject,
+                           rec.staff_message_id, tokens.make_origin(ctx.secret, ctx.account, rec.staff_message_id))
+        return Prepared(item, content_hash, mail, None, prepared.origin_ok, prepared.cls, prepared.flags, signed)
+    except Exception as exc:  # noqa: BLE001 - as in read()
+        return Prepared(item, content_hash, error=f"{type(exc).__name__}: {exc}")
+
+
+def classify_base(settings: AccountSettings) -> dict[str, Any]:
+    """The account's part of every :class:`bridge.classify.ClassifyContext`."""
+    return dict(
+        seller_address=settings.seller_address.lower(),
+        staff_address=settings.staff_address.lower(),
+        staff_senders=tuple(s.lower() for s in settings.staff_senders),
+        reply_address=settings.reply_address.lower(),
+        relay_domains=ALL_RELAY_DOMAINS,
+    )
+
+
+def context(settings: AccountSettings, secret: bytes) -> PrepareContext:
+    """The account's :class:`PrepareContext`; ``secret=b""`` for :func:`read` alone."""
+    return PrepareContext(settings.name, secret, classify_base(settings), settings.imap.max_message_bytes,
+                          settings.seller_address)
 
 
 def buyer_flags(mail: ParsedMail, cls: Classification) -> tuple[str, ...]:
@@ -113,8 +163,8 @@ def buyer_flags(mail: ParsedMail, cls: Classification) -> tuple[str, ...]:
 FORWARDED_KINDS = (Kind.BUYER, Kind.OTHER)
 
 
-def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification) -> Recording:
-    """The :class:`Recording` of a message classified as ``cls``."""
+def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed: bool = True) -> Recording:
+    """The :class:`Recording` of a message classified as ``cls`` (without the origin value unless ``signed``)."""
     rule_hits = json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
                             for h in cls.hits])
     buyer_name = key = None
@@ -126,7 +176,7 @@ def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification) -> Rec
     if cls.kind in FORWARDED_KINDS:
         # Fixed now, used only if the message is forwarded: an id nobody uses costs nothing.
         staff_id = compose.new_message_id(ctx.seller_address)
-        origin = tokens.make_origin(ctx.secret, ctx.account, staff_id)
+        origin = tokens.make_origin(ctx.secret, ctx.account, staff_id) if signed else None
     return Recording(rule_hits, buyer_name, key, threads.thread_subject(mail.subject) or mail.subject,
                      staff_id, origin)
 

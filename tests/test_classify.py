@@ -486,3 +486,37 @@ def test_out_of_office_prefilter_never_hides_a_match() -> None:
             assert _may_be_oof_subject(subject), subject
     assert matched > 1000
     assert not _may_be_oof_subject("Ship faster inquiry from Amazon customer Marco (Order: 687-5183075-1220019)")
+
+
+@pytest.mark.parametrize("name", FILES + ["own"])
+def test_reading_without_the_secret_then_completing_is_preparing(name: str) -> None:
+    """bridge.prepare.read never needs the secret; complete() with it gives what prepare() gives."""
+    from dataclasses import replace
+
+    from bridge import compose, tokens
+    from bridge.prepare import FetchedMail, PrepareContext, complete, prepare, read
+
+    secret = b"k" * 32
+    if name == "own":   # our own mail: its origin can only be checked with the secret
+        raw = compose.build_mail(account="acme", origin=tokens.make_origin(secret, "acme", "mb.1@acme.example"),
+                                 message_id="mb.1@acme.example", date=__import__("datetime").datetime(2026, 1, 1),
+                                 from_name="", from_addr="seller@acme.example", to_addr="x@y.example",
+                                 subject="s", text="t\n").raw
+    else:
+        raw = (CORPUS / name).read_bytes()
+    base = {k: getattr(CTX, k) for k in ("seller_address", "staff_address", "staff_senders", "reply_address",
+                                         "relay_domains")}
+    ctx = PrepareContext("acme", secret, base, 10_000_000, "seller@acme.example")
+    item = FetchedMail(3, len(raw), raw)
+    two_steps, one_step = complete(ctx, read(replace(ctx, secret=b""), item)), prepare(ctx, item)
+
+    def same(p: Any) -> Any:
+        rec = p.recording and replace(p.recording, staff_message_id=None, staff_origin=None)
+        return replace(p, recording=rec)
+
+    assert same(two_steps) == same(one_step)
+    if name == "own":
+        assert two_steps.origin_ok and two_steps.cls is not None and two_steps.cls.kind is Kind.OWN
+    rec = two_steps.recording
+    if rec is not None and rec.staff_message_id is not None:
+        assert tokens.verify_origin(secret, rec.staff_origin or "", rec.staff_message_id, "acme")

@@ -42,10 +42,16 @@ def _accounts(settings: Any, name: str | None) -> list[str] | None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     _setup_logging(args.log_level or settings.log_level)
-    if any(a.imap.read_ahead for a in settings.accounts):
-        from .reader import prestart
+    first = next((a for a in settings.accounts if a.imap.read_ahead), None)
+    if first is not None:
+        from . import reader
 
-        prestart()   # a backlog reader starts up on the other core while the imports below run
+        reader.prestart()   # a backlog reader starts up on the other core while the imports below run
+        checkpoint = reader.checkpoint_hint(settings.database.url, first.name, first.imap.folder)
+        if checkpoint is not None:   # and reads the first account's new mail meanwhile
+            from .prepare import context
+
+            reader.give_head_start(reader.ReadAhead(first.imap, context(first, b""), *checkpoint))
     from .daemon import Daemon
 
     daemon = Daemon(settings)

@@ -21,7 +21,8 @@ from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
 from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
 from .prepare import FetchedMail, Prepared
-from .reader import READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob, ReaderUnavailable
+from .reader import (READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob, ReaderUnavailable,
+                     spare_reads_ahead)
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,24 @@ class AccountIngest:
         """
         size, limit = self.imap.batch_size, self.imap.max_message_bytes
         done = 0   # uids[:done] are handed out
-        reader = self._start_reader(uids[size:], uidvalidity) if self._reads_ahead(uids) else None
+        reader = None
+        own_first = size   # the first batch is fetched here while the helper starts on the next
+        if self._reads_ahead(uids):
+            if spare_reads_ahead(self.imap):
+                own_first = 0   # the spare helper has read the first batches already
+            reader = self._start_reader(uids[own_first:], uidvalidity)
         if reader is not None:
             with reader:
-                yield list(session.fetch(uids[:size], limit))
-                done = size
+                if own_first:
+                    yield list(session.fetch(uids[:own_first], limit))
+                    done = own_first
                 try:
                     for last_uid, prepared in reader:
                         done = bisect.bisect_right(uids, last_uid, lo=done)
                         yield prepared
+                    if reader.used_head_start:
+                        log.info("account %s: %d of them were read before the daemon had started",
+                                 self.acct.name, reader.used_head_start)
                 except ReaderFailed as exc:
                     if stop is not None and stop.is_set():
                         return   # stopping: systemd's SIGTERM reached the helper too

@@ -23,15 +23,26 @@ helper at once, before its own heavy imports: it does its imports on the
 other core while the daemon starts, then waits for a job. The first
 BacklogReader takes it. A spare that is not needed (no backlog) is stopped at
 the end of the pass, and exits by itself after ``SPARE_IDLE_SECONDS``.
+
+The spare also gets a head start (:class:`ReadAhead`): the first account's
+mailbox and the checkpoint as the database file holds it, read before the
+daemon has imported SQLAlchemy. While the daemon starts up, the spare logs in
+and reads (bridge.prepare.read: everything that needs no secret) the mail above
+that checkpoint, up to ``AHEAD_BATCHES`` batches. When the job comes, it uses
+what it read for the job's UIDs and only those, under the same UIDVALIDITY,
+completes it with the secret, and fetches the rest as before. The job, from the
+daemon's own checkpoint, decides what is read; the head start only saves time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,11 +50,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote
 
 from .config import ImapSettings
 
 if TYPE_CHECKING:  # the daemon imports this module early, to start a spare helper; these come later
     from .prepare import PrepareContext, Prepared
+    from .rawimap import ReadOnlySession
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +72,10 @@ _slots = threading.BoundedSemaphore(MAX_READERS)
 # it is clearly younger than that, so it cannot exit just as its job is written.
 SPARE_IDLE_SECONDS = 60.0
 _SPARE_TAKE_SECONDS = SPARE_IDLE_SECONDS - 15.0
-_spare: "tuple[subprocess.Popen[bytes], float] | None" = None
+# How much a spare reads before its job comes: about what it gets through while the daemon starts.
+AHEAD_BATCHES = 8
+_MAX_UID = 4294967295   # RFC 3501: UIDs are 32-bit
+_spare: "tuple[subprocess.Popen[bytes], float, ReadAhead | None] | None" = None
 _spare_lock = threading.Lock()
 
 
@@ -83,28 +99,155 @@ class ReaderJob:
     prepare: "PrepareContext"
 
 
+@dataclass(frozen=True)
+class ReadAhead:
+    """A spare helper's head start: one mailbox, read above a checkpoint before the job comes."""
+
+    imap: ImapSettings
+    prepare: "PrepareContext"    # without the secret: bridge.prepare.read needs none
+    uidvalidity: int             # the checkpoint the database holds (0: none yet)
+    after_uid: int
+
+
+def _mailbox(imap: ImapSettings) -> tuple[object, ...]:
+    return imap.host, imap.port, imap.username, imap.folder
+
+
+def checkpoint_hint(database_url: str, account: str, folder: str) -> tuple[int, int] | None:
+    """(UIDVALIDITY, last UID) of an account's checkpoint, read from a SQLite file with the standard
+    library; (0, 0) when there is none yet; None when it cannot be told (another database, a file
+    that cannot be read). For a head start only: bridge.store.mailbox_checkpoint is the truth.
+    """
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = database_url[len("sqlite:///"):]
+    if not path or path == ":memory:":
+        return None
+    if not os.path.exists(path):
+        return 0, 0
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute("SELECT uidvalidity, last_uid FROM mailbox_state WHERE account = ? AND folder = ?",
+                             (account, folder)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _write_message(pipe: IO[bytes], message: object) -> None:
+    """The daemon to its helper: a length, then the pickle (the helper waits with a timeout)."""
+    blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(len(blob).to_bytes(8, "big") + blob)
+    pipe.flush()
+
+
+def _read_message(fd: int, timeout: float) -> object | None:
+    """The next message on ``fd``; None when none comes within ``timeout`` or the pipe closed."""
+    def exactly(n: int) -> bytes | None:
+        data = b""
+        while len(data) < n:
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+            chunk = os.read(fd, n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+    head = exactly(8)
+    body = exactly(int.from_bytes(head, "big")) if head is not None else None
+    return pickle.loads(body) if body is not None else None
+
+
 def _send(out: IO[bytes], kind: str, payload: Any) -> None:
     pickle.dump((kind, payload), out, protocol=pickle.HIGHEST_PROTOCOL)
     out.flush()
 
 
-def run_job(job: ReaderJob, out: IO[bytes]) -> None:
+class _HeadStart:
+    """In the helper: a thread that reads a mailbox ahead (bridge.prepare.read) until stopped."""
+
+    def __init__(self, hint: ReadAhead) -> None:
+        self.hint = hint
+        self.found: dict[int, Prepared] = {}       # by UID
+        self.session: ReadOnlySession | None = None
+        self.uidvalidity = 0
+        self.failed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from .prepare import read
+        from .rawimap import ReadOnlySession
+
+        try:
+            imap = self.hint.imap
+            self.session = ReadOnlySession(imap)
+            self.uidvalidity = self.session.examine(imap.folder)
+            after = self.hint.after_uid if self.uidvalidity == self.hint.uidvalidity else 0
+            uids = self.session.uids_between(after + 1, _MAX_UID)
+            size = imap.batch_size
+            if len(uids) <= READ_AHEAD_MIN_BATCHES * size:
+                return   # the daemon reads this little itself
+            for start in range(0, min(len(uids), AHEAD_BATCHES * size), size):
+                if self._stop.is_set():
+                    return
+                for item in self.session.fetch(uids[start:start + size], imap.max_message_bytes):
+                    if self._stop.is_set():
+                        return
+                    self.found[item.uid] = read(self.hint.prepare, item)
+        except Exception:  # noqa: BLE001 - a head start only: the job does its own reading
+            self.failed = True
+
+    def take(self, job: ReaderJob) -> "tuple[ReadOnlySession | None, dict[int, Prepared]]":
+        """Stop, and hand over the session and what was read when they are what the job reads."""
+        self._stop.set()
+        self._thread.join()
+        usable = (not self.failed and self.session is not None and _mailbox(self.hint.imap) == _mailbox(job.imap)
+                  and self.uidvalidity == job.uidvalidity
+                  and self.hint.prepare == dataclasses.replace(job.prepare, secret=b""))
+        if usable:
+            return self.session, self.found
+        self.close()
+        return None, {}
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
-    from .prepare import prepare
+    from .prepare import complete, prepare
     from .rawimap import ReadOnlySession
 
+    session, found = head_start.take(job) if head_start is not None else (None, {})
+    used = 0
     try:
-        with ReadOnlySession(job.imap) as session:
-            folder, size = job.imap.folder, job.imap.batch_size
+        folder, size = job.imap.folder, job.imap.batch_size
+        if session is None:
+            session = ReadOnlySession(job.imap)
             uidvalidity = session.examine(folder)
             if uidvalidity != job.uidvalidity:
                 _send(out, "error", f"UIDVALIDITY of {folder} changed ({job.uidvalidity} -> {uidvalidity})")
                 return
+        with session:
             for start in range(0, len(job.uids), size):
                 batch = job.uids[start:start + size]
-                prepared = [prepare(job.prepare, item) for item in session.fetch(batch, job.prepare.max_message_bytes)]
+                unread = [uid for uid in batch if uid not in found]
+                fetched = {item.uid: prepare(job.prepare, item)
+                           for item in session.fetch(unread, job.prepare.max_message_bytes)}
+                # In UID order; a UID the server no longer has (expunged) is in neither.
+                ahead = len(found)
+                prepared = [complete(job.prepare, found.pop(uid)) if uid in found else fetched[uid]
+                            for uid in batch if uid in found or uid in fetched]
+                used += ahead - len(found)
                 _send(out, "batch", (batch[-1], prepared))
-        _send(out, "done", None)
+        _send(out, "done", used)
     except BrokenPipeError:
         pass  # the daemon is gone or stopped listening: nothing to report to
     except Exception as exc:  # noqa: BLE001 - report any failure; the ingest thread takes over
@@ -121,13 +264,18 @@ def main() -> None:
     from . import gctune, prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
 
     gctune.settle()
-    if not select.select([sys.stdin], [], [], SPARE_IDLE_SECONDS)[0]:
-        return   # a spare nobody needed
+    # Nothing within the time, or the pipe closed: a spare nobody needed.
+    message = _read_message(sys.stdin.fileno(), SPARE_IDLE_SECONDS)
+    head_start = None
+    if isinstance(message, ReadAhead):
+        head_start = _HeadStart(message)
+        message = _read_message(sys.stdin.fileno(), SPARE_IDLE_SECONDS)
     try:
-        job = pickle.load(sys.stdin.buffer)
-    except EOFError:
-        return   # the daemon closed the pipe: not needed after all
-    run_job(job, sys.stdout.buffer)
+        if isinstance(message, ReaderJob):
+            run_job(message, sys.stdout.buffer, head_start)
+    finally:
+        if head_start is not None:
+            head_start.close()
 
 
 def _spawn() -> "subprocess.Popen[bytes]":
@@ -149,20 +297,41 @@ def prestart() -> None:
         if _spare is not None:
             return
         try:
-            _spare = (_spawn(), time.monotonic())
+            _spare = (_spawn(), time.monotonic(), None)
         except OSError as exc:   # no process to be had now; the first backlog tries again
             log.debug("no spare backlog reader: %s", exc)
 
 
-def _take_spare() -> "subprocess.Popen[bytes] | None":
+def give_head_start(hint: ReadAhead) -> None:
+    """Let the spare helper start reading ``hint``'s mailbox while the daemon starts (once)."""
+    global _spare
+    with _spare_lock:
+        if _spare is None or _spare[2] is not None:
+            return
+        process, started, _ = _spare
+        assert process.stdin is not None
+        try:
+            _write_message(process.stdin, hint)
+        except OSError:
+            return   # it died; whoever takes it finds out
+        _spare = (process, started, hint)
+
+
+def spare_reads_ahead(imap: ImapSettings) -> bool:
+    """Whether the spare helper has a head start on this mailbox (then it is best given all the backlog)."""
+    with _spare_lock:
+        return _spare is not None and _spare[2] is not None and _mailbox(_spare[2].imap) == _mailbox(imap)
+
+
+def _take_spare() -> "tuple[subprocess.Popen[bytes], ReadAhead | None] | None":
     global _spare
     with _spare_lock:
         spare, _spare = _spare, None
     if spare is None:
         return None
-    process, started = spare
+    process, started, hint = spare
     if process.poll() is None and time.monotonic() - started < _SPARE_TAKE_SECONDS:
-        return process
+        return process, hint
     _stop(process)
     return None
 
@@ -214,12 +383,16 @@ class BacklogReader:
             _slots.release()
 
     def _start(self, job: ReaderJob) -> None:
-        self.process = _take_spare() or _spawn()
+        spare = _take_spare()
+        self.process = spare[0] if spare else _spawn()
+        # Whether it has read ahead in this mailbox (what it read is used only if it is the job's).
+        self.ahead = spare is not None and spare[1] is not None and _mailbox(spare[1].imap) == _mailbox(job.imap)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._out = self.process.stdout
         self._finished = False
+        self.used_head_start = 0   # messages it had read before the job came (known at the end)
         try:
-            pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            _write_message(self.process.stdin, job)
             self.process.stdin.close()
         except OSError:
             pass  # it died at once; iterating says so
@@ -244,6 +417,7 @@ class BacklogReader:
                 yield payload
             elif kind == "done":
                 self._finished = True
+                self.used_head_start = int(payload or 0)
                 return
             else:
                 raise ReaderFailed(f"the backlog reader failed: {payload}")
@@ -265,4 +439,7 @@ class BacklogReader:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as bridge.reader, not __main__: the messages that come pickled name that module's classes.
+    from bridge.reader import main as _main
+
+    _main()

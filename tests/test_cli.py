@@ -145,3 +145,17 @@ def test_sigterm_during_startup_exits_cleanly(tmp_path: Path, dovecot: DovecotSe
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
+
+
+def test_run_reads_a_backlog_ahead_while_it_starts(tmp_path: Path, dovecot: DovecotServer,
+                                                  fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP,
+                                                  staff: SandboxAccount) -> None:
+    """`run` starts its backlog reader before its imports, and that reader reads the new mail meanwhile."""
+    with dovecot.imap_client(fresh_mailbox.user) as client:
+        client.multiappend("INBOX", samples.buyer_backlog(1200, seller_address=fresh_mailbox.user, seed=22))
+    config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
+    ran = mailbridge("-c", str(config), "--log-level", "INFO", "run", "--once", "--no-send")
+    assert ran.returncode == 0, ran.stderr
+    assert "reading 1200 messages ahead" in ran.stderr                     # the first batch included
+    assert "of them were read before the daemon had started" in ran.stderr
+    assert "1200 recorded (1200 forwarded" in ran.stderr

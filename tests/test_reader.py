@@ -335,3 +335,165 @@ def test_an_old_or_dead_spare_is_not_taken(monkeypatch: pytest.MonkeyPatch, no_s
     monkeypatch.setattr(reader, "_SPARE_TAKE_SECONDS", 0.0)
     assert reader._take_spare() is None                 # it may be about to leave: not trusted with a job
     assert spare.wait(10) is not None and spare_process() is None
+
+
+# --- the head start: a spare reads the first account's new mail while the daemon starts --------------
+
+def head_start(settings: Any, checkpoint: tuple[int, int] | None = None, **imap: Any) -> None:
+    """What `mailbridge run` does before its imports: a spare, told where the checkpoint stands."""
+    from bridge.prepare import context
+
+    acct = settings.accounts[0]
+    checkpoint = checkpoint or reader.checkpoint_hint(settings.database.url, acct.name, acct.imap.folder)
+    assert checkpoint is not None
+    reader.prestart()
+    reader.give_head_start(reader.ReadAhead(dataclasses.replace(acct.imap, **imap), context(acct, b""), *checkpoint))
+
+
+def origins_verify(daemon: Daemon) -> None:
+    """Every queued notification carries an origin header this account made for its Message-ID."""
+    from email import message_from_bytes
+
+    from bridge import tokens
+
+    acct = daemon.accounts[0]
+    for row in rows(daemon.engine, store.OUTBOX):
+        msg = message_from_bytes(bytes(row.raw))
+        assert tokens.verify_origin(acct.secret, msg["X-Mailbridge-Origin"], row.message_id, acct.name), row.id
+
+
+def run_with_head_start(tmp_path: Path, dovecot: DovecotServer, seller: SandboxAccount, staff: SandboxAccount,
+                        smtp: SandboxSMTP, caplog: pytest.LogCaptureFixture, wait: float = 1.5,
+                        **hint: Any) -> tuple[Daemon, BacklogReader | None]:
+    import time
+
+    settings = settings_for(tmp_path, seller, staff, smtp)
+    head_start(settings, **hint)
+    time.sleep(wait)   # the daemon's start-up, during which the spare reads
+    daemon = Daemon(settings)
+    started: list[BacklogReader] = []
+    real = ingest.BacklogReader
+
+    class Recorded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, job: Any) -> None:
+            super().__init__(job)
+            started.append(self)
+
+    ingest.BacklogReader = Recorded   # type: ignore[misc]
+    try:
+        with caplog.at_level(logging.INFO, logger="bridge"):
+            assert AccountIngest(daemon.engine, daemon.accounts[0]).run_once().recorded >= MESSAGES - 10
+    finally:
+        ingest.BacklogReader = real   # type: ignore[misc]
+    return daemon, (started[0] if started else None)
+
+
+def test_a_spare_with_a_head_start_has_read_the_backlog_when_the_job_comes(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, caplog: pytest.LogCaptureFixture, no_spare: None) -> None:
+    fill(dovecot, fresh_mailbox)
+    daemon, used = run_with_head_start(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    assert used is not None and used.ahead
+    assert f"reading {MESSAGES} messages ahead" in caplog.text                  # the first batch too
+    assert used.used_head_start == MESSAGES                                      # all of it read before
+    assert f"{MESSAGES} of them were read before the daemon had started" in caplog.text
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+    origins_verify(daemon)                                                       # completed with the secret
+
+
+@pytest.mark.parametrize("hint,reused", [
+    ({"checkpoint": 20}, True),            # a checkpoint ahead of the real one: the rest is fetched in the job
+    ({"folder": "Archive"}, False),        # another mailbox: what it read is not used
+])
+def test_a_head_start_only_saves_time(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                      staff: SandboxAccount, smtp_server: SandboxSMTP,
+                                      caplog: pytest.LogCaptureFixture, no_spare: None, hint: dict[str, Any],
+                                      reused: bool) -> None:
+    fill(dovecot, fresh_mailbox)
+    if "checkpoint" in hint:
+        with dovecot.imap_client(fresh_mailbox.user) as client:
+            validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
+        hint = {"checkpoint": (validity, hint["checkpoint"])}
+    if "folder" in hint:
+        with dovecot.imap_client(fresh_mailbox.user) as client:
+            client.create_folder("Archive")
+            client.multiappend("Archive", samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user,
+                                                                 seed=12, buyers=3))
+    daemon, used = run_with_head_start(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog, **hint)
+    assert used is not None
+    assert used.used_head_start == (MESSAGES - 20 if reused else 0)
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+    origins_verify(daemon)
+
+
+def test_a_head_start_under_another_uidvalidity_is_not_used(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        no_spare: None) -> None:
+    fill(dovecot, fresh_mailbox)
+    real_job = ingest.ReaderJob
+
+    def other_validity(imap: Any, uidvalidity: int, *args: Any) -> Any:
+        return real_job(imap, uidvalidity + 1, *args)   # the folder was rebuilt after the spare read it
+
+    monkeypatch.setattr(ingest, "ReaderJob", other_validity)
+    daemon, used = run_with_head_start(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    assert "the backlog reader failed: UIDVALIDITY of INBOX changed" in caplog.text
+    assert used is not None and used.used_head_start == 0
+    assert_all_recorded_once(daemon, dovecot, fresh_mailbox)
+
+
+def test_mail_with_our_origin_header_is_classified_once_the_secret_is_known(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, caplog: pytest.LogCaptureFixture, no_spare: None) -> None:
+    """Our own mail in the backlog is read ahead without the secret and recognised with it."""
+    from datetime import datetime, timezone
+
+    from bridge import compose, tokens
+
+    settings = settings_for(tmp_path, fresh_mailbox, staff, smtp_server)
+    secret = store.token_secret(Daemon(settings).engine, None)
+    mails = samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user, seed=11, buyers=7)
+    own_id = "mb.own@acme.example"
+    own = compose.build_mail(account="acme", origin=tokens.make_origin(secret, "acme", own_id), message_id=own_id,
+                             date=datetime.now(timezone.utc), from_name="x", from_addr=fresh_mailbox.user,
+                             to_addr="a@b.example",
+                             subject="ours", text="ours\n").raw
+    mails[7] = own
+    with dovecot.imap_client(fresh_mailbox.user) as client:
+        client.multiappend("INBOX", mails)
+    daemon, used = run_with_head_start(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    assert used is not None and used.used_head_start == MESSAGES
+    kinds = {m.uid: m.kind for m in rows(daemon.engine, store.MESSAGE)}
+    assert kinds[8] == "own" and sum(1 for k in kinds.values() if k == "buyer") == MESSAGES - 1
+
+
+def test_checkpoint_hint_reads_what_the_store_holds(tmp_path: Path, dovecot: DovecotServer,
+                                                    fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                    smtp_server: SandboxSMTP, caplog: pytest.LogCaptureFixture,
+                                                    no_spare: None) -> None:
+    url = f"sqlite:///{tmp_path}/mailbridge.db"
+    assert reader.checkpoint_hint(url, "acme", "INBOX") == (0, 0)              # no database yet
+    assert reader.checkpoint_hint("postgresql://x@127.0.0.1/db", "acme", "INBOX") is None
+    assert reader.checkpoint_hint("sqlite:///:memory:", "acme", "INBOX") is None
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    with daemon.engine.begin() as conn:
+        checkpoint = store.mailbox_checkpoint(conn, "acme", "INBOX")
+    assert checkpoint is not None
+    assert reader.checkpoint_hint(url, "acme", "INBOX") == (checkpoint.uidvalidity, checkpoint.last_uid)
+    assert reader.checkpoint_hint(url, "acme", "Other") == (0, 0)
+    assert reader.checkpoint_hint(url, "other", "INBOX") == (0, 0)
+    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
+    assert reader.checkpoint_hint(f"sqlite:///{tmp_path}/garbage.db", "acme", "INBOX") is None
+
+
+def test_messages_to_the_helper_time_out_and_end_with_the_pipe() -> None:
+    import os
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "wb") as pipe:
+        reader._write_message(pipe, {"a": 1})
+        assert reader._read_message(read_fd, 1) == {"a": 1}
+        assert reader._read_message(read_fd, 0.05) is None                      # nothing more: times out
+    assert reader._read_message(read_fd, 1) is None                             # closed: none
+    os.close(read_fd)

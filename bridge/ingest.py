@@ -8,6 +8,7 @@ what has been handled, so staff may read, flag or leave mail as they like.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import random
 import threading
@@ -168,7 +169,9 @@ class AccountIngest:
 
     def _start_reader(self, uids: list[int], uidvalidity: int) -> BacklogReader | None:
         try:
-            reader = BacklogReader(ReaderJob(self.imap, uidvalidity, tuple(uids), self.acct.prepare_context))
+            # No secret for the helper: it reads, the pipeline completes (bridge.prepare).
+            ctx = dataclasses.replace(self.acct.prepare_context, secret=b"")
+            reader = BacklogReader(ReaderJob(self.imap, uidvalidity, tuple(uids), ctx))
         except ReaderUnavailable as exc:   # one connection does it all
             log.log(logging.INFO if exc.busy else logging.WARNING, "account %s: %s; fetching %d messages on the "
                     "main connection", self.acct.name, exc, len(uids))

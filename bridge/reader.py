@@ -5,10 +5,11 @@ When an account has more new mail than ``READ_AHEAD_MIN_BATCHES`` batches
 parsing cost more CPU than recording. The ingest thread then starts this
 helper process: it opens a second IMAP connection, EXAMINEs the folder
 (read-only: it can change nothing on the server, and fetches with
-``BODY.PEEK``), fetches the given UIDs in batches and runs bridge.prepare on
-each message, while the ingest thread records the previous batch. One batch
-travels through the pipe at a time, so the helper is at most one batch ahead
-and memory stays bounded.
+``BODY.PEEK``), fetches the given UIDs in batches and runs bridge.prepare.read
+on each message, while the ingest thread records the previous batch (and
+completes what the helper read: the origin checks need the HMAC key, which
+stays in the daemon). One batch travels through the pipe at a time, so the
+helper is at most one batch ahead and memory stays bounded.
 
 Nothing about safety moves here: recording, the checkpoint and MOVE stay in
 the ingest thread, in the same order. The helper only reads. If it fails
@@ -30,13 +31,12 @@ daemon has imported SQLAlchemy. While the daemon starts up, the spare logs in
 and reads (bridge.prepare.read: everything that needs no secret) the mail above
 that checkpoint, up to ``AHEAD_BATCHES`` batches. When the job comes, it uses
 what it read for the job's UIDs and only those, under the same UIDVALIDITY,
-completes it with the secret, and fetches the rest as before. The job, from the
+and fetches the rest as before. The job, from the
 daemon's own checkpoint, decides what is read; the head start only saves time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import pickle
@@ -96,6 +96,8 @@ class ReaderJob:
     imap: ImapSettings           # its folder and batch_size are the ones read
     uidvalidity: int
     uids: tuple[int, ...]
+    # Without the secret: the helper only runs bridge.prepare.read, the daemon completes what it
+    # sends (the origin checks and values). The HMAC key never leaves the daemon's process.
     prepare: "PrepareContext"
 
 
@@ -207,8 +209,7 @@ class _HeadStart:
         self._stop.set()
         self._thread.join()
         usable = (not self.failed and self.session is not None and _mailbox(self.hint.imap) == _mailbox(job.imap)
-                  and self.uidvalidity == job.uidvalidity
-                  and self.hint.prepare == dataclasses.replace(job.prepare, secret=b""))
+                  and self.uidvalidity == job.uidvalidity and self.hint.prepare == job.prepare)
         if usable:
             return self.session, self.found
         self.close()
@@ -222,7 +223,7 @@ class _HeadStart:
 
 def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
-    from .prepare import complete, prepare
+    from .prepare import read
     from .rawimap import ReadOnlySession
 
     session, found = head_start.take(job) if head_start is not None else (None, {})
@@ -239,11 +240,11 @@ def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None
             for start in range(0, len(job.uids), size):
                 batch = job.uids[start:start + size]
                 unread = [uid for uid in batch if uid not in found]
-                fetched = {item.uid: prepare(job.prepare, item)
+                fetched = {item.uid: read(job.prepare, item)
                            for item in session.fetch(unread, job.prepare.max_message_bytes)}
                 # In UID order; a UID the server no longer has (expunged) is in neither.
                 ahead = len(found)
-                prepared = [complete(job.prepare, found.pop(uid)) if uid in found else fetched[uid]
+                prepared = [found.pop(uid) if uid in found else fetched[uid]
                             for uid in batch if uid in found or uid in fetched]
                 used += ahead - len(found)
                 _send(out, "batch", (batch[-1], prepared))

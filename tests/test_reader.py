@@ -497,3 +497,13 @@ def test_messages_to_the_helper_time_out_and_end_with_the_pipe() -> None:
         assert reader._read_message(read_fd, 0.05) is None                      # nothing more: times out
     assert reader._read_message(read_fd, 1) is None                             # closed: none
     os.close(read_fd)
+
+
+def test_the_helper_is_never_given_the_secret(tmp_path: Path, dovecot: DovecotServer,
+                                              fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                              smtp_server: SandboxSMTP, readers: list[BacklogReader],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    daemon, _ = ingest_backlog(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, caplog)
+    assert readers and all(r.job.prepare.secret == b"" for r in readers)
+    assert daemon.accounts[0].secret                          # the daemon has one, and signs with it
+    origins_verify(daemon)

@@ -427,11 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _stop_during_startup)
     try:
         return int(args.func(args))
-    except _user_errors() as exc:   # evaluated only when something is raised: start-up stays quick
-        print(f"mailbridge: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Looked up only now, so start-up need not import them. Never for SystemExit
+        # (SIGTERM during start-up): a half-done import must not be imported again.
+        if isinstance(exc, _user_errors()):
+            print(f"mailbridge: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -507,3 +508,56 @@ def test_the_helper_is_never_given_the_secret(tmp_path: Path, dovecot: DovecotSe
     assert readers and all(r.job.prepare.secret == b"" for r in readers)
     assert daemon.accounts[0].secret                          # the daemon has one, and signs with it
     origins_verify(daemon)
+
+
+class _Scripted:
+    """What _exchange uses of imaplib: send() and the file it reads responses from."""
+
+    def __init__(self, answer: bytes) -> None:
+        import io
+
+        self.sent = b""
+        self.file = io.BufferedReader(io.BytesIO(answer))   # type: ignore[arg-type]
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+
+
+def _session(answer: bytes) -> Any:
+    from bridge.rawimap import ReadOnlySession
+
+    session = ReadOnlySession.__new__(ReadOnlySession)
+    session._tag = 0
+    session.imap = _Scripted(answer)
+    return session
+
+
+def test_fetch_responses_are_read_as_imaplib_shapes_them() -> None:
+    from bridge.rawimap import literals_by_uid
+
+    session = _session(b"* 2 EXISTS\r\n"
+                       b"* 1 FETCH (UID 5 BODY[] {5}\r\nhello)\r\n"
+                       b"* 1 FETCH (FLAGS (\\Seen))\r\n"
+                       b"* 2 FETCH (BODY[] {7}\r\nwor\r\nld UID 9)\r\n"
+                       b"MBR1 OK FETCH completed\r\n"
+                       b"* 3 EXISTS\r\n")
+    data = session._exchange("UID FETCH 5,9 (BODY.PEEK[])")
+    assert session.imap.sent == b"MBR1 UID FETCH 5,9 (BODY.PEEK[])\r\n"
+    assert data == [b"* 2 EXISTS", (b"* 1 FETCH (UID 5 BODY[] {5}", b"hello"), b")", b"* 1 FETCH (FLAGS (\\Seen))",
+                    (b"* 2 FETCH (BODY[] {7}", b"wor\r\nld"), b" UID 9)"]
+    assert literals_by_uid(data, b"BODY[]") == {5: b"hello", 9: b"wor\r\nld"}
+    assert session.imap.file.readline() == b"* 3 EXISTS\r\n"      # nothing read past the command's end
+
+
+@pytest.mark.parametrize("answer,error", [
+    (b"MBR1 NO [SERVERBUG] try later\r\n", "FETCH failed: MBR1 NO [SERVERBUG] try later"),
+    (b"MBR1 BAD syntax\r\n", "FETCH failed: MBR1 BAD syntax"),
+    (b"* 1 FETCH (UID 5 BODY[] {50}\r\ntoo short", "closed the connection in the middle of a message"),
+    (b"* 1 FETCH (UID 5 RFC822.SIZE 10)\r\n", "closed the connection during FETCH"),
+    (b"* " + b"x" * 1_000_001 + b"\r\n", "a line of over 1000000 bytes"),
+])
+def test_fetch_responses_that_go_wrong_say_how(answer: bytes, error: str) -> None:
+    from bridge.imap import ImapError
+
+    with pytest.raises(ImapError, match=re.escape(error)):
+        _session(answer)._exchange("UID FETCH 5 (BODY.PEEK[])")

@@ -17,7 +17,7 @@ import codecs
 import quopri
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.errors import HeaderParseError, MessageDefect
 from email.header import decode_header, make_header
@@ -176,7 +176,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         elif lname not in first and (lname in ROUTING_HEADERS or lname in _ENVELOPE_HEADERS):
             first[lname] = value
 
-    subject = _WS_RE.sub(" ", _decode_header_value(first.get("subject", ""), "Subject", defects)).strip()
+    subject = " ".join(_decode_header_value(first.get("subject", ""), "Subject", defects).split())
     from_list = _addresses([first["from"]] if "from" in first else [], "From", defects)
     from_name, from_addr = from_list[0] if from_list else ("", "")
     reply_to = tuple(a for _, a in _addresses([first.get("reply-to", "")], "Reply-To", defects))
@@ -194,15 +194,18 @@ def parse_mail(raw: bytes) -> ParsedMail:
     date = _parse_date(first.get("date"), defects)
 
     body = _Body()
-    if single is None or not _plain_text_leaf(single[0], single[1], body, defects):
+    if single is not None and _plain_text_leaf(single[0], single[1], body, defects):
+        content_type = "text/plain"   # what get_content_type() says of every part that shortcut takes
+    else:
         _walk(msg, body, defects)
+        content_type = msg.get_content_type()
     for defect in msg.defects:
         defects.append(_describe_defect(defect))
 
     text = "\n".join(t for t in body.texts if t)
-    has_text_body = bool(text.strip())
+    has_text_body = bool(text) and not text.isspace()   # bool(text.strip()), without the copy
     html = body.htmls[0] if body.htmls else None
-    if html is not None and not text.strip():
+    if html is not None and not has_text_body:
         text = html_to_text(html, defects)
 
     fields = amazon.extract_fields(subject=subject, text=text, html=html,
@@ -220,7 +223,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         cc_addrs=cc_addrs,
         date=date,
         headers=headers,
-        content_type=msg.get_content_type(),
+        content_type=content_type,
         text=text,
         html=html,
         attachments=tuple(body.attachments),
@@ -398,11 +401,32 @@ def _first_msgid(value: str | None) -> str | None:
     return bare[0] if bare else None
 
 
+# The RFC 5322 date as nearly every mailer writes it; read without parsedate_to_datetime,
+# which gives the same for it (a test holds them equal). Anything else goes to that.
+_CANONICAL_DATE_RE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
+                                r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
+                                r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
 def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         return None
+    value = _unfold(value).strip()
+    m = _CANONICAL_DATE_RE.fullmatch(value)
+    if m is not None:
+        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = m.groups()
+        offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
+        try:
+            if offset == 0 and sign == "-":   # "-0000": the zone is unknown (RFC 5322 3.3): a naive time
+                return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+            return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
+                            tzinfo=timezone(timedelta(seconds=-offset if sign == "-" else offset)))
+        except ValueError:
+            pass   # impossible values: as the general parser says
     try:
-        return parsedate_to_datetime(_unfold(value).strip())
+        return parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         defects.append("unreadable Date header")
         return None

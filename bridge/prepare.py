@@ -165,8 +165,7 @@ FORWARDED_KINDS = (Kind.BUYER, Kind.OTHER)
 
 def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed: bool = True) -> Recording:
     """The :class:`Recording` of a message classified as ``cls`` (without the origin value unless ``signed``)."""
-    rule_hits = json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
-                            for h in cls.hits])
+    rule_hits = hits_json(cls)
     buyer_name = key = None
     if cls.kind == Kind.BUYER:
         buyer_name = _buyer_name(mail)
@@ -179,6 +178,16 @@ def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed
         origin = tokens.make_origin(ctx.secret, ctx.account, staff_id) if signed else None
     return Recording(rule_hits, buyer_name, key, threads.thread_subject(mail.subject) or mail.subject,
                      staff_id, origin)
+
+
+_quote = json.encoder.encode_basestring_ascii   # the C escaper json.dumps uses (ensure_ascii)
+
+
+def hits_json(cls: Classification) -> str:
+    """``json.dumps`` of the hits as the message row keeps them, written directly (a test holds them equal)."""
+    return "[" + ", ".join(
+        f'{{"rule": {_quote(h.rule)}, "kind": {_quote(h.kind.value)}, "reason": {_quote(h.reason)}, '
+        f'"decides": {"true" if h.decides else "false"}}}' for h in cls.hits) + "]"
 
 
 def _buyer_name(mail: ParsedMail) -> str | None:

@@ -520,3 +520,22 @@ def test_reading_without_the_secret_then_completing_is_preparing(name: str) -> N
     rec = two_steps.recording
     if rec is not None and rec.staff_message_id is not None:
         assert tokens.verify_origin(secret, rec.staff_origin or "", rec.staff_message_id, "acme")
+
+
+def test_hits_json_is_what_json_dumps_writes() -> None:
+    import json
+    import random
+
+    from bridge.classify import Classification, RuleHit
+    from bridge.prepare import hits_json
+
+    rng = random.Random(8)
+    alphabet = 'aZ "\\\n\t\x00\x1f\x7f\u00e9\u2028\U0001f600/<>'
+    for n in range(300):
+        hits = tuple(RuleHit("".join(rng.choice(alphabet) for _ in range(rng.randrange(6))), rng.choice(list(Kind)),
+                             "".join(rng.choice(alphabet) for _ in range(rng.randrange(12))), rng.random() < 0.5)
+                     for _ in range(n % 4))
+        cls = Classification(kind=Kind.OTHER, hits=hits, buyer_alias=None, buyer_address=None, reply_token=None,
+                             decided_by="x")
+        assert hits_json(cls) == json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason,
+                                              "decides": h.decides} for h in hits])

@@ -652,3 +652,47 @@ def test_marker_search_finds_what_regex_search_finds() -> None:
                 want = pattern.search(text, pos)
                 got = search_marker(pattern, text, pos)
                 assert (got.span() if got else None) == (want.span() if want else None), (text, pos)
+
+
+def _date_variants() -> list[str]:
+    rng = random.Random(9)
+    days = ["Mon, ", "Sun, ", "", "Xyz, ", "Sun,"]
+    out = []
+    for _ in range(400):
+        out.append(f"{rng.choice(days)}{rng.choice(['1', '01', '31', '32', '0', '29'])} "
+                   f"{rng.choice(['Jan', 'Feb', 'Nov', 'Dez', 'nov'])} {rng.choice(['2026', '1999', '0001', '26'])} "
+                   f"{rng.choice(['00', '23', '24', '9'])}:{rng.choice(['00', '59', '60'])}:"
+                   f"{rng.choice(['00', '59', '60', '61'])} {rng.choice(['+', '-'])}"
+                   f"{rng.choice(['0000', '0100', '0530', '1400', '9999', '0099'])}")
+    return out + ["Sun, 01 Nov 2026 00:00:00 +0000", "Tue, 24 Nov 2026 01:02:03 -0000", "24 Nov 2026 01:02:03 GMT",
+                  "Tue, 24 Nov 2026 01:02:03 +0000 (UTC)", "  Tue, 24 Nov 2026 01:02:03 +0100  ", ""]
+
+
+@pytest.mark.parametrize("value", _date_variants())
+def test_date_shortcut_agrees_with_parsedate_to_datetime(value: str) -> None:
+    from email.utils import parsedate_to_datetime
+
+    from bridge.parse import _parse_date
+
+    try:
+        expected: Any = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        expected = "unreadable"
+    defects: list[str] = []
+    got: Any = _parse_date(value, defects)
+    if not value:
+        assert got is None and defects == []
+        return
+    if got is None:
+        got = "unreadable" if defects == ["unreadable Date header"] else defects
+    assert got == expected and (got == "unreadable" or got.utcoffset() == expected.utcoffset())
+
+
+def test_subject_whitespace_is_folded_as_before() -> None:
+    import re as regex
+
+    rng = random.Random(4)
+    alphabet = "ab \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000."
+    for _ in range(2000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(10)))
+        assert " ".join(value.split()) == regex.sub(r"\s+", " ", value).strip()

@@ -53,16 +53,18 @@ ClientFactory = Callable[[ImapSettings], imapclient.IMAPClient]
 
 def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
     """Connect (TLS by default, certificate verified) and log in."""
+    # Only TLS needs the CA store (about 20 ms to load). A store that cannot be loaded is
+    # the machine's problem, said as it is, not a connection to retry.
+    context = ssl.create_default_context() if settings.security != "none" else None
     try:
         if settings.security == "tls":
-            client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=True,
-                                           ssl_context=ssl.create_default_context(),
+            client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=True, ssl_context=context,
                                            timeout=settings.timeout_seconds)
         else:
             client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=False,
                                            timeout=settings.timeout_seconds)
             if settings.security == "starttls":
-                client.starttls(ssl.create_default_context())
+                client.starttls(context)
     except (OSError, IMAPClientError) as exc:
         raise ConnectionLost(f"cannot connect to IMAP server {settings.host}:{settings.port}: {exc}") from exc
     try:

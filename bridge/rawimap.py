@@ -19,7 +19,7 @@ import imaplib
 import re
 import socket
 import ssl
-from typing import Sequence
+from typing import IO, Sequence, cast
 
 from imapclient import imap_utf7
 
@@ -48,15 +48,15 @@ class ReadOnlySession:
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
         self._tag = 0
+        context = ssl.create_default_context() if settings.security != "none" else None   # as bridge.imap
         try:
             if settings.security == "tls":
-                self.imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port,
-                                                             ssl_context=ssl.create_default_context(),
+                self.imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context,
                                                              timeout=settings.timeout_seconds)
             else:
                 self.imap = imaplib.IMAP4(settings.host, settings.port, timeout=settings.timeout_seconds)
                 if settings.security == "starttls":
-                    self.imap.starttls(ssl_context=ssl.create_default_context())
+                    self.imap.starttls(ssl_context=context)
         except _ERRORS as exc:
             raise ConnectionLost(f"cannot connect to IMAP server {settings.host}:{settings.port}: {exc}") from exc
         try:
@@ -123,7 +123,7 @@ class ReadOnlySession:
         self._tag += 1
         tag = b"MBR%d " % self._tag
         self.imap.send(tag + command.encode("ascii") + b"\r\n")
-        file = self.imap.file
+        file = cast(IO[bytes], self.imap.file)   # imaplib opens it in binary mode
         data: list[bytes | tuple[bytes, bytes]] = []
         while True:
             line = file.readline(_MAX_LINE + 1)

@@ -123,7 +123,7 @@ def checkpoint_hint(database_url: str, account: str, folder: str) -> tuple[int, 
     if not database_url.startswith("sqlite:///"):
         return None
     path = database_url[len("sqlite:///"):]
-    if not path or path == ":memory:":
+    if not path or path == ":memory:" or "?" in path:   # URL parameters: leave such a file to SQLAlchemy
         return None
     if not os.path.exists(path):
         return 0, 0

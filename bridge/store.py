@@ -160,7 +160,9 @@ class _Fast:
         self.stmt = stmt
         self.keys = keys
         self._plans: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
-        self._last: tuple[Any, _Plan] | None = None   # (dialect, its plan): one engine is the usual case
+        # (dialect, its plan): one engine is the usual case. It keeps that one dialect alive, which
+        # is harmless (a dialect is small; engines live as long as the process).
+        self._last: tuple[Any, _Plan] | None = None
 
     def _plan(self, dialect: Any) -> _Plan:
         last = self._last
@@ -175,6 +177,9 @@ class _Fast:
     def _make_plan(self, dialect: Any) -> _Plan:
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(self.keys))
         defaults = {c.key: c.default for c in getattr(compiled, "insert_prefetch", ())}
+        on_update = [c.key for c in getattr(compiled, "update_prefetch", ())]
+        if on_update:   # computed per execution by SQLAlchemy; this path would bind None
+            raise TypeError(f"{on_update}: columns with onupdate= are not supported here")
         names = tuple(compiled.positiontup or ())
         constants: dict[str, Any] = {}      # what the caller does not give: column defaults, literals
         processors: list[tuple[int, Callable[[Any], Any]]] = []
@@ -187,6 +192,8 @@ class _Fast:
                 processors.append((index, process))
             if name in self.keys:
                 continue
+            if bind.callable is not None:
+                raise TypeError(f"{name}: a bind parameter computed at execution is not supported here")
             if name in defaults:
                 default = defaults[name]
                 if default is None or not default.is_scalar:

@@ -561,3 +561,8 @@ def test_fetch_responses_that_go_wrong_say_how(answer: bytes, error: str) -> Non
 
     with pytest.raises(ImapError, match=re.escape(error)):
         _session(answer)._exchange("UID FETCH 5 (BODY.PEEK[])")
+
+
+def test_no_head_start_for_a_database_url_with_parameters(tmp_path: Path) -> None:
+    (tmp_path / "mb.db").write_bytes(b"")
+    assert reader.checkpoint_hint(f"sqlite:///{tmp_path}/mb.db?timeout=5", "acme", "INBOX") is None

@@ -141,3 +141,28 @@ def test_a_new_database_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: 
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
         assert conn.exec_driver_sql("SELECT x FROM kept").scalar() == 1
         store._MESSAGE_INSERT.insert(conn, MESSAGE)                     # and works as before
+
+
+def test_statements_the_fast_path_cannot_run_exactly_are_refused(engine: Any) -> None:
+    from sqlalchemy import Column, Integer, MetaData, Table, bindparam, update
+
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, onupdate=7),
+                  Column("m", Integer))
+    fast = store._Fast(update(table).where(table.c.id == bindparam("row")).values(m=bindparam("m")), ("row", "m"))
+    with pytest.raises(TypeError, match="onupdate"):
+        fast._plan(engine.dialect)
+
+
+def test_wal_checkpoints_after_about_4_mib_whatever_the_page_size(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.db import WAL_CHECKPOINT_BYTES
+
+    fresh = open_database(f"sqlite:///{tmp_path}/fresh.db")
+    with fresh.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() * 16384 == WAL_CHECKPOINT_BYTES
+    with sqlite3.connect(tmp_path / "old.db") as made_before:
+        made_before.execute("CREATE TABLE kept (x)")
+    old = open_database(f"sqlite:///{tmp_path}/old.db")
+    with old.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() * 4096 == WAL_CHECKPOINT_BYTES

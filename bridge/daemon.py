@@ -126,6 +126,10 @@ class Daemon:
                                  daemon=True)
             t.start()
             threads.append(t)
+        # A spare backlog reader nobody took in its time (no backlog) has left by itself: reap it.
+        reaper = threading.Timer(reader.SPARE_IDLE_SECONDS, reader.discard_spare)
+        reaper.daemon = True
+        reaper.start()
         workers = [self._outbox(a) for a in self.accounts]
         tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
                  for w in workers]
@@ -151,6 +155,7 @@ class Daemon:
             stuck = [t.name for t in threads if t.is_alive()]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            reaper.cancel()
             reader.discard_spare()
             log.info("stopped")
 

@@ -52,7 +52,7 @@ class PrepareContext:
     secret: bytes
     classify_base: dict[str, Any]
     max_message_bytes: int
-    seller_address: str = ""   # as configured: the domain of our Message-IDs
+    seller_address: str        # as configured: the domain of our Message-IDs
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
 
 def read(ctx: PrepareContext, item: FetchedMail) -> Prepared:
     """What :func:`prepare` does without ``ctx.secret``: all of it for mail without our origin header
-    but the notification's origin value, only the parse for mail with one. :func:`complete` does
-    the rest. (The backlog reader reads ahead while the daemon has not opened its database yet.)
+    but the notification's Message-ID and origin value, only the parse for mail with one.
+    :func:`complete` does the rest. (The backlog reader runs this alone; it never has the key.)
     """
     content_hash = hashlib.sha256(item.raw).hexdigest()
     if item.missing:
@@ -126,10 +126,13 @@ def complete(ctx: PrepareContext, prepared: Prepared) -> Prepared:
             return Prepared(item, content_hash, mail, None, origin_ok, cls, buyer_flags(mail, cls),
                             recording(ctx, mail, cls))
         rec = prepared.recording
-        if rec is None or rec.staff_message_id is None or rec.staff_origin is not None:
+        if rec is None or rec.staff_origin is not None or prepared.cls.kind not in FORWARDED_KINDS:
             return prepared
+        # The notification's Message-ID is made here, with its origin value: whatever came
+        # with the message (from the backlog reader) is not signed.
+        staff_id = compose.new_message_id(ctx.seller_address)
         signed = Recording(rec.rule_hits, rec.buyer_name, rec.conversation_key, rec.thread_subject,
-                           rec.staff_message_id, tokens.make_origin(ctx.secret, ctx.account, rec.staff_message_id))
+                           staff_id, tokens.make_origin(ctx.secret, ctx.account, staff_id))
         return Prepared(item, content_hash, mail, None, prepared.origin_ok, prepared.cls, prepared.flags, signed)
     except Exception as exc:  # noqa: BLE001 - as in read()
         return Prepared(item, content_hash, error=f"{type(exc).__name__}: {exc}")
@@ -164,7 +167,8 @@ FORWARDED_KINDS = (Kind.BUYER, Kind.OTHER)
 
 
 def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed: bool = True) -> Recording:
-    """The :class:`Recording` of a message classified as ``cls`` (without the origin value unless ``signed``)."""
+    """The :class:`Recording` of a message classified as ``cls`` (without the notification's id and
+    origin value unless ``signed``: :func:`complete` adds them)."""
     rule_hits = hits_json(cls)
     buyer_name = key = None
     if cls.kind == Kind.BUYER:
@@ -172,10 +176,10 @@ def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed
         if cls.buyer_alias:
             key = threads.conversation_key(cls.buyer_alias, mail.order_id)
     staff_id = origin = None
-    if cls.kind in FORWARDED_KINDS:
+    if signed and cls.kind in FORWARDED_KINDS:
         # Fixed now, used only if the message is forwarded: an id nobody uses costs nothing.
         staff_id = compose.new_message_id(ctx.seller_address)
-        origin = tokens.make_origin(ctx.secret, ctx.account, staff_id) if signed else None
+        origin = tokens.make_origin(ctx.secret, ctx.account, staff_id)
     return Recording(rule_hits, buyer_name, key, threads.thread_subject(mail.subject) or mail.subject,
                      staff_id, origin)
 

@@ -55,7 +55,7 @@ from urllib.parse import quote
 from .config import ImapSettings
 
 if TYPE_CHECKING:  # the daemon imports this module early, to start a spare helper; these come later
-    from .prepare import PrepareContext, Prepared
+    from .prepare import FetchedMail, PrepareContext, Prepared
     from .rawimap import ReadOnlySession
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ SPARE_IDLE_SECONDS = 60.0
 _SPARE_TAKE_SECONDS = SPARE_IDLE_SECONDS - 15.0
 # How much a spare reads before its job comes: about what it gets through while the daemon starts.
 AHEAD_BATCHES = 8
+# How long the job waits for the head start to stop before it cuts its connection and starts afresh.
+HEAD_START_STOP_SECONDS = 5.0
 _MAX_UID = 4294967295   # RFC 3501: UIDs are 32-bit
 _spare: "tuple[subprocess.Popen[bytes], float, ReadAhead | None] | None" = None
 _spare_lock = threading.Lock()
@@ -173,7 +175,8 @@ class _HeadStart:
 
     def __init__(self, hint: ReadAhead) -> None:
         self.hint = hint
-        self.found: dict[int, Prepared] = {}       # by UID
+        # By UID: read, or fetched but not yet read when the job came (it reads those).
+        self.found: dict[int, Prepared | FetchedMail] = {}
         self.session: ReadOnlySession | None = None
         self.uidvalidity = 0
         self.failed = False
@@ -193,37 +196,55 @@ class _HeadStart:
             uids = self.session.uids_between(after + 1, _MAX_UID)
             size = imap.batch_size
             if len(uids) <= READ_AHEAD_MIN_BATCHES * size:
-                return   # the daemon reads this little itself
+                self.session.close()   # the daemon reads this little itself: no login kept for nothing
+                self.session = None
+                return
             for start in range(0, min(len(uids), AHEAD_BATCHES * size), size):
                 if self._stop.is_set():
                     return
                 for item in self.session.fetch(uids[start:start + size], imap.max_message_bytes):
-                    if self._stop.is_set():
-                        return
-                    self.found[item.uid] = read(self.hint.prepare, item)
+                    self.found[item.uid] = item if self._stop.is_set() else read(self.hint.prepare, item)
         except Exception:  # noqa: BLE001 - a head start only: the job does its own reading
             self.failed = True
 
-    def take(self, job: ReaderJob) -> "tuple[ReadOnlySession | None, dict[int, Prepared]]":
-        """Stop, and hand over the session and what was read when they are what the job reads."""
+    def _halt(self) -> bool:
+        """Stop the thread; False when it is stuck on the server (its session is then cut)."""
         self._stop.set()
-        self._thread.join()
-        usable = (not self.failed and self.session is not None and _mailbox(self.hint.imap) == _mailbox(job.imap)
+        self._thread.join(HEAD_START_STOP_SECONDS)
+        if not self._thread.is_alive():
+            return True
+        self.failed = True
+        if self.session is not None:
+            self.session.imap.shutdown()   # wakes the thread's read with an error
+        return False
+
+    def take(self, job: ReaderJob) -> "tuple[ReadOnlySession | None, dict[int, Prepared | FetchedMail]]":
+        """Stop, and hand over the session and what was read when they are what the job reads."""
+        session = self.session if self._halt() else None
+        usable = (session is not None and not self.failed and _mailbox(self.hint.imap) == _mailbox(job.imap)
                   and self.uidvalidity == job.uidvalidity and self.hint.prepare == job.prepare)
+        if usable and session is not None:
+            # A session shows only the mail announced to it: EXAMINE again, so it sees what came
+            # while it read (a FETCH of a UID it has not seen answers nothing).
+            try:
+                usable = session.examine(job.imap.folder) == job.uidvalidity
+            except Exception:  # noqa: BLE001 - then the job starts afresh
+                usable = False
         if usable:
-            return self.session, self.found
+            self.session = None   # the job's now
+            return session, self.found
         self.close()
         return None, {}
 
     def close(self) -> None:
         if self.session is not None:
-            self.session.close()
+            if self._halt():
+                self.session.close()
             self.session = None
-
-
 def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
-    from .prepare import read
+    from .imap import ImapError
+    from .prepare import FetchedMail, read
     from .rawimap import ReadOnlySession
 
     session, found = head_start.take(job) if head_start is not None else (None, {})
@@ -242,11 +263,20 @@ def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None
                 unread = [uid for uid in batch if uid not in found]
                 fetched = {item.uid: read(job.prepare, item)
                            for item in session.fetch(unread, job.prepare.max_message_bytes)}
+                absent = [uid for uid in batch if uid not in found and uid not in fetched]
+                if absent and set(absent) & set(session.uids_between(min(absent), max(absent))):
+                    # Never pass over mail the server still lists: the daemon would move its
+                    # checkpoint past it. It fetches this batch again itself.
+                    raise ImapError(f"the server returned nothing for UIDs it lists ({len(absent)} of them)")
                 # In UID order; a UID the server no longer has (expunged) is in neither.
-                ahead = len(found)
-                prepared = [found.pop(uid) if uid in found else fetched[uid]
-                            for uid in batch if uid in found or uid in fetched]
-                used += ahead - len(found)
+                prepared = []
+                for uid in batch:
+                    if uid in found:
+                        done = found.pop(uid)
+                        prepared.append(read(job.prepare, done) if isinstance(done, FetchedMail) else done)
+                        used += 1
+                    elif uid in fetched:
+                        prepared.append(fetched[uid])
                 _send(out, "batch", (batch[-1], prepared))
         _send(out, "done", used)
     except BrokenPipeError:

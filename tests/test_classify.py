@@ -539,3 +539,25 @@ def test_hits_json_is_what_json_dumps_writes() -> None:
                              decided_by="x")
         assert hits_json(cls) == json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason,
                                               "decides": h.decides} for h in hits])
+
+
+def test_complete_signs_only_a_message_id_it_made() -> None:
+    """A message id arriving with a prepared message (from the backlog reader) is never signed."""
+    from dataclasses import replace
+
+    from bridge import tokens
+    from bridge.prepare import FetchedMail, PrepareContext, complete, read
+
+    raw = (CORPUS / "amazon_com_classic_product_details.eml").read_bytes()
+    base = {k: getattr(CTX, k) for k in ("seller_address", "staff_address", "staff_senders", "reply_address",
+                                         "relay_domains")}
+    ctx = PrepareContext("acme", b"k" * 32, base, 10_000_000, "seller@acme.example")
+    readout = read(replace(ctx, secret=b""), FetchedMail(1, len(raw), raw))
+    assert readout.recording is not None and readout.recording.staff_message_id is None   # read makes none
+    assert readout.cls is not None and readout.cls.kind is Kind.BUYER
+    forged = replace(readout, recording=replace(readout.recording, staff_message_id="chosen@attacker.example"))
+    rec = complete(ctx, forged).recording
+    assert rec is not None and rec.staff_message_id != "chosen@attacker.example"
+    assert rec.staff_message_id.endswith("@acme.example")
+    assert tokens.verify_origin(b"k" * 32, rec.staff_origin or "", rec.staff_message_id, "acme")
+    assert not tokens.verify_origin(b"k" * 32, rec.staff_origin or "", "chosen@attacker.example", "acme")

@@ -43,10 +43,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     _setup_logging(args.log_level or settings.log_level)
     first = next((a for a in settings.accounts if a.imap.read_ahead), None)
-    if first is not None:
-        from . import reader
+    from . import reader
 
-        reader.prestart()   # a backlog reader starts up on the other core while the imports below run
+    if first is None:
+        reader.discard_spare()   # main() started one before the configuration said not to read ahead
+    else:
+        reader.prestart()   # (already started by main(), as a rule)
         checkpoint = reader.checkpoint_hint(settings.database.url, first.name, first.imap.folder)
         if checkpoint is not None:   # and reads the first account's new mail meanwhile
             from .prepare import context
@@ -425,6 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
         # Installed before the imports below, which take most of start-up.
         signal.signal(signal.SIGTERM, _stop_during_startup)
+        # A backlog reader starts up on the other core while this one reads the configuration
+        # and imports the rest (it waits to be told what to read; cmd_run stops it if nothing).
+        from . import reader
+
+        reader.prestart()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

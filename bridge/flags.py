@@ -262,6 +262,22 @@ def _any(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
     return any(p.search(text) for p in patterns)
 
 
+# Every OFFER_SUBJECT_PATTERNS pattern that can match ASCII text holds one of these words
+# (case-insensitive matching of ASCII text is lowercasing): a subject with none of them is
+# not searched. A test keeps the two in step.
+_OFFER_ASCII_WORDS: Final = ("courtesy", "kulanz", "remboursement", "reembolso", "rimborso")
+
+
+def _offer_quoted(subject: str) -> bool:
+    """The subject quotes the seller's courtesy-refund offer (OFFER_SUBJECT_PATTERNS)."""
+    subject = unicodedata.normalize("NFKC", subject)
+    if subject.isascii():
+        lowered = subject.lower()
+        if not any(word in lowered for word in _OFFER_ASCII_WORDS):
+            return False
+    return _any(_OFFER_SUBJECT_RES, subject)
+
+
 def _unquoted_lines(text: str) -> list[str]:
     """The buyer's own lines: NFKC-normalised, ``>`` quotes and quote tails dropped."""
     lines: list[str] = []
@@ -317,7 +333,7 @@ def _is_courtesy_refund_answer(buyer_text: str, subject: str) -> bool:
         return False
     if _any(_REFUND_ANSWER_RES, core):
         return True
-    offer_quoted = _any(_OFFER_SUBJECT_RES, unicodedata.normalize("NFKC", subject))
+    offer_quoted = _offer_quoted(subject)
     return offer_quoted and _any(_AFFIRMATIVE_RES, core)
 
 
@@ -340,7 +356,7 @@ def conversation_flags(buyer_text: str, subject: str = "") -> tuple[str, ...]:
     exotic = "\u0130" in text
     flags: list[str] = []
     might_answer = exotic or any(word in lowered for word in _REFUND_WORDS) or \
-        _any(_OFFER_SUBJECT_RES, unicodedata.normalize("NFKC", subject))
+        _offer_quoted(subject)
     if might_answer and _is_courtesy_refund_answer(buyer_text, subject):
         flags.append(COURTESY_REFUND)
     if exotic or "z" in lowered or "保証" in text:

@@ -213,6 +213,8 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     else:
         disposition = "recorded"
 
+    if disposition == "forwarded" and rec.staff_origin is None:
+        rec = recording(acct.prepare_context, mail, cls)   # not completed (ingest_batch always completes)
     # The notification's Message-ID is fixed already, so the conversation can chain to it in the same UPDATE.
     staff_message_id = rec.staff_message_id if disposition == "forwarded" else None
     conversation: store.ConversationRef | None = None

@@ -30,9 +30,10 @@ mailbox and the checkpoint as the database file holds it, read before the
 daemon has imported SQLAlchemy. While the daemon starts up, the spare logs in
 and reads (bridge.prepare.read: everything that needs no secret) the mail above
 that checkpoint, up to ``AHEAD_BATCHES`` batches. When the job comes, it uses
-what it read for the job's UIDs and only those, under the same UIDVALIDITY,
-and fetches the rest as before. The job, from the
-daemon's own checkpoint, decides what is read; the head start only saves time.
+what it read for the job's UIDs and only those, under the same UIDVALIDITY
+(EXAMINEd again, so its connection sees the mail that came meanwhile), and
+fetches the rest as before. The job, from the daemon's own checkpoint, decides
+what is read; the head start only saves time.
 """
 
 from __future__ import annotations
@@ -209,14 +210,14 @@ class _HeadStart:
 
     def _halt(self) -> bool:
         """Stop the thread; False when it is stuck on the server (its session is then cut)."""
-        self._stop.set()
-        self._thread.join(HEAD_START_STOP_SECONDS)
-        if not self._thread.is_alive():
-            return True
-        self.failed = True
-        if self.session is not None:
-            self.session.imap.shutdown()   # wakes the thread's read with an error
-        return False
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(HEAD_START_STOP_SECONDS)
+            if self._thread.is_alive():
+                self.failed = True
+                if self.session is not None:
+                    self.session.imap.shutdown()   # wakes the thread's read with an error
+        return not self._thread.is_alive()
 
     def take(self, job: ReaderJob) -> "tuple[ReadOnlySession | None, dict[int, Prepared | FetchedMail]]":
         """Stop, and hand over the session and what was read when they are what the job reads."""
@@ -241,6 +242,8 @@ class _HeadStart:
             if self._halt():
                 self.session.close()
             self.session = None
+
+
 def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None) -> None:
     """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
     from .imap import ImapError

@@ -696,3 +696,20 @@ def test_subject_whitespace_is_folded_as_before() -> None:
     for _ in range(2000):
         value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(10)))
         assert " ".join(value.split()) == regex.sub(r"\s+", " ", value).strip()
+
+
+def test_quote_start_prefilter_never_hides_a_match() -> None:
+    """amazon._may_start_quote is a necessary condition of _QUOTE_START_RE matching."""
+    pieces = ["-- Original Message --", "---- Forwarded message ----", "On Mon, Jane wrote:", "ON x WROTE:",
+              "Am 1. Mai schrieb Jörg:", "Am Montag SCHRIEB x:", "Le lundi, Ann a écrit :", "-", "--", "wrote",
+              "schrieb", "Original Message", "\n", "\n", " ", "\t", "text", "> quoted", "On", "Am", "Le", ":"]
+    rng = random.Random(12)
+    texts = ["".join(rng.choice(pieces) + rng.choice([" ", "\n", ""]) for _ in range(rng.randrange(1, 8)))
+             for _ in range(20000)]
+    matched = 0
+    for text in texts:
+        if amazon._QUOTE_START_RE.search(text):
+            matched += 1
+            assert amazon._may_start_quote(text), text
+    assert matched > 2000
+    assert not amazon._may_start_quote("Order ID 1:\nFor Your Information: reply within 24 hours.")

@@ -258,10 +258,22 @@ def notice_region(text: str, buyer_text: str | None) -> str:
     if begin is not None:
         end = search_marker(END_MARKER_RE, text, begin.end())
         text = text[:begin.start()] + (text[end.end():] if end else "")
-    quote = _QUOTE_START_RE.search(text)
+    quote = _QUOTE_START_RE.search(text) if _may_start_quote(text) else None
     if quote is not None:
         text = text[:quote.start()]
-    return _QUOTED_LINE_RE.sub("", text)
+    return _QUOTED_LINE_RE.sub("", text) if ">" in text else text
+
+
+def _may_start_quote(text: str) -> bool:
+    """False only where _QUOTE_START_RE cannot match: ASCII text (where its case-insensitive
+    matching is lowercasing) with none of "--", "wrote:", "schrieb" (its "a écrit" is not
+    ASCII). A test keeps the two in step."""
+    if not text.isascii():
+        return True
+    if "--" in text:
+        return True
+    lowered = text.lower()
+    return "wrote:" in lowered or "schrieb" in lowered
 
 
 def find_undelivered_notice(text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:

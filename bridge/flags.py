@@ -224,7 +224,8 @@ _CLOSING = (
     r"|sent\s+from\s+my\s+.+|von\s+meinem\s+.+\s+gesendet|envoyé\s+de\s+mon\s+.+|enviado\s+desde\s+mi\s+.+"
     r"|inviato\s+da(?:l)?\s+.+|.*から送信)"
 )
-_REFUND_WORD = r"(?:refund|erstattung|remboursement|reembolso|rimborso|返金)"
+_REFUND_WORDS: Final = ("refund", "erstattung", "remboursement", "reembolso", "rimborso", "返金")
+_REFUND_WORD = "(?:" + "|".join(map(re.escape, _REFUND_WORDS)) + ")"
 
 _GREETING_LINE: Final = re.compile(r"^\W*" + _GREETING + r"\b(?:\s+[\w.'-]+){0,3}\W*$", _FLAGS)
 _THANKS_LINE: Final = re.compile(r"^\W*" + _THANKS + r"(?:\W+\w+){0,6}\W*$", _FLAGS)
@@ -235,7 +236,6 @@ _TRAILING_THANKS: Final = re.compile(
     _FLAGS,
 )
 _REFUND_WORD_RE: Final = re.compile(_REFUND_WORD, _FLAGS)
-_REFUND_WORDS: Final = ("refund", "erstattung", "remboursement", "reembolso", "rimborso", "返金")  # = _REFUND_WORD
 # A superset of _ATOZ on lowered text (no look-arounds, any run of separators): a pre-check only.
 _LOOSE_ATOZ: Final = re.compile(r"a[\s\-‐‑–—]*to[\s\-‐‑–—]*z")
 _WORD: Final = re.compile(r"\w+", _FLAGS)

@@ -51,11 +51,18 @@ class FolderInfo:
 ClientFactory = Callable[[ImapSettings], imapclient.IMAPClient]
 
 
+def tls_context(settings: ImapSettings) -> ssl.SSLContext | None:
+    """The context a tls/starttls connection verifies the server with; None for security = none.
+
+    Only TLS needs the CA store (about 20 ms to load). Made outside the connection's error
+    handling: a store that cannot be loaded is the machine's problem, not a connection to retry.
+    """
+    return ssl.create_default_context() if settings.security != "none" else None
+
+
 def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
     """Connect (TLS by default, certificate verified) and log in."""
-    # Only TLS needs the CA store (about 20 ms to load). A store that cannot be loaded is
-    # the machine's problem, said as it is, not a connection to retry.
-    context = ssl.create_default_context() if settings.security != "none" else None
+    context = tls_context(settings)
     try:
         if settings.security == "tls":
             client = imapclient.IMAPClient(settings.host, port=settings.port, ssl=True, ssl_context=context,

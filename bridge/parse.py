@@ -502,13 +502,18 @@ def _plain_text_leaf(msg: Message, data: bytes, body: _Body, defects: list[str])
     if cte == "quoted-printable":
         data = quopri.decodestring(data)
     body.part_types.append("text/plain")
+    body.texts.append(_text(data, charset, defects))
+    return True
+
+
+def _text(data: bytes, charset: str | None, defects: list[str]) -> str:
+    """A text part's body as text, line ends as "\n"."""
     text = _decode_bytes(data, charset, defects)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             text = text.replace("\r", "\n")
-    body.texts.append(text)
-    return True
+    return text
 
 
 def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
@@ -525,10 +530,7 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
     disposition = _disposition(part)
     data = _payload_bytes(part, defects)
     if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
-        text = _decode_bytes(data, _charset(part), defects)
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        (body.texts if ctype == "text/plain" else body.htmls).append(text)
+        (body.texts if ctype == "text/plain" else body.htmls).append(_text(data, _charset(part), defects))
         return
     body.attachments.append(Attachment(filename, ctype, len(data)))
 

@@ -194,8 +194,10 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
     item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
     cls, flags, rec = prepared.cls, prepared.flags, prepared.recording
+    # complete() (ingest_batch runs it on everything) left a recording, signed if forwardable.
+    assert rec is not None and (rec.staff_origin is not None or cls.kind not in FORWARDED_KINDS)
     replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
-    if replies_to_us or mail.message_id in ours or rec is None:
+    if replies_to_us or mail.message_id in ours:
         # What preparing could not know: the database says one of its ids is ours.
         sent_by_us = prepared.origin_ok or mail.message_id in ours
         cls = classify(mail, ClassifyContext(sent_by_us=sent_by_us, replies_to_us=replies_to_us,
@@ -213,8 +215,6 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     else:
         disposition = "recorded"
 
-    if disposition == "forwarded" and rec.staff_origin is None:
-        rec = recording(acct.prepare_context, mail, cls)   # not completed (ingest_batch always completes)
     # The notification's Message-ID is fixed already, so the conversation can chain to it in the same UPDATE.
     staff_message_id = rec.staff_message_id if disposition == "forwarded" else None
     conversation: store.ConversationRef | None = None

@@ -18,13 +18,12 @@ from __future__ import annotations
 import imaplib
 import re
 import socket
-import ssl
 from typing import IO, Sequence, cast
 
 from imapclient import imap_utf7
 
 from .config import ImapSettings
-from .imap import ConnectionLost, ImapError, assemble, split_by_size
+from .imap import ConnectionLost, ImapError, assemble, split_by_size, tls_context
 from .prepare import FetchedMail
 
 _UID_RE = re.compile(rb"\bUID (\d+)")
@@ -48,7 +47,7 @@ class ReadOnlySession:
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
         self._tag = 0
-        context = ssl.create_default_context() if settings.security != "none" else None   # as bridge.imap
+        context = tls_context(settings)
         try:
             if settings.security == "tls":
                 self.imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context,

@@ -689,13 +689,16 @@ def test_date_shortcut_agrees_with_parsedate_to_datetime(value: str) -> None:
 
 
 def test_subject_whitespace_is_folded_as_before() -> None:
+    """parse_mail folds a subject's whitespace as re.sub(r"\\s+", " ", ...).strip() did."""
     import re as regex
 
     rng = random.Random(4)
-    alphabet = "ab \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000."
-    for _ in range(2000):
+    alphabet = "ab \t\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000."
+    for _ in range(500):
         value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(10)))
-        assert " ".join(value.split()) == regex.sub(r"\s+", " ", value).strip()
+        raw = b"From: a@b.example\nSubject: =?utf-8?b?" + base64.b64encode(value.encode()) + b"?=\n\nx\n"
+        assert parse_mail(raw).subject == regex.sub(r"\s+", " ", value).strip(), repr(value)
+
 
 
 def test_quote_start_prefilter_never_hides_a_match() -> None:

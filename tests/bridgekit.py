@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -108,6 +110,36 @@ def crash_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, 
                   "imap": {"poll_seconds": 5, "batch_size": batch_size, "processed_folder": "Processed"},
                   "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
     return path
+
+
+def peek_count(db: Path, sql: str) -> int:
+    """A count read on a plain read-only connection, 0 while the table does not exist yet.
+
+    (The engine's transactions begin IMMEDIATE: they would queue for the write lock behind
+    a running daemon's batches and see a count only once its backlog is done.)
+    """
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:   # not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_for_progress(progress: Callable[[], Any], finished: Callable[[Any], bool], timeout: float = 60) -> None:
+    """Wait until ``progress()`` gives something new (a daemon just started got going) or ``finished``.
+
+    The SIGKILL tests kill at a random moment after this as well as blindly: how long
+    start-up takes differs twofold between machines, so a fixed delay could always hit it.
+    """
+    before = progress()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = progress()
+        if now != before or finished(now):
+            return
+        time.sleep(0.01)
 
 
 def mailbridge_process(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:

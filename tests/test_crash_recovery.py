@@ -6,7 +6,6 @@ import collections
 import os
 import random
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from bridge import samples, store
 from bridge.db import open_database
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
 
-from bridgekit import crash_config, mailbridge_process, running_daemon
+from bridgekit import crash_config, mailbridge_process, peek_count, running_daemon, wait_for_progress
 
 BACKLOG = 1000
 KILLS = 8
@@ -38,28 +37,24 @@ def test_sigkill_during_backlog_loses_and_duplicates_nothing(tmp_path: Path, dov
         engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
         rng = random.Random(2026)
         kills: list[tuple[int, int]] = []   # (messages recorded, staff mails received) at each kill
+        db = tmp_path / "mailbridge.db"
+
         def recorded_now() -> int:
-            # A plain read (the engine's BEGIN IMMEDIATE would queue for the write lock behind the
-            # daemon's batches, and see the count only once the backlog is done).
-            db = sqlite3.connect(f"file:{tmp_path}/mailbridge.db?mode=ro", uri=True, timeout=30)
-            try:
-                return int(db.execute("SELECT count(*) FROM message").fetchone()[0])
-            except sqlite3.OperationalError:   # not created yet
-                return 0
-            finally:
-                db.close()
+            return peek_count(db, "SELECT count(*) FROM message")
 
         while len(kills) < KILLS and len(smtp.received) < BACKLOG:
             proc = mailbridge_process(config, log, "run")
             if not kills:
                 # The first kill lands while the backlog is being recorded: the whole of it takes
                 # well under a second now, so a random moment could miss that window every time.
-                deadline = time.monotonic() + 60
-                while recorded_now() == 0 and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                wait_for_progress(recorded_now, lambda now: False)
                 time.sleep(rng.uniform(0, 0.05))
+            elif len(kills) % 2:   # every other kill soon after this run got going
+                wait_for_progress(lambda: (recorded_now(), len(smtp.received)),
+                                  lambda now: now == (BACKLOG, BACKLOG))
+                time.sleep(rng.uniform(0, 0.2))
             else:
-                time.sleep(rng.uniform(0.5, 1.2))  # start-up takes about 0.5 s
+                time.sleep(rng.uniform(0.2, 1.2))  # anywhere, start-up included
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills.append((recorded_now(), len(smtp.received)))

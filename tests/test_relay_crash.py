@@ -19,12 +19,13 @@ from bridge import samples, store
 from bridge.db import open_database
 from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP
 
-from bridgekit import crash_config, mailbridge_process, running_daemon
+from bridgekit import crash_config, mailbridge_process, peek_count, running_daemon, wait_for_progress
 
 REPLIES = 200
 KILLS = 8
 BUYER_DOMAIN = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer (\d+):")
+QUEUED_REPLIES = "SELECT count(*) FROM outbox WHERE purpose = 'buyer_reply'"
 
 
 
@@ -81,11 +82,17 @@ def test_sigkill_while_relaying_staff_replies_never_duplicates(tmp_path: Path, d
             client.multiappend("INBOX", replies)
 
         engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+        db = tmp_path / "mailbridge.db"
         rng = random.Random(4711)
         kills: list[tuple[int, int]] = []   # (staff replies ingested, buyer mails received) at each kill
         while len(kills) < KILLS and len(_to_buyers(smtp)) < REPLIES:
             proc = mailbridge_process(config, log, "run")
-            time.sleep(rng.uniform(0.5, 1.2))  # start-up takes about 0.5 s
+            if len(kills) % 2:   # every other kill soon after this run got going
+                wait_for_progress(lambda: (peek_count(db, QUEUED_REPLIES), len(_to_buyers(smtp))),
+                                  lambda now: now[1] >= REPLIES)
+                time.sleep(rng.uniform(0, 0.2))
+            else:
+                time.sleep(rng.uniform(0.2, 1.2))  # anywhere, start-up included
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills.append((len(_buyer_reply_states(engine)), len(_to_buyers(smtp))))

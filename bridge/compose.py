@@ -49,10 +49,21 @@ class Outgoing:
     raw: bytes               # CRLF line endings, ready for SMTP DATA
 
 
+# RFC 5322 2.1.1: a line MUST NOT exceed 998 characters (CRLF excluded).
+MAX_LINE = 998
+
+
 def _text_part(text: str) -> bytes:
     """Content headers, a blank line and the body of a utf-8 text part."""
-    # Quoted-printable keeps long lines and non-ASCII intact in every client (RFC 2045 6.7).
-    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    # A CR alone would go out bare (invalid on the wire): it ends a line, as in email.generator.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii() and "\x00" not in text and max(map(len, text.split("\n"))) <= MAX_LINE:
+        # Already valid 7bit data (RFC 2045 2.7): sent as it is, readable in any client and
+        # in the raw source; encoding it would only cost time (most mail is like this).
+        return (b'Content-Type: text/plain; charset="utf-8"\r\n'
+                b"Content-Transfer-Encoding: 7bit\r\n\r\n" + text.replace("\n", "\r\n").encode("ascii"))
+    # Quoted-printable keeps non-ASCII, overlong lines and NULs intact in every client (RFC 2045 6.7).
+    body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     return (b'Content-Type: text/plain; charset="utf-8"\r\n'
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)
 

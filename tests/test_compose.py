@@ -64,15 +64,55 @@ def test_headers_read_back(overrides, header, expected) -> None:  # type: ignore
         "line with trailing spaces   \nand\ttabs\n",
         ".leading dot\n..two dots\nFrom the start\n",
         "crlf\r\ninput\r\n",
+        "x" * 998 + "\n",
+        "x" * 999 + "\n",
+        "y" * 5000,
+        "nul \x00 inside\n",
+        "=3D is not an escape here = and =\n",
+        "",
     ],
 )
 def test_body_round_trips(text: str) -> None:
     out = build(text=text)
     assert all(len(line) <= 998 for line in out.raw.split(b"\r\n"))  # RFC 5322 2.1.1
     assert b"\n" not in out.raw.replace(b"\r\n", b"")                   # CRLF only
+    assert b"\r" not in out.raw.replace(b"\r\n", b"")                   # no bare CR
     msg = message_from_bytes(out.raw, policy=policy.default)
     # The parser keeps the wire's CRLF line ends in the decoded text.
     assert msg.get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize(
+    "text,encoding",
+    [
+        ("Hello\n", "7bit"),
+        ("a very long line " * 40 + "\n", "7bit"),         # 680 characters: within RFC 5322's 998
+        ("x" * 998 + "\nshort\n", "7bit"),
+        ("x" * 999 + "\nshort\n", "quoted-printable"),
+        ("Grüße\n", "quoted-printable"),
+        ("nul \x00\n", "quoted-printable"),
+        ("line with trailing spaces   \n\tand tabs\n", "7bit"),
+        ("", "7bit"),
+    ],
+)
+def test_ascii_text_goes_as_it_is_and_the_rest_quoted_printable(text: str, encoding: str) -> None:
+    out = build(text=text)
+    msg = message_from_bytes(out.raw, policy=policy.default)
+    assert msg["Content-Transfer-Encoding"] == encoding
+    if encoding == "7bit":
+        assert out.raw.endswith(b"\r\n\r\n" + text.replace("\n", "\r\n").encode("ascii"))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("old\rmac\rlines\r", "old\nmac\nlines\n"),
+    ("mixed\r\nends\rhere\n", "mixed\nends\nhere\n"),
+    ("Grüße\raus\rMünchen", "Grüße\naus\nMünchen"),
+])
+def test_a_lone_cr_ends_a_line_instead_of_going_out_bare(text: str, expected: str) -> None:
+    out = build(text=text)
+    assert b"\r" not in out.raw.replace(b"\r\n", b"")
+    msg = message_from_bytes(out.raw, policy=policy.default)
+    assert msg.get_content().replace("\r\n", "\n") == expected
 
 
 def test_header_injection_refused() -> None:

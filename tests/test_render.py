@@ -59,10 +59,37 @@ def test_text_normalisation_follows_the_rule() -> None:
 
     rng = random.Random(5)
     pieces = ["a", "b c", " ", "\t", "\n", "\n", "\n", "\r\n", "\r", "\x0c", "\u2028", "\xa0", "  x  "]
-    cases = ["", "\n", "\n\n\n", "a", "a\n", "\n\na\n\n\nb  \n\n", "  \n x\t\n\n\n"]
+    # Mostly ASCII with Unix line ends (the quick path), with each character that would leave it.
+    plain = ["a", "b c", " ", "\t", "\n", "\n", "\n", "\x1f", "  x  ", "\x0b", "\x1c", "\x1d", "\x1e", "\x85"]
+    cases = ["", "\n", "\n\n\n", "a", "a\n", "\n\na\n\n\nb  \n\n", "  \n x\t\n\n\n", "a \n", "a\t", "a\x1f\nb",
+             "a\x1f", "\n\n\nx", "x\n\n\n", "a\nb\n"]
     cases += ["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(3000)]
+    cases += ["".join(rng.choice(plain[:9] if i % 2 else plain) for _ in range(rng.randrange(0, 30)))
+              for i in range(6000)]
     for text in cases:
         assert render._normalise_text(text) == _normalise_reference(text), repr(text)
+
+
+def test_indent_is_jinjas_indent() -> None:
+    import random
+
+    from jinja2.filters import do_indent
+    from markupsafe import Markup
+
+    rng = random.Random(11)
+    pieces = ["a", "b c", " ", "\t", "\n", "\n", "\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f",
+              "\x85", "\u2028", "\u2029", "é", "<b>"]
+    texts = ["", "\n", "\n\n", "a", "a\n", "\na", "a\n\n\nb", "a\nb\n", " \n ", "\n\n\nx\n\n"]
+    texts += ["".join(rng.choice(pieces[:7] if i % 2 else pieces) for _ in range(rng.randrange(0, 25)))
+              for i in range(3000)]
+    for text in texts:
+        for s in (text, Markup(text)):
+            for width in (0, 2, 4, "> ", -1):
+                for first in (False, True):
+                    for blank in (False, True):
+                        expected = do_indent(s, width, first, blank)
+                        got = render._indent(s, width, first, blank)
+                        assert got == expected and type(got) is type(expected), (s, width, first, blank)
 
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -78,17 +105,21 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
      "range": "a variable that shadows a global"},
 ])
 def test_rendering_is_what_jinja_renders(name: str, variables: dict[str, object]) -> None:
-    """The shortcut past Template.render gives the same text, or the same error, for every shipped template."""
+    """The shortcut past Template.render, and our indent filter, give the same text, or the same error,
+    for every shipped template."""
     import jinja2
+    from jinja2.filters import do_indent
 
     templates = Templates(TEMPLATES)
+    plain = Templates(TEMPLATES)
+    plain.env.filters["indent"] = do_indent
     context = {"marker": "##- above -##", "tag": "MB-7", "subject": "Where is it?", "original_subject": "s",
                "from_display": "A <a@b.example>", "marketplace": "amazon.de", "received": "2026-11-24 01:00 UTC",
                "account": "acme", "seller_address": "seller@acme.example", "title": "T", "body": "B",
                **variables}
     template = templates.env.get_template(name)
     try:
-        expected: object = template.render(context)
+        expected: object = plain.env.get_template(name).render(context)
     except jinja2.TemplateError as exc:
         expected = (type(exc), str(exc))
     try:

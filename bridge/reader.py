@@ -38,9 +38,11 @@ what is read; the head start only saves time.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
+import queue
 import select
 import signal
 import sqlite3
@@ -73,7 +75,8 @@ _slots = threading.BoundedSemaphore(MAX_READERS)
 # it is clearly younger than that, so it cannot exit just as its job is written.
 SPARE_IDLE_SECONDS = 60.0
 _SPARE_TAKE_SECONDS = SPARE_IDLE_SECONDS - 15.0
-# How much a spare reads before its job comes: about what it gets through while the daemon starts.
+# How much a spare reads before its job comes (about what it gets through while the daemon
+# starts), and how many batches a helper's reading gets ahead of the daemon's recording.
 AHEAD_BATCHES = 8
 # How long the job waits for the head start to stop before it cuts its connection and starts afresh.
 HEAD_START_STOP_SECONDS = 5.0
@@ -166,9 +169,54 @@ def _read_message(fd: int, timeout: float) -> object | None:
     return pickle.loads(body) if body is not None else None
 
 
-def _send(out: IO[bytes], kind: str, payload: Any) -> None:
-    pickle.dump((kind, payload), out, protocol=pickle.HIGHEST_PROTOCOL)
-    out.flush()
+class _Sender:
+    """In the helper: sends what the job read from a thread of its own, in order.
+
+    The pipe holds 64 KiB of a batch's megabytes, so a helper that sent each
+    batch itself would wait, doing nothing, for as long as the daemon takes to
+    record the batch before. With this one it reads on meanwhile, up to
+    ``AHEAD_BATCHES`` batches that wait their turn (that is its memory bound).
+    A batch is pickled before it is queued, so the thread only writes: one
+    blocking write, all of it without the GIL (pickling into the pipe would
+    take the GIL back from the reading thread after every 64 KiB).
+    """
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=AHEAD_BATCHES)
+        self.broken = threading.Event()   # the daemon is gone or stopped listening
+        self._thread = threading.Thread(target=self._run, name="send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (blob := self._queue.get()) is not None:
+            try:
+                self._out.write(blob)
+                self._out.flush()
+            except OSError:   # BrokenPipeError above all
+                self.broken.set()
+                return
+
+    def put(self, kind: str, payload: Any) -> None:
+        """Queue a message; waits while ``AHEAD_BATCHES`` do. Raises BrokenPipeError once sending failed."""
+        self._put(pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _put(self, item: bytes | None) -> None:
+        while not self.broken.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise BrokenPipeError("the daemon stopped reading")
+
+    def close(self) -> None:
+        """Wait until everything queued is sent, or sending failed."""
+        try:
+            self._put(None)
+        except BrokenPipeError:
+            return
+        self._thread.join()
 
 
 class _HeadStart:
@@ -245,12 +293,22 @@ class _HeadStart:
 
 
 def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None) -> None:
-    """The helper's work: fetch, prepare, send one batch at a time (blocks while the reader is behind)."""
+    """The helper's work: fetch and prepare batch after batch, while a thread sends them in order
+    (reading waits only when ``AHEAD_BATCHES`` are waiting for the daemon)."""
+    session, found = head_start.take(job) if head_start is not None else (None, {})
+    sender = _Sender(out)
+    try:
+        _read_job(job, session, found, sender)
+    finally:
+        sender.close()
+
+
+def _read_job(job: ReaderJob, session: "ReadOnlySession | None", found: "dict[int, Prepared | FetchedMail]",
+              sender: _Sender) -> None:
     from .imap import ImapError
     from .prepare import FetchedMail, read
     from .rawimap import ReadOnlySession
 
-    session, found = head_start.take(job) if head_start is not None else (None, {})
     used = 0
     try:
         folder, size = job.imap.folder, job.imap.batch_size
@@ -258,7 +316,7 @@ def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None
             session = ReadOnlySession(job.imap)
             uidvalidity = session.examine(folder)
             if uidvalidity != job.uidvalidity:
-                _send(out, "error", f"UIDVALIDITY of {folder} changed ({job.uidvalidity} -> {uidvalidity})")
+                sender.put("error", f"UIDVALIDITY of {folder} changed ({job.uidvalidity} -> {uidvalidity})")
                 return
         with session:
             for start in range(0, len(job.uids), size):
@@ -280,14 +338,14 @@ def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None
                         used += 1
                     elif uid in fetched:
                         prepared.append(fetched[uid])
-                _send(out, "batch", (batch[-1], prepared))
-        _send(out, "done", used)
+                sender.put("batch", (batch[-1], prepared))
+        sender.put("done", used)
     except BrokenPipeError:
         pass  # the daemon is gone or stopped listening: nothing to report to
     except Exception as exc:  # noqa: BLE001 - report any failure; the ingest thread takes over
         try:
-            _send(out, "error", f"{type(exc).__name__}: {exc}")
-        except OSError:
+            sender.put("error", f"{type(exc).__name__}: {exc}")
+        except BrokenPipeError:
             pass
 
 
@@ -320,8 +378,26 @@ def _spawn() -> "subprocess.Popen[bytes]":
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     # -P: never import from the working directory (under systemd a folder the service can write to).
-    return subprocess.Popen([sys.executable, "-P", "-m", "bridge.reader"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "bridge.reader"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env, close_fds=True)
+    _widen(proc.stdout)
+    return proc
+
+
+# The pipe the batches come through: Linux's largest for anyone (fs.pipe-max-size), instead of 64 KiB.
+# A batch is megabytes; the fewer times each side waits for the other, the better.
+PIPE_BYTES = 1024 * 1024
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Make ``pipe`` hold ``PIPE_BYTES``, where the system lets us; otherwise it stays as it is."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)   # Linux only
+    if pipe is None or setsize is None:
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), setsize, PIPE_BYTES)
+    except OSError:   # EPERM: fs.pipe-max-size is set lower here; the default pipe works, a little slower
+        pass
 
 
 def prestart() -> None:

@@ -518,6 +518,87 @@ def test_messages_to_the_helper_time_out_and_end_with_the_pipe() -> None:
     os.close(read_fd)
 
 
+@pytest.mark.parametrize("ahead", [reader.AHEAD_BATCHES, 2])
+def test_the_helper_reads_on_while_the_daemon_records(dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                                      staff: SandboxAccount, smtp_server: SandboxSMTP,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      ahead: int) -> None:
+    """Nobody takes its batches for a while (the daemon is recording): it reads on, up to ``ahead`` batches
+    waiting, then sends them all in order."""
+    import pickle
+    import time
+
+    from bridge import prepare
+
+    monkeypatch.setattr(reader, "AHEAD_BATCHES", ahead)
+    with dovecot.imap_client(fresh_mailbox.user) as client:   # a batch is more than the pipe holds
+        client.multiappend("INBOX", samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user, seed=11,
+                                                          size=8000))
+    settings = settings_for(tmp_path, fresh_mailbox, staff, smtp_server)
+    acct = settings.accounts[0]
+    with dovecot.imap_client(fresh_mailbox.user) as client:
+        validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
+    job = reader.ReaderJob(acct.imap, validity, tuple(range(1, MESSAGES + 1)), prepare.context(acct, b""))
+    reads: list[int] = []
+    real_read = prepare.read
+    monkeypatch.setattr(prepare, "read", lambda ctx, item: reads.append(item.uid) or real_read(ctx, item))
+    read_fd, write_fd = os.pipe()   # 64 KiB: less than one batch of these
+    with os.fdopen(write_fd, "wb") as out, os.fdopen(read_fd, "rb") as pipe:
+        helper = threading.Thread(target=reader.run_job, args=(job, out))
+        helper.start()
+        deadline = time.monotonic() + 30
+        settled = -1
+        while len(reads) != settled and time.monotonic() < deadline:
+            settled = len(reads)
+            time.sleep(0.5)
+        # Read so far without anything taken: a batch being sent, ``ahead`` queued, one more waiting to be.
+        assert len(reads) == min(MESSAGES, (ahead + 2) * BATCH), reads
+        received = []
+        while True:
+            kind, payload = pickle.load(pipe)
+            received.append(kind)
+            if kind != "batch":
+                break
+            last_uid, batch = payload
+            assert [p.item.uid for p in batch] == list(range(last_uid - BATCH + 1, last_uid + 1))
+        helper.join(10)
+    assert received == ["batch"] * (MESSAGES // BATCH) + ["done"]
+    assert sorted(reads) == list(range(1, MESSAGES + 1))                  # each read once
+
+
+def test_the_batch_pipe_is_widened_where_the_system_allows() -> None:
+    import fcntl
+
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are Linux's")
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as pipe:
+        reader._widen(pipe)
+        size = fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ)
+    os.close(write_fd)
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert size == reader.PIPE_BYTES or (allowed < reader.PIPE_BYTES and os.geteuid() != 0)   # else: left as is
+
+
+def test_a_helper_whose_daemon_stops_listening_ends(dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                                    staff: SandboxAccount, smtp_server: SandboxSMTP,
+                                                    tmp_path: Path) -> None:
+    from bridge import prepare
+
+    fill(dovecot, fresh_mailbox)
+    acct = settings_for(tmp_path, fresh_mailbox, staff, smtp_server).accounts[0]
+    with dovecot.imap_client(fresh_mailbox.user) as client:
+        validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
+    job = reader.ReaderJob(acct.imap, validity, tuple(range(1, MESSAGES + 1)), prepare.context(acct, b""))
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "wb") as out:
+        helper = threading.Thread(target=reader.run_job, args=(job, out))
+        helper.start()
+        helper.join(20)
+        assert not helper.is_alive()
+
+
 def test_the_helper_is_never_given_the_secret(tmp_path: Path, dovecot: DovecotServer,
                                               fresh_mailbox: SandboxAccount, staff: SandboxAccount,
                                               smtp_server: SandboxSMTP, readers: list[BacklogReader],

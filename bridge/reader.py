@@ -38,11 +38,11 @@ what is read; the head start only saves time.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
 import pickle
-import queue
 import select
 import signal
 import sqlite3
@@ -76,8 +76,10 @@ _slots = threading.BoundedSemaphore(MAX_READERS)
 SPARE_IDLE_SECONDS = 60.0
 _SPARE_TAKE_SECONDS = SPARE_IDLE_SECONDS - 15.0
 # How much a spare reads before its job comes (about what it gets through while the daemon
-# starts), and how many batches a helper's reading gets ahead of the daemon's recording.
+# starts), and how far a helper's reading gets ahead of the daemon's recording: so many batches,
+# and no more than so many bytes of mail (of pickled batches, when they wait to be sent).
 AHEAD_BATCHES = 8
+AHEAD_BYTES = 24 * 1024 * 1024
 # How long the job waits for the head start to stop before it cuts its connection and starts afresh.
 HEAD_START_STOP_SECONDS = 5.0
 _MAX_UID = 4294967295   # RFC 3501: UIDs are 32-bit
@@ -174,41 +176,57 @@ class _Sender:
 
     The pipe holds 64 KiB of a batch's megabytes, so a helper that sent each
     batch itself would wait, doing nothing, for as long as the daemon takes to
-    record the batch before. With this one it reads on meanwhile, up to
-    ``AHEAD_BATCHES`` batches that wait their turn (that is its memory bound).
-    A batch is pickled before it is queued, so the thread only writes: one
-    blocking write, all of it without the GIL (pickling into the pipe would
-    take the GIL back from the reading thread after every 64 KiB).
+    record the batch before. With this one it reads on meanwhile, while fewer
+    than ``AHEAD_BATCHES`` batches and ``AHEAD_BYTES`` wait their turn (its
+    memory bound; one batch may always wait, however large). A batch is
+    pickled before it is queued, so the thread only writes: one blocking
+    write, all of it without the GIL (pickling into the pipe would take the
+    GIL back from the reading thread after every 64 KiB).
     """
 
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=AHEAD_BATCHES)
-        self.broken = threading.Event()   # the daemon is gone or stopped listening
+        self._waiting: collections.deque[bytes | None] = collections.deque()
+        self._waiting_bytes = 0
+        self._changed = threading.Condition()
+        self.broken = False   # the daemon is gone or stopped listening
         self._thread = threading.Thread(target=self._run, name="send", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (blob := self._queue.get()) is not None:
+        while True:
+            with self._changed:
+                while not self._waiting:
+                    self._changed.wait()
+                blob = self._waiting.popleft()
+                if blob is None:
+                    return
+                self._waiting_bytes -= len(blob)
+                self._changed.notify_all()
             try:
                 self._out.write(blob)
                 self._out.flush()
             except OSError:   # BrokenPipeError above all
-                self.broken.set()
+                with self._changed:
+                    self.broken = True
+                    self._changed.notify_all()
                 return
 
     def put(self, kind: str, payload: Any) -> None:
-        """Queue a message; waits while ``AHEAD_BATCHES`` do. Raises BrokenPipeError once sending failed."""
+        """Queue a message; waits while the queue is full. Raises BrokenPipeError once sending failed."""
         self._put(pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL))
 
-    def _put(self, item: bytes | None) -> None:
-        while not self.broken.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        raise BrokenPipeError("the daemon stopped reading")
+    def _put(self, blob: bytes | None) -> None:
+        size = len(blob) if blob is not None else 0
+        with self._changed:
+            while not self.broken and self._waiting and (
+                    len(self._waiting) >= AHEAD_BATCHES or self._waiting_bytes + size > AHEAD_BYTES):
+                self._changed.wait()
+            if self.broken:
+                raise BrokenPipeError("the daemon stopped reading")
+            self._waiting.append(blob)
+            self._waiting_bytes += size
+            self._changed.notify_all()
 
     def close(self) -> None:
         """Wait until everything queued is sent, or sending failed."""
@@ -248,11 +266,13 @@ class _HeadStart:
                 self.session.close()   # the daemon reads this little itself: no login kept for nothing
                 self.session = None
                 return
+            held = 0   # about the memory what was read takes: mail of MBs each must not fill it
             for start in range(0, min(len(uids), AHEAD_BATCHES * size), size):
-                if self._stop.is_set():
+                if self._stop.is_set() or held >= AHEAD_BYTES:
                     return
                 for item in self.session.fetch(uids[start:start + size], imap.max_message_bytes):
                     self.found[item.uid] = item if self._stop.is_set() else read(self.hint.prepare, item)
+                    held += 3 * len(item.raw)   # prepared, a message holds its text twice more
         except Exception:  # noqa: BLE001 - a head start only: the job does its own reading
             self.failed = True
 

@@ -518,19 +518,24 @@ def test_messages_to_the_helper_time_out_and_end_with_the_pipe() -> None:
     os.close(read_fd)
 
 
-@pytest.mark.parametrize("ahead", [reader.AHEAD_BATCHES, 2])
+@pytest.mark.parametrize("ahead,ahead_bytes,reads_before", [
+    (reader.AHEAD_BATCHES, reader.AHEAD_BYTES, MESSAGES),    # all of it
+    (2, reader.AHEAD_BYTES, 4 * BATCH),    # one batch being sent, two waiting, one read that waits to be
+    (8, 1, 3 * BATCH),                     # bytes bound it: one batch may always wait
+])
 def test_the_helper_reads_on_while_the_daemon_records(dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
                                                       staff: SandboxAccount, smtp_server: SandboxSMTP,
                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      ahead: int) -> None:
-    """Nobody takes its batches for a while (the daemon is recording): it reads on, up to ``ahead`` batches
-    waiting, then sends them all in order."""
+                                                      ahead: int, ahead_bytes: int, reads_before: int) -> None:
+    """Nobody takes its batches for a while (the daemon is recording): it reads on, as far as its bounds
+    let it, then sends them all in order."""
     import pickle
     import time
 
     from bridge import prepare
 
     monkeypatch.setattr(reader, "AHEAD_BATCHES", ahead)
+    monkeypatch.setattr(reader, "AHEAD_BYTES", ahead_bytes)
     with dovecot.imap_client(fresh_mailbox.user) as client:   # a batch is more than the pipe holds
         client.multiappend("INBOX", samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user, seed=11,
                                                           size=8000))
@@ -551,8 +556,7 @@ def test_the_helper_reads_on_while_the_daemon_records(dovecot: DovecotServer, fr
         while len(reads) != settled and time.monotonic() < deadline:
             settled = len(reads)
             time.sleep(0.5)
-        # Read so far without anything taken: a batch being sent, ``ahead`` queued, one more waiting to be.
-        assert len(reads) == min(MESSAGES, (ahead + 2) * BATCH), reads
+        assert len(reads) == reads_before, reads            # without anything taken
         received = []
         while True:
             kind, payload = pickle.load(pipe)
@@ -578,6 +582,26 @@ def test_the_batch_pipe_is_widened_where_the_system_allows() -> None:
     os.close(write_fd)
     allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     assert size == reader.PIPE_BYTES or (allowed < reader.PIPE_BYTES and os.geteuid() != 0)   # else: left as is
+
+
+@pytest.mark.parametrize("ahead_bytes,read", [(reader.AHEAD_BYTES, MESSAGES), (1, BATCH)])
+def test_a_head_start_holds_no_more_than_its_bytes(dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+                                                   staff: SandboxAccount, smtp_server: SandboxSMTP,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   ahead_bytes: int, read: int) -> None:
+    from bridge import prepare
+
+    monkeypatch.setattr(reader, "AHEAD_BATCHES", MESSAGES // BATCH)
+    monkeypatch.setattr(reader, "AHEAD_BYTES", ahead_bytes)
+    fill(dovecot, fresh_mailbox)
+    acct = settings_for(tmp_path, fresh_mailbox, staff, smtp_server).accounts[0]
+    head_start = reader._HeadStart(reader.ReadAhead(acct.imap, prepare.context(acct, b""), 0, 0))
+    head_start._thread.join(30)
+    try:
+        assert not head_start.failed
+        assert sorted(head_start.found) == list(range(1, read + 1))
+    finally:
+        head_start.close()
 
 
 def test_a_helper_whose_daemon_stops_listening_ends(dovecot: DovecotServer, fresh_mailbox: SandboxAccount,

@@ -104,6 +104,11 @@ def main() -> None:
             print(f"(a) baseline fetch + policy.default parse: {max(base):.0f} msg/s")
             print(f"(b) mailbridge run --once (ingest, classify, thread, record, queue): {max(bridge):.0f} msg/s")
             print(f"ratio b/a: {max(bridge) / max(base):.2f}x   peak RSS of (b): {max(rss):.0f} MiB")
+            # Each round's two runs are neighbours in time, so their ratio is less at the mercy of
+            # a machine whose speed changes between rounds than the ratio of the two bests.
+            paired = sorted(b / a for a, b in zip(base, bridge))
+            print(f"ratio b/a within each round: median {statistics.median(paired):.2f}x "
+                  f"(lowest {paired[0]:.2f}x, highest {paired[-1]:.2f}x)")
             if args.latency:
                 lat = latency(root, dovecot, smtp, args.latency)
                 print(f"APPEND -> staff notification at the SMTP server, {len(lat)} messages, IDLE: "

@@ -423,6 +423,7 @@ def _stop_during_startup(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
+        gctune.hold()   # start-up makes objects, not garbage: collect nothing until it is done
         # Until the daemon installs its own handlers (after imports and opening the
         # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
         # Installed before the imports below, which take most of start-up.
@@ -443,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mailbridge: {exc}", file=sys.stderr)
             return 2
         raise
+    finally:
+        gctune.release()   # start-up ended before it settled (in a caller that goes on: tests)
 
 
 if __name__ == "__main__":

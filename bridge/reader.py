@@ -373,7 +373,10 @@ def main() -> None:
     """``python -m bridge.reader``: the job arrives pickled on stdin, batches leave pickled on stdout."""
     # The daemon decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from . import gctune, prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
+    from . import gctune
+
+    gctune.hold()
+    from . import prepare, rawimap  # noqa: F401 - imported before the job comes: what a spare helper is for
 
     gctune.settle()
     # Nothing within the time, or the pipe closed: a spare nobody needed.

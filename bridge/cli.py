@@ -422,18 +422,18 @@ def _stop_during_startup(signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        gctune.hold()   # start-up makes objects, not garbage: collect nothing until it is done
-        # Until the daemon installs its own handlers (after imports and opening the
-        # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
-        # Installed before the imports below, which take most of start-up.
-        signal.signal(signal.SIGTERM, _stop_during_startup)
-        # A backlog reader starts up on the other core while this one reads the configuration
-        # and imports the rest (it waits to be told what to read; cmd_run stops it if nothing).
-        from . import reader
-
-        reader.prestart()
     try:
+        if args.command == "run":
+            gctune.hold()   # start-up makes objects, not garbage: collect nothing until it is done
+            # Until the daemon installs its own handlers (after imports and opening the
+            # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
+            # Installed before the imports below, which take most of start-up.
+            signal.signal(signal.SIGTERM, _stop_during_startup)
+            # A backlog reader starts up on the other core while this one reads the configuration
+            # and imports the rest (it waits to be told what to read; cmd_run stops it if nothing).
+            from . import reader
+
+            reader.prestart()
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

@@ -55,7 +55,7 @@ MAX_LINE = 998
 
 def _text_part(text: str) -> bytes:
     """Content headers, a blank line and the body of a utf-8 text part."""
-    # A CR alone would go out bare (invalid on the wire): it ends a line, as in email.generator.
+    # A CR alone ends a line, as in email.generator: ``raw`` has CRLF line ends and no other CR.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.isascii() and "\x00" not in text and max(map(len, text.split("\n"))) <= MAX_LINE:
         # Already valid 7bit data (RFC 2045 2.7): sent as it is, readable in any client and

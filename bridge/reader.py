@@ -8,8 +8,9 @@ helper process: it opens a second IMAP connection, EXAMINEs the folder
 ``BODY.PEEK``), fetches the given UIDs in batches and runs bridge.prepare.read
 on each message, while the ingest thread records the previous batch (and
 completes what the helper read: the origin checks need the HMAC key, which
-stays in the daemon). One batch travels through the pipe at a time, so the
-helper is at most one batch ahead and memory stays bounded.
+stays in the daemon). A thread of the helper sends the batches in order while
+it reads on, at most about ``AHEAD_BATCHES`` batches (``AHEAD_BYTES``) ahead of
+the ingest thread, so memory stays bounded.
 
 Nothing about safety moves here: recording, the checkpoint and MOVE stay in
 the ingest thread, in the same order. The helper only reads. If it fails
@@ -174,11 +175,12 @@ def _read_message(fd: int, timeout: float) -> object | None:
 class _Sender:
     """In the helper: sends what the job read from a thread of its own, in order.
 
-    The pipe holds 64 KiB of a batch's megabytes, so a helper that sent each
-    batch itself would wait, doing nothing, for as long as the daemon takes to
-    record the batch before. With this one it reads on meanwhile, while fewer
-    than ``AHEAD_BATCHES`` batches and ``AHEAD_BYTES`` wait their turn (its
-    memory bound; one batch may always wait, however large). A batch is
+    The pipe holds 1 MiB at most (64 KiB by default) of a batch's megabytes,
+    so a helper that sent each batch itself would wait, doing nothing, for as
+    long as the daemon takes to record the batch before. With this one it reads
+    on meanwhile, while fewer than ``AHEAD_BATCHES`` batches and ``AHEAD_BYTES``
+    wait their turn (its memory bound, besides the batch being written and the
+    one being read; one batch may always wait, however large). A batch is
     pickled before it is queued, so the thread only writes: one blocking
     write, all of it without the GIL (pickling into the pipe would take the
     GIL back from the reading thread after every 64 KiB).
@@ -189,7 +191,7 @@ class _Sender:
         self._waiting: collections.deque[bytes | None] = collections.deque()
         self._waiting_bytes = 0
         self._changed = threading.Condition()
-        self.broken = False   # the daemon is gone or stopped listening
+        self.broken = False   # nothing more can be sent
         self._thread = threading.Thread(target=self._run, name="send", daemon=True)
         self._thread.start()
 
@@ -206,11 +208,17 @@ class _Sender:
             try:
                 self._out.write(blob)
                 self._out.flush()
-            except OSError:   # BrokenPipeError above all
-                with self._changed:
-                    self.broken = True
-                    self._changed.notify_all()
+            except OSError:   # BrokenPipeError above all: the daemon is gone or stopped reading
+                self._break()
                 return
+            except BaseException:   # a bug: said on stderr, and the reading thread must not wait for ever
+                self._break()
+                raise
+
+    def _break(self) -> None:
+        with self._changed:
+            self.broken = True
+            self._changed.notify_all()
 
     def put(self, kind: str, payload: Any) -> None:
         """Queue a message; waits while the queue is full. Raises BrokenPipeError once sending failed."""
@@ -325,8 +333,6 @@ def run_job(job: ReaderJob, out: IO[bytes], head_start: _HeadStart | None = None
 
 def _read_job(job: ReaderJob, session: "ReadOnlySession | None", found: "dict[int, Prepared | FetchedMail]",
               sender: _Sender) -> None:
-    from .imap import ImapError
-    from .prepare import FetchedMail, read
     from .rawimap import ReadOnlySession
 
     used = 0
@@ -341,24 +347,9 @@ def _read_job(job: ReaderJob, session: "ReadOnlySession | None", found: "dict[in
         with session:
             for start in range(0, len(job.uids), size):
                 batch = job.uids[start:start + size]
-                unread = [uid for uid in batch if uid not in found]
-                fetched = {item.uid: read(job.prepare, item)
-                           for item in session.fetch(unread, job.prepare.max_message_bytes)}
-                absent = [uid for uid in batch if uid not in found and uid not in fetched]
-                if absent and set(absent) & set(session.uids_between(min(absent), max(absent))):
-                    # Never pass over mail the server still lists: the daemon would move its
-                    # checkpoint past it. It fetches this batch again itself.
-                    raise ImapError(f"the server returned nothing for UIDs it lists ({len(absent)} of them)")
-                # In UID order; a UID the server no longer has (expunged) is in neither.
-                prepared = []
-                for uid in batch:
-                    if uid in found:
-                        done = found.pop(uid)
-                        prepared.append(read(job.prepare, done) if isinstance(done, FetchedMail) else done)
-                        used += 1
-                    elif uid in fetched:
-                        prepared.append(fetched[uid])
-                sender.put("batch", (batch[-1], prepared))
+                used += sum(1 for uid in batch if uid in found)
+                # Made and pickled here, and not held on to while the next batch is read.
+                sender.put("batch", (batch[-1], _read_batch(job, session, batch, found)))
         sender.put("done", used)
     except BrokenPipeError:
         pass  # the daemon is gone or stopped listening: nothing to report to
@@ -367,6 +358,30 @@ def _read_job(job: ReaderJob, session: "ReadOnlySession | None", found: "dict[in
             sender.put("error", f"{type(exc).__name__}: {exc}")
         except BrokenPipeError:
             pass
+
+
+def _read_batch(job: ReaderJob, session: "ReadOnlySession", batch: tuple[int, ...],
+                found: "dict[int, Prepared | FetchedMail]") -> "list[Prepared]":
+    """One batch, in UID order: what the head start read (taken out of ``found``), the rest fetched."""
+    from .imap import ImapError
+    from .prepare import FetchedMail, read
+
+    unread = [uid for uid in batch if uid not in found]
+    fetched = {item.uid: read(job.prepare, item) for item in session.fetch(unread, job.prepare.max_message_bytes)}
+    absent = [uid for uid in batch if uid not in found and uid not in fetched]
+    if absent and set(absent) & set(session.uids_between(min(absent), max(absent))):
+        # Never pass over mail the server still lists: the daemon would move its
+        # checkpoint past it. It fetches this batch again itself.
+        raise ImapError(f"the server returned nothing for UIDs it lists ({len(absent)} of them)")
+    # In UID order; a UID the server no longer has (expunged) is in neither.
+    prepared = []
+    for uid in batch:
+        if uid in found:
+            done = found.pop(uid)
+            prepared.append(read(job.prepare, done) if isinstance(done, FetchedMail) else done)
+        elif uid in fetched:
+            prepared.append(fetched[uid])
+    return prepared
 
 
 def main() -> None:

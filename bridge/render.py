@@ -133,9 +133,10 @@ def _normalise_text(text: str) -> str:
     """Strip trailing spaces on each line and collapse runs of blank lines (a leading run too)."""
     if (_lines_end_at_newline_only(text) and "\t" not in text and "\x1f" not in text and " \n" not in text
             and not text.endswith(" ")):
-        # No line ends in a space that rstrip() strips and that does not end a line (these
-        # three; a one-character search is the quickest), so splitting, stripping and joining
-        # would give the text back (but a last "\n": trailing newlines are stripped below).
+        # Lines end only at "\n", and none ends in whitespace that rstrip() would strip (in such
+        # text: space, tab, \x1f; a one-character search is quick, so any tab or \x1f at all
+        # takes the long way). Splitting, stripping and joining would give the text back, but
+        # for a last "\n", and trailing newlines are stripped below anyway.
         joined = text
     else:
         joined = "\n".join([line.rstrip() for line in text.splitlines()])

@@ -8,7 +8,6 @@ what has been handled, so staff may read, flag or leave mail as they like.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import logging
 import random
 import threading
@@ -22,6 +21,7 @@ from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
 from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
 from .prepare import FetchedMail, Prepared
+from .prepare import context as prepare_context
 from .reader import (READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob, ReaderUnavailable,
                      spare_reads_ahead)
 
@@ -169,8 +169,9 @@ class AccountIngest:
 
     def _start_reader(self, uids: list[int], uidvalidity: int) -> BacklogReader | None:
         try:
-            # No secret for the helper: it reads, the pipeline completes (bridge.prepare).
-            ctx = dataclasses.replace(self.acct.prepare_context, secret=b"")
+            # No secret for the helper: it reads, the pipeline completes (bridge.prepare). The same
+            # context as a head start's (cmd_run), which is used only if the two are equal.
+            ctx = prepare_context(self.acct.settings, b"")
             reader = BacklogReader(ReaderJob(self.imap, uidvalidity, tuple(uids), ctx))
         except ReaderUnavailable as exc:   # one connection does it all
             log.log(logging.INFO if exc.busy else logging.WARNING, "account %s: %s; fetching %d messages on the "

@@ -28,7 +28,7 @@ from .policy import PolicyConfig
 from .marketplaces import MARKETPLACES
 from .parse import ParsedMail
 from .prepare import (FORWARDED_KINDS, FetchedMail, PrepareContext, Prepared, Recording, buyer_flags, classify_base,
-                      complete, prepare, recording)
+                      complete, context, prepare, recording)
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ class AccountContext:
 
     @property
     def prepare_context(self) -> PrepareContext:
-        return PrepareContext(self.settings.name, self.secret, self.classify_base,
-                              self.settings.imap.max_message_bytes, self.settings.seller_address)
+        return context(self.settings, self.secret)
 
 
 @dataclass

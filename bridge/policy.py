@@ -213,10 +213,11 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def _compile_all(entries: Iterable[tuple[str, str, str]]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    # Called on first use of each table (functools.cache): compiling the 65 patterns
-    # at import took 14 ms of every start, and only a reply to a buyer needs them.
-    return tuple((lang, what, re.compile(rx, re.IGNORECASE)) for lang, what, rx in entries)
+@functools.cache
+def _compiled(table: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+    # Compiled on first use of each table: compiling the 65 patterns at import took
+    # 14 ms of every start, and only a reply to a buyer needs them.
+    return tuple((lang, what, re.compile(rx, re.IGNORECASE)) for lang, what, rx in table)
 
 
 def _pattern_hits(patterns: tuple[tuple[str, str, re.Pattern[str]], ...], text: str,
@@ -535,14 +536,11 @@ REVIEW_MANIPULATION_PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("ja", "asks to change or remove a review",
      rf"{_REVIEW_JA}[をのは]?[^。！？\n]{{0,6}}(?:変更|削除|取り消|取消|修正|更新|書き直|見直)"),
 )
-@functools.cache
-def _review_patterns() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    return _compile_all(REVIEW_MANIPULATION_PATTERNS)
 
 
 def no_review_manipulation(draft: Draft, ctx: PolicyContext, config: PolicyConfig) -> Iterator[Hit]:
     """No incentives, no asking for a positive review, no asking to change or remove one."""
-    yield from _pattern_hits(_review_patterns(), draft.text, lambda what, _: (
+    yield from _pattern_hits(_compiled(REVIEW_MANIPULATION_PATTERNS), draft.text, lambda what, _: (
         f"Review manipulation ({what}) is forbidden: you may ask for an honest review, but never for a "
         f"positive one, never offer anything for it, never ask to change or remove one. Remove or reword "
         f"this part."))
@@ -592,14 +590,11 @@ MARKETING_PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("ja", "newsletter", r"メルマガ|メールマガジン"),
     ("ja", "promotion", r"クーポンコード|新商品のご案内"),
 )
-@functools.cache
-def _marketing_patterns() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    return _compile_all(MARKETING_PATTERNS)
 
 
 def no_marketing(draft: Draft, ctx: PolicyContext, config: PolicyConfig) -> Iterator[Hit]:
     """No marketing or promotion: no sales, discounts, newsletters, social media or other products."""
-    yield from _pattern_hits(_marketing_patterns(), draft.text, lambda what, _: (
+    yield from _pattern_hits(_compiled(MARKETING_PATTERNS), draft.text, lambda what, _: (
         f"Marketing ({what}) is not allowed in messages to buyers: remove it and keep to what the order needs."))
 
 
@@ -616,14 +611,11 @@ OPT_OUT_LINK_PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("it", "unsubscribe", r"\bannulla(?:re)? (?:l'|l’)?iscrizione\b|\bdisiscriv\w*"),
     ("ja", "unsubscribe", r"配信停止|購読解除|配信を停止"),
 )
-@functools.cache
-def _opt_out_patterns() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    return _compile_all(OPT_OUT_LINK_PATTERNS)
 
 
 def no_opt_out_links(draft: Draft, ctx: PolicyContext, config: PolicyConfig) -> Iterator[Hit]:
     """No unsubscribe / opt-out links or instructions (buyers opt out through Amazon)."""
-    yield from _pattern_hits(_opt_out_patterns(), draft.text, lambda what, _: (
+    yield from _pattern_hits(_compiled(OPT_OUT_LINK_PATTERNS), draft.text, lambda what, _: (
         f"Opt-out links and unsubscribe instructions ({what}) are not allowed: buyers manage this in their Amazon "
         f"account. Remove this part."))
 

@@ -118,11 +118,15 @@ def peek_count(db: Path, sql: str) -> int:
     (The engine's transactions begin IMMEDIATE: they would queue for the write lock behind
     a running daemon's batches and see a count only once its backlog is done.)
     """
+    if not db.exists():   # not created yet
+        return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:   # not created yet
-        return 0
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):   # not created yet
+            return 0
+        raise
     finally:
         conn.close()
 

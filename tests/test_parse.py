@@ -664,6 +664,12 @@ def _date_variants() -> list[str]:
                    f"{rng.choice(['00', '23', '24', '9'])}:{rng.choice(['00', '59', '60'])}:"
                    f"{rng.choice(['00', '59', '60', '61'])} {rng.choice(['+', '-'])}"
                    f"{rng.choice(['0000', '0100', '0530', '1400', '9999', '0099'])}")
+    # Well-formed dates, which the shortcut itself reads (the ones above mostly fall back).
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    for _ in range(300):
+        out.append(f"{rng.choice(['Mon, ', 'Thu, ', ''])}{rng.randint(1, 28):0{rng.choice([1, 2])}d} "
+                   f"{rng.choice(months)} {rng.randint(1000, 9999)} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+                   f"{rng.randint(0, 59):02d} {rng.choice(['+', '-'])}{rng.randint(0, 14):02d}{rng.choice([0, 30, 45]):02d}")
     return out + ["Sun, 01 Nov 2026 00:00:00 +0000", "Tue, 24 Nov 2026 01:02:03 -0000", "24 Nov 2026 01:02:03 GMT",
                   "Tue, 24 Nov 2026 01:02:03 +0000 (UTC)", "  Tue, 24 Nov 2026 01:02:03 +0100  ", ""]
 

@@ -430,9 +430,7 @@ def test_a_head_start_only_saves_time(tmp_path: Path, dovecot: DovecotServer, fr
                                       reused: bool) -> None:
     fill(dovecot, fresh_mailbox)
     if "checkpoint" in hint:
-        with dovecot.imap_client(fresh_mailbox.user) as client:
-            validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
-        hint = {"checkpoint": (validity, hint["checkpoint"])}
+        hint = {"checkpoint": (dovecot.uidvalidity(fresh_mailbox.user), hint["checkpoint"])}
     if "folder" in hint:
         with dovecot.imap_client(fresh_mailbox.user) as client:
             client.create_folder("Archive")
@@ -518,6 +516,18 @@ def test_messages_to_the_helper_time_out_and_end_with_the_pipe() -> None:
     os.close(read_fd)
 
 
+def big_backlog_job(dovecot: DovecotServer, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,
+                    tmp_path: Path) -> reader.ReaderJob:
+    """A job over MESSAGES buyer messages of 8 KB each: a batch of them is more than the pipe holds."""
+    from bridge import prepare
+
+    with dovecot.imap_client(seller.user) as client:
+        client.multiappend("INBOX", samples.buyer_backlog(MESSAGES, seller_address=seller.user, seed=11, size=8000))
+    acct = settings_for(tmp_path, seller, staff, smtp).accounts[0]
+    return reader.ReaderJob(acct.imap, dovecot.uidvalidity(seller.user), tuple(range(1, MESSAGES + 1)),
+                            prepare.context(acct, b""))
+
+
 @pytest.mark.parametrize("ahead,ahead_bytes,reads_before", [
     (reader.AHEAD_BATCHES, reader.AHEAD_BYTES, MESSAGES),    # all of it
     (2, reader.AHEAD_BYTES, 4 * BATCH),    # one batch being sent, two waiting, one read that waits to be
@@ -536,14 +546,7 @@ def test_the_helper_reads_on_while_the_daemon_records(dovecot: DovecotServer, fr
 
     monkeypatch.setattr(reader, "AHEAD_BATCHES", ahead)
     monkeypatch.setattr(reader, "AHEAD_BYTES", ahead_bytes)
-    with dovecot.imap_client(fresh_mailbox.user) as client:   # a batch is more than the pipe holds
-        client.multiappend("INBOX", samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user, seed=11,
-                                                          size=8000))
-    settings = settings_for(tmp_path, fresh_mailbox, staff, smtp_server)
-    acct = settings.accounts[0]
-    with dovecot.imap_client(fresh_mailbox.user) as client:
-        validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
-    job = reader.ReaderJob(acct.imap, validity, tuple(range(1, MESSAGES + 1)), prepare.context(acct, b""))
+    job = big_backlog_job(dovecot, fresh_mailbox, staff, smtp_server, tmp_path)
     reads: list[int] = []
     real_read = prepare.read
     monkeypatch.setattr(prepare, "read", lambda ctx, item: reads.append(item.uid) or real_read(ctx, item))
@@ -615,14 +618,7 @@ def test_a_helper_whose_daemon_stops_reading_ends(dovecot: DovecotServer, fresh_
     """Mid-backlog, its reading waiting for room to send: it ends, it does not wait for ever."""
     import time
 
-    from bridge import prepare
-
-    with dovecot.imap_client(fresh_mailbox.user) as client:   # a batch is more than the pipe holds
-        client.multiappend("INBOX", samples.buyer_backlog(MESSAGES, seller_address=fresh_mailbox.user, seed=11,
-                                                          size=8000))
-        validity = client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
-    acct = settings_for(tmp_path, fresh_mailbox, staff, smtp_server).accounts[0]
-    job = reader.ReaderJob(acct.imap, validity, tuple(range(1, MESSAGES + 1)), prepare.context(acct, b""))
+    job = big_backlog_job(dovecot, fresh_mailbox, staff, smtp_server, tmp_path)
     read_fd, write_fd = os.pipe()
     out = os.fdopen(write_fd, "wb")
     if how == "cannot be written to":

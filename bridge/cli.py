@@ -9,9 +9,10 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
 
-from . import __version__, gctune
+from . import __version__
 
 log = logging.getLogger("bridge")
 
@@ -42,22 +43,9 @@ def _accounts(settings: Any, name: str | None) -> list[str] | None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     _setup_logging(args.log_level or settings.log_level)
-    first = next((a for a in settings.accounts if a.imap.read_ahead), None)
-    from . import reader
-
-    if first is None:
-        reader.discard_spare()   # main() started one before the configuration said not to read ahead
-    else:
-        reader.prestart()   # (already started by main(), as a rule)
-        checkpoint = reader.checkpoint_hint(settings.database.url, first.name, first.imap.folder)
-        if checkpoint is not None:   # and reads the first account's new mail meanwhile
-            from .prepare import context
-
-            reader.give_head_start(reader.ReadAhead(first.imap, context(first, b""), *checkpoint))
     from .daemon import Daemon
 
     daemon = Daemon(settings)
-    gctune.settle()   # start-up is done: what exists now lives as long as the process
     if args.once:
         report = asyncio.run(daemon.run_once(send=not args.no_send))
         for name, stats in report.ingest.items():
@@ -138,7 +126,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     import getpass
-    from datetime import datetime, timezone
 
     from . import store
     from .db import open_database
@@ -164,7 +151,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(f"        last: {r['last_error']}")
         return 0
     who = f"{getpass.getuser()} (mailbridge outbox {args.action})"
-    now = datetime.now(timezone.utc)
+    now = args.clock()
     failures = 0
     from . import guard
 
@@ -193,7 +180,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from . import guard, store
     from .db import open_database
@@ -205,7 +192,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         try:
             if args.since[-1] in "hd" and args.since[:-1].isdigit():
                 amount = int(args.since[:-1])
-                since = datetime.now(timezone.utc) - (timedelta(hours=amount) if args.since[-1] == "h"
+                since = args.clock() - (timedelta(hours=amount) if args.since[-1] == "h"
                                                       else timedelta(days=amount))
             else:
                 since = store.utc(datetime.fromisoformat(args.since))
@@ -229,7 +216,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
 
     from . import guard, policy
     from .config import PolicySettings, RelaySettings
@@ -249,9 +235,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
     category = policy.Category(args.category)
     draft = policy.Draft(from_addr=seller, to_addr=buyer, subject=args.subject, text=text, category=category,
                          quoted_original=args.quoted if category == policy.Category.REPLY else None)
-    ctx = policy.PolicyContext(seller_address=seller, buyer_alias=buyer, now=datetime.now(timezone.utc),
+    ctx = policy.PolicyContext(seller_address=seller, buyer_alias=buyer, now=args.clock(),
                                buyer_original_text=args.quoted if category == policy.Category.REPLY else None,
-                               order_completed_at=datetime.now(timezone.utc))
+                               order_completed_at=args.clock())
     decision = policy.check(draft, ctx, config)
     print(policy.explain(decision, text))
     return 0 if decision.allowed else 1
@@ -293,7 +279,7 @@ def cmd_optout(args: argparse.Namespace) -> int:
               "abc123def456@marketplace.amazon.com)", file=sys.stderr)
         return 2
     alias, account = split[0], accounts[0]
-    now = datetime.now(timezone.utc)
+    now = args.clock()
     who = f"operator {getpass.getuser()}"
     with engine.begin() as conn:
         until_text = getattr(args, "until", None)   # only "add" has --until
@@ -420,20 +406,20 @@ def _stop_during_startup(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _utcnow) -> int:
+    """Run one command; ``clock`` is the time every command reads (tests pass their own)."""
     args = build_parser().parse_args(argv)
+    args.clock = clock
     try:
         if args.command == "run":
-            gctune.hold()   # start-up makes objects, not garbage: collect nothing until it is done
             # Until the daemon installs its own handlers (after imports and opening the
             # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
             # Installed before the imports below, which take most of start-up.
             signal.signal(signal.SIGTERM, _stop_during_startup)
-            # A backlog reader starts up on the other core while this one reads the configuration
-            # and imports the rest (it waits to be told what to read; cmd_run stops it if nothing).
-            from . import reader
-
-            reader.prestart()
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
@@ -444,8 +430,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mailbridge: {exc}", file=sys.stderr)
             return 2
         raise
-    finally:
-        gctune.release()   # start-up ended before it settled (in a caller that goes on: tests)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ class ImapSettings:
     batch_size: int = 200            # UIDs fetched per round trip
     max_message_bytes: int = 25 * 1024 * 1024  # larger mail is quarantined (left on the server) unread
     timeout_seconds: float = 60.0
-    read_ahead: bool = True          # a large backlog is fetched and parsed by a helper process (bridge.reader)
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
     "accounts.imap": (
         "host", "port", "security", "username", "password_file", "password_env", "password",
         "folder", "processed_folder", "quarantine_folder", "sent_folder", "idle",
-        "poll_seconds", "batch_size", "max_message_bytes", "timeout_seconds", "read_ahead",
+        "poll_seconds", "batch_size", "max_message_bytes", "timeout_seconds",
     ),
     "accounts.smtp": (
         "host", "port", "security", "username", "password_file", "password_env", "password",
@@ -1010,7 +1009,6 @@ def _imap(tbl: _Table, ctx: _Context) -> ImapSettings:
         max_message_bytes=tbl.integer("max_message_bytes", d.max_message_bytes, 1024 * 1024,
                                       note=" (1 MiB); marketplace mail with attachments needs room"),
         timeout_seconds=tbl.seconds("timeout_seconds", d.timeout_seconds),
-        read_ahead=tbl.flag("read_ahead", d.read_ahead),
     )
 
 

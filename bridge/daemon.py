@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 
-from . import reader, store
+from . import store
 from .config import Settings
 from .db import open_database
 from .imap import ClientFactory, default_client
@@ -90,10 +90,7 @@ class Daemon:
                 report.sent[acct.name] = worker.sent
                 report.failed[acct.name] = worker.failed
 
-        try:
-            await asyncio.gather(*(one(a) for a in self.accounts))
-        finally:
-            reader.discard_spare()   # started by the CLI for a backlog there was none of
+        await asyncio.gather(*(one(a) for a in self.accounts))
         return report
 
     # -- forever -------------------------------------------------------------------
@@ -126,10 +123,6 @@ class Daemon:
                                  daemon=True)
             t.start()
             threads.append(t)
-        # A spare backlog reader nobody took in its time (no backlog) has left by itself: reap it.
-        reaper = threading.Timer(reader.SPARE_IDLE_SECONDS, reader.discard_spare)
-        reaper.daemon = True
-        reaper.start()
         workers = [self._outbox(a) for a in self.accounts]
         tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
                  for w in workers]
@@ -155,8 +148,6 @@ class Daemon:
             stuck = [t.name for t in threads if t.is_alive()]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
-            reaper.cancel()
-            reader.discard_spare()
             log.info("stopped")
 
     @staticmethod

@@ -7,23 +7,18 @@ what has been handled, so staff may read, flag or leave mail as they like.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import random
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Generator
+from typing import Callable
 
 from sqlalchemy.engine import Engine
 
 from . import store
 from .imap import ClientFactory, ConnectionLost, ImapError, MailboxSession, default_client
 from .pipeline import AccountContext, BatchResult, ingest_batch, queue_staff_alert
-from .prepare import FetchedMail, Prepared
-from .prepare import context as prepare_context
-from .reader import (READ_AHEAD_MIN_BATCHES, BacklogReader, ReaderFailed, ReaderJob, ReaderUnavailable,
-                     spare_reads_ahead)
 
 log = logging.getLogger(__name__)
 
@@ -104,81 +99,24 @@ class AccountIngest:
         uids = session.uids_after(checkpoint.last_uid)
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
-        batches = self._batches(session, uids, info.uidvalidity, stop)
-        done = 0
-        try:
-            for batch in batches:
-                if stop is not None and stop.is_set():
-                    break
-                result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
-                                      checkpoint.history_until_uid, self.clock())
-                self.stats.add(result)
-                if result.outbox_rows:
-                    self.on_committed()
-                # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
-                self._move(session, result.processed_uids, result.quarantined_uids)
-                done += len(batch)
-                if len(uids) > self.imap.batch_size:
-                    log.info("account %s: %d/%d recorded", self.acct.name, done, len(uids))
-        finally:
-            batches.close()   # stops a backlog reader still running
+        size, limit = self.imap.batch_size, self.imap.max_message_bytes
+        for start in range(0, len(uids), size):
+            if stop is not None and stop.is_set():
+                break
+            batch = session.fetch(uids[start:start + size], limit)
+            result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
+                                  checkpoint.history_until_uid, self.clock())
+            self.stats.add(result)
+            if result.outbox_rows:
+                self.on_committed()
+            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+            self._move(session, result.processed_uids, result.quarantined_uids)
+            if len(uids) > size:
+                log.info("account %s: %d/%d recorded", self.acct.name, min(start + size, len(uids)), len(uids))
         if not uids:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
-
-    def _batches(self, session: MailboxSession, uids: list[int], uidvalidity: int,
-                 stop: threading.Event | None) -> Generator[list[FetchedMail] | list[Prepared], None, None]:
-        """The new mail in UID order, a batch at a time.
-
-        A large backlog is read ahead by a helper process (bridge.reader) while
-        the caller records; this session fetches the first batch meanwhile, and
-        everything the helper did not deliver if it fails.
-        """
-        size, limit = self.imap.batch_size, self.imap.max_message_bytes
-        done = 0   # uids[:done] are handed out
-        reader = None
-        own_first = size   # the first batch is fetched here while the helper starts on the next
-        if self._reads_ahead(uids):
-            if spare_reads_ahead(self.imap):
-                own_first = 0   # the spare helper has read the first batches already
-            reader = self._start_reader(uids[own_first:], uidvalidity)
-        if reader is not None:
-            with reader:
-                if own_first:
-                    yield list(session.fetch(uids[:own_first], limit))
-                    done = own_first
-                try:
-                    for last_uid, prepared in reader:
-                        done = bisect.bisect_right(uids, last_uid, lo=done)
-                        yield prepared
-                    if reader.used_head_start:
-                        log.info("account %s: %d of them were read before the daemon had started",
-                                 self.acct.name, reader.used_head_start)
-                except ReaderFailed as exc:
-                    if stop is not None and stop.is_set():
-                        return   # stopping: systemd's SIGTERM reached the helper too
-                    log.warning("account %s: %s; fetching the remaining %d messages on the main connection",
-                                self.acct.name, exc, len(uids) - done)
-        for start in range(done, len(uids), size):
-            yield list(session.fetch(uids[start:start + size], limit))
-
-    def _reads_ahead(self, uids: list[int]) -> bool:
-        return (self.imap.read_ahead and self.factory is default_client
-                and len(uids) > READ_AHEAD_MIN_BATCHES * self.imap.batch_size)
-
-    def _start_reader(self, uids: list[int], uidvalidity: int) -> BacklogReader | None:
-        try:
-            # No secret for the helper: it reads, the pipeline completes (bridge.prepare). The same
-            # context as a head start's (cmd_run), which is used only if the two are equal.
-            ctx = prepare_context(self.acct.settings, b"")
-            reader = BacklogReader(ReaderJob(self.imap, uidvalidity, tuple(uids), ctx))
-        except ReaderUnavailable as exc:   # one connection does it all
-            log.log(logging.INFO if exc.busy else logging.WARNING, "account %s: %s; fetching %d messages on the "
-                    "main connection", self.acct.name, exc, len(uids))
-            return None
-        log.info("account %s: reading %d messages ahead in process %s", self.acct.name, len(uids), reader.pid)
-        return reader
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
         if self.imap.processed_folder and processed:

@@ -28,7 +28,7 @@ from .policy import PolicyConfig
 from .marketplaces import MARKETPLACES
 from .parse import ParsedMail
 from .prepare import (FORWARDED_KINDS, FetchedMail, PrepareContext, Prepared, Recording, buyer_flags, classify_base,
-                      complete, context, prepare, recording)
+                      context, prepare, recording)
 from .render import TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -90,19 +90,18 @@ class BatchResult:
 
 
 def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
-                 batch: Iterable[FetchedMail | Prepared], history_until_uid: int, now: datetime) -> BatchResult:
+                 batch: Iterable[FetchedMail], history_until_uid: int, now: datetime) -> BatchResult:
     """Record a batch of fetched mail and move the checkpoint past it, in one transaction.
 
-    Mail may come prepared already (bridge.prepare, done by the backlog reader);
-    the rest is prepared here, before the transaction opens, so the database
-    lock is held only for writing.
+    Mail is prepared (bridge.prepare) before the transaction opens, so the
+    database lock is held only for writing.
 
     Raises only when the database itself fails (or on a systemic error such as
     a broken template); then nothing of the batch is committed and the same
     UIDs are fetched again next time.
     """
     ctx = acct.prepare_context
-    items = [complete(ctx, i) if isinstance(i, Prepared) else prepare(ctx, i) for i in batch]
+    items = [prepare(ctx, i) for i in batch]
     try:
         return _ingest(engine, acct, folder, uidvalidity, items, history_until_uid, now, careful=False)
     except _RetryCarefully:
@@ -193,7 +192,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
     item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
     cls, flags, rec = prepared.cls, prepared.flags, prepared.recording
-    # complete() (ingest_batch runs it on everything) left a recording, signed if forwardable.
+    # prepare() left a recording, signed if forwardable.
     assert rec is not None and (rec.staff_origin is not None or cls.kind not in FORWARDED_KINDS)
     replies_to_us = bool(ours & ({mail.in_reply_to, *mail.references} - {None, mail.message_id}))
     if replies_to_us or mail.message_id in ours:

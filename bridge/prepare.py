@@ -1,21 +1,18 @@
 """Fetched bytes -> everything about a message that needs no database (pure).
 
 ``prepare()`` parses a fetched message, checks our origin header, classifies
-it and finds its flags. None of that reads the database, so it can run
-anywhere: in the ingest thread for a few new messages, or ahead of it in the
-backlog reader process (bridge.reader) for thousands. Everything here is
-picklable for that reason: errors travel as their quarantine reason, not as
+it and finds its flags, before the batch's transaction opens, so the database
+is held only for writing. Errors travel as their quarantine reason, not as
 exception objects.
 
 The classification assumes what only the database can tell: that none of the
-message's Message-IDs is one we queued. The pipeline checks that when it
-records the message and classifies again in the rare case it is wrong.
+message's Message-IDs is one we queued. The inbound service checks that when
+it records the message and classifies again in the rare case it is wrong.
 
 It also works out what recording the message needs that follows from its
 content and kind alone (:class:`Recording`): the rule hits as stored, the
 conversation key, and the Message-ID and origin header a staff notification
-would carry. That is CPU the ingest thread, which holds the database, does
-not spend.
+would carry.
 """
 
 from __future__ import annotations
@@ -81,14 +78,6 @@ class Prepared:
 
 def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
     """Parse, check origin, classify and flag one message. Never raises for bad mail."""
-    return complete(ctx, read(ctx, item))
-
-
-def read(ctx: PrepareContext, item: FetchedMail) -> Prepared:
-    """What :func:`prepare` does without ``ctx.secret``: all of it for mail without our origin header
-    but the notification's Message-ID and origin value, only the parse for mail with one.
-    :func:`complete` does the rest. (The backlog reader runs this alone; it never has the key.)
-    """
     content_hash = hashlib.sha256(item.raw).hexdigest()
     if item.missing:
         return Prepared(item, content_hash, error=(
@@ -100,41 +89,14 @@ def read(ctx: PrepareContext, item: FetchedMail) -> Prepared:
             f"({limit / 1048576:.1f} MB); it was left unread on the server"))
     try:
         mail = parse_mail(item.raw)
-        if mail.headers.get("x-mailbridge-origin"):
-            return Prepared(item, content_hash, mail)    # classified once the origin is checked
-        # Without the header the origin check is False whatever the secret.
-        cls = classify(mail, ClassifyContext(sent_by_us=False, replies_to_us=False, **ctx.classify_base))
-        return Prepared(item, content_hash, mail, None, False, cls, buyer_flags(mail, cls),
-                        recording(ctx, mail, cls, signed=False))
+        origin = mail.headers.get("x-mailbridge-origin")
+        origin_ok = bool(origin) and tokens.verify_origin(ctx.secret, origin or "", mail.message_id, ctx.account)
+        cls = classify(mail, ClassifyContext(sent_by_us=origin_ok, replies_to_us=False, **ctx.classify_base))
+        return Prepared(item, content_hash, mail, None, origin_ok, cls, buyer_flags(mail, cls),
+                        recording(ctx, mail, cls))
     except UnparseableMail as exc:
         return Prepared(item, content_hash, error=f"not a mail message: {exc}")
     except Exception as exc:  # noqa: BLE001 - any failure of one message quarantines it, with its reason
-        return Prepared(item, content_hash, error=f"{type(exc).__name__}: {exc}")
-
-
-def complete(ctx: PrepareContext, prepared: Prepared) -> Prepared:
-    """The part of :func:`prepare` that needs ``ctx.secret``, after :func:`read` (a no-op when done)."""
-    mail = prepared.mail
-    if mail is None or prepared.error is not None:
-        return prepared
-    item, content_hash = prepared.item, prepared.content_hash
-    try:
-        if prepared.cls is None:
-            origin_ok = tokens.verify_origin(ctx.secret, mail.headers.get("x-mailbridge-origin", ""),
-                                             mail.message_id, ctx.account)
-            cls = classify(mail, ClassifyContext(sent_by_us=origin_ok, replies_to_us=False, **ctx.classify_base))
-            return Prepared(item, content_hash, mail, None, origin_ok, cls, buyer_flags(mail, cls),
-                            recording(ctx, mail, cls))
-        rec = prepared.recording
-        if rec is None or rec.staff_origin is not None or prepared.cls.kind not in FORWARDED_KINDS:
-            return prepared
-        # The notification's Message-ID is made here, with its origin value: whatever came
-        # with the message (from the backlog reader) is not signed.
-        staff_id = compose.new_message_id(ctx.seller_address)
-        signed = Recording(rec.rule_hits, rec.buyer_name, rec.conversation_key, rec.thread_subject,
-                           staff_id, tokens.make_origin(ctx.secret, ctx.account, staff_id))
-        return Prepared(item, content_hash, mail, None, prepared.origin_ok, prepared.cls, prepared.flags, signed)
-    except Exception as exc:  # noqa: BLE001 - as in read()
         return Prepared(item, content_hash, error=f"{type(exc).__name__}: {exc}")
 
 
@@ -150,7 +112,7 @@ def classify_base(settings: AccountSettings) -> dict[str, Any]:
 
 
 def context(settings: AccountSettings, secret: bytes) -> PrepareContext:
-    """The account's :class:`PrepareContext`; ``secret=b""`` for :func:`read` alone."""
+    """The account's :class:`PrepareContext`."""
     return PrepareContext(settings.name, secret, classify_base(settings), settings.imap.max_message_bytes,
                           settings.seller_address)
 
@@ -166,32 +128,22 @@ def buyer_flags(mail: ParsedMail, cls: Classification) -> tuple[str, ...]:
 FORWARDED_KINDS = (Kind.BUYER, Kind.OTHER)
 
 
-def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification, signed: bool = True) -> Recording:
-    """The :class:`Recording` of a message classified as ``cls`` (without the notification's id and
-    origin value unless ``signed``: :func:`complete` adds them)."""
-    rule_hits = hits_json(cls)
+def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification) -> Recording:
+    """The :class:`Recording` of a message classified as ``cls``."""
+    rule_hits = json.dumps([{"rule": h.rule, "kind": h.kind.value, "reason": h.reason, "decides": h.decides}
+                            for h in cls.hits])
     buyer_name = key = None
     if cls.kind == Kind.BUYER:
         buyer_name = _buyer_name(mail)
         if cls.buyer_alias:
             key = threads.conversation_key(cls.buyer_alias, mail.order_id)
     staff_id = origin = None
-    if signed and cls.kind in FORWARDED_KINDS:
+    if cls.kind in FORWARDED_KINDS:
         # Fixed now, used only if the message is forwarded: an id nobody uses costs nothing.
         staff_id = compose.new_message_id(ctx.seller_address)
         origin = tokens.make_origin(ctx.secret, ctx.account, staff_id)
     return Recording(rule_hits, buyer_name, key, threads.thread_subject(mail.subject) or mail.subject,
                      staff_id, origin)
-
-
-_quote = json.encoder.encode_basestring_ascii   # the C escaper json.dumps uses (ensure_ascii)
-
-
-def hits_json(cls: Classification) -> str:
-    """``json.dumps`` of the hits as the message row keeps them, written directly (a test holds them equal)."""
-    return "[" + ", ".join(
-        f'{{"rule": {_quote(h.rule)}, "kind": {_quote(h.kind.value)}, "reason": {_quote(h.reason)}, '
-        f'"decides": {"true" if h.decides else "false"}}}' for h in cls.hits) + "]"
 
 
 def _buyer_name(mail: ParsedMail) -> str | None:

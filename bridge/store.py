@@ -7,16 +7,14 @@ Functions take a Connection that is already inside a transaction: the caller
 from __future__ import annotations
 
 import json
-import operator
 import secrets as pysecrets
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from sqlalchemy import DateTime, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from . import models
 from .threads import base_alias
@@ -135,133 +133,6 @@ def record_fetch(conn: Connection, account: str, folder: str, now: datetime, err
 # built once (building a Core statement costs several times its execution).
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A statement compiled for one dialect: its SQL, and how to get its parameters in order."""
-
-    sql: str
-    pick: Callable[[dict[str, Any]], Any]                     # params -> values in the SQL's order
-    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
-
-
-class _Fast:
-    """A prebuilt statement that SQLite runs straight on the DB-API cursor.
-
-    ``conn.execute()`` spends about 25 us a call on work the ingest hot path
-    does not need (cache lookup, parameter set-up, a result object); a message
-    costs about five statements. On SQLite this runs the statement's SQL,
-    compiled once, with the bind processors SQLAlchemy itself would apply (so
-    stored values are identical), and wraps DB-API errors as SQLAlchemy's, so
-    callers see the same exceptions. Other databases get ``conn.execute()``.
-    Only for statements whose results hold no values needing conversion.
-    """
-
-    def __init__(self, stmt: Any, keys: tuple[str, ...]) -> None:
-        self.stmt = stmt
-        self.keys = keys
-        self._plans: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
-        # (dialect, its plan): one engine is the usual case. It keeps that one dialect alive, which
-        # is harmless (a dialect is small; engines live as long as the process).
-        self._last: tuple[Any, _Plan] | None = None
-
-    def _plan(self, dialect: Any) -> _Plan:
-        last = self._last
-        if last is not None and last[0] is dialect:
-            return last[1]
-        plan = self._plans.get(dialect)
-        if plan is None:
-            plan = self._plans[dialect] = self._make_plan(dialect)
-        self._last = (dialect, plan)
-        return plan
-
-    def _make_plan(self, dialect: Any) -> _Plan:
-        compiled = self.stmt.compile(dialect=dialect, column_keys=list(self.keys))
-        defaults = {c.key: c.default for c in getattr(compiled, "insert_prefetch", ())}
-        on_update = [c.key for c in getattr(compiled, "update_prefetch", ())]
-        if on_update:   # computed per execution by SQLAlchemy; this path would bind None
-            raise TypeError(f"{on_update}: columns with onupdate= are not supported here")
-        names = tuple(compiled.positiontup or ())
-        constants: dict[str, Any] = {}      # what the caller does not give: column defaults, literals
-        processors: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, name in enumerate(names):
-            bind = compiled.binds[name]
-            process = bind.type._cached_bind_processor(dialect)  # noqa: SLF001 - what execute() applies
-            if process is not None:
-                if bind.type._type_affinity is DateTime:  # noqa: SLF001
-                    process = _same_as_last(process)
-                processors.append((index, process))
-            if name in self.keys:
-                continue
-            if bind.callable is not None:
-                raise TypeError(f"{name}: a bind parameter computed at execution is not supported here")
-            if name in defaults:
-                default = defaults[name]
-                if default is None or not default.is_scalar:
-                    raise TypeError(f"{name}: only scalar column defaults are supported")
-                constants[name] = default.arg
-            else:
-                constants[name] = bind.value   # a literal in the statement
-        if len(names) > 1:
-            pick: Callable[[dict[str, Any]], Any] = operator.itemgetter(*names)
-        else:   # itemgetter of one name gives the value itself, of none is an error
-            pick = lambda params: tuple(params[name] for name in names)  # noqa: E731
-        if constants:
-            given = pick
-            pick = lambda params: given({**params, **constants})  # noqa: E731 - constants win, as before
-        return _Plan(compiled.string, pick, tuple(processors))
-
-    def _cursor(self, conn: Connection, params: dict[str, Any]) -> Any:
-        plan = self._plan(conn.dialect)
-        values = list(plan.pick(params))
-        for index, process in plan.processors:
-            values[index] = process(values[index])
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(plan.sql, values)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(plan.sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                      dialect=conn.dialect) from exc
-        return cursor
-
-    def insert(self, conn: Connection, params: dict[str, Any]) -> int:
-        """Run an INSERT; returns the new row's primary key."""
-        if conn.dialect.name != "sqlite":
-            return int(conn.execute(self.stmt, params).inserted_primary_key[0])
-        return int(self._cursor(conn, params).lastrowid)
-
-    def first(self, conn: Connection, params: dict[str, Any]) -> Any:
-        """Run a SELECT; returns its first row as a tuple, or None."""
-        if conn.dialect.name != "sqlite":
-            return conn.execute(self.stmt, params).first()
-        return self._cursor(conn, params).fetchone()
-
-    def run(self, conn: Connection, params: dict[str, Any]) -> int:
-        """Run an UPDATE; returns the number of rows it matched."""
-        if conn.dialect.name != "sqlite":
-            return int(conn.execute(self.stmt, params).rowcount)
-        return int(self._cursor(conn, params).rowcount)
-
-
-def _same_as_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A bind processor that gives the very same object (``is``) its last result again.
-
-    A batch of mail shares one clock reading, bound several times per message;
-    SQLite's DateTime processor formats it anew each time. Datetimes are
-    immutable, so the same object always gives the same text. The last pair is
-    kept as one tuple, so threads sharing a statement never see half of it.
-    """
-    last: list[tuple[Any, Any]] = [(object(), None)]
-
-    def run(value: Any) -> Any:
-        seen, result = last[0]
-        if value is seen:
-            return result
-        result = process(value)
-        last[0] = (value, result)
-        return result
-    return run
-
-
 _RECORDED_UIDS = select(MESSAGE.c.uid).where(
     MESSAGE.c.account == bindparam("account"), MESSAGE.c.folder == bindparam("folder"),
     MESSAGE.c.uidvalidity == bindparam("uidvalidity"), MESSAGE.c.uid.in_(bindparam("uids", expanding=True)),
@@ -273,36 +144,18 @@ _BY_HASH = select(MESSAGE.c.id, MESSAGE.c.message_id, MESSAGE.c.content_hash).wh
     MESSAGE.c.account == bindparam("account"), MESSAGE.c.content_hash.in_(bindparam("hashes", expanding=True)),
 ).order_by(MESSAGE.c.id)
 _OUTBOX_IDS = select(OUTBOX.c.message_id).where(OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)))
-_BUYER = _Fast(select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
-                                                      BUYER.c.alias == bindparam("alias")), ("account", "alias"))
-_BUYER_INSERT = _Fast(BUYER.insert(), ("account", "marketplace", "alias", "name", "created_at"))
-_BUYER_RENAME = _Fast(update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name")),
-                      ("buyer_id", "name"))
-_CONV = _Fast(select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
-                     BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
-    CONV.c.account == bindparam("account"), CONV.c.key == bindparam("key")), ("account", "key"))
-_CONV_INSERT = _Fast(CONV.insert(), (
-    "account", "key", "buyer_id", "order_id", "comm_mgr_tok", "subject", "status", "created_at", "last_message_at",
-    "message_count", "staff_root_id", "staff_last_id"))
-_CONV_TOUCH = _Fast(update(CONV).where(CONV.c.id == bindparam("conv_id")).values(
+_BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
+                                                BUYER.c.alias == bindparam("alias"))
+_BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
+_CONV = select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
+               BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
+    CONV.c.account == bindparam("account"), CONV.c.key == bindparam("key"))
+_CONV_TOUCH = update(CONV).where(CONV.c.id == bindparam("conv_id")).values(
     last_message_at=bindparam("now"), status="open", message_count=CONV.c.message_count + 1,
     comm_mgr_tok=func.coalesce(CONV.c.comm_mgr_tok, bindparam("tok", type_=CONV.c.comm_mgr_tok.type)),
     staff_last_id=func.coalesce(bindparam("staff_id", type_=CONV.c.staff_last_id.type), CONV.c.staff_last_id),
     staff_root_id=func.coalesce(CONV.c.staff_root_id, bindparam("staff_id", type_=CONV.c.staff_root_id.type)),
-), ("conv_id", "now", "tok", "staff_id"))
-_CONV_FLAGS = _Fast(select(CONV.c.flags).where(CONV.c.id == bindparam("conv_id")), ("conv_id",))
-_CONV_SET_FLAGS = _Fast(update(CONV).where(CONV.c.id == bindparam("conv_id")).values(flags=bindparam("flags")),
-                        ("conv_id", "flags"))
-_MESSAGE_KEYS = (
-    "account", "folder", "uidvalidity", "uid", "message_id", "content_hash", "kind", "rule_hits", "disposition",
-    "from_addr", "to_addrs", "subject", "sent_date", "received_at", "in_reply_to", "references", "order_id",
-    "comm_mgr_tok", "buyer_address", "text", "size", "defects", "conversation_id", "duplicate_of", "raw")
-_MESSAGE_INSERT = _Fast(MESSAGE.insert(), _MESSAGE_KEYS)
-_QUARANTINE_INSERT = QUARANTINE.insert()
-_OUTBOX_INSERT = _Fast(OUTBOX.insert(), (
-    "account", "message_id", "purpose", "audience", "conversation_id", "source_message_id", "envelope_from",
-    "recipients", "subject", "raw", "state", "attempts", "next_attempt_at", "created_at", "copied_to_sent",
-    "dedupe_key", "last_error", "category"))
+)
 
 
 def recorded_uids(conn: Connection, account: str, folder: str, uidvalidity: int, uids: list[int]) -> set[int]:
@@ -349,13 +202,14 @@ def outbox_known_ids(conn: Connection, ids: Iterable[str | None]) -> set[str]:
 
 def _upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
                   now: datetime) -> int:
-    row = _BUYER.first(conn, {"account": account, "alias": alias})
+    row = conn.execute(_BUYER, {"account": account, "alias": alias}).first()
     if row is not None:
         if name and row[1] != name:
-            _BUYER_RENAME.run(conn, {"buyer_id": row[0], "name": name})
+            conn.execute(_BUYER_RENAME, {"buyer_id": row[0], "name": name})
         return int(row[0])
-    return _BUYER_INSERT.insert(conn, {
-        "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now})
+    return int(conn.execute(BUYER.insert(), {
+        "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
+    }).inserted_primary_key[0])
 
 
 @dataclass(frozen=True)
@@ -377,33 +231,33 @@ def thread_message(conn: Connection, *, account: str, marketplace: str, alias: s
     queued for this message; it becomes the newest of the staff thread (and
     its root when it is the first), so the next one chains to it.
     """
-    row = _CONV.first(conn, {"account": account, "key": key})
+    row = conn.execute(_CONV, {"account": account, "key": key}).first()
     if row is None:
         buyer_id = _upsert_buyer(conn, account, marketplace, alias, buyer_name, now)
-        conv_id = _CONV_INSERT.insert(conn, {
+        conv_id = int(conn.execute(CONV.insert(), {
             "account": account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
             "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
             "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
             "staff_last_id": staff_message_id,
-        })
+        }).inserted_primary_key[0])
         return ConversationRef(conv_id, None, None, 0)
-    _CONV_TOUCH.run(conn, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
+    conn.execute(_CONV_TOUCH, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
     if buyer_name and row[5] != buyer_name:
-        _BUYER_RENAME.run(conn, {"buyer_id": row[4], "name": buyer_name})
+        conn.execute(_BUYER_RENAME, {"buyer_id": row[4], "name": buyer_name})
     return ConversationRef(int(row[0]), row[1], row[2], int(row[3]))
 
 
 def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> None:
     """Add flags to a conversation (they stay until staff deal with them)."""
-    row = _CONV_FLAGS.first(conn, {"conv_id": conversation_id})
+    row = conn.execute(select(CONV.c.flags).where(CONV.c.id == conversation_id)).first()
     if row is None:
         raise LookupError(f"conversation {conversation_id} does not exist")
     merged = list(dict.fromkeys([*json.loads(row[0] or "[]"), *flags]))
-    _CONV_SET_FLAGS.run(conn, {"conv_id": conversation_id, "flags": json.dumps(merged)})
+    conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(flags=json.dumps(merged)))
 
 
 def insert_message(conn: Connection, **values: Any) -> int:
-    return _MESSAGE_INSERT.insert(conn, values)
+    return int(conn.execute(MESSAGE.insert(), values).inserted_primary_key[0])
 
 
 def set_disposition(conn: Connection, message_row: int, disposition: str) -> None:
@@ -418,7 +272,7 @@ def quarantined_before(conn: Connection, account: str, content_hash: str, messag
 
 
 def insert_quarantine(conn: Connection, **values: Any) -> int:
-    return int(conn.execute(_QUARANTINE_INSERT, values).inserted_primary_key[0])
+    return int(conn.execute(QUARANTINE.insert(), values).inserted_primary_key[0])
 
 
 # --- outbox -------------------------------------------------------------------
@@ -428,13 +282,13 @@ def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, au
             conversation_id: int | None = None, source_message_id: int | None = None,
             state: str = "queued", dedupe_key: str | None = None, note: str | None = None,
             category: str | None = None) -> int:
-    return _OUTBOX_INSERT.insert(conn, dict(
+    return int(conn.execute(OUTBOX.insert(), dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
         state=state, attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
         dedupe_key=dedupe_key, last_error=note, category=category,
-    ))
+    )).inserted_primary_key[0])
 
 
 def dedupe_key_used(conn: Connection, key: str) -> bool:

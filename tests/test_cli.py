@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from bridge import samples
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
@@ -146,33 +145,3 @@ def test_sigterm_during_startup_exits_cleanly(tmp_path: Path, dovecot: DovecotSe
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
-
-
-def test_run_reads_a_backlog_ahead_while_it_starts(tmp_path: Path, dovecot: DovecotServer,
-                                                  fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP,
-                                                  staff: SandboxAccount) -> None:
-    """`run` starts its backlog reader before its imports, and that reader reads the new mail meanwhile."""
-    with dovecot.imap_client(fresh_mailbox.user) as client:
-        client.multiappend("INBOX", samples.buyer_backlog(1200, seller_address=fresh_mailbox.user, seed=22))
-    config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
-    ran = mailbridge("-c", str(config), "--log-level", "INFO", "run", "--once", "--no-send")
-    assert ran.returncode == 0, ran.stderr
-    # The spare had a head start on this mailbox, so it was given the whole backlog, the first
-    # batch included. (How much it read before the job came depends on the machine's load.)
-    assert "reading 1200 messages ahead" in ran.stderr
-    assert "1200 recorded (1200 forwarded" in ran.stderr
-
-
-def test_run_gives_the_spare_reader_no_secret(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
-                                             smtp_server: SandboxSMTP, staff: SandboxAccount,
-                                             monkeypatch: Any) -> None:
-    from bridge import cli, reader
-
-    hints: list[Any] = []
-    monkeypatch.setattr(reader, "give_head_start", hints.append)
-    config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
-    try:
-        assert cli.main(["-c", str(config), "--log-level", "WARNING", "run", "--once", "--no-send"]) == 0
-    finally:
-        reader.discard_spare()
-    assert len(hints) == 1 and hints[0].prepare.secret == b"" and hints[0].after_uid == 0

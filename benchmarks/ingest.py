@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bridge import samples
-from bridge.sandbox import DovecotServer, SandboxSMTP
-
 from benchkit import PASSWORD, child, fill, mailbridge, running_daemon, write_config
+
+from bridge.sandbox import DovecotServer, SandboxSMTP, samples
 
 SELLER, STAFF, LIVE = "seller@bench.example", "staff@bench.example", "live@bench.example"
 

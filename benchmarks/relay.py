@@ -33,10 +33,9 @@ import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from bridge import samples
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP
-
 from benchkit import PASSWORD, child, fill, mailbridge, running_daemon, write_config
+
+from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP, samples
 
 SELLER, LIVE, STAFF = "seller@bench.example", "live@bench.example", "staff@bench.example"
 BUYER_DOMAIN = "@marketplace.amazon.com"

@@ -11,17 +11,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from email import message_from_bytes, policy
-
-from bridge import guard, samples, store
+from bridge import store
 from bridge.config import Settings, parse_settings
-from bridge.daemon import Daemon
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.services import guard
+from bridge.workers.supervisor import Daemon
 
 
 def make_settings(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,

@@ -21,10 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, SandboxUnavailable
-
 from bridgekit import Flow
+
+from bridge.sandbox import (
+    DovecotServer,
+    SandboxAccount,
+    SandboxSMTP,
+    SandboxUnavailable,
+)
 
 SANDBOX_USERS: dict[str, str] = {
     "seller@acme.example": "seller-pass",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from bridge import guard, store
-from bridge.compose import new_message_id
-
 from bridgekit import Flow, audit, parsed, rows, text_of, to_buyers, to_staff
+
+from bridge import store
+from bridge.domain.compose import new_message_id
+from bridge.services import guard
 
 DATA = Path(__file__).parent / "data" / "bounces"
 BUYER = "k3j9x0qma2b7@marketplace.amazon.com"     # Flow's buyer, order 111-2223334-4445556

@@ -1,4 +1,4 @@
-"""bridge.bounces: DSNs, MTA bounces and marketplace notices over an .eml corpus."""
+"""bridge.domain.bounces: DSNs, MTA bounces and marketplace notices over an .eml corpus."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.bounces import BounceKind, BounceReport, FailedRecipient, analyse
-from bridge.marketplaces import amazon
+from bridge.domain.bounces import BounceKind, BounceReport, FailedRecipient, analyse
+from bridge.domain.marketplaces import amazon
 
 DATA = Path(__file__).parent / "data"
 BOUNCES = DATA / "bounces"
@@ -139,7 +139,7 @@ def test_inbound_bounces_agree_with_the_classifier() -> None:
         assert (report is not None and report.kind is BounceKind.OPTOUT) is is_optout, path.name
 
 
-# ------------------------------------------------------------------ fingerprints: reused from bridge.marketplaces.amazon
+# ------------------------------------------------------------------ fingerprints: reused from bridge.domain.marketplaces.amazon
 
 _KINDS = {"opted_out": "optout", "guidelines": "guideline_violation", "restricted": "restricted",
           "not_delivered": "not_delivered"}

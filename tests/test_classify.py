@@ -1,4 +1,4 @@
-"""bridge.classify: the corpus table, the rule list, and one table per rule group."""
+"""bridge.domain.classify: the corpus table, the rule list, and one table per rule group."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.classify import (
+from bridge.domain.classify import (
     FALLBACK_RULE,
     RULE_NAMES,
     RULES,
@@ -18,8 +18,8 @@ from bridge.classify import (
     Kind,
     classify,
 )
-from bridge.marketplaces import ALL_RELAY_DOMAINS, amazon
-from bridge.parse import ParsedMail, parse_mail
+from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, amazon
+from bridge.domain.parse import ParsedMail, parse_mail
 
 CORPUS = Path(__file__).parent / "data" / "inbound"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads((CORPUS / "expected.toml").read_text("utf-8"))
@@ -433,11 +433,11 @@ def test_empty_mail_is_other() -> None:
 
 @pytest.mark.parametrize("name", FILES)
 def test_prepared_recording_follows_from_kind_and_content(name: str) -> None:
-    """bridge.prepare works out, ahead of the database, what recording a message needs."""
+    """bridge.domain.prepare works out, ahead of the database, what recording a message needs."""
     import json
 
-    from bridge import threads, tokens
-    from bridge.prepare import FetchedMail, PrepareContext, prepare
+    from bridge.domain import threads, tokens
+    from bridge.domain.prepare import FetchedMail, PrepareContext, prepare
 
     raw = (CORPUS / name).read_bytes()
     base = {k: getattr(CTX, k) for k in ("seller_address", "staff_address", "staff_senders", "reply_address",
@@ -469,7 +469,7 @@ def test_out_of_office_prefilter_never_hides_a_match() -> None:
     import random
     import re
 
-    from bridge.classify import _OOF_SUBJECT_RE, _may_be_oof_subject
+    from bridge.domain.classify import _OOF_SUBJECT_RE, _may_be_oof_subject
 
     # Every literal run of the pattern, and glue around it: the prefilter must let each match through.
     pieces = [p for p in re.split(r"[()|?:\[\]\\^*+]|\\b|\\s", _OOF_SUBJECT_RE.pattern) if p.strip()]

@@ -7,8 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge import samples
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
+from bridge.sandbox import (
+    DovecotServer,
+    SandboxAccount,
+    SandboxSMTP,
+    config_toml,
+    samples,
+)
 
 
 def mailbridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from bridge import compose
+from bridge.domain import compose
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 

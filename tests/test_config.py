@@ -35,7 +35,7 @@ from bridge.config import (
     load_settings,
     parse_settings,
 )
-from bridge.marketplaces import MARKETPLACES
+from bridge.domain.marketplaces import MARKETPLACES
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "mailbridge.example.toml"

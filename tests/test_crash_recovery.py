@@ -10,13 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
+from bridgekit import (
+    crash_config,
+    mailbridge_process,
+    peek_count,
+    running_daemon,
+    wait_for_progress,
+)
 from sqlalchemy import func, select
 
-from bridge import samples, store
-from bridge.db import open_database
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
-
-from bridgekit import crash_config, mailbridge_process, peek_count, running_daemon, wait_for_progress
+from bridge import store
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.store.engine import open_database
 
 BACKLOG = 1000
 KILLS = 8

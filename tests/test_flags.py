@@ -1,10 +1,10 @@
-"""Table tests for :mod:`bridge.flags` (pure)."""
+"""Table tests for :mod:`bridge.domain.flags` (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.flags import (
+from bridge.domain.flags import (
     A_TO_Z_CLAIM,
     COURTESY_REFUND,
     MAX_WORDS,
@@ -169,7 +169,7 @@ def test_flags_are_unique_and_ordered() -> None:
 
 def _full_rules(buyer_text: str, subject: str) -> tuple[str, ...]:
     """The rules without the pre-checks conversation_flags runs first."""
-    from bridge import flags as f
+    from bridge.domain import flags as f
 
     out = []
     if f._is_courtesy_refund_answer(buyer_text, subject):
@@ -182,7 +182,7 @@ def _full_rules(buyer_text: str, subject: str) -> tuple[str, ...]:
 def _corpus_texts() -> list[tuple[str, str]]:
     from pathlib import Path
 
-    from bridge.parse import UnparseableMail, parse_mail
+    from bridge.domain.parse import UnparseableMail, parse_mail
 
     out = []
     for path in sorted((Path(__file__).parent / "data" / "inbound").glob("*.eml")):
@@ -207,7 +207,7 @@ def test_pre_checks_never_change_the_result(text: str, subject: str) -> None:
 
 
 def test_refund_word_list_matches_the_pattern() -> None:
-    from bridge import flags as f
+    from bridge.domain import flags as f
 
     assert "(?:" + "|".join(f._REFUND_WORDS) + ")" == f._REFUND_WORD
 
@@ -218,7 +218,7 @@ def test_offer_subject_prefilter_never_hides_a_match() -> None:
     import re as regex
     import unicodedata
 
-    from bridge import flags
+    from bridge.domain import flags
 
     pieces = [p for _, pattern in flags.OFFER_SUBJECT_PATTERNS
               for p in regex.split(r"[()|?:\[\]\\^*+]|\\[bsw]", pattern) if p.strip()]

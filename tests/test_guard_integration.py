@@ -9,14 +9,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bridgekit import Flow, audit, parsed, rows, text_of, to_buyers, to_staff
 from sqlalchemy import update
 
 from bridge import cli, store
-from bridge.compose import new_message_id
+from bridge.domain.compose import new_message_id
 from bridge.sandbox import config_toml
-
-from bridgekit import Flow, audit, parsed, rows, text_of, to_buyers, to_staff
-
 
 
 def test_link_is_blocked_staff_told_then_reworded_reply_goes_out(flow: Flow) -> None:  # noqa: F811

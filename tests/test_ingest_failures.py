@@ -8,15 +8,14 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-
-from bridge import samples, store
-from bridge.config import parse_settings
-from bridge.daemon import Daemon
-from bridge.db import open_database
-from bridge.render import TemplateError
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
-
 from bridgekit import account_block, make_settings, outbox_states, rows
+
+from bridge import store
+from bridge.adapters.templates import TemplateError
+from bridge.config import parse_settings
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.store.engine import open_database
+from bridge.workers.supervisor import Daemon
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -94,7 +93,7 @@ def test_broken_template_stops_the_batch_and_loses_nothing(tmp_path: Path, dovec
 
 
 def test_template_error_names_the_file() -> None:
-    from bridge.render import Templates
+    from bridge.adapters.templates import Templates
 
     with pytest.raises(TemplateError, match="staff_nothing.subject.j2"):
         Templates(SHIPPED_TEMPLATES).render("staff_nothing", {})

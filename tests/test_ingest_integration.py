@@ -9,12 +9,12 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-
-from bridge import samples, store, tokens
-from bridge.daemon import Daemon
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
-
 from bridgekit import Clock, make_settings, outbox_states, rows
+
+from bridge import store
+from bridge.domain import tokens
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.workers.supervisor import Daemon
 
 
 def backlog(seller: SandboxAccount, n: int, seed: int = 1, buyers: int | None = None) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""bridge.parse and the Amazon extraction it feeds: corpus tables, unit tables, robustness."""
+"""bridge.domain.parse and the Amazon extraction it feeds: corpus tables, unit tables, robustness."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from bridge.marketplaces import amazon, layout
-from bridge.marketplaces.layout import between_markers, marker_regex, pre_blocks, squash
-from bridge.parse import ParsedMail, UnparseableMail, html_to_text, parse_mail
+from bridge.domain.marketplaces import amazon, layout
+from bridge.domain.marketplaces.layout import (
+    between_markers,
+    marker_regex,
+    pre_blocks,
+    squash,
+)
+from bridge.domain.parse import ParsedMail, UnparseableMail, html_to_text, parse_mail
 
 CORPUS = Path(__file__).parent / "data" / "inbound"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads((CORPUS / "expected.toml").read_text("utf-8"))
@@ -522,7 +527,7 @@ def _header_values() -> list[str]:
 def test_fast_address_path_agrees_with_getaddresses(value: str) -> None:
     from email.utils import getaddresses
 
-    from bridge.parse import _simple_mailboxes, _unfold
+    from bridge.domain.parse import _simple_mailboxes, _unfold
 
     value = _unfold(value)
     fast = _simple_mailboxes([value])
@@ -531,7 +536,7 @@ def test_fast_address_path_agrees_with_getaddresses(value: str) -> None:
 
 
 def test_fast_address_path_takes_the_common_shapes() -> None:
-    from bridge.parse import _simple_mailboxes
+    from bridge.domain.parse import _simple_mailboxes
 
     assert _simple_mailboxes(["Marco - Amazon Marketplace <q@marketplace.amazon.com>", '"A, B" <a@b.c>',
                               "a@b.c"]) == [("Marco - Amazon Marketplace", "q@marketplace.amazon.com"),
@@ -542,7 +547,7 @@ def test_fast_address_path_takes_the_common_shapes() -> None:
 # --------------------------------------------------------------------------- the single-part fast path
 
 def _raw_corpus() -> list[bytes]:
-    from bridge import samples
+    from bridge.sandbox import samples
 
     corpus = [p.read_bytes() for p in sorted(CORPUS.parent.rglob("*.eml"))]
     corpus += samples.buyer_backlog(40, seller_address="seller@acme.example", seed=3)
@@ -577,7 +582,7 @@ def test_single_part_fast_path_builds_the_parsers_message(raw: bytes, monkeypatc
     from email import message_from_bytes
     from email.policy import compat32
 
-    from bridge import parse
+    from bridge.domain import parse
 
     single = parse._single_part(raw)
     if single is None:
@@ -604,7 +609,7 @@ def test_single_part_fast_path_builds_the_parsers_message(raw: bytes, monkeypatc
     (b"From: a@b.c\nSubject: no body\n", False),
 ])
 def test_single_part_fast_path_takes_only_clean_single_parts(raw: bytes, taken: bool) -> None:
-    from bridge.parse import _single_part
+    from bridge.domain.parse import _single_part
 
     assert (_single_part(raw) is not None) is taken
 
@@ -619,7 +624,7 @@ def test_single_part_fast_path_takes_only_clean_single_parts(raw: bytes, taken: 
     (b"Content-Disposition: inline\n", False),
 ])
 def test_plain_text_shortcut_takes_only_simple_plain_text(head: bytes, taken: bool) -> None:
-    from bridge.parse import _Body, _plain_text_leaf, _single_part
+    from bridge.domain.parse import _Body, _plain_text_leaf, _single_part
 
     single = _single_part(b"From: a@b.c\n" + head + b"\nhello\n")
     assert single is not None
@@ -629,7 +634,7 @@ def test_plain_text_shortcut_takes_only_simple_plain_text(head: bytes, taken: bo
 
 
 def _marker_texts() -> list[str]:
-    from bridge import samples
+    from bridge.sandbox import samples
 
     rng = random.Random(11)
     parts = ["------------- Begin message -------------", "------------- End message -------------",
@@ -644,7 +649,7 @@ def _marker_texts() -> list[str]:
 
 
 def test_marker_search_finds_what_regex_search_finds() -> None:
-    from bridge.marketplaces.layout import search_marker
+    from bridge.domain.marketplaces.layout import search_marker
 
     for text in _marker_texts():
         for pattern in (amazon.BEGIN_MARKER_RE, amazon.END_MARKER_RE):
@@ -678,7 +683,7 @@ def _date_variants() -> list[str]:
 def test_date_shortcut_agrees_with_parsedate_to_datetime(value: str) -> None:
     from email.utils import parsedate_to_datetime
 
-    from bridge.parse import _parse_date
+    from bridge.domain.parse import _parse_date
 
     try:
         expected: Any = parsedate_to_datetime(value.strip())

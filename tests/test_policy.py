@@ -1,4 +1,4 @@
-"""bridge.policy: the compliance guard, rule by rule, as tables of allowed and blocked drafts."""
+"""bridge.domain.policy: the compliance guard, rule by rule, as tables of allowed and blocked drafts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.policy import (
+from bridge.domain.policy import (
     RULE_IDS,
     RULES,
     AttachmentInfo,

@@ -11,13 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
-from bridge import samples, store
-from bridge.daemon import Daemon
-from bridge.db import open_database
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
-
 from bridgekit import make_settings, outbox_states, rows
+
+from bridge import store
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.store.engine import open_database
+from bridge.workers.supervisor import Daemon
 
 psycopg = pytest.importorskip("psycopg")
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -13,13 +13,24 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from bridgekit import (
+    crash_config,
+    mailbridge_process,
+    peek_count,
+    running_daemon,
+    wait_for_progress,
+)
 from sqlalchemy import select
 
-from bridge import samples, store
-from bridge.db import open_database
-from bridge.sandbox import DovecotServer, ReceivedMail, SandboxAccount, SandboxSMTP
-
-from bridgekit import crash_config, mailbridge_process, peek_count, running_daemon, wait_for_progress
+from bridge import store
+from bridge.sandbox import (
+    DovecotServer,
+    ReceivedMail,
+    SandboxAccount,
+    SandboxSMTP,
+    samples,
+)
+from bridge.store.engine import open_database
 
 REPLIES = 200
 KILLS = 8

@@ -7,15 +7,24 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from bridgekit import (
+    Flow,
+    account_block,
+    make_settings,
+    outbox_states,
+    parsed,
+    rows,
+    text_of,
+    to_buyers,
+    to_staff,
+)
 from sqlalchemy import update
 
-from bridge import samples, store, tokens
+from bridge import store
 from bridge.config import parse_settings
-from bridge.daemon import Daemon
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP
-
-from bridgekit import (Flow, account_block, make_settings, outbox_states, parsed, rows, text_of, to_buyers,
-                       to_staff)
+from bridge.domain import tokens
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.workers.supervisor import Daemon
 
 
 @pytest.mark.parametrize("client", ["gmail", "outlook"])

@@ -1,4 +1,4 @@
-"""bridge.replies: what staff wrote, cut from what their mail client added.
+"""bridge.domain.replies: what staff wrote, cut from what their mail client added.
 
 - A corpus of real-looking replies (tests/data/replies/<name>.txt or .html,
   each with <name>.expected.txt) checked for the exact text, the rule that
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from mailparser_reply import EmailReplyParser
 
-from bridge.compose import MARKER
-from bridge.replies import ReplyText, extract_reply
+from bridge.domain.compose import MARKER
+from bridge.domain.replies import ReplyText, extract_reply
 
 DATA = Path(__file__).parent / "data" / "replies"
 
@@ -599,7 +599,7 @@ def test_two_megabytes_finish_quickly(name: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# mail-parser-reply 1.36: findings behind how bridge.replies uses it
+# mail-parser-reply 1.36: findings behind how bridge.domain.replies uses it
 
 LIBRARY_LANGUAGES = ["en", "de", "fr", "es", "it", "ja", "nl", "sv"]
 

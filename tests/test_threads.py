@@ -1,4 +1,4 @@
-"""bridge.threads: relay addresses, conversation keys, thread subjects."""
+"""bridge.domain.threads: relay addresses, conversation keys, thread subjects."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import string
 
 import pytest
 
-from bridge.marketplaces import ALL_RELAY_DOMAINS, AMAZON_TLDS
-from bridge.threads import conversation_key, relay_family, split_relay_address, thread_subject
+from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, AMAZON_TLDS
+from bridge.domain.threads import (
+    conversation_key,
+    relay_family,
+    split_relay_address,
+    thread_subject,
+)
 
 RELAYS = ALL_RELAY_DOMAINS
 
@@ -147,7 +152,7 @@ def test_thread_subject_is_what_the_three_substitutions_gave() -> None:
     import random
     import re
 
-    from bridge import threads
+    from bridge.domain import threads
 
     def before(subject: str) -> str:
         stripped = threads._PREFIX_RE.sub("", subject)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bridge import tokens
+from bridge.domain import tokens
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

@@ -1,0 +1,122 @@
+"""Thin SMTP adapter over aiosmtplib: one reusable connection per account worker.
+
+Errors come out as :class:`SendError` with ``permanent`` (5xx: do not retry)
+and ``ambiguous`` (the connection failed after the message data was handed
+over, so the server may have accepted it: resending could duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import aiosmtplib
+
+from bridge.config import SmtpSettings
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    """A send failed. ``connection``: the session itself failed (connect, TLS, login),
+    so the failure says nothing about the message and must not use up its attempts."""
+
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False,
+                 connection: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+        self.ambiguous = ambiguous
+        self.connection = connection
+
+
+class SmtpConnection:
+    """Reuses one authenticated connection for consecutive sends; reconnects when it drops."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()
+        # start_tls is set explicitly: aiosmtplib's default (None) would upgrade
+        # opportunistically and silently fall back to plaintext.
+        client = aiosmtplib.SMTP(
+            hostname=s.host, port=s.port, timeout=s.timeout_seconds,
+            use_tls=s.security == "tls", start_tls=s.security == "starttls",
+            tls_context=context if s.security != "none" else None,
+        )
+        try:
+            await client.connect()
+            if s.username:
+                await client.login(s.username, s.password.reveal())
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            await _close(client)
+            raise SendError(f"SMTP login as {s.username} at {s.host} was refused ({exc.code} {exc.message}); "
+                            "check the account's [smtp] username and password_file", permanent=True,
+                            code=exc.code, connection=True) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await _close(client)
+            raise SendError(f"SMTP server {s.host} refused the session: {exc.code} {exc.message}",
+                            permanent=exc.code >= 500 and exc.code != 554, code=exc.code, connection=True) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await _close(client)
+            raise SendError(f"cannot connect to SMTP server {s.host}:{s.port}: {exc}", permanent=False,
+                            connection=True) from exc
+        return client
+
+    async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:
+        """Send one message; raises SendError. Every recipient must be accepted."""
+        if self._client is None or not self._client.is_connected:
+            self._client = await self._connect()
+        client = self._client
+        data_started = False
+        try:
+            await client.mail(envelope_from)
+            refused: list[str] = []
+            code = 0
+            for rcpt in recipients:
+                try:
+                    await client.rcpt(rcpt)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused.append(f"{rcpt}: {exc.code} {exc.message}")
+                    code = exc.code
+            if refused:
+                # Partial acceptance is not delivery: abandon the transaction and report.
+                await client.rset()
+                raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code)
+            data_started = True
+            await client.data(raw)
+        except SendError:
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            # A reply code, even after DATA: the server told us it did not take the message.
+            await self._reset_after_error(exc.code)
+            raise SendError(f"{exc.code} {exc.message}", permanent=exc.code >= 500, code=exc.code) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            raise SendError(f"connection failed during {'DATA' if data_started else 'the transaction'}: {exc}",
+                            permanent=False, ambiguous=data_started) from exc
+
+    async def _reset_after_error(self, code: int) -> None:
+        if code == 421 or self._client is None:
+            await self.close()   # 421: the server is closing the channel (RFC 5321 3.8)
+            return
+        try:
+            await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await _close(self._client)
+            self._client = None
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    try:
+        if client.is_connected:
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()

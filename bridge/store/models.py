@@ -1,0 +1,214 @@
+"""SQLModel tables.
+
+Times are stored as timezone-aware UTC datetimes. JSON-ish columns are text
+holding JSON, so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, LargeBinary, UniqueConstraint
+from sqlmodel import Column, DateTime, Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class SchemaInfo(SQLModel, table=True):
+    __tablename__ = "schema_info"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class MailboxState(SQLModel, table=True):
+    """Per account and folder: where ingest stands.
+
+    ``last_uid`` is the checkpoint: every UID <= last_uid under ``uidvalidity``
+    has been recorded (as a message or a quarantine row). It moves only in the
+    transaction that records the message.
+    """
+
+    __tablename__ = "mailbox_state"
+    __table_args__ = (UniqueConstraint("account", "folder"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    last_uid: int = 0
+    # Mail with UID <= this, found on the first run, is recorded as history, not forwarded.
+    history_until_uid: int = 0
+    initialised_at: datetime = Field(sa_column=_ts())
+    last_fetch_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str | None = None
+    last_error_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Buyer(SQLModel, table=True):
+    __tablename__ = "buyer"
+    __table_args__ = (UniqueConstraint("account", "alias"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    marketplace: str          # relay domain family + domain, e.g. "marketplace.amazon.de"
+    alias: str                # base relay alias, lowercased, without "+case"
+    name: str | None = None
+    created_at: datetime = Field(sa_column=_ts())
+    # Opt-out state (DOMAIN.md "Buyer opt-out"): never anything unsolicited to this buyer.
+    opted_out_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    opted_out_source: str | None = None       # "notice <Message-ID>", "operator jo"
+    do_not_solicit_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # The last permanent delivery failure to this buyer's relay address (a DSN).
+    bounced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    bounce_reason: str | None = None
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversation"
+    __table_args__ = (UniqueConstraint("account", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    key: str                  # threads.conversation_key(alias, order_id)
+    buyer_id: int = Field(foreign_key="buyer.id")
+    order_id: str | None = None
+    comm_mgr_tok: str | None = None
+    subject: str
+    status: str = "open"      # open | closed
+    flags: str = "[]"          # JSON: "COURTESY REFUND", "A-TO-Z CLAIM" (bridge.domain.flags), once raised
+    created_at: datetime = Field(sa_column=_ts())
+    last_message_at: datetime = Field(sa_column=_ts())
+    message_count: int = 0
+    # Message-IDs of the staff notifications of this conversation, oldest first
+    # and newest last, so the next one can chain References (RFC 5322 3.6.4).
+    staff_root_id: str | None = None
+    staff_last_id: str | None = None
+
+
+class Message(SQLModel, table=True):
+    """Every inbound message recorded, whatever its kind."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("account", "folder", "uidvalidity", "uid"),
+        Index("ix_message_account_msgid", "account", "message_id"),
+        Index("ix_message_account_hash", "account", "content_hash"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None = None
+    content_hash: str          # sha256 of the raw bytes (resync dedupe)
+    kind: str
+    rule_hits: str             # JSON list of {"rule", "kind", "reason"}
+    disposition: str           # forwarded | history | recorded | duplicate
+    from_addr: str
+    to_addrs: str              # JSON list
+    subject: str
+    sent_date: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    received_at: datetime = Field(sa_column=_ts())
+    in_reply_to: str | None = None
+    references: str = "[]"     # JSON list
+    order_id: str | None = None
+    comm_mgr_tok: str | None = None
+    buyer_address: str | None = None   # exact relay address used (keeps "+case")
+    text: str                  # the buyer's words when extracted, else the body text
+    size: int
+    defects: str = "[]"        # JSON list
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    duplicate_of: int | None = None
+    # The whole message as received, kept for staff replies: what a staff member
+    # wrote is the record of what mailbridge was asked to send to a buyer.
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class Quarantine(SQLModel, table=True):
+    """Mail that could not be processed: kept, with the reason, staff told once."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("account", "folder", "uidvalidity", "uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None = None
+    size: int
+    reason: str
+    content_hash: str | None = Field(default=None, index=True)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Outbox(SQLModel, table=True):
+    """Outbound mail. Content and Message-ID are fixed when the row is created.
+
+    States: queued -> sending -> sent | queued (retry) | failed;
+    a ``sending`` row left by a crash is reconciled to sent / queued / unknown;
+    ``held``: composed but not to be sent until an operator releases it
+    (``mailbridge outbox retry``); ``cancelled``: an operator dropped it.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str = Field(index=True)
+    message_id: str = Field(unique=True)   # without brackets
+    # What this row answers, so the same staff reply ingested twice (a copy, a
+    # resync) is relayed once: "relay:<account>:<staff Message-ID or hash>".
+    dedupe_key: str | None = Field(default=None, unique=True)
+    purpose: str               # staff_notification | staff_alert | buyer_reply | ...
+    category: str | None = None  # buyer mail only: reply | critical | unsolicited (decides opt-out effects)
+    audience: str              # staff | buyer: who receives it (decides crash reconciliation)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    source_message_id: int | None = Field(default=None, foreign_key="message.id")
+    envelope_from: str
+    recipients: str            # JSON list
+    subject: str
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: str = "queued"
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts())
+    claimed_by: str | None = None
+    claimed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str | None = None
+    created_at: datetime = Field(sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    copied_to_sent: bool = False
+
+
+class AccountState(SQLModel, table=True):
+    """Per account: proactive sending paused while the marketplace restricts it."""
+
+    __tablename__ = "account_state"
+    account: str = Field(primary_key=True)
+    restricted_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    restricted_reason: str | None = None
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only record of every outbound decision and opt-out change.
+
+    What a seller shows the marketplace: what was (not) sent to which buyer,
+    when, by whose request, and which rule decided. Rows are only inserted.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_account_at", "account", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_ts())
+    account: str
+    event: str                 # outbound | optout | override
+    decision: str              # allowed | warned | blocked | held | opted_out | opted_in | released
+    category: str | None = None        # reply | critical | unsolicited
+    rules: str = "[]"          # JSON: findings [{"rule", "severity", "reason", "excerpt"}]
+    evaluated: str = "[]"      # JSON: rule ids that ran
+    buyer: str | None = None           # relay alias
+    conversation_id: int | None = None
+    message_id: str | None = Field(default=None, index=True)   # our outbound Message-ID
+    actor: str | None = None           # the staff sender or operator who asked for it
+    detail: str | None = None

@@ -1,0 +1,193 @@
+"""Per-account ingest worker: select, fetch new UIDs in batches, record, move; IDLE or poll; reconnect.
+
+Runs in its own thread with its own IMAP connection (imapclient is not
+thread-safe). The UID checkpoint in the database, not ``\\Seen`` flags, says
+what has been handled, so staff may read, flag or leave mail as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.adapters.imap import (
+    ClientFactory,
+    ConnectionLost,
+    ImapError,
+    MailboxSession,
+    default_client,
+)
+from bridge.domain.clock import Clock, utcnow
+from bridge.services.account import AccountContext
+from bridge.services.inbound import BatchResult, ingest_batch
+from bridge.services.notify import queue_staff_alert
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class IngestStats:
+    recorded: int = 0
+    forwarded: int = 0
+    history: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    relayed: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: BatchResult) -> None:
+        self.recorded += result.recorded
+        self.forwarded += result.forwarded
+        self.history += result.history
+        self.duplicates += result.duplicates
+        self.quarantined += result.quarantined
+        self.relayed += result.relayed
+        for kind, n in result.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+
+class AccountIngest:
+    def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
+                 clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
+                 forward_existing: bool | None = None) -> None:
+        self.engine = engine
+        self.acct = acct
+        self.factory = factory
+        self.clock = clock
+        self.on_committed = on_committed
+        self.forward_existing = acct.settings.forward_existing if forward_existing is None else forward_existing
+        self.stats = IngestStats()
+
+    @property
+    def imap(self):  # type: ignore[no-untyped-def]
+        return self.acct.settings.imap
+
+    def sync(self, session: MailboxSession, stop: threading.Event | None = None) -> IngestStats:
+        """Record every message above the checkpoint. Safe to call any number of times."""
+        folder = self.imap.folder
+        info = session.select(folder)
+        now = self.clock()
+        with self.engine.begin() as conn:
+            checkpoint = store.mailbox_checkpoint(conn, self.acct.name, folder)
+        if checkpoint is None or checkpoint.uidvalidity != info.uidvalidity:
+            history_until = 0
+            if checkpoint is None and not self.forward_existing:
+                # First run: mail already in the mailbox is recorded as history
+                # (threaded, searchable) but not forwarded: no flood for staff.
+                present = session.uids_after(0)
+                history_until = present[-1] if present else 0
+            with self.engine.begin() as conn:
+                store.start_mailbox(conn, self.acct.name, folder, info.uidvalidity, history_until, now)
+                if checkpoint is not None:
+                    # RFC 3501 2.3.1.1: UIDs of the old validity mean nothing now. Re-read the
+                    # folder; find_duplicate (Message-ID + content hash) keeps known mail from
+                    # being forwarded again.
+                    log.warning("account %s: UIDVALIDITY of %s changed from %s to %s; resynchronising",
+                                self.acct.name, folder, checkpoint.uidvalidity, info.uidvalidity)
+                    queue_staff_alert(conn, self.acct, f"Mailbox {folder} was rebuilt on the server",
+                                      f"The IMAP server changed UIDVALIDITY of {folder} "
+                                      f"({checkpoint.uidvalidity} -> {info.uidvalidity}). mailbridge re-reads the "
+                                      "folder; mail it has already handled is recognised and not forwarded again.",
+                                      now)
+            checkpoint = store.mailbox_checkpoint_or_fail(self.engine, self.acct.name, folder)
+            self.on_committed()
+        self._move_leftovers(session, checkpoint)
+        uids = session.uids_after(checkpoint.last_uid)
+        if uids:
+            log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
+        size, limit = self.imap.batch_size, self.imap.max_message_bytes
+        for start in range(0, len(uids), size):
+            if stop is not None and stop.is_set():
+                break
+            batch = session.fetch(uids[start:start + size], limit)
+            result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
+                                  checkpoint.history_until_uid, self.clock())
+            self.stats.add(result)
+            if result.outbox_rows:
+                self.on_committed()
+            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+            self._move(session, result.processed_uids, result.quarantined_uids)
+            if len(uids) > size:
+                log.info("account %s: %d/%d recorded", self.acct.name, min(start + size, len(uids)), len(uids))
+        if not uids:
+            with self.engine.begin() as conn:
+                store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
+        return self.stats
+
+    def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
+        if self.imap.processed_folder and processed:
+            session.move(processed, self.imap.processed_folder)
+        if self.imap.quarantine_folder and quarantined:
+            session.move(quarantined, self.imap.quarantine_folder)
+
+    def _move_leftovers(self, session: MailboxSession, checkpoint: store.MailboxCheckpoint) -> None:
+        """Mail recorded before a crash but not yet moved: move it now.
+
+        A failure here is logged and recorded but does not stop new mail from
+        being ingested: the leftovers are tried again on the next pass.
+        """
+        if not (self.imap.processed_folder or self.imap.quarantine_folder) or checkpoint.last_uid == 0:
+            return
+        try:
+            present = session.uids_between(1, checkpoint.last_uid)
+            if not present:
+                return
+            with self.engine.begin() as conn:
+                quarantined = set(store.quarantined_uids(conn, self.acct.name, self.imap.folder,
+                                                         checkpoint.uidvalidity))
+            self._move(session, [u for u in present if u not in quarantined],
+                       [u for u in present if u in quarantined])
+        except ConnectionLost:
+            raise
+        except ImapError as exc:
+            log.warning("account %s: cannot move already recorded mail: %s; new mail is still ingested",
+                        self.acct.name, exc)
+            self.record_error(str(exc))
+
+    def record_error(self, message: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                store.record_fetch(conn, self.acct.name, self.imap.folder, self.clock(), message)
+        except Exception:  # noqa: BLE001 - the database may be what failed
+            log.exception("account %s: cannot record the error in the database", self.acct.name)
+
+    def _ensure_folders(self, session: MailboxSession) -> None:
+        for folder in (self.imap.processed_folder, self.imap.quarantine_folder):
+            if folder:
+                session.ensure_folder(folder)
+
+    def run_once(self) -> IngestStats:
+        with MailboxSession(self.imap, self.factory) as session:
+            self._ensure_folders(session)
+            return self.sync(session)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Sync, then wait with IDLE (or poll) until stopped; reconnect with backoff on failures."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                with MailboxSession(self.imap, self.factory) as session:
+                    log.info("account %s: connected to %s (IDLE %s)", self.acct.name, self.imap.host,
+                             "on" if session.can_idle and self.imap.idle else "off, polling")
+                    self._ensure_folders(session)
+                    while not stop.is_set():
+                        self.sync(session, stop)
+                        backoff = 1.0   # only a completed pass proves the account healthy again
+                        session.wait(self.imap.poll_seconds, stop)
+            except ImapError as exc:
+                delay = max(backoff, 60.0) if exc.permanent else backoff
+                log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)
+                self.record_error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
+                delay = backoff
+                log.exception("account %s: ingest failed; retrying in %.0f s", self.acct.name, delay)
+                self.record_error(f"{type(exc).__name__}: {exc}")
+            else:
+                break
+            stop.wait(delay * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, 300.0)

@@ -264,11 +264,12 @@ class MailboxSession:
 
     # -- waiting ---------------------------------------------------------------
 
-    def wait(self, seconds: float, stop: threading.Event) -> None:
+    def wait(self, seconds: float, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> None:
         """Wait up to ``seconds`` for new mail: IDLE when offered and enabled, else sleep (poll).
 
         Returns early when the server reports a change or ``stop`` is set.
-        Raises :class:`ConnectionLost` when the connection is dead.
+        Raises :class:`ConnectionLost` when the connection is dead. ``beat`` is
+        called about every second while waiting: the caller's heartbeat.
         """
         deadline = time.monotonic() + min(seconds, IDLE_REISSUE_SECONDS)
         if not (self.can_idle and self.settings.idle):
@@ -276,7 +277,8 @@ class MailboxSession:
                 self.client.noop()
             except (OSError, IMAPClientError) as exc:
                 raise ConnectionLost(f"NOOP failed: {exc}") from exc
-            stop.wait(max(0.0, deadline - time.monotonic()))
+            while not stop.wait(max(0.0, min(1.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+                beat()
             return
         try:
             self.client.idle()
@@ -291,6 +293,7 @@ class MailboxSession:
                 step = min(1.0, remaining)
                 started = time.monotonic()
                 responses = self.client.idle_check(timeout=step)
+                beat()
                 if responses:
                     changed = any(_is_change(r) for r in responses)
                     if any(_is_bye(r) for r in responses):

@@ -8,8 +8,8 @@ what has been handled, so staff may read, flag or leave mail as they like.
 from __future__ import annotations
 
 import logging
-import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,10 +23,12 @@ from bridge.adapters.imap import (
     MailboxSession,
     default_client,
 )
+from bridge.config import ImapSettings
 from bridge.domain.clock import Clock, utcnow
 from bridge.services.account import AccountContext
 from bridge.services.inbound import BatchResult, ingest_batch
 from bridge.services.notify import queue_staff_alert
+from bridge.workers.base import Backoff, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,20 @@ class IngestStats:
             self.kinds[kind] = self.kinds.get(kind, 0) + n
 
 
+def allowed_silence(imap: ImapSettings) -> float:
+    """How long the ingest loop may go without a heartbeat before it counts as stuck.
+
+    Its longest step is one batch: three FETCH commands (sizes, bodies, large
+    mail's headers) and a MOVE, each bounded by the IMAP timeout, and the
+    recording of the batch. Waiting (IDLE, poll, backoff) beats every second.
+    """
+    return 4 * imap.timeout_seconds + 30.0
+
+
 class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
-                 forward_existing: bool | None = None) -> None:
+                 forward_existing: bool | None = None, heartbeat: Heartbeat | None = None) -> None:
         self.engine = engine
         self.acct = acct
         self.factory = factory
@@ -62,6 +74,7 @@ class AccountIngest:
         self.on_committed = on_committed
         self.forward_existing = acct.settings.forward_existing if forward_existing is None else forward_existing
         self.stats = IngestStats()
+        self.heartbeat = heartbeat or Heartbeat(f"ingest-{acct.name}", allowed_silence(acct.settings.imap))
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -110,8 +123,9 @@ class AccountIngest:
             self.stats.add(result)
             if result.outbox_rows:
                 self.on_committed()
-            # Only now, after commit, may mail leave the folder (DESIGN.md invariants).
+            # Only now, after commit, may mail leave the folder.
             self._move(session, result.processed_uids, result.quarantined_uids)
+            self.heartbeat.beat()
             if len(uids) > size:
                 log.info("account %s: %d/%d recorded", self.acct.name, min(start + size, len(uids)), len(uids))
         if not uids:
@@ -168,7 +182,7 @@ class AccountIngest:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Sync, then wait with IDLE (or poll) until stopped; reconnect with backoff on failures."""
-        backoff = 1.0
+        backoff = Backoff(first=1.0, cap=300.0)
         while not stop.is_set():
             try:
                 with MailboxSession(self.imap, self.factory) as session:
@@ -177,17 +191,24 @@ class AccountIngest:
                     self._ensure_folders(session)
                     while not stop.is_set():
                         self.sync(session, stop)
-                        backoff = 1.0   # only a completed pass proves the account healthy again
-                        session.wait(self.imap.poll_seconds, stop)
+                        backoff.reset()   # only a completed pass proves the account healthy again
+                        self.heartbeat.beat()
+                        session.wait(self.imap.poll_seconds, stop, self.heartbeat.beat)
             except ImapError as exc:
-                delay = max(backoff, 60.0) if exc.permanent else backoff
+                # A refused login or a missing folder will not mend itself within seconds.
+                delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)
                 self.record_error(str(exc))
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
-                delay = backoff
+                delay = backoff.next_delay()
                 log.exception("account %s: ingest failed; retrying in %.0f s", self.acct.name, delay)
                 self.record_error(f"{type(exc).__name__}: {exc}")
             else:
                 break
-            stop.wait(delay * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, 300.0)
+            self._pause(delay, stop)
+
+    def _pause(self, seconds: float, stop: threading.Event) -> None:
+        """Wait ``seconds`` or until stopped, beating: waiting on purpose is not being stuck."""
+        end = time.monotonic() + seconds
+        while not stop.wait(max(0.0, min(1.0, end - time.monotonic()))) and time.monotonic() < end:
+            self.heartbeat.beat()

@@ -43,6 +43,7 @@ from bridge.domain.policy import PROACTIVE
 from bridge.services import guard, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
+from bridge.workers.base import Backoff, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,27 @@ def retry_delay(attempts: int, settings: OutboxSettings, rng: random.Random) -> 
     return delay * rng.uniform(0.5, 1.0)
 
 
+# The longest the worker waits between passes when nothing is due.
+IDLE_PASS_SECONDS = 30.0
+
+
+def allowed_silence(acct: AccountContext) -> float:
+    """How long the outbox task may go without a heartbeat before it counts as stuck.
+
+    It beats after every message and every pass. Its longest step is a wait
+    between passes, or one message: connect, log in and send over SMTP, then
+    append a copy to Sent or look for interrupted sends there over IMAP, each
+    command bounded by its server's timeout.
+    """
+    s = acct.settings
+    return IDLE_PASS_SECONDS + 4 * s.smtp.timeout_seconds + 2 * s.imap.timeout_seconds + 30.0
+
+
 class OutboxWorker:
     def __init__(self, engine: Engine, acct: AccountContext, settings: OutboxSettings, *,
                  clock: Clock = utcnow, imap_factory: ClientFactory = default_client,
-                 smtp_factory: Callable[[], SmtpConnection] | None = None, rng: random.Random | None = None) -> None:
+                 smtp_factory: Callable[[], SmtpConnection] | None = None, rng: random.Random | None = None,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.engine = engine
         self.acct = acct
         self.settings = settings
@@ -70,6 +88,7 @@ class OutboxWorker:
         self.sent = 0
         self.failed = 0
         self._session_failures = 0   # consecutive connect/login failures, for the worker's own backoff
+        self.heartbeat = heartbeat or Heartbeat(f"outbox-{acct.name}", allowed_silence(acct))
 
     # -- start-up ----------------------------------------------------------------
 
@@ -310,6 +329,7 @@ class OutboxWorker:
         while await self.send_one_due():
             handled += 1
             self._session_failures = 0
+            self.heartbeat.beat()
         return handled
 
     def seconds_until_due(self) -> float | None:
@@ -325,22 +345,26 @@ class OutboxWorker:
         return max(0.0, (due - self.clock()).total_seconds())
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        backoff = Backoff(first=5.0, cap=300.0, rng=self.rng)
         try:
             while not stop.is_set():
                 try:
                     await self.reconcile()
                     await self.drain()
                     wait = await asyncio.to_thread(self.seconds_until_due)
+                    backoff.reset()
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
-                    log.exception("account %s: outbox worker error; retrying in 5 s", self.acct.name)
-                    wait = 5.0
+                    wait = backoff.next_delay()
+                    log.exception("account %s: outbox worker error; retrying in %.0f s", self.acct.name, wait)
+                self.heartbeat.beat()
                 wake.clear()
-                timeout = 30.0 if wait is None else min(30.0, wait)
+                timeout = IDLE_PASS_SECONDS if wait is None else min(IDLE_PASS_SECONDS, wait)
                 if timeout > 0:
                     try:
                         await asyncio.wait_for(_first(stop, wake), timeout=timeout)
                     except TimeoutError:
                         pass
+                self.heartbeat.beat()
         finally:
             await self.smtp.close()
 

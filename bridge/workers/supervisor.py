@@ -28,6 +28,7 @@ from bridge.config import Settings
 from bridge.domain.clock import Clock, utcnow
 from bridge.services.account import AccountContext
 from bridge.store.engine import open_database
+from bridge.workers.base import StuckReport
 from bridge.workers.ingest import AccountIngest, IngestStats
 
 if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster without them
@@ -57,6 +58,7 @@ class Daemon:
         secret = settings.security.secret.reveal() if settings.security.secret else None
         key = store.token_secret(self.engine, secret)
         templates = Templates(settings.templates_dir)
+        self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
         self.accounts = [AccountContext.build(a, key, templates, settings.relay, settings.policy)
                          for a in settings.accounts]
 
@@ -116,24 +118,41 @@ class Daemon:
         thread_stop = threading.Event()
         wakes = {a.name: asyncio.Event() for a in self.accounts}
         threads = []
+        heartbeats = []
         for acct in self.accounts:
             wake = wakes[acct.name]
             ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock,
                                    on_committed=lambda w=wake: loop.call_soon_threadsafe(w.set))
+            heartbeats.append(ingest.heartbeat)
             t = threading.Thread(target=ingest.run_forever, args=(thread_stop,), name=f"ingest-{acct.name}",
                                  daemon=True)
             t.start()
             threads.append(t)
         workers = [self._outbox(a) for a in self.accounts]
+        heartbeats += [w.heartbeat for w in workers]
+        self.health = StuckReport(heartbeats)
         tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
                  for w in workers]
+
         async def wake_outboxes() -> None:
             # A coroutine job runs on the loop itself: asyncio.Event is not thread-safe.
             for event in wakes.values():
                 event.set()
 
+        async def report_stuck_workers() -> None:
+            newly, recovered = self.health.changes()
+            for hb in newly:
+                log.error("%s has shown no sign of life for %.0f s (its longest step may take %.0f s): a hung "
+                          "connection or a stuck thread; restart mailbridge if it does not recover",
+                          hb.name, hb.silent_for(), hb.allowed_silence)
+            for hb in recovered:
+                log.warning("%s is working again", hb.name)
+
         scheduler = AsyncIOScheduler(event_loop=loop)
-        scheduler.add_job(wake_outboxes, "interval", seconds=15, id="outbox-due", coalesce=True, max_instances=1)
+        # misfire_grace_time: APScheduler's default (1 s) silently skips a run the loop was too busy to start.
+        for job, name in ((wake_outboxes, "outbox-due"), (report_stuck_workers, "heartbeats")):
+            scheduler.add_job(job, "interval", seconds=15, id=name, coalesce=True, max_instances=1,
+                              misfire_grace_time=30)
         scheduler.start()
         log.info("mailbridge running: %d account(s)", len(self.accounts))
         try:

@@ -212,3 +212,15 @@ class AuditLog(SQLModel, table=True):
     message_id: str | None = Field(default=None, index=True)   # our outbound Message-ID
     actor: str | None = None           # the staff sender or operator who asked for it
     detail: str | None = None
+
+
+# Core handles on the tables, for the statements in the aggregate modules.
+INFO = SchemaInfo.__table__
+MAILBOX = MailboxState.__table__
+BUYER = Buyer.__table__
+CONV = Conversation.__table__
+MESSAGE = Message.__table__
+QUARANTINE = Quarantine.__table__
+OUTBOX = Outbox.__table__
+ACCOUNT_STATE = AccountState.__table__
+AUDIT = AuditLog.__table__

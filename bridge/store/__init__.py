@@ -7,6 +7,7 @@
 - ``conversations``: threading, and what the reply relay reads back
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
+- ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
@@ -18,12 +19,16 @@ the names below are its whole public surface.
 
 from __future__ import annotations
 
+from bridge.store.audit import audit_rows, latest_send_decision, record_audit
 from bridge.store.buyers import (
+    ContactState,
     buyer_by_order,
+    buyer_contact_state,
     buyer_exists,
     list_optouts,
     record_buyer_bounce,
     restrict_account,
+    restricted_until,
     set_do_not_solicit,
     set_opt_out,
 )
@@ -55,7 +60,17 @@ from bridge.store.messages import (
     recorded_uids,
     set_disposition,
 )
-from bridge.store.models import BUYER, CONV, INFO, MAILBOX, MESSAGE, OUTBOX, QUARANTINE
+from bridge.store.models import (
+    ACCOUNT_STATE,
+    AUDIT,
+    BUYER,
+    CONV,
+    INFO,
+    MAILBOX,
+    MESSAGE,
+    OUTBOX,
+    QUARANTINE,
+)
 from bridge.store.outbox import (
     CANCELLABLE,
     OUTBOX_STATES,
@@ -83,7 +98,7 @@ from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "BUYER", "CONV", "INFO", "MAILBOX", "MESSAGE", "OUTBOX", "QUARANTINE",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "INFO", "MAILBOX", "MESSAGE", "OUTBOX", "QUARANTINE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -94,13 +109,15 @@ __all__ = [
     "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "conversation_info",
     "conversation_of_notification", "raise_flags", "thread_message",
     # buyers and account restrictions
-    "buyer_by_order", "buyer_exists", "list_optouts", "record_buyer_bounce", "restrict_account",
-    "set_do_not_solicit", "set_opt_out",
+    "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
+    "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",
     # outbox
     "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "cancel_unsolicited", "claim_due", "dedupe_key_used",
     "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
     "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
     "outbox_known_ids", "resolve_interrupted",
+    # audit log
+    "audit_rows", "latest_send_decision", "record_audit",
     # status, secrets, times
     "account_status", "token_secret", "utc",
 ]

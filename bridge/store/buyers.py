@@ -1,11 +1,13 @@
 """Who may be written to: buyers, their opt-out, Do-Not-Solicit and bounce state, and account restrictions.
 
-A buyer is one base relay alias per account (``+case`` removed). The statements
-threading runs for every buyer message are built once.
+A buyer is one base relay alias per account (``+case`` removed). The policy
+check (``bridge.services.guard``) reads the state kept here and decides; the
+statements it runs for every outbound message are built once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -18,6 +20,9 @@ from bridge.store.times import iso, utc
 _BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
                                                 BUYER.c.alias == bindparam("alias"))
 _BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
+_CONTACT_STATE = select(BUYER.c.opted_out_at, BUYER.c.do_not_solicit_until).where(
+    BUYER.c.account == bindparam("account"), BUYER.c.alias == bindparam("alias"))
+_RESTRICTED_UNTIL = select(ACCOUNT_STATE.c.restricted_until).where(ACCOUNT_STATE.c.account == bindparam("account"))
 
 
 def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
@@ -50,6 +55,20 @@ def buyer_exists(conn: Connection, account: str, alias: str) -> bool:
 
 
 # --- opt-out, Do-Not-Solicit, delivery failures -------------------------------------
+
+@dataclass(frozen=True)
+class ContactState:
+    """What a buyer asked about unsolicited mail, as stored (UTC); the guard decides what it means now."""
+
+    opted_out_at: datetime | None
+    do_not_solicit_until: datetime | None
+
+
+def buyer_contact_state(conn: Connection, account: str, alias: str) -> ContactState | None:
+    """The opt-out and Do-Not-Solicit state of a base alias; None for a buyer we have never seen."""
+    row = conn.execute(_CONTACT_STATE, {"account": account, "alias": alias}).first()
+    return None if row is None else ContactState(utc(row[0]), utc(row[1]))
+
 
 def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, source: str, now: datetime,
                 marketplace: str | None = None) -> bool:
@@ -103,3 +122,8 @@ def restrict_account(conn: Connection, account: str, until: datetime, reason: st
     else:
         conn.execute(ACCOUNT_STATE.insert().values(account=account, restricted_until=until, restricted_reason=reason))
 
+
+def restricted_until(conn: Connection, account: str) -> datetime | None:
+    """The end of the account's last recorded restriction (maybe past), or None."""
+    row = conn.execute(_RESTRICTED_UNTIL, {"account": account}).first()
+    return utc(row[0]) if row else None

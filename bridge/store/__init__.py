@@ -39,6 +39,7 @@ from bridge.store.conversations import (
     buyer_message_to_quote,
     conversation_info,
     conversation_of_notification,
+    newest_conversation,
     raise_flags,
     thread_message,
 )
@@ -107,7 +108,7 @@ __all__ = [
     "set_disposition",
     # conversations
     "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "conversation_info",
-    "conversation_of_notification", "raise_flags", "thread_message",
+    "conversation_of_notification", "newest_conversation", "raise_flags", "thread_message",
     # buyers and account restrictions
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
     "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",

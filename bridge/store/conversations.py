@@ -100,6 +100,13 @@ def conversation_info(conn: Connection, account: str, conversation_id: int) -> C
     return None if row is None else ConversationInfo(*row)
 
 
+def newest_conversation(conn: Connection, account: str) -> ConversationInfo | None:
+    """The conversation opened last in an account (the demo's buyer who then opts out), or None."""
+    row = conn.execute(select(*_INFO_COLUMNS).join(BUYER, BUYER.c.id == CONV.c.buyer_id)
+                       .where(CONV.c.account == account).order_by(CONV.c.id.desc()).limit(1)).first()
+    return None if row is None else ConversationInfo(*row)
+
+
 def conversation_of_notification(conn: Connection, account: str, ids: Iterable[str | None]) -> int | None:
     """The conversation of the newest staff notification among these Message-IDs.
 

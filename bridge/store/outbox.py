@@ -212,25 +212,37 @@ _OPERATOR_COLUMNS = (OUTBOX.c.state, OUTBOX.c.account, OUTBOX.c.audience, OUTBOX
                      OUTBOX.c.conversation_id, OUTBOX.c.category, OUTBOX.c.recipients)
 
 
+# An operator action reads the row, then changes it only if it is still in the state it
+# read: between the two the daemon or another operator may have moved it on (an opt-out
+# notice cancelling a held row, a second operator releasing it). PostgreSQL's reads take
+# no lock, so this happens there; the rowcount tells, and then nothing was done.
+
+
 def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
                    who: str) -> Row[Any] | None:
-    """Queue a row again; returns the row as it was, or None when it cannot be retried."""
+    """Queue a row again; returns the row as it was, or None when it was not queued again.
+
+    None: no such row in ``accounts``, a state that cannot be retried, or the
+    row changed state after it was read. Nothing was written then, so the
+    caller must not put a release on record.
+    """
     row = conn.execute(select(*_OPERATOR_COLUMNS).where(
         OUTBOX.c.id == outbox_id, OUTBOX.c.account.in_(list(accounts)))).first()
     if row is None or row.state not in RETRYABLE:
         return None
-    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
-        state="queued", next_attempt_at=now, attempts=0, last_error=f"{row.state}; released by {who} at {iso(now)}"))
-    return row
+    changed = conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
+        state="queued", next_attempt_at=now, attempts=0,
+        last_error=f"{row.state}; released by {who} at {iso(now)}")).rowcount
+    return row if changed == 1 else None
 
 
 def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
                     who: str) -> Row[Any] | None:
-    """Never send a row; returns the row as it was, or None when it cannot be cancelled."""
+    """Never send a row; returns the row as it was, or None when it was not cancelled (as for retry)."""
     row = conn.execute(select(*_OPERATOR_COLUMNS).where(OUTBOX.c.id == outbox_id,
                                                         OUTBOX.c.account.in_(list(accounts)))).first()
     if row is None or row.state not in CANCELLABLE:
         return None
-    conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
-        state="cancelled", last_error=f"{row.state}; cancelled by {who} at {iso(now)}"))
-    return row
+    changed = conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == row.state).values(
+        state="cancelled", last_error=f"{row.state}; cancelled by {who} at {iso(now)}")).rowcount
+    return row if changed == 1 else None

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bridgekit import row_moves_on_before_update
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.store.engine import open_database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 WHO = "jo (mailbridge outbox)"
-OperatorAction = Callable[..., Row[Any] | None]
+OperatorAction = Callable[..., object]
 
 
 @pytest.fixture

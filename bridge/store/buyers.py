@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store.models import ACCOUNT_STATE, BUYER, CONV
+from bridge.store.models import ACCOUNT_STATE, BUYER, CONV, inserted_id
 from bridge.store.times import iso, utc
 
 _BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
@@ -33,9 +33,9 @@ def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, n
         if name and row[1] != name:
             rename_buyer(conn, int(row[0]), name)
         return int(row[0])
-    return int(conn.execute(BUYER.insert(), {
+    return inserted_id(conn.execute(BUYER.insert(), {
         "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
-    }).inserted_primary_key[0])
+    }))
 
 
 def rename_buyer(conn: Connection, buyer_id: int, name: str) -> None:

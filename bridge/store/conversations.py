@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from bridge.store.buyers import rename_buyer, upsert_buyer
-from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX
+from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX, inserted_id
 from bridge.store.times import utc
 
 _CONV = select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
@@ -53,12 +53,12 @@ def thread_message(conn: Connection, *, account: str, marketplace: str, alias: s
     row = conn.execute(_CONV, {"account": account, "key": key}).first()
     if row is None:
         buyer_id = upsert_buyer(conn, account, marketplace, alias, buyer_name, now)
-        conv_id = int(conn.execute(CONV.insert(), {
+        conv_id = inserted_id(conn.execute(CONV.insert(), {
             "account": account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
             "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
             "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
             "staff_last_id": staff_message_id,
-        }).inserted_primary_key[0])
+        }))
         return ConversationRef(conv_id, None, None, 0)
     conn.execute(_CONV_TOUCH, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
     if buyer_name and row[5] != buyer_name:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store.models import MESSAGE, QUARANTINE
+from bridge.store.models import MESSAGE, QUARANTINE, inserted_id
 
 _RECORDED_UIDS = select(MESSAGE.c.uid).where(
     MESSAGE.c.account == bindparam("account"), MESSAGE.c.folder == bindparam("folder"),
@@ -63,7 +63,7 @@ class SeenContent:
 
 
 def insert_message(conn: Connection, **values: Any) -> int:
-    return int(conn.execute(MESSAGE.insert(), values).inserted_primary_key[0])
+    return inserted_id(conn.execute(MESSAGE.insert(), values))
 
 
 def set_disposition(conn: Connection, message_row: int, disposition: str) -> None:
@@ -85,4 +85,4 @@ def quarantined_before(conn: Connection, account: str, content_hash: str, messag
 
 
 def insert_quarantine(conn: Connection, **values: Any) -> int:
-    return int(conn.execute(QUARANTINE.insert(), values).inserted_primary_key[0])
+    return inserted_id(conn.execute(QUARANTINE.insert(), values))

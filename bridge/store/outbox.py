@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeAlias, Unpack
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.threads import base_alias
-from bridge.store.models import OUTBOX
+from bridge.store.models import OUTBOX, inserted_id
 from bridge.store.times import iso, utc
 
 OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "held", "blocked", "cancelled")
@@ -25,6 +25,9 @@ OUTBOX_STATES = ("queued", "sending", "sent", "failed", "unknown", "held", "bloc
 # the Sent folder), and cancel anything not yet sent.
 RETRYABLE = ("held", "failed", "unknown")
 CANCELLABLE = ("queued", "held", "failed", "unknown")
+
+# A result row of some of the outbox's columns, read by attribute (``row.state``).
+OutboxRow: TypeAlias = "Row[Unpack[tuple[Any, ...]]]"
 
 # Run for every inbound batch (is this mail our own, coming back?): built once.
 _OUTBOX_IDS = select(OUTBOX.c.message_id).where(OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)))
@@ -35,13 +38,13 @@ def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, au
             conversation_id: int | None = None, source_message_id: int | None = None,
             state: str = "queued", dedupe_key: str | None = None, note: str | None = None,
             category: str | None = None) -> int:
-    return int(conn.execute(OUTBOX.insert(), dict(
+    return inserted_id(conn.execute(OUTBOX.insert(), dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
         state=state, attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
         dedupe_key=dedupe_key, last_error=note, category=category,
-    )).inserted_primary_key[0])
+    )))
 
 
 def dedupe_key_used(conn: Connection, key: str) -> bool:
@@ -75,7 +78,7 @@ class OutboxItem:
     category: str | None
 
 
-def _item(row: Row[Any]) -> OutboxItem:
+def _item(row: OutboxRow) -> OutboxItem:
     return OutboxItem(row.id, row.account, row.message_id, row.purpose, row.audience, row.envelope_from,
                       tuple(json.loads(row.recipients)), bytes(row.raw), row.attempts, bool(row.copied_to_sent),
                       row.conversation_id, row.subject, row.category)
@@ -181,7 +184,7 @@ def cancel_unsolicited(conn: Connection, account: str, alias: str, reason: str) 
     return found
 
 
-def outbox_by_message_id(conn: Connection, account: str, message_id: str) -> Row[Any] | None:
+def outbox_by_message_id(conn: Connection, account: str, message_id: str) -> OutboxRow | None:
     return conn.execute(select(OUTBOX.c.id, OUTBOX.c.purpose, OUTBOX.c.audience, OUTBOX.c.recipients,
                                OUTBOX.c.subject, OUTBOX.c.last_error).where(
         OUTBOX.c.account == account, OUTBOX.c.message_id == message_id)).first()
@@ -219,7 +222,7 @@ _OPERATOR_COLUMNS = (OUTBOX.c.state, OUTBOX.c.account, OUTBOX.c.audience, OUTBOX
 
 
 def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
-                   who: str) -> Row[Any] | None:
+                   who: str) -> OutboxRow | None:
     """Queue a row again; returns the row as it was, or None when it was not queued again.
 
     None: no such row in ``accounts``, a state that cannot be retried, or the
@@ -237,7 +240,7 @@ def operator_retry(conn: Connection, outbox_id: int, accounts: Iterable[str], no
 
 
 def operator_cancel(conn: Connection, outbox_id: int, accounts: Iterable[str], now: datetime,
-                    who: str) -> Row[Any] | None:
+                    who: str) -> OutboxRow | None:
     """Never send a row; returns the row as it was, or None when it was not cancelled (as for retry)."""
     row = conn.execute(select(*_OPERATOR_COLUMNS).where(OUTBOX.c.id == outbox_id,
                                                         OUTBOX.c.account.in_(list(accounts)))).first()

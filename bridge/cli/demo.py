@@ -229,7 +229,7 @@ def _buyer_opts_out(dovecot: DovecotServer, daemon: Daemon, received: list) -> s
     """Amazon tells the seller a buyer opted out (as a copy of the notice, Seller Central > Notifications)."""
     with daemon.engine.begin() as conn:
         conv = store.newest_conversation(conn, "acme-us")
-    if conv is None:
+    if conv is None or conv.order_id is None:
         return None
     dovecot.append(SELLER, "INBOX", samples.amazon_optout_notice(
         seller_address=SELLER, buyer_relay=conv.buyer_alias, order=conv.order_id, message_id="optout.1@amazonses.com"))

@@ -15,7 +15,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Update, event, select, update
 
 from bridge import store
 from bridge.config import Settings, parse_settings
@@ -88,6 +88,37 @@ def outbox_states(engine: Any) -> dict[str, int]:
     for r in rows(engine, store.OUTBOX):
         out[r.state] = out.get(r.state, 0) + 1
     return out
+
+
+@contextmanager
+def row_moves_on_before_update(conn: Any, outbox_id: int, state: str, by: Any = None) -> Iterator[None]:
+    """Before the next UPDATE of the outbox on ``conn``, the row is set to ``state``.
+
+    What happens when the daemon or another operator changes a row between an
+    operator action's read and its conditional write, made deterministic.
+    ``by``: an engine whose own transaction makes the change and commits (a
+    real concurrent writer; PostgreSQL only, SQLite's writers wait for each
+    other); by default the change is made on ``conn`` itself.
+    """
+    fired = False
+    move = update(store.OUTBOX).where(store.OUTBOX.c.id == outbox_id).values(state=state)
+
+    def interfere(on: Any, clause: Any, *_: Any) -> None:
+        nonlocal fired
+        if not fired and isinstance(clause, Update) and clause.table is store.OUTBOX:
+            fired = True
+            if by is None:
+                on.execute(move)
+            else:
+                with by.begin() as other:
+                    other.execute(move)
+
+    event.listen(conn, "before_execute", interfere)
+    try:
+        yield
+    finally:
+        event.remove(conn, "before_execute", interfere)
+    assert fired, "the operator action never tried to update the row"
 
 
 def hits(row: Any) -> list[str]:

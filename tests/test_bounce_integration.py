@@ -69,7 +69,7 @@ def test_restriction_notice_pauses_proactive_mail_and_alerts(flow: Flow) -> None
     flow.dovecot.append(flow.seller.user, "INBOX", notice("amazon_restricted_en.eml"))
     flow.run()
     with flow.daemon.engine.begin() as conn:
-        until = guard.restricted_until(conn, "acme")
+        until = store.restricted_until(conn, "acme")
     assert until is not None and until - flow.clock() == timedelta(hours=120)
     assert any("restricted proactive messages" in str(parsed(r.data)["Subject"]) for r in flow.smtp.received)
     assert [a["decision"] for a in audit(flow) if a["event"] == "restriction"] == ["paused"]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import make_settings, outbox_states, rows
+from bridgekit import make_settings, outbox_states, row_moves_on_before_update, rows
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
@@ -88,6 +88,28 @@ def test_concurrent_claims_never_take_the_same_row(pg_url: str) -> None:
     assert len(everything) == 200 and len(set(everything)) == 200
     assert sum(1 for ids in claimed if ids) >= 2          # the work really was shared
     engine.dispose()
+
+
+@pytest.mark.parametrize(("action", "read", "moved_to"), [
+    ("retry", "held", "cancelled"),     # an opt-out notice cancels the held row while an operator releases it
+    ("cancel", "failed", "queued"),     # another operator released the row a moment earlier
+])
+def test_operator_action_on_a_row_another_transaction_moved_on_does_nothing(
+        pg_url: str, action: str, read: str, moved_to: str) -> None:
+    engine = open_database(pg_url)
+    now = datetime.now(timezone.utc)
+    act = store.operator_retry if action == "retry" else store.operator_cancel
+    try:
+        with engine.begin() as conn:
+            outbox_id = store.enqueue(conn, account="acme", message_id="row@x", purpose="buyer_reply",
+                                      audience="buyer", envelope_from="s@x", recipients=("b@x",), subject="s",
+                                      raw=b"x", now=now, state=read, category="unsolicited")
+        # The other transaction commits between the operator's read and conditional write.
+        with engine.begin() as conn, row_moves_on_before_update(conn, outbox_id, moved_to, by=engine):
+            assert act(conn, outbox_id, ["acme"], now, "jo") is None
+        assert [r.state for r in rows(engine, store.OUTBOX)] == [moved_to]
+    finally:
+        engine.dispose()
 
 
 def test_nul_bytes_in_mail_do_not_block_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,

@@ -228,18 +228,17 @@ def _staff_breaks_a_rule(smtp: SandboxSMTP, received: list):  # type: ignore[no-
 def _buyer_opts_out(dovecot: DovecotServer, daemon: Daemon, received: list) -> str | None:  # type: ignore[type-arg]
     """Amazon tells the seller a buyer opted out (as a copy of the notice, Seller Central > Notifications)."""
     with daemon.engine.begin() as conn:
-        conv = conn.execute(store.CONV.select().order_by(store.CONV.c.id.desc()).limit(1)).first()
-        buyer = conn.execute(store.BUYER.select().where(store.BUYER.c.id == conv.buyer_id)).first() if conv else None
-    if conv is None or buyer is None:
+        conv = store.newest_conversation(conn, "acme-us")
+    if conv is None or conv.order_id is None:
         return None
     dovecot.append(SELLER, "INBOX", samples.amazon_optout_notice(
-        seller_address=SELLER, buyer_relay=buyer.alias, order=conv.order_id, message_id="optout.1@amazonses.com"))
+        seller_address=SELLER, buyer_relay=conv.buyer_alias, order=conv.order_id, message_id="optout.1@amazonses.com"))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with daemon.engine.begin() as conn:
-            row = conn.execute(store.BUYER.select().where(store.BUYER.c.id == buyer.id)).first()
-        if row is not None and row.opted_out_at is not None:
-            return str(buyer.alias)
+            state = store.buyer_contact_state(conn, "acme-us", conv.buyer_alias)
+        if state is not None and state.opted_out_at is not None:
+            return conv.buyer_alias
         time.sleep(0.1)
     return None
 

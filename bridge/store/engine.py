@@ -78,7 +78,7 @@ def make_engine(url: str) -> Engine:
 def init_schema(engine: Engine) -> None:
     """Create missing tables and check the schema version."""
     SQLModel.metadata.create_all(engine)
-    info = models.SchemaInfo.__table__
+    info = models.INFO
     with engine.begin() as conn:
         row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
         if row is None:

@@ -7,8 +7,10 @@ holding JSON, so SQLite and PostgreSQL behave the same.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, LargeBinary, UniqueConstraint
+from sqlalchemy import Index, LargeBinary, Table, UniqueConstraint
+from sqlalchemy.engine import CursorResult
 from sqlmodel import Column, DateTime, Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -212,3 +214,30 @@ class AuditLog(SQLModel, table=True):
     message_id: str | None = Field(default=None, index=True)   # our outbound Message-ID
     actor: str | None = None           # the staff sender or operator who asked for it
     detail: str | None = None
+
+
+
+def _table(model: type[SQLModel]) -> Table:
+    # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+# Core handles on the tables, for the statements in the aggregate modules.
+INFO = _table(SchemaInfo)
+MAILBOX = _table(MailboxState)
+BUYER = _table(Buyer)
+CONV = _table(Conversation)
+MESSAGE = _table(Message)
+QUARANTINE = _table(Quarantine)
+OUTBOX = _table(Outbox)
+ACCOUNT_STATE = _table(AccountState)
+AUDIT = _table(AuditLog)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row a single-row INSERT just made."""
+    key = result.inserted_primary_key
+    assert key is not None, "not the result of a single-row INSERT"
+    return int(key[0])

@@ -1,0 +1,159 @@
+"""Conversations: threading buyer mail into one per buyer and key, and what the reply relay reads back.
+
+A conversation belongs to one buyer and remembers the Message-IDs of its staff
+notifications, so each new notification chains References to the last one
+(RFC 5322 3.6.4) and a staff reply can be traced back to it. The threading
+statements run for every buyer message and are built once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from bridge.store.buyers import rename_buyer, upsert_buyer
+from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX, inserted_id
+from bridge.store.times import utc
+
+_CONV = select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
+               BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
+    CONV.c.account == bindparam("account"), CONV.c.key == bindparam("key"))
+_CONV_TOUCH = update(CONV).where(CONV.c.id == bindparam("conv_id")).values(
+    last_message_at=bindparam("now"), status="open", message_count=CONV.c.message_count + 1,
+    comm_mgr_tok=func.coalesce(CONV.c.comm_mgr_tok, bindparam("tok", type_=CONV.c.comm_mgr_tok.type)),
+    staff_last_id=func.coalesce(bindparam("staff_id", type_=CONV.c.staff_last_id.type), CONV.c.staff_last_id),
+    staff_root_id=func.coalesce(CONV.c.staff_root_id, bindparam("staff_id", type_=CONV.c.staff_root_id.type)),
+)
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    """A conversation as it was *before* the message being recorded joined it."""
+
+    id: int
+    staff_root_id: str | None
+    staff_last_id: str | None
+    message_count: int
+
+
+def thread_message(conn: Connection, *, account: str, marketplace: str, alias: str, buyer_name: str | None,
+                   key: str, order_id: str | None, comm_mgr_tok: str | None, subject: str, now: datetime,
+                   staff_message_id: str | None = None) -> ConversationRef:
+    """Find or open the buyer's conversation for ``key`` and count the new message in it.
+
+    ``staff_message_id``: the Message-ID of the staff notification about to be
+    queued for this message; it becomes the newest of the staff thread (and
+    its root when it is the first), so the next one chains to it.
+    """
+    row = conn.execute(_CONV, {"account": account, "key": key}).first()
+    if row is None:
+        buyer_id = upsert_buyer(conn, account, marketplace, alias, buyer_name, now)
+        conv_id = inserted_id(conn.execute(CONV.insert(), {
+            "account": account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
+            "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
+            "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
+            "staff_last_id": staff_message_id,
+        }))
+        return ConversationRef(conv_id, None, None, 0)
+    conn.execute(_CONV_TOUCH, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
+    if buyer_name and row[5] != buyer_name:
+        rename_buyer(conn, int(row[4]), buyer_name)
+    return ConversationRef(int(row[0]), row[1], row[2], int(row[3]))
+
+
+def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> None:
+    """Add flags to a conversation (they stay until staff deal with them)."""
+    row = conn.execute(select(CONV.c.flags).where(CONV.c.id == conversation_id)).first()
+    if row is None:
+        raise LookupError(f"conversation {conversation_id} does not exist")
+    merged = list(dict.fromkeys([*json.loads(row[0] or "[]"), *flags]))
+    conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(flags=json.dumps(merged)))
+
+
+# --- read back, for the reply relay -------------------------------------------------
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: int
+    status: str
+    subject: str
+    order_id: str | None
+    comm_mgr_tok: str | None
+    staff_root_id: str | None
+    staff_last_id: str | None
+    buyer_alias: str
+    buyer_name: str | None
+
+
+_INFO_COLUMNS = (CONV.c.id, CONV.c.status, CONV.c.subject, CONV.c.order_id, CONV.c.comm_mgr_tok,
+                 CONV.c.staff_root_id, CONV.c.staff_last_id, BUYER.c.alias, BUYER.c.name)
+
+
+def conversation_info(conn: Connection, account: str, conversation_id: int) -> ConversationInfo | None:
+    row = conn.execute(select(*_INFO_COLUMNS).join(BUYER, BUYER.c.id == CONV.c.buyer_id)
+                       .where(CONV.c.id == conversation_id, CONV.c.account == account)).first()
+    return None if row is None else ConversationInfo(*row)
+
+
+def newest_conversation(conn: Connection, account: str) -> ConversationInfo | None:
+    """The conversation opened last in an account (the demo's buyer who then opts out), or None."""
+    row = conn.execute(select(*_INFO_COLUMNS).join(BUYER, BUYER.c.id == CONV.c.buyer_id)
+                       .where(CONV.c.account == account).order_by(CONV.c.id.desc()).limit(1)).first()
+    return None if row is None else ConversationInfo(*row)
+
+
+def conversation_of_notification(conn: Connection, account: str, ids: Iterable[str | None]) -> int | None:
+    """The conversation of the newest staff notification among these Message-IDs.
+
+    Only a staff notification counts: a reply to a confirmation ("replies are not
+    read") or to a buyer reply (whose Message-ID the buyer has seen, so anyone
+    could cite it) must never become mail to a buyer.
+    """
+    wanted = [i for i in ids if i]
+    if not wanted:
+        return None
+    row = conn.execute(select(OUTBOX.c.conversation_id).where(
+        OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted), OUTBOX.c.conversation_id.is_not(None),
+        OUTBOX.c.purpose == "staff_notification")
+        .order_by(OUTBOX.c.id.desc()).limit(1)).first()
+    return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class BuyerMessage:
+    id: int
+    message_id: str | None
+    subject: str
+    text: str
+    buyer_address: str | None
+    order_id: str | None
+    comm_mgr_tok: str | None
+    sent_date: datetime | None
+    references: tuple[str, ...]
+
+
+def buyer_message_to_quote(conn: Connection, account: str, conversation_id: int,
+                           answered_ids: Iterable[str | None]) -> BuyerMessage | None:
+    """The buyer message staff answered: the one behind the notification they replied to, else the newest."""
+    columns = (MESSAGE.c.id, MESSAGE.c.message_id, MESSAGE.c.subject, MESSAGE.c.text, MESSAGE.c.buyer_address,
+               MESSAGE.c.order_id, MESSAGE.c.comm_mgr_tok, MESSAGE.c.sent_date, MESSAGE.c.references)
+    wanted = [i for i in answered_ids if i]
+    row = None
+    if wanted:
+        row = conn.execute(select(*columns).join(OUTBOX, OUTBOX.c.source_message_id == MESSAGE.c.id).where(
+            OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted),
+            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.kind == "buyer")
+            .order_by(MESSAGE.c.id.desc()).limit(1)).first()
+    if row is None:
+        row = conn.execute(select(*columns).where(
+            MESSAGE.c.account == account, MESSAGE.c.conversation_id == conversation_id,
+            MESSAGE.c.kind == "buyer").order_by(MESSAGE.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return BuyerMessage(row[0], row[1], row[2], row[3], row[4], row[5], row[6], utc(row[7]),
+                        tuple(json.loads(row[8] or "[]")))

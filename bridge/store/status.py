@@ -1,0 +1,39 @@
+"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.engine import Connection
+
+from bridge.store.models import BUYER, CONV, MAILBOX, MESSAGE, OUTBOX, QUARANTINE
+from bridge.store.outbox import OUTBOX_STATES
+from bridge.store.times import iso, utc
+
+
+def account_status(conn: Connection, account: str) -> dict[str, Any]:
+    def count(table: Table, *cond: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(table).where(table.c.account == account, *cond)).scalar_one())
+
+    mailboxes = [
+        {"folder": r.folder, "uidvalidity": r.uidvalidity, "last_uid": r.last_uid,
+         "last_fetch_at": iso(utc(r.last_fetch_at)), "last_error": r.last_error,
+         "last_error_at": iso(utc(r.last_error_at))}
+        for r in conn.execute(select(MAILBOX).where(MAILBOX.c.account == account)).all()
+    ]
+    kinds = {k: n for k, n in conn.execute(
+        select(MESSAGE.c.kind, func.count()).where(MESSAGE.c.account == account).group_by(MESSAGE.c.kind)).all()}
+    outbox = {s: 0 for s in OUTBOX_STATES}
+    outbox.update({s: n for s, n in conn.execute(
+        select(OUTBOX.c.state, func.count()).where(OUTBOX.c.account == account).group_by(OUTBOX.c.state)).all()})
+    return {
+        "account": account,
+        "mailboxes": mailboxes,
+        "messages": count(MESSAGE),
+        "messages_by_kind": kinds,
+        "conversations": count(CONV),
+        "buyers": count(BUYER),
+        "outbox": outbox,
+        "quarantined": count(QUARANTINE, QUARANTINE.c.released_at.is_(None)),
+    }

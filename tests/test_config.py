@@ -21,7 +21,6 @@ from bridge.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     KNOWN_KEYS,
-    SHIPPED_TEMPLATES_DIR,
     AccountSettings,
     ConfigError,
     DatabaseSettings,
@@ -408,8 +407,7 @@ def test_defaults_fill_every_optional_key() -> None:
     assert settings.database == DatabaseSettings()
     assert settings.security == SecuritySettings(secret=None)
     assert settings.outbox == OutboxSettings()
-    assert settings.templates_dir == SHIPPED_TEMPLATES_DIR
-    assert SHIPPED_TEMPLATES_DIR == REPO / "templates"
+    assert settings.templates_dir is None   # the templates shipped inside the package
     assert settings.log_level == "INFO"
     (acct,) = settings.accounts
     assert acct.reply_address == "verkauf+{token}@solo.example"
@@ -702,6 +700,16 @@ def test_load_settings_refuses_a_missing_templates_folder(tmp_path: Path) -> Non
     )
 
 
+def test_load_settings_without_templates_uses_the_shipped_ones(tmp_path: Path) -> None:
+    # No [daemon] templates and no templates folder anywhere near: what an installed
+    # mailbridge with the documented minimal config sees.
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(MINIMAL_TOML.replace('[daemon]\ntemplates = "tpl"\n', ""))
+    (tmp_path / "imap-password").write_text("x")
+    assert "templates" not in config.read_text()
+    assert load_settings(config, {"SOLO_SMTP": "y"}).templates_dir is None
+
+
 def test_load_settings_reports_validation_errors(tmp_path: Path) -> None:
     config = tmp_path / "mailbridge.toml"
     config.write_text(MINIMAL_TOML.replace('host = "imap.solo.example"', 'host = "imap.solo.example"\nport = 99999'))
@@ -747,7 +755,7 @@ def test_example_config_loads_from_disk(tmp_path: Path) -> None:
         (tmp_path / name).write_text("pw\n")
     settings = load_settings(EXAMPLE, {**EXAMPLE_ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert settings.accounts[0].imap.password == Secret("pw", f"file:{tmp_path / 'imap-acme-us'}")
-    assert settings.templates_dir == SHIPPED_TEMPLATES_DIR
+    assert settings.templates_dir is None
 
 
 def _example_sections() -> dict[str, list[str]]:

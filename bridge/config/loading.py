@@ -62,13 +62,12 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         # tomllib reports line and column, never the text itself (which may hold a password).
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     settings = parse_settings(data, path, env, _read_text)
-    if not settings.templates_dir.is_dir():
-        daemon = data.get("daemon")
-        where = "is set to" if isinstance(daemon, dict) and "templates" in daemon else "defaults to"
+    if settings.templates_dir is not None and not settings.templates_dir.is_dir():
         raise ConfigError(
-            f"{path}: daemon.templates: {where} {settings.templates_dir}, which is not a "
+            f"{path}: daemon.templates: is set to {settings.templates_dir}, which is not a "
             "folder; point [daemon] templates at the folder holding the Jinja templates "
-            "(a copy of the templates/ folder shipped with mailbridge)"
+            "(a copy of the templates/ folder shipped with mailbridge), or leave it out to "
+            "use the shipped templates"
         )
     return settings
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import bridge
 from bridge.config import checks
 from bridge.config.errors import quote
 from bridge.config.reading import (
@@ -38,9 +37,6 @@ from bridge.domain.policy import RULE_IDS  # the rule ids are the guard's own; c
 
 Security = Literal["tls", "starttls", "none"]
 SentCopies = Literal["append", "server", "none"]
-
-#: The templates shipped with mailbridge: the repository's ``templates/`` folder.
-SHIPPED_TEMPLATES_DIR = Path(bridge.__file__).resolve().parent.parent / "templates"
 
 
 # --------------------------------------------------------------------------
@@ -288,10 +284,11 @@ class Settings:
     """The whole configuration file, validated."""
 
     path: Path                       # the file these came from (for messages); not a key
-    templates_dir: Path = field(default=SHIPPED_TEMPLATES_DIR, metadata=key(
+    # None: the templates shipped inside the mailbridge package (bridge.adapters.templates finds them).
+    templates_dir: Path | None = field(default=None, metadata=key(
         Text(checks.templates_folder), "the folder of the Jinja templates; relative paths resolve "
                                        "against the config file's folder",
-        toml="templates", section="daemon"))
+        toml="templates", section="daemon", default_doc="the templates shipped with mailbridge"))
     log_level: str = field(default="INFO", metadata=key(
         Text(checks.log_level), "how much the daemon logs: DEBUG, INFO, WARNING or ERROR",
         section="daemon"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -587,6 +588,35 @@ def test_account_lookup_by_name() -> None:
     assert settings.account("acme-uk").marketplace == "amazon.co.uk"
     with pytest.raises(KeyError):
         settings.account("nope")
+
+
+# --- retired keys: an old file still starts, with a warning ------------------
+
+READ_AHEAD_WARNING = ("has no effect any more (the read-ahead helper process was removed; mail is read "
+                      "over one connection per account) and can be deleted")
+
+
+def test_retired_read_ahead_loads_with_one_warning_naming_file_and_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="bridge.config"):
+        settings = parse(mutated(put("accounts.0.imap.read_ahead", False)))
+    assert settings.accounts[0].imap == parse(valid()).accounts[0].imap
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"{CONFIG}: {A0}.imap.read_ahead: {READ_AHEAD_WARNING}"),
+    ]
+
+
+def test_retired_key_does_not_hide_real_problems(caplog: pytest.LogCaptureFixture) -> None:
+    data = mutated(both(put("accounts.1.imap.read_ahead", True), put("accounts.1.imap.port", 0)))
+    with caplog.at_level(logging.WARNING, logger="bridge.config"):
+        message = error_of(data)
+    assert message == f"{CONFIG}: {A1}.imap.port: got 0; expected an integer from 1 to 65535"
+    assert [r.getMessage() for r in caplog.records] == [f"{CONFIG}: {A1}.imap.read_ahead: {READ_AHEAD_WARNING}"]
+
+
+def test_retired_key_is_retired_only_where_it_was() -> None:
+    assert "read_ahead" not in KNOWN_KEYS["accounts.imap"]          # not documented, not suggested
+    message = error_of(mutated(put("accounts.0.smtp.read_ahead", False)))
+    assert message.startswith(f"{CONFIG}: {A0}.smtp.read_ahead: unknown key; known keys here: host, port,")
 
 
 # --- find_config_path ------------------------------------------------------

@@ -28,14 +28,18 @@ class Invalid(Exception):
 
 
 class Problems:
-    """Collects one line per problem, each naming the file and the dotted key."""
+    """Collects one line per problem and per warning, each naming the file and the dotted key."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lines: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, key: str, message: str) -> None:
         self.lines.append(f"{self.path}: {key}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{self.path}: {key}: {message}")
 
 
 def kind(value: object) -> str:

@@ -6,6 +6,7 @@ The I/O lives in :func:`load_settings`; every rule lives in the pure
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -14,6 +15,8 @@ from pathlib import Path
 from bridge.config.errors import ConfigError, Problems
 from bridge.config.reading import Context, Table, build, known_keys
 from bridge.config.schema import Settings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("/etc/mailbridge/mailbridge.toml")
 CONFIG_ENV = "MAILBRIDGE_CONFIG"
@@ -80,13 +83,16 @@ def parse_settings(
 ) -> Settings:
     """Validate parsed TOML ``data`` (read from ``path``) into :class:`Settings`.
 
-    Pure apart from ``read_file`` (used for ``password_file``/``secret_file``) and
-    the current directory when ``path`` is relative. Relative paths resolve
-    against ``path``'s folder. Raises :class:`ConfigError` with all problems.
+    Pure apart from ``read_file`` (used for ``password_file``/``secret_file``), the
+    current directory when ``path`` is relative, and a warning logged for each
+    retired key. Relative paths resolve against ``path``'s folder. Raises
+    :class:`ConfigError` with all problems.
     """
     problems = Problems(path)
     ctx = Context(problems, path.absolute().parent, environ, read_file)
     settings = build(Settings, Table(data, "", "", Settings, ctx), path=path)
+    for warning in problems.warnings:
+        log.warning("%s", warning)
     if problems.lines:
         raise ConfigError("\n".join(problems.lines))
     return settings

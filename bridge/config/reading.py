@@ -168,10 +168,11 @@ def known_keys(root: type) -> dict[str, tuple[str, ...]]:
 
 
 # --------------------------------------------------------------------------
-# Checks across keys, registered by schema.py
+# Checks across keys and retired keys, registered by schema.py
 # --------------------------------------------------------------------------
 
 _ACROSS: dict[type, list[AcrossCheck]] = {}
+_RETIRED: dict[type, dict[str, str]] = {}
 
 
 def across_keys(cls: type[T]) -> Callable[[Callable[[T, Table], T]], Callable[[T, Table], T]]:
@@ -180,6 +181,16 @@ def across_keys(cls: type[T]) -> Callable[[Callable[[T, Table], T]], Callable[[T
         _ACROSS.setdefault(cls, []).append(check)
         return check
     return register
+
+
+def retire(cls: type, name: str, why: str) -> None:
+    """Accept key ``name`` of ``cls``'s table with a warning: it once existed and no longer
+    does anything, so an old file still starts."""
+    _RETIRED.setdefault(cls, {})[name] = why
+
+
+def retired_keys(cls: type) -> Mapping[str, str]:
+    return _RETIRED.get(cls, {})
 
 
 # --------------------------------------------------------------------------
@@ -211,8 +222,11 @@ class Table:
         self.children: dict[str, Table] = {}        # sub-tables as read, for checks across keys
         self.items: dict[str, list[Table]] = {}     # arrays of tables as read
         known = table_keys(cls, section)
+        retired = {} if section else retired_keys(cls)
         for name in data:
-            if name not in known:
+            if name in retired:
+                ctx.problems.warn(self.key(name), retired[name])
+            elif name not in known:
                 self.problem(name, unknown_key(name, known))
 
     def key(self, name: str) -> str:

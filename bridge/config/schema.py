@@ -30,6 +30,7 @@ from bridge.config.reading import (
     Text,
     across_keys,
     key,
+    retire,
 )
 from bridge.config.secrets import Secret, SecretKeys, source_key, source_names
 from bridge.domain.marketplaces import ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
@@ -72,6 +73,11 @@ class ImapSettings:
         "larger mail is quarantined (left on the server) unread"))
     timeout_seconds: float = field(default=60.0, metadata=key(
         Seconds(), "how long to wait for the server before giving up on a command"))
+
+
+retire(ImapSettings, "read_ahead",
+       "has no effect any more (the read-ahead helper process was removed; mail is read over "
+       "one connection per account) and can be deleted")
 
 
 @across_keys(ImapSettings)

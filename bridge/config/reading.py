@@ -26,7 +26,7 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,6 +165,17 @@ def known_keys(root: type) -> dict[str, tuple[str, ...]]:
 
     walk(root, "")
     return found
+
+
+def declared_keys(root: type) -> Iterator[tuple[str, Declared]]:
+    """Every declaration under settings class ``root`` with the dotted name of its table,
+    depth first in declaration order; sub-tables are declarations too."""
+    for decl in declarations(root):
+        yield decl.key.section, decl
+        inner = decl.key.reader.table_class(decl)
+        if inner is not None:
+            for path, inner_decl in declared_keys(inner):
+                yield f"{decl.name}.{path}" if path else decl.name, inner_decl
 
 
 # --------------------------------------------------------------------------

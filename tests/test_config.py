@@ -583,6 +583,13 @@ def test_secret_values_stay_out_of_errors_even_when_the_config_is_broken() -> No
     assert MARK not in message
 
 
+def test_the_environment_read_for_secrets_is_not_in_reprs() -> None:
+    from bridge.config.errors import Problems
+    from bridge.config.reading import Context
+
+    assert MARK not in repr(Context(Problems(CONFIG), CONFIG.parent, {"TOKEN": MARK}, read_file))
+
+
 def test_account_lookup_by_name() -> None:
     settings = parse(valid())
     assert settings.account("acme-uk").marketplace == "amazon.co.uk"

@@ -214,8 +214,8 @@ class Context:
 
     problems: Problems
     base: Path                          # the config file's folder
-    environ: Mapping[str, str]
-    read_file: Callable[[Path], str]
+    environ: Mapping[str, str] = dataclasses.field(repr=False)   # holds the *_env secrets
+    read_file: Callable[[Path], str] = dataclasses.field(repr=False)
 
 
 class Table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -21,7 +22,6 @@ from bridge.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     KNOWN_KEYS,
-    SHIPPED_TEMPLATES_DIR,
     AccountSettings,
     ConfigError,
     DatabaseSettings,
@@ -237,8 +237,8 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("max_attempts zero", put("outbox.max_attempts", 0), "outbox.max_attempts: got 0; expected an integer of at least 1"),
     ("retry_base_seconds zero", put("outbox.retry_base_seconds", 0), "outbox.retry_base_seconds: got 0; expected a positive number"),
     ("retry max below base", put("outbox.retry_max_seconds", 10), "outbox.retry_max_seconds: got 10, less than retry_base_seconds (30)"),
-    ("attachment types not a list", put("relay.attachment_types", "pdf"), "relay.attachment_types: got a string"),
-    ("attachment type with a path", put("relay.attachment_types", ["../exe"]), "relay.attachment_types: got an array"),
+    ("attachment types not a list", put("relay.attachment_types", "pdf"), 'relay.attachment_types: expected an array of file name extensions such as ["pdf", "jpg", "png"], got a string ("pdf")'),
+    ("attachment type with a path", put("relay.attachment_types", ["../exe"]), 'relay.attachment_types[0]: got "../exe"; expected a file name extension such as "pdf"'),
     ("negative attachment count", put("relay.max_attachments", -1), "relay.max_attachments"),
     ("relay flag not a bool", put("relay.confirm_to_staff", "yes"), "relay.confirm_to_staff"),
     ("unknown relay key", put("relay.confirm_staff", True), "did you mean 'confirm_to_staff'"),
@@ -408,8 +408,7 @@ def test_defaults_fill_every_optional_key() -> None:
     assert settings.database == DatabaseSettings()
     assert settings.security == SecuritySettings(secret=None)
     assert settings.outbox == OutboxSettings()
-    assert settings.templates_dir == SHIPPED_TEMPLATES_DIR
-    assert SHIPPED_TEMPLATES_DIR == REPO / "templates"
+    assert settings.templates_dir is None   # the templates shipped inside the package
     assert settings.log_level == "INFO"
     (acct,) = settings.accounts
     assert acct.reply_address == "verkauf+{token}@solo.example"
@@ -584,11 +583,47 @@ def test_secret_values_stay_out_of_errors_even_when_the_config_is_broken() -> No
     assert MARK not in message
 
 
+def test_the_environment_read_for_secrets_is_not_in_reprs() -> None:
+    from bridge.config.errors import Problems
+    from bridge.config.reading import Context
+
+    assert MARK not in repr(Context(Problems(CONFIG), CONFIG.parent, {"TOKEN": MARK}, read_file))
+
+
 def test_account_lookup_by_name() -> None:
     settings = parse(valid())
     assert settings.account("acme-uk").marketplace == "amazon.co.uk"
     with pytest.raises(KeyError):
         settings.account("nope")
+
+
+# --- retired keys: an old file still starts, with a warning ------------------
+
+READ_AHEAD_WARNING = ("has no effect any more (the read-ahead helper process was removed; mail is read "
+                      "over one connection per account) and can be deleted")
+
+
+def test_retired_read_ahead_loads_with_one_warning_naming_file_and_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="bridge.config"):
+        settings = parse(mutated(put("accounts.0.imap.read_ahead", False)))
+    assert settings.accounts[0].imap == parse(valid()).accounts[0].imap
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"{CONFIG}: {A0}.imap.read_ahead: {READ_AHEAD_WARNING}"),
+    ]
+
+
+def test_retired_key_does_not_hide_real_problems(caplog: pytest.LogCaptureFixture) -> None:
+    data = mutated(both(put("accounts.1.imap.read_ahead", True), put("accounts.1.imap.port", 0)))
+    with caplog.at_level(logging.WARNING, logger="bridge.config"):
+        message = error_of(data)
+    assert message == f"{CONFIG}: {A1}.imap.port: got 0; expected an integer from 1 to 65535"
+    assert [r.getMessage() for r in caplog.records] == [f"{CONFIG}: {A1}.imap.read_ahead: {READ_AHEAD_WARNING}"]
+
+
+def test_retired_key_is_retired_only_where_it_was() -> None:
+    assert "read_ahead" not in KNOWN_KEYS["accounts.imap"]          # not documented, not suggested
+    message = error_of(mutated(put("accounts.0.smtp.read_ahead", False)))
+    assert message.startswith(f"{CONFIG}: {A0}.smtp.read_ahead: unknown key; known keys here: host, port,")
 
 
 # --- find_config_path ------------------------------------------------------
@@ -702,6 +737,16 @@ def test_load_settings_refuses_a_missing_templates_folder(tmp_path: Path) -> Non
     )
 
 
+def test_load_settings_without_templates_uses_the_shipped_ones(tmp_path: Path) -> None:
+    # No [daemon] templates and no templates folder anywhere near: what an installed
+    # mailbridge with the documented minimal config sees.
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(MINIMAL_TOML.replace('[daemon]\ntemplates = "tpl"\n', ""))
+    (tmp_path / "imap-password").write_text("x")
+    assert "templates" not in config.read_text()
+    assert load_settings(config, {"SOLO_SMTP": "y"}).templates_dir is None
+
+
 def test_load_settings_reports_validation_errors(tmp_path: Path) -> None:
     config = tmp_path / "mailbridge.toml"
     config.write_text(MINIMAL_TOML.replace('host = "imap.solo.example"', 'host = "imap.solo.example"\nport = 99999'))
@@ -747,7 +792,7 @@ def test_example_config_loads_from_disk(tmp_path: Path) -> None:
         (tmp_path / name).write_text("pw\n")
     settings = load_settings(EXAMPLE, {**EXAMPLE_ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert settings.accounts[0].imap.password == Secret("pw", f"file:{tmp_path / 'imap-acme-us'}")
-    assert settings.templates_dir == SHIPPED_TEMPLATES_DIR
+    assert settings.templates_dir is None
 
 
 def _example_sections() -> dict[str, list[str]]:

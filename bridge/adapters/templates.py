@@ -36,10 +36,12 @@ class Rendered:
 
 
 class Templates:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path | None) -> None:
+        # None: [daemon] templates is not set, so the shipped templates. Stand-in until they
+        # ship inside the package: the checkout's templates/ folder.
+        self.folder = folder if folder is not None else Path(__file__).resolve().parents[2] / "templates"
         self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(folder)),
+            loader=jinja2.FileSystemLoader(str(self.folder)),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             auto_reload=True,

@@ -1,4 +1,4 @@
-"""Templates: sandboxed, strict, reloaded when their files change."""
+"""Templates: shipped inside the package, sandboxed, strict, reloaded when their files change."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.adapters.templates import TemplateError, Templates, _tidy
+from bridge.adapters.templates import TemplateError, Templates, _tidy, shipped_templates
 
 REPO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -75,6 +75,12 @@ def test_text_is_tidied(rendered: str, tidy: str) -> None:
     assert _tidy(rendered) == tidy
 
 
+def test_the_shipped_templates_are_the_repositorys_templates_folder() -> None:
+    shipped = shipped_templates()
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in REPO_TEMPLATES.iterdir())
+    assert Templates().folder == Templates(None).folder == shipped
+
+
 def test_a_shipped_template_renders_indented_and_tidied() -> None:
     # What inbound.py passes, with text that needs indenting and tidying.
     context = {
@@ -85,7 +91,7 @@ def test_a_shipped_template_renders_indented_and_tidied() -> None:
         "received": "2026-11-24 01:00 UTC", "defects": [], "seller_address": "seller@acme.example",
         "account": "acme",
     }
-    rendered = Templates(REPO_TEMPLATES).render("staff_notification", context)
+    rendered = Templates().render("staff_notification", context)
     assert rendered.subject == "[A-TO-Z CLAIM] Where is it? [MB-7]"
     assert "Ann wrote about order 111-2223334-4445556:\n\n  line one\n\n    line two\n\n---" in rendered.text
     assert "Order:        111-2223334-4445556\n" in rendered.text

@@ -1,7 +1,8 @@
 """Sandboxed Jinja rendering of the admin-editable templates.
 
 Templates are found by naming convention: ``<name>.subject.j2`` and
-``<name>.txt.j2`` in the templates folder.
+``<name>.txt.j2``. They come from the ``templates`` folder shipped inside the
+``bridge`` package, or from the folder ``[daemon] templates`` names instead.
 
 - Jinja's ``auto_reload`` looks at a template file's mtime each time the
   template is used, so an edited template is used from the next message on and
@@ -13,6 +14,7 @@ Templates are found by naming convention: ``<name>.subject.j2`` and
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,21 @@ class Rendered:
     text: str
 
 
-class Templates:
-    """Renders ``<name>.subject.j2`` and ``<name>.txt.j2`` from ``folder``."""
+def shipped_templates() -> Path:
+    """The folder of templates installed with mailbridge (``templates/`` in the repository)."""
+    folder = importlib.resources.files("bridge").joinpath("templates")
+    # pip installs a wheel as files, so this is a real folder; Jinja's FileSystemLoader needs one.
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise TemplateError(f"the templates shipped with mailbridge are missing ({folder}); reinstall mailbridge, "
+                            "or point [daemon] templates at a folder of templates")
+    return folder
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+
+class Templates:
+    """Renders ``<name>.subject.j2`` and ``<name>.txt.j2`` from ``folder``, or the shipped templates (None)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = shipped_templates() if folder is None else folder
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.folder)),
             undefined=jinja2.StrictUndefined,

@@ -81,14 +81,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             failures += 1
             print(f"  {a.name}: IMAP FAILED: {exc}")
 
-        async def smtp_check(acct: Any = a) -> None:
-            conn = SmtpConnection(acct.smtp)
-            try:
-                await conn._connect()  # noqa: SLF001 - a deliberate connect-and-login probe
-            finally:
-                await conn.close()
         try:
-            asyncio.run(smtp_check())
+            asyncio.run(SmtpConnection(a.smtp).check_login())
             print(f"  {a.name}: SMTP login OK")
         except SendError as exc:
             failures += 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from bridge.cli.command import build_parser
 from bridge.sandbox import (
     DovecotServer,
     SandboxAccount,
@@ -29,6 +32,14 @@ def write_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, 
         smtp_port=smtp_port, imap_password_file="imap-password",   # relative: next to the config file
         sections={"account": {"forward_existing": True}, "smtp": {"sent_copies": "none"}}))
     return path
+
+
+def test_every_command_has_its_module() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    for name, sub in commands.choices.items():
+        module = importlib.import_module(f"bridge.cli.{sub.get_default('module')}")
+        assert callable(module.run), name
 
 
 def test_config_errors_name_file_key_and_fix(tmp_path: Path) -> None:

@@ -19,20 +19,31 @@ from bridge import __version__
 
 DESCRIPTION = ("Bridge a marketplace seller's mailbox and the seller's support team, within the marketplace's "
                "messaging rules.")
+EPILOG = ("-c/--config and --log-level may stand before or after the command (mailbridge -c FILE status, "
+          "mailbridge status -c FILE); given twice, the later one counts.")
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 OUTBOX_STATES = ["queued", "sending", "sent", "failed", "unknown", "held", "cancelled"]
 
 
+def _add_shared_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-c/--config and --log-level, on the top parser (default None) and on every command's (``default`` is
+    SUPPRESS there, so a value given before the command is not overwritten by the command's own default)."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="configuration file (default: $MAILBRIDGE_CONFIG, else /etc/mailbridge/mailbridge.toml); "
+                             "before or after the command; given twice, the later one counts")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                        help="override [daemon] log_level; before or after the command")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mailbridge", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="mailbridge", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"mailbridge {__version__}")
-    p.add_argument("-c", "--config", metavar="FILE",
-                   help="configuration file (default: $MAILBRIDGE_CONFIG, else /etc/mailbridge/mailbridge.toml)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help="override [daemon] log_level")
+    _add_shared_options(p, None)
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(parent: Any, name: str, text: str, module: str | None = None) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text, epilog=EPILOG)
+        _add_shared_options(parser, argparse.SUPPRESS)
         if module:
             parser.set_defaults(module=module)
         return parser

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bridge.cli.command import build_parser
 from bridge.sandbox import (
     DovecotServer,
     SandboxAccount,
@@ -29,6 +34,62 @@ def write_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, 
         smtp_port=smtp_port, imap_password_file="imap-password",   # relative: next to the config file
         sections={"account": {"forward_existing": True}, "smtp": {"sent_copies": "none"}}))
     return path
+
+
+@pytest.mark.parametrize(("argv", "config", "log_level"), [
+    (["check-config"], None, None),
+    (["-c", "F", "check-config"], "F", None),
+    (["check-config", "-c", "F"], "F", None),
+    (["check-config", "--connect", "--config", "F"], "F", None),
+    (["--config=F", "status", "--json"], "F", None),
+    (["status", "--config=F", "--json"], "F", None),
+    (["run", "-c", "F", "--once"], "F", None),
+    (["run", "--once", "-c", "F", "--no-send"], "F", None),
+    (["--log-level", "DEBUG", "run", "-c", "F"], "F", "DEBUG"),
+    (["run", "--log-level", "DEBUG", "-c", "F"], "F", "DEBUG"),
+    # commands with their own actions: before the action, after it, or both
+    (["outbox", "list", "-c", "F"], "F", None),
+    (["outbox", "-c", "F", "list", "--json"], "F", None),
+    (["outbox", "--account", "acme", "retry", "7", "8", "-c", "F"], "F", None),
+    (["-c", "F", "outbox", "cancel", "7"], "F", None),
+    (["optout", "add", "abc@marketplace.amazon.com", "--dns", "-c", "F"], "F", None),
+    (["optout", "-c", "F", "list"], "F", None),
+    (["policy", "check", "draft.txt", "-c", "F", "--category", "critical"], "F", None),
+    (["audit", "--since", "7d", "-c", "F", "--log-level", "ERROR"], "F", "ERROR"),
+    # given twice, the later one counts
+    (["-c", "A", "run", "-c", "B"], "B", None),
+    (["-c", "A", "-c", "B", "status"], "B", None),
+    (["status", "-c", "A", "--config", "B"], "B", None),
+    (["-c", "A", "outbox", "-c", "B", "list", "-c", "C"], "C", None),
+    (["-c", "A", "outbox", "-c", "B", "list"], "B", None),
+    (["--log-level", "DEBUG", "audit", "--log-level", "ERROR"], None, "ERROR"),
+])
+def test_config_and_log_level_stand_before_or_after_the_command(argv: list[str], config: str | None,
+                                                                log_level: str | None) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.config, args.log_level) == (config, log_level)
+
+
+def test_the_options_of_a_command_are_kept_when_c_follows() -> None:
+    args = build_parser().parse_args(["outbox", "--account", "acme", "retry", "7", "8", "-c", "F"])
+    assert (args.module, args.action, args.account, args.ids) == ("outbox", "retry", "acme", [7, 8])
+    args = build_parser().parse_args(["run", "--once", "-c", "F", "--no-send"])
+    assert (args.module, args.once, args.no_send) == ("run", True, True)
+
+
+def test_every_command_has_its_module() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    for name, sub in commands.choices.items():
+        module = importlib.import_module(f"bridge.cli.{sub.get_default('module')}")
+        assert callable(module.run), name
+
+
+def test_help_says_where_config_may_stand() -> None:
+    for argv in (["--help"], ["outbox", "list", "--help"]):
+        result = mailbridge(*argv)
+        assert result.returncode == 0
+        assert "before or after the command" in result.stdout and "the later one counts" in result.stdout
 
 
 def test_config_errors_name_file_key_and_fix(tmp_path: Path) -> None:
@@ -55,12 +116,12 @@ def test_run_once_then_status(tmp_path: Path, dovecot: DovecotServer, fresh_mail
         dovecot.append(fresh_mailbox.user, "INBOX", raw)
     config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
 
-    checked = mailbridge("-c", str(config), "check-config", "--connect")
+    checked = mailbridge("check-config", "--connect", "-c", str(config))        # -c after the command too
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "IMAP login OK" in checked.stdout and "SMTP login OK" in checked.stdout
     assert fresh_mailbox.password not in checked.stdout + checked.stderr
 
-    ran = mailbridge("-c", str(config), "run", "--once")
+    ran = mailbridge("run", "-c", str(config), "--once")
     assert ran.returncode == 0, ran.stderr
     assert len(smtp_server.wait_for(4)) == 4
     assert fresh_mailbox.password not in ran.stderr                   # secrets never logged
@@ -95,7 +156,7 @@ def test_outbox_list_retry_cancel(tmp_path: Path, dovecot: DovecotServer, fresh_
     config = write_config(tmp_path, fresh_mailbox, staff, smtp_server.port)
     smtp_server.fail_next(550, "5.7.1 rejected", times=2)
     assert mailbridge("-c", str(config), "run", "--once").returncode == 0
-    listed = json.loads(mailbridge("-c", str(config), "outbox", "list", "--json").stdout)
+    listed = json.loads(mailbridge("outbox", "list", "--json", "-c", str(config)).stdout)
     assert sorted(r["state"] for r in listed) == ["failed", "failed"]
     first, second = sorted(r["id"] for r in listed)
 
@@ -150,3 +211,19 @@ def test_sigterm_during_startup_exits_cleanly(tmp_path: Path, dovecot: DovecotSe
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
+
+
+def test_check_config_connect_reports_a_refused_smtp_login(tmp_path: Path, dovecot: DovecotServer,
+                                                            fresh_mailbox: SandboxAccount,
+                                                            staff: SandboxAccount) -> None:
+    (tmp_path / "imap-password").write_text(fresh_mailbox.password + "\n")
+    config = tmp_path / "mailbridge.toml"
+    with SandboxSMTP(dovecot, auth={fresh_mailbox.user: "not-the-imap-password"}) as smtp:
+        config.write_text(config_toml(database=f"sqlite:///{tmp_path}/mb.db", seller=fresh_mailbox.user,
+                                      staff=staff.user, imap_port=fresh_mailbox.port, smtp_port=smtp.port,
+                                      imap_password_file="imap-password", smtp_login=True))
+        checked = mailbridge("check-config", "-c", str(config), "--connect")
+    assert checked.returncode == 1
+    assert "IMAP login OK" in checked.stdout
+    assert "SMTP FAILED" in checked.stdout and "refused" in checked.stdout and "password_file" in checked.stdout
+    assert fresh_mailbox.password not in checked.stdout + checked.stderr

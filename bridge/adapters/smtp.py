@@ -66,6 +66,10 @@ class SmtpConnection:
                             connection=True) from exc
         return client
 
+    async def check_login(self) -> None:
+        """Connect and log in as a send would, then close (``check-config --connect``); raises SendError."""
+        await _close(await self._connect())
+
     async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:
         """Send one message; raises SendError. Every recipient must be accepted."""
         if self._client is None or not self._client.is_connected:

@@ -9,6 +9,7 @@ what the support team received.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from bridge import store
+from bridge.cli.settings import setup_logging
 from bridge.config import load_settings
 from bridge.sandbox import (
     DovecotServer,
@@ -279,3 +281,9 @@ def _staff_answers(smtp: SandboxSMTP, received: list) -> tuple | None:  # type: 
     if buyer_mail is None:
         return None
     return buyer_mail, confirmation, buyer_mail.received_at - sent_at
+
+
+def run(args: argparse.Namespace) -> int:
+    """``mailbridge demo [--keep]``."""
+    setup_logging(args.log_level or "WARNING")
+    return run_demo(keep=args.keep)

@@ -1,0 +1,144 @@
+"""The ``mailbridge`` parser and :func:`main`, which runs one command.
+
+Each command's work is in the module ``bridge.cli.<module>`` named in the
+parser, and that module is imported only when its command runs: ``mailbridge
+--help`` stays quick, and ``run`` can take SIGTERM cleanly before the imports
+that take most of its start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from bridge import __version__
+
+DESCRIPTION = ("Bridge a marketplace seller's mailbox and the seller's support team, within the marketplace's "
+               "messaging rules.")
+EPILOG = ("-c/--config and --log-level may stand before or after the command (mailbridge -c FILE status, "
+          "mailbridge status -c FILE); given twice, the later one counts.")
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+OUTBOX_STATES = ["queued", "sending", "sent", "failed", "unknown", "held", "cancelled"]
+
+
+def _add_shared_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-c/--config and --log-level, on the top parser (default None) and on every command's (``default`` is
+    SUPPRESS there, so a value given before the command is not overwritten by the command's own default)."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="configuration file (default: $MAILBRIDGE_CONFIG, else /etc/mailbridge/mailbridge.toml); "
+                             "before or after the command; given twice, the later one counts")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                        help="override [daemon] log_level; before or after the command")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailbridge", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"mailbridge {__version__}")
+    _add_shared_options(p, None)
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent: Any, name: str, text: str, module: str | None = None) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text, epilog=EPILOG)
+        _add_shared_options(parser, argparse.SUPPRESS)
+        if module:
+            parser.set_defaults(module=module)
+        return parser
+
+    run = command(commands, "run", "run the daemon (all accounts)", "run")
+    run.add_argument("--once", action="store_true", help="one pass: ingest all new mail, drain the outbox, exit")
+    run.add_argument("--no-send", action="store_true", help="with --once: ingest only, leave the outbox queued")
+
+    check = command(commands, "check-config", "validate the configuration file", "check")
+    check.add_argument("--connect", action="store_true", help="also log in to every IMAP and SMTP server")
+
+    status = command(commands, "status", "per account: last fetch, messages, conversations, outbox, quarantine",
+                     "status")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    outbox = command(commands, "outbox", "list outgoing mail; retry or cancel held, failed or unknown rows", "outbox")
+    outbox.add_argument("--account", help="only this account")
+    outbox_actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = command(outbox_actions, "list", "rows waiting or needing a person (default states)")
+    listing.add_argument("--state", action="append", choices=OUTBOX_STATES, help="show this state (repeatable)")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    for action, text in (("retry", "queue held, failed or unknown rows again (check the Sent folder first "
+                                   "for unknown ones: a retry may send twice)"),
+                         ("cancel", "never send these rows")):
+        command(outbox_actions, action, text).add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    optout = command(commands, "optout", "buyers who opted out or are on the Do-Not-Solicit list", "optout")
+    optout.add_argument("--account", help="the account (needed for add/remove when there are several)")
+    optout_actions = optout.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(optout_actions, "list", "opted-out and Do-Not-Solicit buyers").add_argument("--json", action="store_true")
+    for action, text in (("add", "mark a buyer opted out (or --dns: Do-Not-Solicit)"),
+                         ("remove", "undo an opt-out (or --dns: the Do-Not-Solicit entry)")):
+        change = command(optout_actions, action, text)
+        change.add_argument("address", help="the buyer's relay address, e.g. abc123def456@marketplace.amazon.com")
+        change.add_argument("--dns", action="store_true", help="Do-Not-Solicit instead of opt-out")
+        if action == "add":
+            change.add_argument("--until", help="Do-Not-Solicit expiry date (default: none)")
+
+    audit = command(commands, "audit", "every outbound decision and opt-out change, oldest first", "audit")
+    audit.add_argument("--account", help="only this account")
+    audit.add_argument("--since", help="from this date/time (2026-11-01, 2026-11-01T08:00) or age (24h, 7d)")
+    audit.add_argument("--limit", type=int, default=10000)
+    audit.add_argument("--json", action="store_true", help="machine-readable, for export")
+
+    pol = command(commands, "policy", "check draft wording against the marketplace's messaging rules", "policy")
+    pol_actions = pol.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pcheck = command(pol_actions, "check", "run the compliance guard on a draft text (FILE, or - for stdin)")
+    pcheck.add_argument("file", metavar="FILE")
+    pcheck.add_argument("--category", choices=["reply", "critical", "unsolicited"], default="reply",
+                        help="reply on a buyer's thread (default), critical or unsolicited proactive message")
+    pcheck.add_argument("--subject", default="Re: your order", help="the subject line to check too")
+    pcheck.add_argument("--quoted", default="(the buyer's message)",
+                        help="the buyer's message a reply quotes (default: a placeholder)")
+
+    demo = command(commands, "demo", "run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow", "demo")
+    demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
+    return p
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix (config, database, templates): said in one line, exit status 2."""
+    from bridge.adapters.templates import TemplateError
+    from bridge.config import ConfigError
+    from bridge.store.engine import DatabaseError
+
+    return ConfigError, DatabaseError, TemplateError
+
+
+def _stop_during_startup(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _utcnow) -> int:
+    """Run one command; ``clock`` is the time every command reads (tests pass their own)."""
+    args = build_parser().parse_args(argv)
+    args.clock = clock
+    try:
+        if args.command == "run":
+            # Until the daemon installs its own handlers (after imports and opening the
+            # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
+            # Installed before the command's module is imported, which takes most of start-up.
+            signal.signal(signal.SIGTERM, _stop_during_startup)
+        module = importlib.import_module(f"bridge.cli.{args.module}")
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Looked up only now, so start-up need not import them. Never for SystemExit
+        # (SIGTERM during start-up): a half-done import must not be imported again.
+        if isinstance(exc, _user_errors()):
+            print(f"mailbridge: {exc}", file=sys.stderr)
+            return 2
+        raise

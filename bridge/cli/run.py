@@ -1,0 +1,30 @@
+"""``mailbridge run [--once [--no-send]]``: the daemon, or one pass for cron and tests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bridge.cli.settings import load, setup_logging
+from bridge.workers.supervisor import Daemon
+
+log = logging.getLogger("bridge")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load(args)
+    setup_logging(args.log_level or settings.log_level)
+    daemon = Daemon(settings, clock=args.clock)
+    if not args.once:
+        asyncio.run(daemon.run())   # until SIGTERM/SIGINT: the work in hand is finished, then exit 0
+        return 0
+    report = asyncio.run(daemon.run_once(send=not args.no_send))
+    for name, stats in report.ingest.items():
+        log.info("account %s: %d recorded (%d forwarded, %d history, %d duplicates, %d quarantined); %d sent, "
+                 "%d failed", name, stats.recorded, stats.forwarded, stats.history, stats.duplicates,
+                 stats.quarantined, report.sent.get(name, 0), report.failed.get(name, 0))
+    for name, err in report.errors.items():
+        print(f"mailbridge: account {name}: {err}", file=sys.stderr)
+    return 1 if report.errors else 0

@@ -1,0 +1,33 @@
+"""What commands take from the configuration: the file, the accounts, the log level."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from bridge.config import Settings, find_config_path, load_settings
+
+
+def load(args: argparse.Namespace) -> Settings:
+    """The settings from ``-c/--config``, else ``$MAILBRIDGE_CONFIG``, else the default path; raises ConfigError."""
+    return load_settings(find_config_path(args.config, os.environ))
+
+
+def selected_accounts(settings: Settings, name: str | None) -> list[str] | None:
+    """The account names a command acts on (``--account`` or all); None, said on stderr, for an unknown name."""
+    names = [a.name for a in settings.accounts]
+    if name and name not in names:
+        print(f"mailbridge: no account {name!r} in {settings.path} (known: {', '.join(names)})", file=sys.stderr)
+        return None
+    return [name] if name else names
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr at ``level``: ``--log-level``, else ``[daemon] log_level``."""
+    # Under systemd the journal adds timestamps; elsewhere they help.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") \
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

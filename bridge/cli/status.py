@@ -1,0 +1,40 @@
+"""``mailbridge status [--json]``: per account, the last fetch, messages, conversations, outbox, quarantine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from bridge import store
+from bridge.cli.settings import load
+from bridge.store.engine import open_database
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load(args)
+    engine = open_database(settings.database.url)
+    with engine.begin() as conn:
+        report = [store.account_status(conn, a.name) for a in settings.accounts]
+    if args.json:
+        print(json.dumps({"accounts": report}, indent=2))
+    else:
+        for account in report:
+            _print_account(account)
+    return 0
+
+
+def _print_account(r: dict[str, Any]) -> None:
+    print(f"account {r['account']}")
+    for m in r["mailboxes"]:
+        print(f"  mailbox {m['folder']}: last fetch {m['last_fetch_at'] or 'never'}, UID {m['last_uid']} "
+              f"(UIDVALIDITY {m['uidvalidity']})")
+        if m["last_error"]:
+            print(f"    last error {m['last_error_at']}: {m['last_error']}")
+    if not r["mailboxes"]:
+        print("  mailbox: never fetched")
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["messages_by_kind"].items())) or "none"
+    print(f"  messages: {r['messages']} ({kinds})")
+    print(f"  conversations: {r['conversations']}, buyers: {r['buyers']}")
+    print("  outbox: " + ", ".join(f"{s} {n}" for s, n in r["outbox"].items()))
+    print(f"  quarantined: {r['quarantined']}")

@@ -1,0 +1,134 @@
+"""The wheel, installed as an operator installs it: a fresh virtualenv, run from outside the repository.
+
+One wheel is built and installed per test session, from a copy of the working
+tree (a stale ``build/`` folder in the checkout cannot leak into it).
+Dependencies come from the package index pip is configured with here, as for
+``scripts/setup``. The commands then run from a folder outside the repository,
+so nothing can import the checkout instead of the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import typing
+import zipfile
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Settings
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p.name for p in (REPO / "templates").glob("*.j2"))
+# What a build does not need, and must not see (a stale build/ would leak old files into the wheel).
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".mypy_cache", ".mailbridge-demo")
+
+
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    venv: Path
+    outside: Path   # a working folder outside the repository
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        return subprocess.run([str(self.venv / "bin" / argv[0]), *argv[1:]], cwd=self.outside, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+
+def _run(*argv: str | Path, cwd: Path) -> None:
+    result = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(map(str, argv))} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    root = tmp_path_factory.mktemp("wheel")
+    source, dist, venv, outside = root / "source", root / "dist", root / "venv", root / "outside"
+    shutil.copytree(REPO, source, symlinks=True, ignore=NOT_SOURCE)
+    outside.mkdir()
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q", "-w", dist, source,
+         cwd=outside)
+    (wheel,) = dist.glob("mailbridge-*.whl")
+    _run(sys.executable, "-m", "venv", venv, cwd=outside)
+    _run(venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q", wheel, cwd=outside)
+    return Installed(wheel, venv, outside)
+
+
+def test_the_wheel_carries_the_templates_inside_the_package(installed: Installed) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    assert sorted(n.removeprefix("bridge/templates/") for n in names if n.startswith("bridge/templates/")) == SHIPPED
+    assert not [n for n in names if n.split("/")[0] in ("templates", "tests", "config", "benchmarks")]
+
+
+def test_the_installed_package_finds_its_templates(installed: Installed) -> None:
+    probe = installed.run("python", "-c", "import bridge; from bridge.adapters.templates import Templates; "
+                                          "print(bridge.__file__); print(Templates().folder)")
+    assert probe.returncode == 0, probe.stderr
+    package, folder = probe.stdout.split()
+    assert Path(package).is_relative_to(installed.venv)          # the installed package, not the checkout
+    assert sorted(p.name for p in Path(folder).glob("*.j2")) == SHIPPED
+
+
+# The smallest configuration a new install needs: no [daemon] templates, SMTP logging in with the IMAP account.
+MINIMAL_CONFIG = """\
+[database]
+url = "sqlite:///{folder}/mailbridge.db"
+
+[[accounts]]
+name = "acme"
+marketplace = "amazon.com"
+seller_name = "Acme Outdoor"
+seller_address = "{seller}"
+staff_address = "{staff}"
+staff_senders = ["*@{staff_domain}"]
+
+[accounts.imap]
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{seller}"
+password_file = "imap-password"
+
+[accounts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+"""
+
+
+def test_an_installed_mailbridge_forwards_buyer_mail_with_the_shipped_templates(
+        installed: Installed, tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
+        staff: SandboxAccount) -> None:
+    seller = fresh_mailbox
+    (tmp_path / "imap-password").write_text(seller.password + "\n")
+    config = tmp_path / "mailbridge.toml"
+    with SandboxSMTP(dovecot, auth={seller.user: seller.password}) as smtp:
+        config.write_text(MINIMAL_CONFIG.format(folder=tmp_path, seller=seller.user, staff=staff.user,
+                                                staff_domain=staff.user.rpartition("@")[2], imap_port=seller.port,
+                                                smtp_port=smtp.port))
+        checked = installed.run("mailbridge", "-c", str(config), "check-config")
+        assert checked.returncode == 0, checked.stderr
+        assert "OK, 1 account(s)" in checked.stdout
+
+        first = installed.run("mailbridge", "-c", str(config), "run", "--once")   # an empty mailbox: nothing to do
+        assert first.returncode == 0, first.stderr
+        (raw,) = samples.buyer_backlog(1, seller_address=seller.user, seed=5)
+        dovecot.append(seller.user, "INBOX", raw)
+        ran = installed.run("mailbridge", "-c", str(config), "run", "--once")
+        assert ran.returncode == 0, ran.stderr
+        (forwarded,) = smtp.wait_for(1)
+
+    assert forwarded.rcpt_tos == (staff.user,)
+    text = message_from_bytes(forwarded.data, policy=policy.default).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Reply to this email to answer the buyer" in text          # staff_notification.txt.j2, as shipped
+    assert seller.password not in checked.stdout + checked.stderr + ran.stdout + ran.stderr

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import typing
 import zipfile
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import Settings
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
 
 pytestmark = pytest.mark.slow

@@ -3,21 +3,25 @@
 Contract for the outbox (and for ``mailbridge policy check FILE``):
 
 - ``check(draft, ctx, config) -> Decision``. No I/O, no clock: ``ctx.now`` is
-  passed in. Every rule of :data:`RULES` runs (unless its mode is ``off``) and
-  every occurrence it objects to becomes one :class:`Finding`, so staff see
-  all problems at once, not one per round trip.
+  passed in. Every rule of :data:`RULES` runs (unless its mode is ``off``),
+  and each of :data:`MARKETPLACE_RULES` where the buyer's marketplace states
+  what it checks; every occurrence a rule objects to becomes one
+  :class:`Finding`, so staff see all problems at once, not one per round trip.
 - ``Decision.allowed`` is False as soon as one finding has severity ``block``.
   Findings of rules in ``warn`` mode are kept (audit log, staff notice) but
   never stop the message.
 - Rule ids are stable: they are stored in the audit log and named in config
   (``PolicyConfig(modes={"no_links": "warn"})``). Renaming one is a migration.
+  ``RULE_IDS`` are the rules of every message; ``ALL_RULE_IDS`` adds the
+  marketplace rules (``reply_within_window``), which config may name too.
 - Content rules look at ``draft.text`` (our own words) only. The buyer's quoted
   original (``draft.quoted_original``) is the buyer's text: it may contain
   their phone number or a link, and quoting it is required, not a violation.
 
 Source of every rule: Amazon's Buyer-Seller Messaging guidelines as summarised
 in DOMAIN.md ("Replying", "Content rules", "Critical vs unsolicited", "Buyer
-opt-out"). Wording lists in languages other than English are our own
+opt-out"), and for ``reply_within_window`` Walmart's 48-hour reply window
+("Other marketplaces"). Wording lists in languages other than English are our own
 renderings, kept as data below so a reviewer can extend them without touching
 the logic.
 
@@ -33,6 +37,9 @@ Decisions taken here (documented so the wiring and the operator know):
 - ``proactive_window``: an unknown completion date blocks unsolicited mail
   (we cannot prove it is inside the window) but not critical mail, which is
   typically needed *before* the order completes (customisation, address).
+- ``reply_within_window`` warns by default: DOMAIN.md states the window, not
+  that a late reply is refused, and a late answer beats none. It needs
+  ``ctx.buyer_message_at``; without it the rule cannot judge and stays silent.
 - Naive datetimes are taken as UTC.
 
 Where things are: :mod:`.values` (what goes in and comes out), :mod:`.rules`
@@ -47,7 +54,11 @@ from bridge.domain.policy.phrases import (
     REVIEW_MANIPULATION_PATTERNS,
 )
 from bridge.domain.policy.rules import (
+    ALL_RULE_IDS,
+    ALL_RULES,
     LINK_TLDS,
+    MARKETPLACE_RULE_IDS,
+    MARKETPLACE_RULES,
     RULE_IDS,
     RULES,
     account_not_restricted,
@@ -65,6 +76,7 @@ from bridge.domain.policy.rules import (
     proactive_window,
     recipient_is_conversation_buyer,
     reply_quotes_original,
+    reply_within_window,
     sender_is_registered,
     text_length,
 )
@@ -85,11 +97,13 @@ from bridge.domain.policy.values import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "LINK_TLDS", "MARKETING_PATTERNS", "OPT_OUT_LINK_PATTERNS", "PROACTIVE",
-    "REVIEW_MANIPULATION_PATTERNS", "RULES", "RULE_IDS", "AttachmentInfo", "Category", "Decision", "Draft",
+    "ALL_RULES", "ALL_RULE_IDS", "DEFAULT_CONFIG", "LINK_TLDS", "MARKETING_PATTERNS", "MARKETPLACE_RULES",
+    "MARKETPLACE_RULE_IDS", "OPT_OUT_LINK_PATTERNS", "PROACTIVE", "REVIEW_MANIPULATION_PATTERNS", "RULES",
+    "RULE_IDS", "AttachmentInfo", "Category", "Decision", "Draft",
     "Finding", "Hit", "Mode", "PolicyConfig", "PolicyContext", "Rule", "RuleCheck", "RuleSettings", "Severity",
     "account_not_restricted", "attachments_within_limits", "check", "explain", "find_links", "find_phone_numbers",
     "no_contact_details", "no_important_unless_critical", "no_links", "no_marketing", "no_opt_out_links",
     "no_review_manipulation", "no_unsolicited_to_opted_out", "not_thank_you_only", "proactive_window",
-    "recipient_is_conversation_buyer", "reply_quotes_original", "sender_is_registered", "text_length",
+    "recipient_is_conversation_buyer", "reply_quotes_original", "reply_within_window", "sender_is_registered",
+    "text_length",
 ]

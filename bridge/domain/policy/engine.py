@@ -1,8 +1,10 @@
 """The compliance guard's engine: operator settings, :func:`check` and :func:`explain` (pure).
 
-``check`` runs every rule of :data:`.rules.RULES` whose mode is not ``off``;
-every occurrence a rule objects to becomes one :class:`.values.Finding`, so
-staff see all problems at once. ``explain`` words a decision for staff.
+``check`` runs every rule of :data:`.rules.RULES`, and each of
+:data:`.rules.MARKETPLACE_RULES` that applies to the buyer's marketplace, whose
+mode is not ``off``; every occurrence a rule objects to becomes one
+:class:`.values.Finding`, so staff see all problems at once. ``explain`` words
+a decision for staff.
 """
 
 from __future__ import annotations
@@ -12,13 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from bridge.domain.marketplaces import (
-    AMAZON_TLDS,
-    ATTACHMENT_TYPES,
-    MAX_ATTACHMENT_BYTES,
-    MAX_ATTACHMENTS,
-)
-from bridge.domain.policy.rules import RULE_IDS, RULES
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY
+from bridge.domain.policy.rules import ALL_RULE_IDS, ALL_RULES
 from bridge.domain.policy.values import (
     Decision,
     Draft,
@@ -30,29 +27,34 @@ from bridge.domain.policy.values import (
 
 
 def _default_link_allowlist() -> tuple[str, ...]:
-    return tuple(f"amazon.{tld}" for tld in AMAZON_TLDS)
+    return DEFAULT_REGISTRY.default.link_domains   # Amazon's own sites: amazon.com, amazon.de, ...
+
+
+_DEFAULT_ATTACHMENTS = DEFAULT_REGISTRY.default.attachments
+_DEFAULT_MODES = {rule.id: rule.default_mode for rule in ALL_RULES}
 
 
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
     """Operator settings. ``modes`` maps a rule id to ``block`` | ``warn`` | ``off``
-    (absent: ``block``). Unknown rule ids and bad values raise ``ValueError``
-    naming the key, so a typo in the TOML fails at start."""
+    (absent: the rule's default, ``block`` for every rule of :data:`.rules.RULES`,
+    ``warn`` for ``reply_within_window``). Unknown rule ids and bad values raise
+    ``ValueError`` naming the key, so a typo in the TOML fails at start."""
 
     modes: Mapping[str, str] = field(default_factory=dict, hash=False)
     link_allowlist: tuple[str, ...] = field(default_factory=_default_link_allowlist)
-    allowed_attachment_types: tuple[str, ...] = ATTACHMENT_TYPES   # file extensions
-    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES                # all attachments together
-    max_attachments: int = MAX_ATTACHMENTS
+    allowed_attachment_types: tuple[str, ...] = _DEFAULT_ATTACHMENTS.types   # file extensions
+    max_attachment_bytes: int = _DEFAULT_ATTACHMENTS.max_bytes               # all attachments together
+    max_attachments: int = _DEFAULT_ATTACHMENTS.max_count
     max_text_chars: int = 2000
     proactive_window_days: int = 30
 
     def __post_init__(self) -> None:
-        known = set(RULE_IDS)
+        known = set(ALL_RULE_IDS)
         modes: dict[str, Mode] = {}
         for rule_id, value in self.modes.items():
             if rule_id not in known:
-                raise ValueError(f"policy.modes: unknown rule id {rule_id!r} (known: {', '.join(RULE_IDS)})")
+                raise ValueError(f"policy.modes: unknown rule id {rule_id!r} (known: {', '.join(ALL_RULE_IDS)})")
             try:
                 modes[rule_id] = Mode(str(value).strip().lower())
             except ValueError:
@@ -68,7 +70,7 @@ class PolicyConfig:
                 raise ValueError(f"policy.{name}: must be a whole number >= 0, got {value!r}")
 
     def mode(self, rule_id: str) -> Mode:
-        return Mode(self.modes.get(rule_id, Mode.BLOCK))
+        return Mode(self.modes.get(rule_id, _DEFAULT_MODES.get(rule_id, Mode.BLOCK)))
 
 
 DEFAULT_CONFIG = PolicyConfig()
@@ -78,7 +80,9 @@ def check(draft: Draft, ctx: PolicyContext, config: PolicyConfig = DEFAULT_CONFI
     """Run every rule on ``draft``; blocked as soon as one rule in ``block`` mode objects."""
     findings: list[Finding] = []
     evaluated: list[str] = []
-    for rule in RULES:
+    for rule in ALL_RULES:
+        if rule.applies is not None and not rule.applies(ctx):
+            continue
         mode = config.mode(rule.id)
         if mode is Mode.OFF:
             continue

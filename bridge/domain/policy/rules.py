@@ -5,6 +5,10 @@ Each rule is a small function ``(draft, ctx, settings) -> Iterable[Hit]`` whose
 renaming one is a migration). Its docstring's first line is its summary.
 Content rules look at ``draft.text`` (our own words) only. The wording they look
 for is data in :mod:`.phrases`.
+
+:data:`RULES` hold for every message. :data:`MARKETPLACE_RULES` run only where
+the buyer's marketplace states what they check (Walmart's reply window), so an
+Amazon message is judged by exactly the rules it always was.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import getaddresses
 
 from bridge.domain.marketplaces.layout import squash
+from bridge.domain.marketplaces.registry import Registry
 from bridge.domain.policy.phrases import (
     GREETING_RE,
     MARKETING_PATTERNS,
@@ -30,6 +35,7 @@ from bridge.domain.policy.values import (
     Category,
     Draft,
     Hit,
+    Mode,
     PolicyContext,
     Rule,
     RuleCheck,
@@ -98,19 +104,19 @@ def recipient_is_conversation_buyer(draft: Draft, ctx: PolicyContext, config: Ru
         yield Hit(f"The message must go to exactly one address, the buyer's relay alias "
                   f"{ctx.buyer_alias.strip().lower()!r}; it names {len(recipients)}.", draft.to_addr or None)
         return
-    if not _same_buyer(recipients[0], ctx.buyer_alias):
+    if not _same_buyer(recipients[0], ctx.buyer_alias, ctx.marketplaces):
         yield Hit(f"{recipients[0]!r} is not the relay address of this conversation's buyer "
                   f"({ctx.buyer_alias.strip().lower()!r}): reply on the buyer's own thread; mailbridge never "
                   f"writes to any other address.", draft.to_addr)
 
 
-def _same_buyer(addr: str, alias: str) -> bool:
+def _same_buyer(addr: str, alias: str, marketplaces: Registry) -> bool:
     alias = alias.strip().lower()
     if addr == alias:
         return True
     domain = alias.rpartition("@")[2]
-    ours = split_relay_address(alias, frozenset({domain}))
-    theirs = split_relay_address(addr, frozenset({domain}))
+    ours = split_relay_address(alias, frozenset({domain}), marketplaces)
+    theirs = split_relay_address(addr, frozenset({domain}), marketplaces)
     # "<alias>+<case id>@<same domain>" is the same buyer (DOMAIN.md: the part before "+" is the key).
     return ours is not None and theirs is not None and ours[0] == theirs[0]
 
@@ -139,7 +145,7 @@ def _essential(text: str) -> str:
 
 def reply_quotes_original(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
     """A reply must include the buyer's original message below it (Amazon's reply rule)."""
-    if draft.category is not Category.REPLY:
+    if draft.category is not Category.REPLY or not ctx.buyer_marketplace.reply.quote_original:
         return
     quoted = _essential(draft.quoted_original or "")
     if not quoted:
@@ -276,7 +282,7 @@ def no_contact_details(draft: Draft, ctx: PolicyContext, config: RuleSettings) -
     """No email addresses or phone numbers: all contact goes through Buyer-Seller Messaging."""
     for m in _EMAIL_RE.finditer(draft.text):
         yield Hit("Email addresses are not allowed in messages to buyers: remove it; the buyer can answer "
-                  "this message through Amazon.", m.group(0), m.span())
+                  f"this message through {ctx.buyer_marketplace.name}.", m.group(0), m.span())
     for number, start, end in find_phone_numbers(draft.text):
         yield Hit("Phone numbers are not allowed in messages to buyers: remove it and keep the conversation "
                   "in Buyer-Seller Messaging.", number, (start, end))
@@ -315,8 +321,8 @@ def no_marketing(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iter
 def no_opt_out_links(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
     """No unsubscribe / opt-out links or instructions (buyers opt out through Amazon)."""
     yield from _pattern_hits(_compiled(OPT_OUT_LINK_PATTERNS), draft.text, lambda what, _: (
-        f"Opt-out links and unsubscribe instructions ({what}) are not allowed: buyers manage this in their Amazon "
-        f"account. Remove this part."))
+        f"Opt-out links and unsubscribe instructions ({what}) are not allowed: buyers manage this in their "
+        f"{ctx.buyer_marketplace.name} account. Remove this part."))
 
 
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?。！？])\s*|\n+")
@@ -427,6 +433,32 @@ def account_not_restricted(draft: Draft, ctx: PolicyContext, config: RuleSetting
                   f"until then.")
 
 
+# --------------------------------------------------------------------------- 6. the buyer's marketplace
+
+
+def reply_within_window(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
+    """A reply goes out within the buyer's marketplace's reply window (Walmart: 48 hours of the buyer's message)."""
+    marketplace = ctx.buyer_marketplace
+    window = marketplace.reply.reply_window
+    if draft.category is not Category.REPLY or window is None or ctx.buyer_message_at is None:
+        return
+    wrote = _utc(ctx.buyer_message_at)
+    if _utc(ctx.now) > wrote + window:
+        hours = (_utc(ctx.now) - wrote) // timedelta(hours=1)
+        yield Hit(f"{marketplace.name} expects replies within {_hours(window)} of the buyer's message; the buyer "
+                  f"wrote on {wrote:%Y-%m-%d %H:%M} UTC, {hours} hours ago. Answer this buyer now, and answer "
+                  f"{marketplace.name} buyers sooner: late replies count against the seller.")
+
+
+def _hours(span: timedelta) -> str:
+    hours = span / timedelta(hours=1)
+    return f"{hours:g} hours" if hours != 1 else "1 hour"
+
+
+def _has_reply_window(ctx: PolicyContext) -> bool:
+    return ctx.buyer_marketplace.reply.reply_window is not None
+
+
 # --------------------------------------------------------------------------- the list
 
 
@@ -454,3 +486,14 @@ RULES: tuple[Rule, ...] = tuple(_rule(fn) for fn in (
     not_thank_you_only,
 ))
 RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES)
+
+# Rules that run only where the buyer's marketplace states what they check. A
+# reply window is stated, not that a late reply is refused (DOMAIN.md), so the
+# rule warns unless the operator makes it block: a late answer beats none.
+MARKETPLACE_RULES: tuple[Rule, ...] = (
+    Rule("reply_within_window", reply_within_window, _rule(reply_within_window).summary,
+         applies=_has_reply_window, default_mode=Mode.WARN),
+)
+MARKETPLACE_RULE_IDS: tuple[str, ...] = tuple(r.id for r in MARKETPLACE_RULES)
+ALL_RULES: tuple[Rule, ...] = RULES + MARKETPLACE_RULES
+ALL_RULE_IDS: tuple[str, ...] = RULE_IDS + MARKETPLACE_RULE_IDS

@@ -13,6 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from bridge.domain.marketplaces.protocol import Marketplace
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
+
 # --------------------------------------------------------------------------- values
 
 
@@ -72,6 +75,14 @@ class PolicyContext:
     order_completed_at: datetime | None = None
     account_restricted_until: datetime | None = None
     buyer_original_text: str | None = None      # the buyer's own words we reply to
+    buyer_message_at: datetime | None = None    # when the buyer wrote the message we reply to (reply windows)
+    marketplaces: Registry = DEFAULT_REGISTRY   # whose rules hold for the buyer's relay alias
+
+    @property
+    def buyer_marketplace(self) -> Marketplace:
+        """The marketplace of the buyer's relay alias; the registry's default when it is unknown."""
+        found = self.marketplaces.for_address(self.buyer_alias) if self.buyer_alias else None
+        return found or self.marketplaces.default
 
 
 @dataclass(frozen=True)
@@ -140,3 +151,7 @@ class Rule:
     id: str
     check: RuleCheck
     summary: str
+    # A marketplace rule runs only where this says it applies (the buyer's
+    # marketplace states what it checks); None: every message.
+    applies: Callable[[PolicyContext], bool] | None = None
+    default_mode: Mode = Mode.BLOCK              # the mode when the operator names none

@@ -46,6 +46,8 @@ class Registry:
                     raise ValueError(f"relay domain {domain} claimed by {by_domain[domain].family} and {m.family}")
                 by_domain[domain] = m
             for site in m.sites:
+                if site.key in sites:
+                    raise ValueError(f"site {site.key} of {m.family} is also a site of {sites[site.key].family}")
                 sites[site.key] = site
                 for domain in site.relay_domains:
                     languages.setdefault(domain, set()).add(site.language)

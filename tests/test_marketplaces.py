@@ -299,6 +299,18 @@ def test_policy_names_the_buyers_marketplace() -> None:
 # ------------------------------------------------------------------ notices and bounces
 
 
+@pytest.mark.parametrize(("addr", "family"), [
+    ("seller-notification@amazon.com", "amazon"), ("Notices@SellerCentral.Amazon.DE", "amazon"),
+    ("seller-notification@amazon.com.evil.example", None), ("x@evil-amazon.com", None), ("@amazon.com", None),
+    (WALMART_ALIAS, None),                        # a relay alias is a buyer, not a notification sender
+    ("notices@ebay.com", None), ("notices@walmart.com", None),   # unknown for eBay and Walmart: not trusted
+])
+def test_notification_senders_are_exact_domains(addr: str, family: str | None) -> None:
+    found = DEFAULT_REGISTRY.notification_marketplace(addr)
+    assert (found.family if found else None) == family
+    assert DEFAULT_REGISTRY.is_notification_sender(addr) is (family is not None)
+
+
 def test_ebay_and_walmart_recognise_no_notice_by_default() -> None:
     # Nothing in DOMAIN.md says what their notices look like: such mail reaches staff.
     for marketplace in (EBAY, WALMART):

@@ -431,10 +431,6 @@ class Amazon:
     def split_alias(self, address: str) -> tuple[str, str | None] | None:
         return split_alias(address, self.relay_domains, self.alias_local_re)
 
-    def is_notification_sender(self, address: str) -> bool:
-        local, at, domain = address.strip().lower().rpartition("@")
-        return bool(at and local) and domain in self.notification_domains
-
     def extract_fields(self, *, subject: str, text: str, html: str | None,
                        from_addr: str = "", from_name: str = "") -> MarketplaceFields:
         return extract_fields(subject=subject, text=text, html=html, from_addr=from_addr, from_name=from_name)

@@ -23,7 +23,6 @@ from bridge.domain.marketplaces.protocol import (
     ReplyRules,
     Site,
     UndeliveredNotice,
-    address_domain,
     split_alias,
 )
 
@@ -61,10 +60,6 @@ class PlainRelay:
 
     def split_alias(self, address: str) -> tuple[str, str | None] | None:
         return split_alias(address, self.relay_domains, self.alias_local_re)
-
-    def is_notification_sender(self, address: str) -> bool:
-        domain = address_domain(address)
-        return bool(domain) and domain in self.notification_domains
 
     def extract_fields(self, *, subject: str, text: str, html: str | None,
                        from_addr: str = "", from_name: str = "") -> MarketplaceFields:

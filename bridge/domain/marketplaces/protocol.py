@@ -121,6 +121,11 @@ class Marketplace(Protocol):
     def attachments(self) -> AttachmentRules: ...
 
     @property
+    def notification_domains(self) -> frozenset[str]:
+        """The exact domains its own notifications come from (a look-alike sub-domain never counts)."""
+        ...
+
+    @property
     def link_domains(self) -> tuple[str, ...]:
         """Its own web domains: a link there (the buyer's order page) does not lead off the platform."""
         ...
@@ -142,10 +147,6 @@ class Marketplace(Protocol):
         must have this marketplace's alias shape; ``alias+case@domain`` reduces to
         ``alias@domain`` (lowercased). See :func:`split_alias`.
         """
-        ...
-
-    def is_notification_sender(self, address: str) -> bool:
-        """True when ``address`` is at one of the marketplace's own notification domains (exact)."""
         ...
 
     def extract_fields(self, *, subject: str, text: str, html: str | None,

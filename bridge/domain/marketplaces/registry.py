@@ -28,6 +28,7 @@ class Registry:
     relay_domains: frozenset[str] = field(init=False, repr=False)    # every relay domain of every marketplace
     _by_family: dict[str, Marketplace] = field(init=False, repr=False)
     _by_relay_domain: dict[str, Marketplace] = field(init=False, repr=False)
+    _by_notification_domain: dict[str, Marketplace] = field(init=False, repr=False)
     _language_of_domain: dict[str, str | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -35,6 +36,7 @@ class Registry:
             raise ValueError("a marketplace registry needs at least one marketplace")
         by_family: dict[str, Marketplace] = {}
         by_domain: dict[str, Marketplace] = {}
+        by_notifier: dict[str, Marketplace] = {}
         sites: dict[str, Site] = {}
         languages: dict[str, set[str]] = {}
         for m in self.marketplaces:
@@ -45,6 +47,10 @@ class Registry:
                 if domain in by_domain:
                     raise ValueError(f"relay domain {domain} claimed by {by_domain[domain].family} and {m.family}")
                 by_domain[domain] = m
+            for domain in m.notification_domains:
+                if domain in by_notifier or domain in by_domain:
+                    raise ValueError(f"notification domain {domain} of {m.family} is claimed twice")
+                by_notifier[domain] = m
             for site in m.sites:
                 if site.key in sites:
                     raise ValueError(f"site {site.key} of {m.family} is also a site of {sites[site.key].family}")
@@ -55,6 +61,7 @@ class Registry:
         object.__setattr__(self, "relay_domains", frozenset(by_domain))
         object.__setattr__(self, "_by_family", by_family)
         object.__setattr__(self, "_by_relay_domain", by_domain)
+        object.__setattr__(self, "_by_notification_domain", by_notifier)
         # A relay domain several sites in different languages share (members.ebay.com) says no language.
         object.__setattr__(self, "_language_of_domain", {
             d: next(iter(langs)) if len(langs) == 1 else None for d, langs in languages.items()})
@@ -85,12 +92,13 @@ class Registry:
         return self._by_relay_domain.get(address_domain(address))
 
     def for_sender(self, address: str) -> Marketplace | None:
-        """The marketplace that wrote this mail: by relay domain, else by notification domain."""
-        return self.for_address(address) or self.notification_marketplace(address)
+        """The marketplace that wrote this mail: by relay domain, else by notification domain (exact)."""
+        domain = address_domain(address)
+        return self._by_relay_domain.get(domain) or self._by_notification_domain.get(domain)
 
     def notification_marketplace(self, address: str) -> Marketplace | None:
         """The marketplace ``address`` is a notification sender of (exact domains), else ``None``."""
-        return next((m for m in self.marketplaces if m.is_notification_sender(address)), None)
+        return self._by_notification_domain.get(address_domain(address))
 
     def is_notification_sender(self, address: str) -> bool:
         return self.notification_marketplace(address) is not None

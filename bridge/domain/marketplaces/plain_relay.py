@@ -35,8 +35,8 @@ class PlainRelay:
     name: str                                    # "eBay"
     sites: tuple[Site, ...]
     alias_local_re: re.Pattern[str]              # the local part of a buyer alias, before any "+case"
-    # Order ids, tried in order on the subject, then the body; the id is the
-    # last group that took part in the match (or the whole match).
+    # Order ids: each pattern in turn, on the subject then the body; the id is
+    # the last group that took part in the match (or the whole match).
     order_id_patterns: tuple[re.Pattern[str], ...]
     reply: ReplyRules
     attachments: AttachmentRules
@@ -66,7 +66,7 @@ class PlainRelay:
         # No frame around the buyer's words is known: buyer_text stays None and
         # staff see the whole text. The buyer's name is the display name, which
         # the generic fallback (bridge.domain.prepare) already shows.
-        return MarketplaceFields(order_id=self.find_order_id(subject, text or layout.clean_block(html or "")))
+        return MarketplaceFields(order_id=self.find_order_id(subject, text))
 
     def find_order_id(self, subject: str, text: str) -> str | None:
         for pattern in self.order_id_patterns:

@@ -91,7 +91,7 @@ class Marketplace(Protocol):
 
     @property
     def family(self) -> str:
-        """Stable id: "amazon", "ebay", "walmart" (stored with buyers; never renamed)."""
+        """Stable id: "amazon", "ebay", "walmart" (what a Site.family and an UndeliveredNotice name)."""
         ...
 
     @property

@@ -34,7 +34,7 @@ from bridge.config.reading import (
 )
 from bridge.config.secrets import Secret, SecretKeys, source_key, source_names
 from bridge.domain.marketplaces import ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
-from bridge.domain.policy import RULE_IDS  # the rule ids are the guard's own; config only names them
+from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's own; config only names them
 
 Security = Literal["tls", "starttls", "none"]
 SentCopies = Literal["append", "server", "none"]
@@ -272,7 +272,7 @@ class PolicySettings:
     """``[policy]``: the compliance guard (bridge.domain.policy) every buyer-bound email passes."""
 
     rules: tuple[tuple[str, str], ...] = field(default=(), metadata=key(
-        Modes(RULE_IDS, ("block", "warn", "off"), "rule", '{ no_links = "warn" }'),
+        Modes(ALL_RULE_IDS, ("block", "warn", "off"), "rule", '{ no_links = "warn" }'),
         'per rule id: "block", "warn" or "off"; rules not named block'))
     link_domains: tuple[str, ...] = field(default=(), metadata=key(
         Strings('an array of domains such as ["acme.example"]', "a domain string", checks.link_domain),

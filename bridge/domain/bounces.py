@@ -19,12 +19,13 @@ Contract for the pipeline (issue 4, "Effects"):
      no codes) with a fallback for layouts it does not know (Office 365 "Delivery
      has failed to these recipients or groups"); codes and diagnostics are read
      from the text next to each address.
-  3. Marketplace notices (Amazon: buyer opted out, message broke the guidelines,
+  3. Marketplace notices (buyer opted out, message broke the guidelines,
      account restricted, not delivered). Recognised **by content** through the
-     fingerprints of :mod:`bridge.domain.marketplaces.amazon` (English ones verified,
-     the other languages marked unverified there); the buyer's own words and
-     quoted history are never searched, so a buyer writing "I opted out" or
-     staff quoting a notice is not a notice.
+     fingerprints each marketplace of the registry knows (today Amazon's, in
+     :mod:`bridge.domain.marketplaces.amazon`: English ones verified, the other
+     languages marked unverified there); the buyer's own words and quoted
+     history are never searched, so a buyer writing "I opted out" or staff
+     quoting a notice is not a notice.
 
 - ``kind`` is ``dsn`` for 1 and 2; ``optout``, ``guideline_violation``,
   ``restricted`` or ``not_delivered`` for 3. ``not_delivered`` (Amazon says it
@@ -58,7 +59,8 @@ from enum import StrEnum
 
 from flufl.bounce import all_failures
 
-from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES, amazon
+from bridge.domain.marketplaces.protocol import UndeliveredNotice
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.parse import ParsedMail, UnparseableMail, parse_mail
 from bridge.domain.threads import split_relay_address
 
@@ -117,14 +119,16 @@ _NOTICE_KINDS = {
 # --------------------------------------------------------------------------- entry point
 
 
-def analyse(raw: bytes, mail: ParsedMail | None = None) -> BounceReport | None:
+def analyse(raw: bytes, mail: ParsedMail | None = None,
+            marketplaces: Registry = DEFAULT_REGISTRY) -> BounceReport | None:
     """A DSN, MTA bounce or marketplace delivery notice in ``raw``; ``None`` for any other mail.
 
     ``mail``: ``raw`` already parsed (the pipeline has it), so it is not parsed again.
+    ``marketplaces``: whose relay aliases, order ids and notices to recognise.
     """
     if mail is None:
         try:
-            mail = parse_mail(raw)
+            mail = parse_mail(raw, marketplaces)
         except UnparseableMail:
             return None
     msg = _structure(raw)
@@ -132,10 +136,10 @@ def analyse(raw: bytes, mail: ParsedMail | None = None) -> BounceReport | None:
         return None
     returned = _returned_message(msg)
     for detect in (_delivery_status_report, _mta_bounce):
-        report = detect(msg, mail, returned)
+        report = detect(msg, mail, returned, marketplaces)
         if report is not None:
             return report
-    return _marketplace_notice(mail, returned)
+    return _marketplace_notice(mail, returned, marketplaces)
 
 
 def _structure(raw: bytes) -> Message | None:
@@ -245,35 +249,35 @@ def _original_message_id(mail: ParsedMail, returned: _Returned, per_message: Mes
 # --------------------------------------------------------------------------- order and buyer
 
 _ADDR_IN_TEXT_RE = re.compile(r"[A-Za-z0-9._%+=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_RELAY_LANGUAGE = {m.relay_domains[0]: m.language for m in MARKETPLACES.values() if m.family == "amazon"}
 
 
-def _relay_base(addr: str) -> str | None:
-    split = split_relay_address(addr, ALL_RELAY_DOMAINS)
+def _relay_base(addr: str, marketplaces: Registry) -> str | None:
+    split = split_relay_address(addr, marketplaces.relay_domains, marketplaces)
     return split[0] if split else None
 
 
-def _buyer_alias(candidates: list[str], texts: list[str]) -> str | None:
+def _buyer_alias(candidates: list[str], texts: list[str], marketplaces: Registry) -> str | None:
     for addr in candidates:
-        base = _relay_base(addr)
+        base = _relay_base(addr, marketplaces)
         if base:
             return base
     for text in texts:
         for m in _ADDR_IN_TEXT_RE.finditer(text):
-            base = _relay_base(m.group(0))
+            base = _relay_base(m.group(0), marketplaces)
             if base:
                 return base
     return None
 
 
-def _order_id(mail: ParsedMail, returned: _Returned) -> str | None:
+def _order_id(mail: ParsedMail, returned: _Returned, alias: str | None, marketplaces: Registry) -> str | None:
+    """The bounce's own order id, else one in the returned message by the layout of its buyer's marketplace."""
     if mail.order_id:
         return mail.order_id
-    return amazon.find_order_id(returned.subject, returned.text)
+    return marketplaces.find_order_id(returned.subject, returned.text, alias)
 
 
-def _language_of(alias: str | None) -> str | None:
-    return _RELAY_LANGUAGE.get(alias.rpartition("@")[2]) if alias else None
+def _language_of(alias: str | None, marketplaces: Registry) -> str | None:
+    return marketplaces.language_of_relay_domain(alias.rpartition("@")[2]) if alias else None
 
 
 # --------------------------------------------------------------------------- 1. RFC 3464
@@ -352,7 +356,8 @@ def _recipient_from_block(block: Message) -> FailedRecipient | None:
     return FailedRecipient(address, status, diagnostic, action)
 
 
-def _delivery_status_report(msg: Message, mail: ParsedMail, returned: _Returned) -> BounceReport | None:
+def _delivery_status_report(msg: Message, mail: ParsedMail, returned: _Returned,
+                            marketplaces: Registry) -> BounceReport | None:
     status_parts = [p for p in _parts(msg) if p.get_content_type() == "message/delivery-status"]
     if not status_parts:
         return None
@@ -372,7 +377,7 @@ def _delivery_status_report(msg: Message, mail: ParsedMail, returned: _Returned)
             evidence += "; recipients by flufl.bounce"
         elif not any(_has_status_fields(b) for b in blocks):
             return None     # an empty report; nothing says anything failed
-    return _dsn_report(recipients, mail, returned, per_message, evidence)
+    return _dsn_report(recipients, mail, returned, per_message, evidence, marketplaces)
 
 
 def _has_status_fields(block: Message) -> bool:
@@ -380,19 +385,19 @@ def _has_status_fields(block: Message) -> bool:
 
 
 def _dsn_report(recipients: list[FailedRecipient], mail: ParsedMail, returned: _Returned,
-                per_message: Message | None, evidence: str) -> BounceReport:
+                per_message: Message | None, evidence: str, marketplaces: Registry) -> BounceReport:
     unique = tuple(dict((r.address, r) for r in recipients).values())
     permanent = any(r.permanent for r in unique) if unique else True
     alias = _buyer_alias([r.address for r in unique] + [a for _, a in getaddresses([returned.to])],
-                         [returned.text])
+                         [returned.text], marketplaces)
     return BounceReport(
         kind=BounceKind.DSN,
         permanent=permanent,
         recipients=unique,
         original_message_id=_original_message_id(mail, returned, per_message, True),
-        order_id=_order_id(mail, returned),
+        order_id=_order_id(mail, returned, alias, marketplaces),
         buyer_alias=alias,
-        marketplace_language=_language_of(alias),
+        marketplace_language=_language_of(alias, marketplaces),
         reason=_dsn_reason(unique, permanent),
         evidence=evidence,
     )
@@ -525,7 +530,8 @@ def _recipient_from_text(address: str, text: str, delayed: bool | None) -> Faile
     return FailedRecipient(address, status, diagnostic, "delayed" if delayed else "failed")
 
 
-def _mta_bounce(msg: Message, mail: ParsedMail, returned: _Returned) -> BounceReport | None:
+def _mta_bounce(msg: Message, mail: ParsedMail, returned: _Returned,
+                marketplaces: Registry) -> BounceReport | None:
     if not _is_bounce_like(mail):
         return None
     recipients = _flufl_recipients(msg, mail)
@@ -536,7 +542,7 @@ def _mta_bounce(msg: Message, mail: ParsedMail, returned: _Returned) -> BounceRe
         evidence = "non-standard bounce; recipients from the bounce text"
     if not recipients:
         evidence = "non-standard bounce; recipient not identified"
-    return _dsn_report(recipients, mail, returned, None, evidence)
+    return _dsn_report(recipients, mail, returned, None, evidence, marketplaces)
 
 
 def _returned_recipients(returned: _Returned) -> set[str]:
@@ -545,7 +551,7 @@ def _returned_recipients(returned: _Returned) -> set[str]:
 
 # --------------------------------------------------------------------------- 3. marketplace notices
 
-# Quoted history the amazon module does not cut: Outlook's header block
+# Quoted history the marketplaces' notice regions do not cut: Outlook's header block
 # ("From: ... / Sent: ...") in a forwarded or replied-to mail.
 _OUTLOOK_HISTORY_RE = re.compile(
     r"^[ \t]*(?:From|Von|De|Da|差出人)[ \t]*:.*\n[ \t]*(?:Sent|Date|Gesendet|Envoyé|Enviado|Inviato|送信日時)[ \t]*:",
@@ -553,25 +559,26 @@ _OUTLOOK_HISTORY_RE = re.compile(
 )
 
 
-def _marketplace_notice(mail: ParsedMail, returned: _Returned) -> BounceReport | None:
+def _marketplace_notice(mail: ParsedMail, returned: _Returned, marketplaces: Registry) -> BounceReport | None:
     text = mail.text
     history = _OUTLOOK_HISTORY_RE.search(text)
     if history is not None:
         text = text[:history.start()]
-    notice = amazon.find_undelivered_notice(text, mail.buyer_text)
+    notice = marketplaces.find_undelivered_notice(text, mail.buyer_text)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = amazon.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
     if notice is None:
         return None
     kind = _NOTICE_KINDS.get(notice.reason)
     if kind is None:
         return None
-    order_id = _order_id(mail, returned)
+    alias = _buyer_alias(list(mail.reply_to), [text, returned.text], marketplaces)
+    order_id = _order_id(mail, returned, alias, marketplaces)
     if kind is BounceKind.NOT_DELIVERED and order_id is None:
         # "We were unable to deliver the message you sent" alone is ordinary English (a
         # newsletter, a web shop); Amazon's notice names the order it is about.
         return None
-    alias = _buyer_alias(list(mail.reply_to), [text, returned.text])
+    name = marketplaces.family(notice.marketplace).name
     return BounceReport(
         kind=kind,
         permanent=kind is not BounceKind.RESTRICTED,
@@ -580,26 +587,26 @@ def _marketplace_notice(mail: ParsedMail, returned: _Returned) -> BounceReport |
         order_id=order_id,
         buyer_alias=alias,
         marketplace_language=notice.language,
-        reason=_notice_reason(kind, order_id, notice),
-        evidence=f"Amazon {notice.reason} notice ({notice.language}{'' if notice.verified else ', unverified'}): "
+        reason=_notice_reason(kind, order_id, notice, name),
+        evidence=f"{name} {notice.reason} notice ({notice.language}{'' if notice.verified else ', unverified'}): "
                  f"{notice.phrase!r} from {mail.from_addr or '(no sender)'}",
         verified=notice.verified,
     )
 
 
-def _notice_reason(kind: BounceKind, order_id: str | None, notice: amazon.UndeliveredNotice) -> str:
+def _notice_reason(kind: BounceKind, order_id: str | None, notice: UndeliveredNotice, name: str) -> str:
     order = f" for order {order_id}" if order_id else ""
     text = {
-        BounceKind.OPTOUT: (f"Amazon did not deliver the message{order}: the buyer has opted out of unsolicited "
+        BounceKind.OPTOUT: (f"{name} did not deliver the message{order}: the buyer has opted out of unsolicited "
                             f"messages. No more feedback requests or other unsolicited mail to this buyer; "
                             f"replies to the buyer's own messages and messages needed for the order still go."),
-        BounceKind.GUIDELINE_VIOLATION: (f"Amazon did not send the message{order}: it did not meet the "
+        BounceKind.GUIDELINE_VIOLATION: (f"{name} did not send the message{order}: it did not meet the "
                                          f"Buyer-Seller Messaging communication guidelines. Reword it before "
                                          f"sending again."),
-        BounceKind.RESTRICTED: ("Amazon has temporarily restricted the account from sending proactive messages "
+        BounceKind.RESTRICTED: (f"{name} has temporarily restricted the account from sending proactive messages "
                                 "(at least 120 hours): pause feedback requests and other proactive mail; replies "
                                 "to buyers still go."),
-        BounceKind.NOT_DELIVERED: f"Amazon could not deliver the message{order} and gave no reason.",
+        BounceKind.NOT_DELIVERED: f"{name} could not deliver the message{order} and gave no reason.",
     }[kind]
     if not notice.verified:
         text += f" (Recognised by unverified {notice.language} wording: check the notice.)"

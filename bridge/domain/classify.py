@@ -19,17 +19,22 @@ Order and why (DESIGN.md "Inbound kinds"):
    must never reach a buyer.
 4. staff replies before buyers, buyers before notices, ``unclassified`` last.
 
-Marketplace relay mail and the bulk-ish headers: Amazon's own relayed buyer
-mail and its notifications may carry headers such as ``Precedence: bulk``,
+Marketplace relay mail and the bulk-ish headers: a marketplace's relayed buyer
+mail (Amazon's, at least) and its notifications may carry headers such as ``Precedence: bulk``,
 ``Auto-Submitted: auto-generated`` or ``X-Auto-Response-Suppress`` (they are
 machine-sent on the buyer's behalf). Treating those as auto-replies would
 silently swallow a real buyer question, which costs far more than showing
 staff one automatic reply. So for mail from a relay alias that has the buyer
 layout (Begin/End markers, ``<pre>`` notification, customer-service relay or
-a ``commMgrTok`` line), and for mail from Amazon's own notification domains
+a ``commMgrTok`` line), and for mail from a marketplace's own notification domains
 (exact match: notices, and account-health warnings staff must see), they are
 recorded as *non-deciding* hits; only ``Auto-Submitted: auto-replied`` (a
 buyer's own responder, relayed) still decides AUTO_REPLY there.
+
+What each marketplace looks like (relay domains, alias shapes, notification
+senders and subjects, notice wording) is asked of ``ctx.marketplaces``
+(:class:`bridge.domain.marketplaces.registry.Registry`), never of one
+marketplace's module.
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
-from bridge.domain.marketplaces import amazon
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.parse import ParsedMail
 from bridge.domain.threads import split_relay_address
 
@@ -92,6 +97,7 @@ class ClassifyContext:
     relay_domains: frozenset[str]    # all relay domains accepted as buyers
     sent_by_us: bool                 # the pipeline found this Message-ID in our outbox or a valid origin header
     replies_to_us: bool              # In-Reply-To/References name a Message-ID of ours (staff notification)
+    marketplaces: Registry = field(default=DEFAULT_REGISTRY)   # who the relays and notification senders are
 
 
 Rule = Callable[[ParsedMail, ClassifyContext], "RuleHit | None"]
@@ -100,14 +106,14 @@ Rule = Callable[[ParsedMail, ClassifyContext], "RuleHit | None"]
 # --------------------------------------------------------------------------- shared predicates
 
 def _relay(mail: ParsedMail, ctx: ClassifyContext) -> tuple[str, str | None] | None:
-    return split_relay_address(mail.from_addr, ctx.relay_domains) if mail.from_addr else None
+    return split_relay_address(mail.from_addr, ctx.relay_domains, ctx.marketplaces) if mail.from_addr else None
 
 
 def _marketplace_exemption(mail: ParsedMail, ctx: ClassifyContext) -> str | None:
     """Why bulk-ish auto-reply signals must not decide for this mail, or None."""
     if _relay(mail, ctx) is not None and (mail.buyer_text is not None or mail.comm_mgr_tok is not None):
         return "relay buyer layout"
-    if amazon.is_notification_sender(mail.from_addr):
+    if ctx.marketplaces.is_notification_sender(mail.from_addr):
         return "marketplace notification sender"
     return None
 
@@ -206,7 +212,7 @@ def failed_recipients_header(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit 
 
 
 def marketplace_undelivered_notice(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
-    """Amazon's opt-out / not-delivered / guidelines / restricted notice, by content.
+    """A marketplace's opt-out / not-delivered / guidelines / restricted notice, by content.
 
     Buyer words and quoted history are not searched (a buyer writing "I opted
     out" is a buyer). Mail a staff member sends to the reply address is not
@@ -214,9 +220,9 @@ def marketplace_undelivered_notice(mail: ParsedMail, ctx: ClassifyContext) -> Ru
     """
     if _reply_token(mail, ctx) is not None and _is_staff(mail, ctx):
         return None
-    notice = amazon.find_undelivered_notice(mail.text, mail.buyer_text)
+    notice = ctx.marketplaces.find_undelivered_notice(mail.text, mail.buyer_text)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = amazon.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = ctx.marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
     if notice is None:
         return None
     return RuleHit("marketplace_undelivered_notice", Kind.BOUNCE,
@@ -350,7 +356,7 @@ def relay_reply_to_only(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | Non
     if _relay(mail, ctx) is not None:
         return None
     for addr in mail.reply_to:
-        relay = split_relay_address(addr, ctx.relay_domains)
+        relay = split_relay_address(addr, ctx.relay_domains, ctx.marketplaces)
         if relay is not None:
             return RuleHit("relay_reply_to_only", Kind.BUYER,
                            f"Reply-To is relay alias {relay[0]} but From is {mail.from_addr or '(none)'}",
@@ -358,20 +364,12 @@ def relay_reply_to_only(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | Non
     return None
 
 
-# Words that together make a domain look like a relay domain.
-_LOOKALIKE_WORDS = (("amazon", "marketplace"), ("walmart", "relay"), ("ebay", "member"))
-
-
-def _looks_like_relay(domain: str) -> bool:
-    return any(a in domain and b in domain for a, b in _LOOKALIKE_WORDS)
-
-
 def relay_lookalike_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     """From resembles a relay alias but is not one (look-alike domain or malformed alias)."""
     if not mail.from_addr or _relay(mail, ctx) is not None:
         return None
     domain = mail.from_addr.rpartition("@")[2]
-    if domain in ctx.relay_domains or _looks_like_relay(domain):
+    if domain in ctx.relay_domains or ctx.marketplaces.looks_like_relay(domain):
         what = "malformed relay alias" if domain in ctx.relay_domains else "look-alike relay domain"
         return RuleHit("relay_lookalike_sender", Kind.OTHER, f"{what}: {mail.from_addr}", decides=False)
     return None
@@ -380,20 +378,21 @@ def relay_lookalike_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | 
 # --------------------------------------------------------------------------- 6. notice
 
 def marketplace_notice(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
-    """A recognised notification subject from Amazon's own notification domains (exact)."""
-    if not amazon.is_notification_sender(mail.from_addr):
+    """A recognised notification subject from a marketplace's own notification domains (exact)."""
+    marketplace = ctx.marketplaces.notification_marketplace(mail.from_addr)
+    if marketplace is None:
         return None
-    topic = amazon.notice_topic(mail.subject)
+    topic = marketplace.notice_topic(mail.subject)
     if topic is not None:
         return RuleHit("marketplace_notice", Kind.NOTICE, f"{topic} notice from {mail.from_addr}")
     return None
 
 
 def notice_subject_foreign_sender(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
-    """A notification subject from a sender that is not Amazon: recorded, not trusted."""
-    if amazon.is_notification_sender(mail.from_addr) or _relay(mail, ctx) is not None:
+    """A notification subject from a sender that is not the marketplace: recorded, not trusted."""
+    if ctx.marketplaces.is_notification_sender(mail.from_addr) or _relay(mail, ctx) is not None:
         return None   # checked first: cheaper than the subject patterns, and true of most mail
-    topic = amazon.notice_topic(mail.subject)
+    topic = ctx.marketplaces.notice_topic(mail.subject)
     if topic is not None:
         return RuleHit("notice_subject_foreign_sender", Kind.OTHER,
                        f"{topic} subject from non-marketplace sender {mail.from_addr or '(none)'}", decides=False)

@@ -28,7 +28,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html import unescape
 from html.parser import HTMLParser
 
-from bridge.domain.marketplaces import amazon
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 
 
 class UnparseableMail(ValueError):
@@ -61,7 +61,8 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     size: int                          # len(raw)
     defects: tuple[str, ...]           # human-readable parse problems
-    # Marketplace fields, extracted from subject/body by bridge.domain.marketplaces:
+    # Marketplace fields, extracted from subject/body by the layout of the marketplace
+    # that sent the mail (bridge.domain.marketplaces.registry), else the default one's:
     order_id: str | None = None        # "111-2223334-4445556" or "D01-..."
     comm_mgr_tok: str | None = None    # "A1B2C3D4E5F6G" (without brackets)
     buyer_text: str | None = None      # the buyer's own words (between Begin/End markers, <pre>, Details:)
@@ -144,8 +145,12 @@ _DEFECT_TEXT = {
 }
 
 
-def parse_mail(raw: bytes) -> ParsedMail:
+def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedMail:
     """Parse one RFC 5322 message.
+
+    The marketplace fields come from the layout of the marketplace in
+    ``marketplaces`` that sent the mail (by relay or notification domain), else
+    from the registry's default marketplace.
 
     Raises :class:`UnparseableMail` only for empty input or input whose first
     line is not a header field (no header block). Everything else that is
@@ -208,8 +213,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
     if html is not None and not has_text_body:
         text = html_to_text(html, defects)
 
-    fields = amazon.extract_fields(subject=subject, text=text, html=html,
-                                   from_addr=from_addr, from_name=from_name)
+    fields = marketplaces.extract_fields(subject=subject, text=text, html=html,
+                                         from_addr=from_addr, from_name=from_name)
 
     return ParsedMail(
         message_id=message_id,

@@ -25,6 +25,7 @@ from typing import Any
 from bridge.domain import compose, threads, tokens
 from bridge.domain.classify import Classification, ClassifyContext, Kind, classify
 from bridge.domain.flags import conversation_flags
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.parse import ParsedMail, UnparseableMail, parse_mail
 
 
@@ -45,9 +46,14 @@ class PrepareContext:
 
     account: str
     secret: bytes
-    classify_base: dict[str, Any]
+    classify_base: dict[str, Any]   # ClassifyContext fields; "marketplaces" (a Registry) when not the default
     max_message_bytes: int
     seller_address: str        # as configured: the domain of our Message-IDs
+
+    @property
+    def marketplaces(self) -> Registry:
+        registry: Registry = self.classify_base.get("marketplaces", DEFAULT_REGISTRY)
+        return registry
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def prepare(ctx: PrepareContext, item: FetchedMail) -> Prepared:
             f"too large: the message is {item.size / 1048576:.1f} MB, over imap.max_message_bytes "
             f"({limit / 1048576:.1f} MB); it was left unread on the server"))
     try:
-        mail = parse_mail(item.raw)
+        mail = parse_mail(item.raw, ctx.marketplaces)
         origin = mail.headers.get("x-mailbridge-origin")
         origin_ok = bool(origin) and tokens.verify_origin(ctx.secret, origin or "", mail.message_id, ctx.account)
         cls = classify(mail, ClassifyContext(sent_by_us=origin_ok, replies_to_us=False, **ctx.classify_base))
@@ -115,7 +121,7 @@ def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification) -> Rec
                             for h in cls.hits])
     buyer_name = key = None
     if cls.kind == Kind.BUYER:
-        buyer_name = _buyer_name(mail)
+        buyer_name = _buyer_name(mail, ctx.marketplaces)
         if cls.buyer_alias:
             key = threads.conversation_key(cls.buyer_alias, mail.order_id)
     staff_id = origin = None
@@ -127,11 +133,11 @@ def recording(ctx: PrepareContext, mail: ParsedMail, cls: Classification) -> Rec
                      staff_id, origin)
 
 
-def _buyer_name(mail: ParsedMail) -> str | None:
+def _buyer_name(mail: ParsedMail, marketplaces: Registry) -> str | None:
     if mail.buyer_name:
         return mail.buyer_name
     name = mail.from_name
-    for suffix in (" - Amazon Marketplace", " - Marketplace", " via eBay", " via Walmart"):
+    for suffix in marketplaces.display_name_suffixes:   # "Jane - Amazon Marketplace" -> "Jane"
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name.strip() or None

@@ -11,16 +11,8 @@ from __future__ import annotations
 import functools
 import re
 
-# Amazon: "<8-32 lowercase letters/digits>@marketplace.amazon.<tld>", optionally
-# "+<case id>" (mostly seen in To/Cc/Reply-To); the part before "+" is the buyer.
-_AMAZON_LOCAL_RE = re.compile(r"[a-z0-9]{8,32}")
-# Walmart: 32 hex digits @relay.walmart.com.
-_WALMART_LOCAL_RE = re.compile(r"[0-9a-f]{32}")
-# eBay member aliases and any relay domain an operator configures: a plain,
-# dot-atom-ish local part (no quotes, no spaces, no second "@").
-_GENERIC_LOCAL_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9_-])?")
-# The case suffix after "+": letters, digits and a few separators.
-_SUFFIX_RE = re.compile(r"[a-z0-9][a-z0-9._=-]{0,63}")
+from bridge.domain.marketplaces.protocol import GENERIC_LOCAL_RE, address_domain, split_alias
+from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 
 # Reply prefixes of common clients (en, de, fr, es, it, nl/nordic), optionally
 # counted ("Re[2]:", "AW(3):"), with ASCII or full-width colon, and our own
@@ -33,15 +25,10 @@ _PREFIX_RE = re.compile(
 _TAG_RE = re.compile(r"\s*\[MB-\d+\]\s*", re.IGNORECASE)
 
 
-def relay_family(domain: str) -> str:
-    """"amazon", "walmart", "ebay" or "other" for a relay domain (lowercased)."""
-    if domain.startswith("marketplace.amazon."):
-        return "amazon"
-    if domain == "relay.walmart.com":
-        return "walmart"
-    if domain.startswith("members.ebay."):
-        return "ebay"
-    return "other"
+def relay_family(domain: str, marketplaces: Registry = DEFAULT_REGISTRY) -> str:
+    """"amazon", "walmart", "ebay" (the marketplace's family) or "other" for a relay domain (lowercased)."""
+    marketplace = marketplaces.for_relay_domain(domain)
+    return marketplace.family if marketplace is not None else "other"
 
 
 def base_alias(address: str) -> str:
@@ -51,29 +38,26 @@ def base_alias(address: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)   # classification asks about the same sender several times
-def split_relay_address(addr: str, relay_domains: frozenset[str]) -> tuple[str, str | None] | None:
+def split_relay_address(addr: str, relay_domains: frozenset[str],
+                        marketplaces: Registry = DEFAULT_REGISTRY) -> tuple[str, str | None] | None:
     """Split a relay address into (base alias, case suffix).
 
     ``"ABC12345+Case9@marketplace.amazon.com"`` -> ``("abc12345@marketplace.amazon.com", "case9")``.
     Returns ``None`` when ``addr`` is not a relay address: the domain must be
     *exactly* one of ``relay_domains`` (``marketplace.amazon.com.evil.example``
     and ``evil-marketplace.amazon.com`` are not relays) and the local part must
-    have the marketplace's alias shape. Input is lowercased first.
+    have the alias shape of the marketplace that owns the domain (see
+    :meth:`~bridge.domain.marketplaces.protocol.Marketplace.split_alias`); a
+    domain no marketplace owns (one an operator configured) takes any plain
+    dot-atom local part. Input is lowercased first.
     """
-    addr = addr.strip().lower()
-    local, at, domain = addr.rpartition("@")
-    if not at or not local or domain not in relay_domains:
+    domain = address_domain(addr)
+    if domain not in relay_domains:
         return None
-    base, plus, suffix = local.partition("+")
-    if plus and suffix and not _SUFFIX_RE.fullmatch(suffix):
-        return None
-    family = relay_family(domain)
-    pattern = (_AMAZON_LOCAL_RE if family == "amazon"
-               else _WALMART_LOCAL_RE if family == "walmart"
-               else _GENERIC_LOCAL_RE)
-    if not pattern.fullmatch(base):
-        return None
-    return f"{base}@{domain}", (suffix or None)
+    marketplace = marketplaces.for_relay_domain(domain)
+    if marketplace is None:
+        return split_alias(addr, relay_domains, GENERIC_LOCAL_RE)
+    return marketplace.split_alias(addr)
 
 
 def conversation_key(buyer_alias: str, order_id: str | None) -> str:

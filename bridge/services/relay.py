@@ -165,7 +165,8 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
                           for f in files),
     )
     decision = guard.check(conn, account=s.name, draft=draft, buyer_alias=original.buyer_address,
-                           buyer_original_text=original.text, now=now, config=acct.policy)
+                           buyer_original_text=original.text, now=now, config=acct.policy,
+                           buyer_message_at=original.sent_date)
     content_blocks = [f for f in decision.blocking if f.rule != "attachments_within_limits"]
     audit = dict(account=s.name, now=now, category="reply", findings=decision.findings,
                  evaluated=decision.evaluated, buyer=guard.base_alias(original.buyer_address),

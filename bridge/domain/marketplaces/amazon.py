@@ -1,6 +1,8 @@
-"""Amazon Buyer-Seller Messaging: extraction and fingerprints (pure data + functions).
+"""Amazon Buyer-Seller Messaging: sites, extraction and fingerprints (pure data + functions).
 
-What is in here, and how sure it is (see shared DOMAIN.md):
+:data:`AMAZON` is the :class:`~bridge.domain.marketplaces.protocol.Marketplace`
+generic code reaches through the registry; the module functions below are its
+layouts. What is in here, and how sure it is (see shared DOMAIN.md):
 
 - order ids, ``[commMgrTok:...]``, the English Begin/End message markers, the
   HTML notification's ``<pre>`` block, the customer-service relay labels, the
@@ -9,23 +11,74 @@ What is in here, and how sure it is (see shared DOMAIN.md):
 - every localised marker, subject and fingerprint below is marked
   ``verified=False``: our best rendering of Amazon's wording. They widen what we
   recognise; tests must not treat them as gospel, and a wrong one costs only a
-  missed match (the mail then falls through to a later rule and reaches staff).
+  missed match (the mail then falls through to a later rule and reaches staff);
+- the sites' time zones, the display-name suffix " - Marketplace" and the
+  notification sub-domains are ours, unverified, and fields of :class:`Amazon`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bridge.domain.marketplaces import AMAZON_TLDS
+from bridge.domain.marketplaces import layout
 from bridge.domain.marketplaces.layout import (
     between_markers,
     clean_block,
     marker_regex,
     pre_blocks,
-    search_marker,
     squash,
 )
+from bridge.domain.marketplaces.protocol import (
+    AttachmentRules,
+    LocalisedText,
+    MarketplaceFields,
+    ReplyRules,
+    Site,
+    UndeliveredNotice,
+    split_alias,
+)
+
+# --------------------------------------------------------------------------- sites
+
+AMAZON_TLDS = (
+    "com", "ca", "com.mx", "com.br", "co.uk", "de", "fr", "it", "es", "nl", "se", "pl",
+    "com.be", "ie", "com.tr", "ae", "sa", "eg", "in", "sg", "com.au", "co.jp",
+)
+
+# The language a site's buyers write in by default (DOMAIN.md: proactive mail
+# must be in the buyer's language; templates are chosen by it later).
+_LANGUAGE = {
+    "com": "en", "ca": "en", "com.mx": "es", "com.br": "pt", "co.uk": "en", "de": "de",
+    "fr": "fr", "it": "it", "es": "es", "nl": "nl", "se": "sv", "pl": "pl", "com.be": "fr",
+    "ie": "en", "com.tr": "tr", "ae": "en", "sa": "ar", "eg": "ar", "in": "en", "sg": "en",
+    "com.au": "en", "co.jp": "ja",
+}
+# Each site's time zone. *Unverified*: DOMAIN.md names none. This is the site's
+# local time (Seller Central US reports in Pacific time); replace the Site to change it.
+_TIME_ZONE = {
+    "com": "America/Los_Angeles", "ca": "America/Los_Angeles", "com.mx": "America/Mexico_City",
+    "com.br": "America/Sao_Paulo", "co.uk": "Europe/London", "de": "Europe/Berlin", "fr": "Europe/Paris",
+    "it": "Europe/Rome", "es": "Europe/Madrid", "nl": "Europe/Amsterdam", "se": "Europe/Stockholm",
+    "pl": "Europe/Warsaw", "com.be": "Europe/Brussels", "ie": "Europe/Dublin", "com.tr": "Europe/Istanbul",
+    "ae": "Asia/Dubai", "sa": "Asia/Riyadh", "eg": "Africa/Cairo", "in": "Asia/Kolkata",
+    "sg": "Asia/Singapore", "com.au": "Australia/Sydney", "co.jp": "Asia/Tokyo",
+}
+SITES: tuple[Site, ...] = tuple(
+    Site(f"amazon.{tld}", "amazon", (f"marketplace.amazon.{tld}",), _LANGUAGE[tld], _TIME_ZONE[tld])
+    for tld in AMAZON_TLDS
+)
+
+# Buyer-Seller Messaging attachment limits (DOMAIN.md "Replying"): up to 10 MB;
+# SP-API's 5 attachments as a conservative bound. The allowed types are
+# *unverified* (DOMAIN.md: allow pdf, jpg/jpeg, png, gif, txt by default, configurable).
+ATTACHMENT_TYPES = ("pdf", "jpg", "jpeg", "png", "gif", "txt")   # file name extensions
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024                           # all attachments of one message together
+MAX_ATTACHMENTS = 5
+
+# "<8-32 lowercase letters/digits>@marketplace.amazon.<tld>" (DOMAIN.md), optionally
+# "+<case id>" (mostly seen in To/Cc/Reply-To); the part before "+" is the buyer.
+ALIAS_LOCAL_RE = re.compile(r"[a-z0-9]{8,32}")
 
 # --------------------------------------------------------------------------- identifiers
 
@@ -41,13 +94,6 @@ COMM_MGR_TOK_RE = re.compile(r"\[\s*commMgrTok\s*:\s*([A-Za-z0-9_-]{4,64})\s*\]"
 # ASINs are 10 characters: "B0" + 8 alphanumerics, or an ISBN-10 for books.
 # (Starts with the literal so the regex engine can skip ahead quickly.)
 ASIN_RE = re.compile(r"ASIN\s*[:：]\s*([A-Z0-9]{10})(?![A-Za-z0-9])")
-
-
-@dataclass(frozen=True)
-class LocalisedText:
-    language: str
-    text: str
-    verified: bool
 
 
 # --------------------------------------------------------------------------- message markers
@@ -195,16 +241,6 @@ def notice_topic(subject: str) -> str | None:
 
 # --------------------------------------------------------------------------- not delivered / opted out
 
-@dataclass(frozen=True)
-class UndeliveredNotice:
-    """Amazon told the seller a message did not reach the buyer."""
-
-    reason: str        # "opted_out" | "guidelines" | "restricted" | "not_delivered"
-    language: str
-    phrase: str        # the fingerprint that matched
-    verified: bool
-
-
 # Order matters: the most specific reason first ("unable to deliver ...
 # because the buyer has chosen to opt out" is an opt-out, not a generic failure).
 UNDELIVERED_FINGERPRINTS: tuple[tuple[str, LocalisedText], ...] = tuple(
@@ -243,43 +279,17 @@ UNDELIVERED_FINGERPRINTS: tuple[tuple[str, LocalisedText], ...] = tuple(
         ("not_delivered", "ja", "送信されたメッセージを配信できませんでした", False),
     )
 )
-_SQUASHED_FINGERPRINTS = tuple((reason, lt, squash(lt.text)) for reason, lt in UNDELIVERED_FINGERPRINTS)
+_SQUASHED_FINGERPRINTS = tuple((reason, squash(lt.text)) for reason, lt in UNDELIVERED_FINGERPRINTS)
 
-# Where quoted history starts in a reply: nothing below it is this mail's own text.
-_QUOTE_START_RE = re.compile(
-    r"^[ \t]*(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
-    r"|Messaggio originale|Forwarded message)\s*-{2,}"
-    r"|On\b.{0,300}\bwrote:[ \t]*$|Am\b.{0,300}\bschrieb.{0,100}:[ \t]*$|Le\b.{0,300}\ba écrit[ \t]*:[ \t]*$)",
-    re.MULTILINE | re.IGNORECASE,
-)
-_QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+# Shared with every marketplace (bridge.domain.marketplaces.layout); the old names stay.
+_QUOTE_START_RE = layout.QUOTE_START_RE
+_may_start_quote = layout.may_start_quote
 
 
 def notice_region(text: str, buyer_text: str | None) -> str:
     """The part of ``text`` Amazon itself wrote: buyer words (between markers or
     as extracted), ``>``-quoted lines and quoted history removed."""
-    if buyer_text:
-        text = text.replace(buyer_text, "")
-    begin = search_marker(BEGIN_MARKER_RE, text)
-    if begin is not None:
-        end = search_marker(END_MARKER_RE, text, begin.end())
-        text = text[:begin.start()] + (text[end.end():] if end else "")
-    quote = _QUOTE_START_RE.search(text) if _may_start_quote(text) else None
-    if quote is not None:
-        text = text[:quote.start()]
-    return _QUOTED_LINE_RE.sub("", text) if ">" in text else text
-
-
-def _may_start_quote(text: str) -> bool:
-    """False only where _QUOTE_START_RE cannot match: ASCII text (where its case-insensitive
-    matching is lowercasing) with none of "--", "wrote:", "schrieb" (its "a écrit" is not
-    ASCII). A test keeps the two in step."""
-    if not text.isascii():
-        return True
-    if "--" in text:
-        return True
-    lowered = text.lower()
-    return "wrote:" in lowered or "schrieb" in lowered
+    return layout.notice_region(text, buyer_text, (BEGIN_MARKER_RE, END_MARKER_RE))
 
 
 def find_undelivered_notice(text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
@@ -289,25 +299,14 @@ def find_undelivered_notice(text: str, buyer_text: str | None = None) -> Undeliv
     unverified). Words a buyer wrote, and quoted history, are ignored: a buyer
     saying "I opted out" is not a notice.
     """
-    region = squash(notice_region(text, buyer_text))
-    if not region:
+    index = layout.first_fingerprint(notice_region(text, buyer_text), _SQUASHED_FINGERPRINTS)
+    if index is None:
         return None
-    for reason, lt, phrase in _SQUASHED_FINGERPRINTS:
-        if phrase in region:
-            return UndeliveredNotice(reason, lt.language, lt.text, lt.verified)
-    return None
+    reason, lt = UNDELIVERED_FINGERPRINTS[index]
+    return UndeliveredNotice(reason, lt.language, lt.text, lt.verified, "amazon")
 
 
 # --------------------------------------------------------------------------- all fields at once
-
-@dataclass(frozen=True)
-class MarketplaceFields:
-    order_id: str | None = None
-    comm_mgr_tok: str | None = None
-    buyer_text: str | None = None
-    buyer_name: str | None = None
-    asins: tuple[str, ...] = ()
-
 
 def find_order_id(subject: str, text: str, html: str | None = None) -> str | None:
     """The order id: from the subject, else a labelled body line, else the first one in the body."""
@@ -394,3 +393,56 @@ def extract_fields(*, subject: str, text: str, html: str | None,
 
 def _normalise_order_id(order_id: str) -> str:
     return order_id.upper()
+
+
+# --------------------------------------------------------------------------- the Marketplace
+
+@dataclass(frozen=True)
+class Amazon:
+    """Amazon Buyer-Seller Messaging as a :class:`~bridge.domain.marketplaces.protocol.Marketplace`.
+
+    The layouts and fingerprints are the module's functions above; the fields are
+    the facts that may need changing without touching them.
+    """
+
+    sites: tuple[Site, ...] = SITES
+    notification_domains: frozenset[str] = NOTIFICATION_DOMAINS
+    # DOMAIN.md "Replying": reply on the buyer's thread with the original included;
+    # no reply window is stated.
+    reply: ReplyRules = ReplyRules(quote_original=True, reply_window=None)
+    attachments: AttachmentRules = AttachmentRules(ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS,
+                                                   verified=False)
+    # Links to Amazon's own sites (the buyer's order page, the returns centre) do not lead off the platform.
+    link_domains: tuple[str, ...] = tuple(f"amazon.{tld}" for tld in AMAZON_TLDS)
+    # "Jane - Amazon Marketplace" (DOMAIN.md); the shorter form is our guess.
+    display_name_suffixes: tuple[str, ...] = (" - Amazon Marketplace", " - Marketplace")
+    lookalike_words: tuple[str, ...] = ("amazon", "marketplace")
+    alias_local_re: re.Pattern[str] = ALIAS_LOCAL_RE
+    family: str = field(default="amazon", init=False)
+    name: str = field(default="Amazon", init=False)
+    relay_domains: frozenset[str] = field(init=False, repr=False, compare=False)
+    languages: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "relay_domains", frozenset(d for s in self.sites for d in s.relay_domains))
+        known = [lt.language for _, lt in UNDELIVERED_FINGERPRINTS] + [s.language for s in self.sites]
+        object.__setattr__(self, "languages", tuple(dict.fromkeys(known)))
+
+    def split_alias(self, address: str) -> tuple[str, str | None] | None:
+        return split_alias(address, self.relay_domains, self.alias_local_re)
+
+    def extract_fields(self, *, subject: str, text: str, html: str | None,
+                       from_addr: str = "", from_name: str = "") -> MarketplaceFields:
+        return extract_fields(subject=subject, text=text, html=html, from_addr=from_addr, from_name=from_name)
+
+    def find_order_id(self, subject: str, text: str) -> str | None:
+        return find_order_id(subject, text)
+
+    def notice_topic(self, subject: str) -> str | None:
+        return notice_topic(subject)
+
+    def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
+        return find_undelivered_notice(text, buyer_text)
+
+
+AMAZON = Amazon()

@@ -91,3 +91,60 @@ def squash(text: str) -> str:
     if text.isascii():   # the usual case, 7 times quicker: no quotes to map, casefold() is lower()
         return "".join(text.lower().split())
     return _SPACE_RE.sub("", text.translate(_QUOTES).casefold())
+
+
+# --------------------------------------------------------------------------- notice regions and fingerprints
+
+# Where quoted history starts in a reply: nothing below it is this mail's own text.
+QUOTE_START_RE = re.compile(
+    r"^[ \t]*(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
+    r"|Messaggio originale|Forwarded message)\s*-{2,}"
+    r"|On\b.{0,300}\bwrote:[ \t]*$|Am\b.{0,300}\bschrieb.{0,100}:[ \t]*$|Le\b.{0,300}\ba écrit[ \t]*:[ \t]*$)",
+    re.MULTILINE | re.IGNORECASE,
+)
+_QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+
+
+def may_start_quote(text: str) -> bool:
+    """False only where QUOTE_START_RE cannot match: ASCII text (where its case-insensitive
+    matching is lowercasing) with none of "--", "wrote:", "schrieb" (its "a écrit" is not
+    ASCII). A test keeps the two in step."""
+    if not text.isascii():
+        return True
+    if "--" in text:
+        return True
+    lowered = text.lower()
+    return "wrote:" in lowered or "schrieb" in lowered
+
+
+def notice_region(text: str, buyer_text: str | None,
+                  markers: tuple[re.Pattern[str], re.Pattern[str]] | None = None) -> str:
+    """The part of ``text`` the marketplace itself wrote: the buyer's words (as
+    extracted, and between the ``markers`` begin/end lines when given), ``>``-quoted
+    lines and quoted history removed."""
+    if buyer_text:
+        text = text.replace(buyer_text, "")
+    if markers is not None:
+        begin = search_marker(markers[0], text)
+        if begin is not None:
+            end = search_marker(markers[1], text, begin.end())
+            text = text[:begin.start()] + (text[end.end():] if end else "")
+    quote = QUOTE_START_RE.search(text) if may_start_quote(text) else None
+    if quote is not None:
+        text = text[:quote.start()]
+    return _QUOTED_LINE_RE.sub("", text) if ">" in text else text
+
+
+def first_fingerprint(region: str, fingerprints: tuple[tuple[str, str], ...]) -> int | None:
+    """Index of the first ``(reason, squashed phrase)`` whose phrase is in ``squash(region)``, else ``None``.
+
+    Fingerprints are compared squashed (see :func:`squash`): line wrapping and
+    CJK text without spaces match alike. Order them most specific first.
+    """
+    squashed = squash(region)
+    if not squashed:
+        return None
+    for index, (_reason, phrase) in enumerate(fingerprints):
+        if phrase in squashed:
+            return index
+    return None

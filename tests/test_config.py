@@ -880,3 +880,10 @@ def test_known_keys_are_exactly_what_the_parser_accepts() -> None:
         assert set(KNOWN_KEYS[table]) == set(data[table])
     parse(data)
 
+
+
+@pytest.mark.parametrize("rule,mode", [("no_links", "off"), ("reply_within_window", "block"),
+                                       ("reply_within_window", "off")])
+def test_any_policy_rule_can_be_set_including_marketplace_rules(rule: str, mode: str) -> None:
+    settings = parse(mutated(put("policy.rules", {rule: mode})))
+    assert dict(settings.policy.rules)[rule] == mode

@@ -37,13 +37,13 @@ this order (each rule has a name, reported in ``ReplyText.cut_at``/``hits``):
    Android", "Von meinem iPhone gesendet", "iPhoneから送信"...). Sign-offs
    such as "Best regards, Anna" are the staff's words and stay.
 
-HTML-only replies (empty ``text``) are converted by a small stdlib converter
-that first drops the client's quote containers (Gmail ``gmail_quote``,
-Outlook ``divRplyFwdMsg``/``appendonsend``, Yahoo ``yahoo_quoted``: cut with
-everything after them; ``<blockquote>``: removed, left as a ">" line so the
-text rules see where the quote was), ``<style>``/``<script>`` and the
-signature blocks Gmail and Thunderbird mark (``gmail_signature``,
-``moz-signature``); links become "text (url)".
+HTML-only replies (empty ``text``) are rendered by the project's one HTML
+converter (:mod:`bridge.domain.htmltext`), told to cut at the client's quote
+container (Gmail ``gmail_quote``, Outlook ``divRplyFwdMsg``/``appendonsend``,
+Yahoo ``yahoo_quoted``: the rule is ``html_*``), to leave out the signature
+blocks Gmail and Thunderbird mark (``gmail_signature``, ``moz-signature``),
+and to leave each ``<blockquote>`` as one ">" line so the text rules see where
+the quote was; links become "text <url>".
 
 Everything runs in linear time: the text is split into lines once, every
 pattern looks at one line (or a join of at most three) of bounded length,
@@ -68,11 +68,12 @@ header (so "pl" is not passed); and it knows nothing of our marker.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from html import unescape
 
 from mailparser_reply import EmailReplyParser
 
+from bridge.domain import htmltext
 from bridge.domain.compose import MARKER
 
 __all__ = ["ReplyText", "extract_reply"]
@@ -602,29 +603,10 @@ def _extract(doc: _Doc, hits: list[str], html_cut: str | None, html_signature: b
 
 # --------------------------------------------------------------------------
 # HTML-only replies
-#
-# A small tokenizer of our own rather than html.parser: CPython's parser goes
-# quadratic on some unterminated input ("<!--" repeated, "</" repeated), and
-# a reply must be handled in linear time whatever it contains. Every pattern
-# below is bounded and never scans past the next "<" outside quotes.
 
-_HTML_TOKEN = re.compile(
-    r"<!--"
-    r"|<(/?)([a-zA-Z][^\s/<>]{0,64})((?:[^<>\"']|\"[^\"]{0,4096}\"|'[^']{0,4096}'){0,4096})>"
-    r"|<[!?][^<>]{0,4096}>"
-)
-_HTML_ATTR = re.compile(r"""([^\s=/"']+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
-_RAW_TEXT_TAGS = frozenset({"style", "script", "title", "template", "xml"})
-_BLOCK_TAGS = frozenset({
-    "div", "ul", "ol", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
-    "section", "article", "header", "footer", "address", "dl", "dt", "dd", "center",
-    "form", "fieldset", "figure", "main", "nav", "aside", "body", "html", "hr",
-})
-_WHITESPACE = re.compile(r"[ \t\n\r\f]+")
-_BLANK_RUNS = re.compile(r"\n{3,}")
-
-
-def _quote_container(attrs: dict[str, str]) -> str | None:
+def _quote_container(tag: str, attrs: Mapping[str, str]) -> str | None:
+    """The rule for a mail client's container of the quoted thread: the
+    reply's own words end where it starts."""
     classes = attrs.get("class", "").lower().split()
     element_id = attrs.get("id", "").lower()
     if "gmail_quote" in classes or "gmail_quote_container" in classes:
@@ -638,203 +620,13 @@ def _quote_container(attrs: dict[str, str]) -> str | None:
     return None
 
 
-def _signature_container(attrs: dict[str, str]) -> bool:
+def _signature_container(tag: str, attrs: Mapping[str, str]) -> bool:
     classes = attrs.get("class", "").lower().split()
     return "gmail_signature" in classes or "moz-signature" in classes
 
 
-class _HtmlText:
-    """HTML -> readable text, no markdown: blocks and <br> to line breaks,
-    links "text (url)", quote containers cut, blockquotes left as ">"."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.cut: str | None = None
-        self.signature = False
-        self._line_start = True
-        self._space = False
-        self._skip_tag: str | None = None
-        self._skip_depth = 0
-        self._pre = 0
-        self._links: list[tuple[str, int]] = []
-        self._lists: list[int | None] = []
-        self._paragraphs: list[bool] = []   # open <p>: tight (MsoNormal) or not
-
-    def feed(self, html: str) -> None:
-        pos, n = 0, len(html)
-        while pos < n and self.cut is None:
-            lt = html.find("<", pos)
-            if lt == -1:
-                self.data(unescape(html[pos:]))
-                return
-            if lt > pos:
-                self.data(unescape(html[pos:lt]))
-            token = _HTML_TOKEN.match(html, lt)
-            if token is None:   # a "<" that starts no tag is text
-                following = html.find("<", lt + 1)
-                following = n if following == -1 else following
-                self.data(unescape(html[lt:following]))
-                pos = following
-                continue
-            pos = token.end()
-            if token.group(0) == "<!--":
-                close = html.find("-->", pos)
-                pos = n if close == -1 else close + 3
-                continue
-            name = token.group(2)
-            if name is None:   # <!DOCTYPE>, <![if ...]>, <?xml ...?>
-                continue
-            tag = name.lower()
-            if token.group(1):
-                self.endtag(tag)
-                continue
-            attributes = token.group(3)
-            self.starttag(tag, _attributes(attributes))
-            if tag in _RAW_TEXT_TAGS:
-                close_at = re.compile(rf"</{tag}\s*>", re.IGNORECASE).search(html, pos)
-                pos = n if close_at is None else close_at.end()
-                self.endtag(tag)
-            elif attributes.rstrip().endswith("/"):
-                self.endtag(tag)
-
-    # output helpers
-    def _write(self, text: str) -> None:
-        self.parts.append(text)
-        self._line_start = text.endswith("\n")
-        self._space = text.endswith(" ")
-
-    def _break(self) -> None:
-        if not self._line_start:
-            self._write("\n")
-
-    def _paragraph(self) -> None:
-        self._break()
-        if self.parts and not "".join(self.parts[-2:]).endswith("\n\n"):
-            self._write("\n")
-
-    # events
-    def starttag(self, tag: str, attrs: dict[str, str]) -> None:
-        if self.cut is not None:
-            return
-        if self._skip_tag is not None:
-            if tag == self._skip_tag:
-                self._skip_depth += 1
-            return
-        container = _quote_container(attrs)
-        if container is not None:
-            self.cut = container
-            return
-        if tag in _RAW_TEXT_TAGS or tag == "blockquote" or _signature_container(attrs):
-            self._skip_tag, self._skip_depth = tag, 1
-            if tag == "blockquote":
-                self._break()
-                self._write(">\n")
-            elif tag not in _RAW_TEXT_TAGS:
-                self.signature = True
-            return
-        if tag == "br":
-            self._write("\n")
-        elif tag == "p":
-            # Outlook writes every line as <p class=MsoNormal> without margins.
-            tight = "msonormal" in attrs.get("class", "").lower()
-            self._paragraphs.append(tight)
-            if tight:
-                self._break()
-            else:
-                self._paragraph()
-        elif tag == "li":
-            self._break()
-            if self._lists and self._lists[-1] is not None:
-                number = (self._lists[-1] or 0) + 1
-                self._lists[-1] = number
-                self._write(f"{number}. ")
-            else:
-                self._write("- ")
-        elif tag in ("td", "th"):
-            if not self._line_start and not self._space:
-                self._write(" ")
-        elif tag == "a":
-            self._links.append((attrs.get("href", "").strip(), len(self.parts)))
-        elif tag in _BLOCK_TAGS:
-            self._break()
-            if tag == "pre":
-                self._pre += 1
-            elif tag == "ol":
-                self._lists.append(0)
-            elif tag == "ul":
-                self._lists.append(None)
-
-    def endtag(self, tag: str) -> None:
-        if self.cut is not None:
-            return
-        if self._skip_tag is not None:
-            if tag == self._skip_tag:
-                self._skip_depth -= 1
-                if self._skip_depth == 0:
-                    self._skip_tag = None
-            return
-        if tag == "p":
-            if self._paragraphs and self._paragraphs.pop():
-                self._break()
-            else:
-                self._paragraph()
-        elif tag == "a" and self._links:
-            href, start = self._links.pop()
-            # Bounded, so thousands of nested unclosed links stay linear.
-            label = "".join(self.parts[max(start, len(self.parts) - 200):]).strip()
-            addition = _link_suffix(href, label)
-            if addition:
-                self._write(addition)
-        elif tag in _BLOCK_TAGS or tag == "li":
-            self._break()
-            if tag == "pre" and self._pre:
-                self._pre -= 1
-            elif tag in ("ol", "ul") and self._lists:
-                self._lists.pop()
-
-    def data(self, data: str) -> None:
-        if self.cut is not None or self._skip_tag is not None or not data:
-            return
-        if self._pre:
-            self._write(data.replace("\r\n", "\n").replace("\r", "\n"))
-            return
-        text = _WHITESPACE.sub(" ", data)
-        if self._line_start or self._space:
-            text = text.lstrip(" ")
-        if text:
-            self._write(text)
-
-
-def _attributes(source: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for match in _HTML_ATTR.finditer(source):
-        name = match.group(1).lower()
-        if name not in values:
-            value = match.group(2) or match.group(3) or match.group(4) or ""
-            values[name] = unescape(value)
-    return values
-
-
-def _link_suffix(href: str, label: str) -> str:
-    """What to add after a link's text so the address stays readable."""
-    low = href.lower()
-    if not href or low.startswith(("#", "javascript:", "cid:", "data:")):
-        return ""
-    target = href[7:].split("?")[0] if low.startswith("mailto:") else href
-    if not label:
-        return target
-    if target.rstrip("/") in label or label.rstrip("/") in (target.rstrip("/"), href):
-        return ""
-    return f" ({target})"
-
-
-_HTML_SPACES = str.maketrans({"\xa0": " ", "\u202f": " ", "\u200b": None, "\ufeff": None})
-
-
 def _html_to_text(html: str) -> tuple[str, str | None, bool]:
     """(text, quote container cut or None, signature block removed)."""
-    converter = _HtmlText()
-    converter.feed(html)
-    text = "".join(converter.parts)
-    lines = [line.translate(_HTML_SPACES).rstrip() for line in text.split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip("\n"), converter.cut, converter.signature
+    rendered = htmltext.to_text(html, cut_before=_quote_container, leave_out=_signature_container,
+                                quotes_as_marker=True)
+    return rendered.text, rendered.cut_by, rendered.left_out

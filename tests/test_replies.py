@@ -9,7 +9,7 @@
 - mail-parser-reply findings: what the library gets right (we rely on it as
   a second opinion) and wrong (why our own rules come first). These pin
   mail-parser-reply 1.36; if one fails after an upgrade, re-check the
-  finding and the notes in bridge/replies.py.
+  finding and the notes in bridge/domain/replies/library.py.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ _ORIGINAL_MESSAGE = frozenset({
     "original message", "ursprüngliche nachricht", "original-nachricht", "originalnachricht",
     "message d'origine", "message original", "mensaje original", "messaggio originale",
     "元のメッセージ", "オリジナル メッセージ", "forwarded message",
+    # Outlook in Danish, Swedish and Dutch (mail-parser-reply's "da" rules miss
+    # the Danish one: ../shared/realmail mail_parser_reply/email_danish_4.txt).
+    "oprindelig meddelelse", "ursprungligt meddelande", "oorspronkelijk bericht",
 })
 
 # Outlook header-block keys (lower case) -> what they say.

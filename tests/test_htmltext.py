@@ -57,6 +57,6 @@ def test_hostile_markup_stays_linear(unit: str) -> None:
     # html.parser (under the old converter of parse.py) re-scanned the rest of
     # the input for each unterminated "<!--": 35 s for 200 kB, minutes for 500 kB.
     html = unit * (500_000 // len(unit))
-    started = time.perf_counter()
+    started = time.process_time()
     to_text(html)
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10

@@ -9,7 +9,7 @@
 - mail-parser-reply findings: what the library gets right (we rely on it as
   a second opinion) and wrong (why our own rules come first). These pin
   mail-parser-reply 1.36; if one fails after an upgrade, re-check the
-  finding and the notes in bridge/replies.py.
+  finding and the notes in bridge/domain/replies/library.py.
 """
 
 from __future__ import annotations
@@ -226,6 +226,9 @@ def test_marker_below_quote_header_and_quoted_is_cut_at_the_header() -> None:
     ("-----Message d\u2019origine-----", "original_message"),
     ("-----Mensaje original-----", "original_message"),
     ("-----Messaggio originale-----", "original_message"),
+    ("-----Oprindelig meddelelse-----", "original_message"),
+    ("-----Ursprungligt meddelande-----", "original_message"),
+    ("-----Oorspronkelijk bericht-----", "original_message"),
     ("From: Acme <a@acme.example>\nSent: Monday\nTo: Anna\nSubject: x", "outlook_header_block"),
     ("From: Acme <a@acme.example>\nDate: Monday\nTo: Anna", "outlook_header_block"),
     ("*From:* Acme\n*Sent:* Monday\n*To:* Anna\n*Subject:* x", "outlook_header_block"),
@@ -341,10 +344,11 @@ def test_html_used_when_text_is_blank() -> None:
     ("One<br>Two<br/>Three", "One\nTwo\nThree"),
     ("<div>One</div><div><br></div><div>Two</div>", "One\n\nTwo"),
     ("<b>Bold</b> and <i>italic</i> and <u>under</u>", "Bold and italic and under"),
-    ('<a href="https://x.example/t?id=1">track</a>', "track (https://x.example/t?id=1)"),
+    ('<a href="https://x.example/t?id=1">track</a>', "track <https://x.example/t?id=1>"),
     ('<a href="https://x.example/">https://x.example/</a>', "https://x.example/"),
     ('<a href="mailto:a@x.example">a@x.example</a>', "a@x.example"),
-    ('<a href="mailto:a@x.example">write us</a>', "write us (a@x.example)"),
+    ('<a href="mailto:a@x.example">write us</a>', "write us <a@x.example>"),
+    ('<div>Answer</div><div>Get <a href="https://aka.ms/o0ukef">Outlook for iOS</a></div>', "Answer"),
     ("<style>p {color: red}</style><script>alert(1)</script><p>Text</p>", "Text"),
     ("<head><title>T</title></head><body>Text</body>", "Text"),
     ("<ul><li>one</li><li>two</li></ul>", "- one\n- two"),
@@ -591,11 +595,13 @@ BIG_INPUTS: dict[str, tuple[str, str | None]] = {
 def test_two_megabytes_finish_quickly(name: str) -> None:
     text, html = BIG_INPUTS[name]
     assert len(text or html or "") >= TWO_MB
-    started = time.perf_counter()
+    # CPU time of this process: on a machine shared with other test runs the
+    # wall clock measured the neighbours (html_nested_lists: 6 s CPU, 15.6 s wall).
+    started = time.process_time()
     result = extract_reply(text, html)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     _assert_clean(result)
-    assert elapsed < 15, f"{name}: {elapsed:.1f}s (measured ~0.1-2.6s: something went quadratic)"
+    assert elapsed < 15, f"{name}: {elapsed:.1f}s CPU (measured ~0.1-7s: something went quadratic)"
 
 
 # --------------------------------------------------------------------------

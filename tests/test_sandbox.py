@@ -261,7 +261,8 @@ def test_recreate_folder_changes_uidvalidity_and_keeps_messages(
 def test_missing_dovecot_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, euid: int, hint: str
 ) -> None:
-    monkeypatch.setattr(sandbox, "find_dovecot", lambda: None)
+    # DovecotServer.start() looks the binary up in its own module.
+    monkeypatch.setattr("bridge.sandbox.dovecot.find_dovecot", lambda: None)
     monkeypatch.setattr(os, "geteuid", lambda: euid)
     assert not sandbox.dovecot_available()
     server = DovecotServer({})

@@ -25,9 +25,8 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
-from html import unescape
-from html.parser import HTMLParser
 
+from bridge.domain import htmltext
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 
 
@@ -93,8 +92,8 @@ _ENVELOPE_HEADERS = frozenset({
 # To/Cc are read from every occurrence: a duplicated To header is a defect we tolerate.
 _LIST_HEADERS = frozenset({"to", "cc"})
 
-# Past this size HTML is cut before text conversion: the pure-Python HTML
-# parser is linear but slow, and nobody reads megabytes of markup as text.
+# Past this size HTML is cut before text conversion: the converter is linear
+# but pure Python, and nobody reads megabytes of markup as text.
 HTML_TEXT_LIMIT = 2 * 1024 * 1024
 _MAX_DEFECTS = 30
 
@@ -102,7 +101,6 @@ _MAX_DEFECTS = 30
 # mbox "From " separator line, must start the message.
 _FIRST_LINE_RE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|From ")
 _FOLD_RE = re.compile(r"\r?\n[ \t]*|\r")
-_WS_RE = re.compile(r"\s+")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 _BAD_ADDR_RE = re.compile(r"[\s<>()\[\],;\\\x00-\x1f\x7f]")
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
@@ -635,97 +633,12 @@ def _dedupe(items: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- HTML -> text
 
-_BLOCK_TAGS = frozenset({
-    "p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-    "blockquote", "hr", "section", "article", "header", "footer", "dl", "dt", "dd", "center",
-    "form", "address", "figure", "figcaption", "main", "nav", "aside", "tbody", "thead",
-})
-_SKIP_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
-_CELL_TAGS = frozenset({"td", "th"})
-
-
-class _TextExtractor(HTMLParser):
-    """A small HTML-to-text converter: block structure as newlines, whitespace
-    collapsed outside ``<pre>``, ``<pre>`` content kept verbatim, link targets
-    shown in angle brackets after the link text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-        self._pre = 0
-        self._href: list[str | None] = []
-        self._link_start: list[int] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag == "pre":
-            self._pre += 1
-            self.out.append("\n")
-        elif tag in _BLOCK_TAGS:
-            self.out.append("\n")
-            if tag == "li":
-                self.out.append("- ")
-        elif tag in _CELL_TAGS:
-            if self.out and not self.out[-1].endswith(("\n", " ")):
-                self.out.append(" ")
-        elif tag == "a":
-            self._href.append(dict(attrs).get("href"))
-            self._link_start.append(len(self.out))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag == "pre":
-            self._pre = max(0, self._pre - 1)
-            self.out.append("\n")
-        elif tag in _BLOCK_TAGS:
-            self.out.append("\n")
-        elif tag == "a" and self._href:
-            href = self._href.pop()
-            start = self._link_start.pop()
-            label = "".join(self.out[start:]).strip()
-            if href and href.startswith(("http://", "https://")) and href != label:
-                self.out.append(f" <{href}>")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        if self._pre:
-            self.out.append(data)
-            return
-        collapsed = _WS_RE.sub(" ", data)
-        if not self.out or self.out[-1].endswith("\n"):
-            collapsed = collapsed.lstrip(" ")
-        if collapsed:
-            self.out.append(collapsed)
-
-    def text(self) -> str:
-        lines = [line.rstrip() for line in "".join(self.out).split("\n")]
-        return _BLANK_RUN_RE.sub("\n\n", "\n".join(lines)).strip("\n")
-
-
-_TAG_RE = re.compile(r"<[^>]*>")
-_BLANK_RUN_RE = re.compile(r"\n{3,}")
-
 
 def html_to_text(html: str, defects: list[str] | None = None) -> str:
-    """Render HTML as readable plain text (``<pre>`` kept verbatim). Never raises."""
+    """Render an HTML body as readable plain text (see :mod:`bridge.domain.htmltext`),
+    only its first ``HTML_TEXT_LIMIT`` characters. Never raises."""
     if len(html) > HTML_TEXT_LIMIT:
         html = html[:HTML_TEXT_LIMIT]
         if defects is not None:
             defects.append("HTML too large; only the start was converted to text")
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-        return parser.text()
-    except Exception:  # noqa: BLE001 - HTMLParser may assert on hostile markup; degrade, never fail
-        if defects is not None:
-            defects.append("HTML could not be parsed; tags stripped")
-        return unescape(_TAG_RE.sub(" ", html)).strip()
+    return htmltext.to_text(html).text

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bridge.domain.replies import extract_reply
 
-# ../shared/realmail beside the checkout, as STYLE.md has it; --realmail elsewhere.
+# ../shared/realmail beside the checkout by default; --realmail names another folder.
 DEFAULT_REALMAIL = Path(__file__).resolve().parents[1].parent / "shared" / "realmail"
 
 

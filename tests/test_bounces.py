@@ -181,7 +181,7 @@ def test_sender_alone_does_not_make_a_notice() -> None:
 
 
 def test_notice_from_an_unknown_sender_is_still_recognised_by_content() -> None:
-    # DOMAIN.md: the notice's sender address is unverified; detect by content.
+    # docs/marketplaces.md: the notice's sender address is unverified; detect by content.
     report = analyse(_notice("We were unable to deliver the message you sent for order 111-2223334-4445556 "
                              "because the buyer has chosen to opt out of receiving unsolicited messages from "
                              "sellers.", sender="copies@acme-forwarder.example"))

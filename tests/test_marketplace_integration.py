@@ -94,7 +94,7 @@ def test_a_late_reply_to_a_walmart_buyer_goes_out_and_the_window_is_on_record(
         smtp_server: SandboxSMTP) -> None:
     site, alias, name, order, _, subject = CASES["walmart"]
     clock = Clock()
-    wrote = clock.now - timedelta(hours=60)      # DOMAIN.md: Walmart expects replies within 48 hours
+    wrote = clock.now - timedelta(hours=60)      # docs/marketplaces.md: Walmart expects replies within 48 hours
     raw = _buyer_mail(alias, name, subject.format(order=order), "Where is the second box?", "wm.late@x",
                       format_datetime(wrote))
     dovecot.append(fresh_mailbox.user, "INBOX", raw.replace(b"{seller}", fresh_mailbox.user.encode()))

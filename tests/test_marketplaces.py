@@ -1,6 +1,6 @@
 """bridge.domain.marketplaces: the Marketplace protocol, the registry, and eBay and Walmart as real implementations.
 
-What DOMAIN.md knows of eBay and Walmart is tested as fact (relay domains, alias
+What docs/marketplaces.md knows of eBay and Walmart is tested as fact (relay domains, alias
 shapes, Walmart's 48-hour reply window); what is our reading (order-number
 patterns, the absence of known notices) is tested as the default of a field
 that can be replaced, and the replacement is tested to take effect.
@@ -87,7 +87,7 @@ def test_a_registry_refuses_two_owners_of_one_relay_domain() -> None:
 
 @pytest.mark.parametrize(("domain", "family"), [
     ("members.ebay.com", "ebay"), ("relay.walmart.com", "walmart"), ("marketplace.amazon.de", "amazon"),
-    ("members.ebay.de", "other"),          # DOMAIN.md names members.ebay.com only
+    ("members.ebay.de", "other"),          # docs/marketplaces.md names members.ebay.com only
     ("relay.walmart.com.evil.example", "other"), ("walmart.com", "other"),
 ])
 def test_relay_family(domain: str, family: str) -> None:
@@ -98,7 +98,7 @@ def test_relay_family(domain: str, family: str) -> None:
 
 
 @pytest.mark.parametrize(("addr", "key"), [
-    # Walmart: exactly 32 hex digits (DOMAIN.md)
+    # Walmart: exactly 32 hex digits (docs/marketplaces.md)
     (WALMART_ALIAS, (WALMART_ALIAS, None)),
     ("0F1E2D3C4B5A69788796A5B4C3D2E1F0@RELAY.WALMART.COM", (WALMART_ALIAS, None)),
     ("0f1e2d3c4b5a69788796a5b4c3d2e1f0+po77@relay.walmart.com", (WALMART_ALIAS, "po77")),
@@ -283,7 +283,7 @@ def test_naive_buyer_time_is_utc() -> None:
 
 
 def test_the_reply_window_is_configurable() -> None:
-    # DOMAIN.md states 48 h; a registry with another window judges by it.
+    # docs/marketplaces.md states 48 h; a registry with another window judges by it.
     registry = Registry((AMAZON, EBAY, replace(WALMART, reply=ReplyRules(True, timedelta(hours=24)))))
     assert policy.check(_draft(), _ctx(WALMART_ALIAS, 30)).findings == ()
     late = policy.check(_draft(), _ctx(WALMART_ALIAS, 30, marketplaces=registry))
@@ -312,7 +312,7 @@ def test_notification_senders_are_exact_domains(addr: str, family: str | None) -
 
 
 def test_ebay_and_walmart_recognise_no_notice_by_default() -> None:
-    # Nothing in DOMAIN.md says what their notices look like: such mail reaches staff.
+    # Nothing in docs/marketplaces.md says what their notices look like: such mail reaches staff.
     for marketplace in (EBAY, WALMART):
         assert marketplace.notification_domains == frozenset() and marketplace.notice_subjects == ()
         assert marketplace.find_undelivered_notice("the buyer has chosen to opt out of receiving unsolicited "

@@ -253,7 +253,7 @@ def _retry_cap_covers_the_first_delay(outbox: OutboxSettings, tbl: Table) -> Out
 
 @dataclass(frozen=True, kw_only=True)
 class RelaySettings:
-    """``[relay]``: staff replies relayed to buyers (DOMAIN.md "Replying")."""
+    """``[relay]``: staff replies relayed to buyers (docs/marketplaces.md "Replying")."""
 
     confirm_to_staff: bool = field(default=True, metadata=key(
         Flag(), "after a send, tell the staff thread exactly what the buyer received"))

@@ -34,7 +34,7 @@ Contract for the pipeline (issue 4, "Effects"):
 - ``permanent``: a DSN is permanent when a recipient failed (Action ``failed``
   or a 5.x.x status); ``delayed``/4.x.x only is temporary. Opt-out, guideline
   and not-delivered notices are permanent for that message; a restriction is
-  temporary (it lasts at least 120 hours, DOMAIN.md).
+  temporary (it lasts at least 120 hours, docs/marketplaces.md).
 - Correlation: ``original_message_id`` (angle brackets stripped, like
   :attr:`bridge.domain.parse.ParsedMail.message_id`) comes from the returned
   ``message/rfc822`` or ``text/rfc822-headers`` part, the DSN's

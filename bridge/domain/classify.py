@@ -10,7 +10,7 @@ Each rule is a small function ``(mail, ctx) -> RuleHit | None`` whose
 rename a rule only with a migration note). A hit with ``decides=False`` is
 informational: it explains something seen without choosing the kind.
 
-Order and why (DESIGN.md "Inbound kinds"):
+Order and why (docs/architecture.md):
 
 1. own mail first: the loop guard beats everything.
 2. bounces before auto-replies: a DSN often also carries Auto-Submitted.

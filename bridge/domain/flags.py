@@ -4,7 +4,7 @@
 this order and each at most once:
 
 ``COURTESY REFUND`` (:data:`COURTESY_REFUND`)
-    The buyer is answering a brand owner's courtesy-refund offer (DOMAIN.md
+    The buyer is answering a brand owner's courtesy-refund offer (docs/marketplaces.md
     "Courtesy refunds (brand owners)"): staff must complete the refund. The
     offer is fixed and non-editable and the buyer's answer arrives as an
     ordinary buyer message, typically a short "Full refund". The exact wording

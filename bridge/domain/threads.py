@@ -1,7 +1,7 @@
 """Conversation keys and relay addresses (pure).
 
 A marketplace hides each buyer behind a relay alias that is stable for one
-buyer and one seller account (DOMAIN.md). A conversation is that alias, split
+buyer and one seller account (docs/marketplaces.md). A conversation is that alias, split
 by order id when the mail names one: the same buyer asking about two orders
 gets two threads, and staff replies go back on the right one.
 """

@@ -1,6 +1,6 @@
 """Realistic generated mail for the demo, the integration tests and the benchmarks.
 
-Shapes follow DOMAIN.md (Amazon's classic plain-text buyer message with
+Shapes follow docs/marketplaces.md (Amazon's classic plain-text buyer message with
 Begin/End markers, footer links and the commMgrTok line). Deterministic for a
 given seed, so a benchmark run is repeatable.
 """
@@ -183,7 +183,7 @@ def staff_reply(notification: bytes, *, staff: str, text: str, client: str = "gm
 
 
 def amazon_optout_notice(*, seller_address: str, buyer_relay: str, order: str, message_id: str) -> bytes:
-    """Amazon's notice that a message was not delivered because the buyer opted out (DOMAIN.md)."""
+    """Amazon's notice that a message was not delivered because the buyer opted out (docs/marketplaces.md)."""
     return (
         '"Amazon Seller Notifications" <donotreply@amazon.com>'.join(("From: ", "\r\n"))
         + f"To: {seller_address}\r\n"

@@ -1,7 +1,6 @@
 """What a delivery report or marketplace notice changes (the I/O half of bridge.domain.bounces).
 
-DESIGN.md, inbound kind "bounce": the buyer is marked opted out (with source
-and time) and pending unsolicited mail to them is cancelled; proactive
+The buyer is marked opted out (with source and time) and pending unsolicited mail to them is cancelled; proactive
 sending pauses while the account is restricted; staff are told when one of
 their replies did not arrive; a report that matches nothing is shown to staff,
 never dropped. Runs inside the ingest transaction of the message.
@@ -23,7 +22,7 @@ from bridge.services.notify import queue_staff_alert
 
 log = logging.getLogger(__name__)
 
-RESTRICTION_HOURS = 120   # DOMAIN.md: a restriction lasts at least 120 hours
+RESTRICTION_HOURS = 120   # docs/marketplaces.md: a restriction lasts at least 120 hours
 
 
 def apply(conn: Connection, acct: AccountContext, report: BounceReport | None, mail: ParsedMail,

@@ -3,7 +3,7 @@
 Every message of a batch runs inside its own SAVEPOINT, and the batch commits
 together with the UID checkpoint. So a message's effects (its row, its
 conversation, its outbox rows) and the checkpoint that says "done" commit
-together or not at all (DESIGN.md invariants), while a message that fails is
+together or not at all (docs/architecture.md, "Invariants"), while a message that fails is
 rolled back alone, quarantined inside the same transaction, and never blocks
 the ones behind it. Committing a batch at once costs one fsync instead of
 hundreds.

@@ -1,7 +1,7 @@
 """Staff reply -> buyer: verify, extract, compose, queue (inside the ingest transaction).
 
 Only staff can make mailbridge write to a buyer, and only to the buyer of an
-existing conversation (DESIGN.md invariants):
+existing conversation (docs/architecture.md, "Invariants"):
 - the classifier has already required an allowed staff sender and put
   automatic replies (out-of-office) aside;
 - the reply token must verify for *this* account (HMAC, constant time), or,
@@ -77,7 +77,7 @@ def _decoded(filename: str | None) -> str | None:
 
 
 def attachment_problem(files: list[compose.AttachmentData], limits: RelaySettings) -> str | None:
-    """Why these attachments may not go to a buyer, or None (DOMAIN.md: 10 MB, safe types, 5 files)."""
+    """Why these attachments may not go to a buyer, or None (docs/marketplaces.md: 10 MB, safe types, 5 files)."""
     if len(files) > limits.max_attachments:
         return f"{len(files)} attachments; the marketplace accepts at most {limits.max_attachments}"
     total = sum(len(f.data) for f in files)

@@ -58,7 +58,7 @@ class Buyer(SQLModel, table=True):
     alias: str                # base relay alias, lowercased, without "+case"
     name: str | None = None
     created_at: datetime = Field(sa_column=_ts())
-    # Opt-out state (DOMAIN.md "Buyer opt-out"): never anything unsolicited to this buyer.
+    # Opt-out state (docs/marketplaces.md, "Buyer opt-out"): never anything unsolicited to this buyer.
     opted_out_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     opted_out_source: str | None = None       # "notice <Message-ID>", "operator jo"
     do_not_solicit_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))

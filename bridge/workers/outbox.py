@@ -194,7 +194,7 @@ class OutboxWorker:
                     return item
                 now = self.clock()
                 if item.category in PROACTIVE:
-                    # Eligibility is re-checked at send time (DOMAIN.md): the account may have been
+                    # Eligibility is re-checked at send time (docs/marketplaces.md): the account may have been
                     # restricted, or the buyer opted out, since the message was queued.
                     until = guard.paused_until(conn, self.acct.name, now)
                     if until is not None:

@@ -2,12 +2,12 @@
 
 :data:`AMAZON` is the :class:`~bridge.domain.marketplaces.protocol.Marketplace`
 generic code reaches through the registry; the module functions below are its
-layouts. What is in here, and how sure it is (see shared DOMAIN.md):
+layouts. What is in here, and how sure it is (see docs/marketplaces.md):
 
 - order ids, ``[commMgrTok:...]``, the English Begin/End message markers, the
   HTML notification's ``<pre>`` block, the customer-service relay labels, the
   English subjects and the English opt-out / not-delivered / restricted texts
-  come from DOMAIN.md (verified there);
+  come from docs/marketplaces.md (verified there);
 - every localised marker, subject and fingerprint below is marked
   ``verified=False``: our best rendering of Amazon's wording. They widen what we
   recognise; tests must not treat them as gospel, and a wrong one costs only a
@@ -46,7 +46,7 @@ AMAZON_TLDS = (
     "com.be", "ie", "com.tr", "ae", "sa", "eg", "in", "sg", "com.au", "co.jp",
 )
 
-# The language a site's buyers write in by default (DOMAIN.md: proactive mail
+# The language a site's buyers write in by default (docs/marketplaces.md: proactive mail
 # must be in the buyer's language; templates are chosen by it later).
 _LANGUAGE = {
     "com": "en", "ca": "en", "com.mx": "es", "com.br": "pt", "co.uk": "en", "de": "de",
@@ -54,7 +54,7 @@ _LANGUAGE = {
     "ie": "en", "com.tr": "tr", "ae": "en", "sa": "ar", "eg": "ar", "in": "en", "sg": "en",
     "com.au": "en", "co.jp": "ja",
 }
-# Each site's time zone. *Unverified*: DOMAIN.md names none. This is the site's
+# Each site's time zone. *Unverified*: docs/marketplaces.md names none. This is the site's
 # local time (Seller Central US reports in Pacific time); replace the Site to change it.
 _TIME_ZONE = {
     "com": "America/Los_Angeles", "ca": "America/Los_Angeles", "com.mx": "America/Mexico_City",
@@ -69,14 +69,14 @@ SITES: tuple[Site, ...] = tuple(
     for tld in AMAZON_TLDS
 )
 
-# Buyer-Seller Messaging attachment limits (DOMAIN.md "Replying"): up to 10 MB;
+# Buyer-Seller Messaging attachment limits (docs/marketplaces.md "Replying"): up to 10 MB;
 # SP-API's 5 attachments as a conservative bound. The allowed types are
-# *unverified* (DOMAIN.md: allow pdf, jpg/jpeg, png, gif, txt by default, configurable).
+# *unverified* (docs/marketplaces.md: allow pdf, jpg/jpeg, png, gif, txt by default, configurable).
 ATTACHMENT_TYPES = ("pdf", "jpg", "jpeg", "png", "gif", "txt")   # file name extensions
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024                           # all attachments of one message together
 MAX_ATTACHMENTS = 5
 
-# "<8-32 lowercase letters/digits>@marketplace.amazon.<tld>" (DOMAIN.md), optionally
+# "<8-32 lowercase letters/digits>@marketplace.amazon.<tld>" (docs/marketplaces.md), optionally
 # "+<case id>" (mostly seen in To/Cc/Reply-To); the part before "+" is the buyer.
 ALIAS_LOCAL_RE = re.compile(r"[a-z0-9]{8,32}")
 
@@ -407,14 +407,14 @@ class Amazon:
 
     sites: tuple[Site, ...] = SITES
     notification_domains: frozenset[str] = NOTIFICATION_DOMAINS
-    # DOMAIN.md "Replying": reply on the buyer's thread with the original included;
+    # docs/marketplaces.md "Replying": reply on the buyer's thread with the original included;
     # no reply window is stated.
     reply: ReplyRules = ReplyRules(quote_original=True, reply_window=None)
     attachments: AttachmentRules = AttachmentRules(ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS,
                                                    verified=False)
     # Links to Amazon's own sites (the buyer's order page, the returns centre) do not lead off the platform.
     link_domains: tuple[str, ...] = tuple(f"amazon.{tld}" for tld in AMAZON_TLDS)
-    # "Jane - Amazon Marketplace" (DOMAIN.md); the shorter form is our guess.
+    # "Jane - Amazon Marketplace" (docs/marketplaces.md); the shorter form is our guess.
     display_name_suffixes: tuple[str, ...] = (" - Amazon Marketplace", " - Marketplace")
     lookalike_words: tuple[str, ...] = ("amazon", "marketplace")
     alias_local_re: re.Pattern[str] = ALIAS_LOCAL_RE

@@ -1,13 +1,13 @@
 """eBay member messages relayed by email (pure data).
 
-What DOMAIN.md knows, and so what is *verified*: buyers write from an alias at
+What docs/marketplaces.md knows, and so what is *verified*: buyers write from an alias at
 ``members.ebay.com``, and eBay, like every marketplace here, allows no
 off-platform offers or contact details. That is all.
 
 Everything else below is *unverified*, our reading of eBay's mail, and each is
 a field of :data:`EBAY` that can be replaced without touching code:
 
-- the alias's local part: DOMAIN.md writes only ``...@``; we accept a plain
+- the alias's local part: docs/marketplaces.md writes only ``...@``; we accept a plain
   dot-atom (member ids hold letters, digits, ``.``, ``_`` and ``-``);
 - whether sites other than ebay.com relay from other domains
   (``members.ebay.co.uk``?): every site is given ``members.ebay.com``;
@@ -30,7 +30,7 @@ from bridge.domain.marketplaces.amazon import ATTACHMENT_TYPES, MAX_ATTACHMENT_B
 from bridge.domain.marketplaces.plain_relay import PlainRelay
 from bridge.domain.marketplaces.protocol import GENERIC_LOCAL_RE, AttachmentRules, ReplyRules, Site
 
-RELAY_DOMAIN = "members.ebay.com"   # DOMAIN.md
+RELAY_DOMAIN = "members.ebay.com"   # docs/marketplaces.md
 
 SITES: tuple[Site, ...] = tuple(
     Site(f"ebay.{tld}", "ebay", (RELAY_DOMAIN,), language, zone)

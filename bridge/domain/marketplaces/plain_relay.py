@@ -1,7 +1,7 @@
 """A marketplace known only by its relay alias and an order-number pattern (pure).
 
-eBay and Walmart relay buyer mail the way Amazon does (DOMAIN.md: "same shape,
-other domains"), but DOMAIN.md knows little more than their alias shapes. This
+eBay and Walmart relay buyer mail the way Amazon does, through aliases at their
+own domains, but docs/marketplaces.md knows little more than their alias shapes. This
 is the :class:`~bridge.domain.marketplaces.protocol.Marketplace` for such a
 relay: every fact is a field, so what is unverified can be replaced
 (``dataclasses.replace``) without touching code, and what is unknown is empty

@@ -12,7 +12,7 @@ dataclass of callables would push Amazon's logic into loose module functions
 and lambdas all the same and lose the docstrings on what each call promises.
 The protocol keeps the contract in one place, checked by mypy. Each
 implementation is itself a frozen dataclass whose fields are the facts, so a
-fact that DOMAIN.md marks *unverified* is a field that can be replaced
+fact that docs/marketplaces.md marks *unverified* is a field that can be replaced
 (``dataclasses.replace(WALMART, order_id_patterns=...)``) and handed to the
 code that uses it in a :class:`~bridge.domain.marketplaces.registry.Registry`.
 """
@@ -182,7 +182,7 @@ def split_alias(address: str, domains: frozenset[str], local_re: re.Pattern[str]
 
     ``None`` unless the domain is exactly one of ``domains`` (a look-alike such as
     ``<domain>.evil.example`` or ``evil-<domain>`` never is) and the part before
-    ``+`` fully matches ``local_re`` (DOMAIN.md: the part before ``+`` is the buyer key).
+    ``+`` fully matches ``local_re`` (docs/marketplaces.md: the part before ``+`` is the buyer key).
     """
     addr = address.strip().lower()
     local, at, domain = addr.rpartition("@")

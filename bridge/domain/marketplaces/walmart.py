@@ -1,10 +1,10 @@
 """Walmart Marketplace customer messages relayed by email (pure data).
 
-What DOMAIN.md knows, and so what is *verified*: buyers write from
+What docs/marketplaces.md knows, and so what is *verified*: buyers write from
 ``<32 hex digits>@relay.walmart.com``; sellers reply within 48 hours; no
 off-platform offers or contact details.
 
-What DOMAIN.md does not say, and so is *unverified* here (each a field of
+What docs/marketplaces.md does not say, and so is *unverified* here (each a field of
 :data:`WALMART` that can be replaced without touching code):
 
 - what happens to a reply after 48 hours. The window is stated, not that late
@@ -29,9 +29,9 @@ from bridge.domain.marketplaces.amazon import ATTACHMENT_TYPES, MAX_ATTACHMENT_B
 from bridge.domain.marketplaces.plain_relay import PlainRelay
 from bridge.domain.marketplaces.protocol import AttachmentRules, ReplyRules, Site
 
-RELAY_DOMAIN = "relay.walmart.com"   # DOMAIN.md
-ALIAS_LOCAL_RE = re.compile(r"[0-9a-f]{32}")   # DOMAIN.md: 32 hex digits
-REPLY_WINDOW = timedelta(hours=48)           # DOMAIN.md: replies within 48 h
+RELAY_DOMAIN = "relay.walmart.com"   # docs/marketplaces.md
+ALIAS_LOCAL_RE = re.compile(r"[0-9a-f]{32}")   # docs/marketplaces.md: 32 hex digits
+REPLY_WINDOW = timedelta(hours=48)           # docs/marketplaces.md: replies within 48 h
 
 SITES: tuple[Site, ...] = (Site("walmart.com", "walmart", (RELAY_DOMAIN,), "en", "America/Chicago"),)
 

@@ -19,7 +19,7 @@ Contract for the outbox (and for ``mailbridge policy check FILE``):
   their phone number or a link, and quoting it is required, not a violation.
 
 Source of every rule: Amazon's Buyer-Seller Messaging guidelines as summarised
-in DOMAIN.md ("Replying", "Content rules", "Critical vs unsolicited", "Buyer
+in docs/marketplaces.md ("Replying", "Content rules", "Critical vs unsolicited", "Buyer
 opt-out"), and for ``reply_within_window`` Walmart's 48-hour reply window
 ("Other marketplaces"). Wording lists in languages other than English are our own
 renderings, kept as data below so a reviewer can extend them without touching
@@ -37,7 +37,7 @@ Decisions taken here (documented so the wiring and the operator know):
 - ``proactive_window``: an unknown completion date blocks unsolicited mail
   (we cannot prove it is inside the window) but not critical mail, which is
   typically needed *before* the order completes (customisation, address).
-- ``reply_within_window`` warns by default: DOMAIN.md states the window, not
+- ``reply_within_window`` warns by default: docs/marketplaces.md states the window, not
   that a late reply is refused, and a late answer beats none. It needs
   ``ctx.buyer_message_at``; without it the rule cannot judge and stays silent.
 - Naive datetimes are taken as UTC.

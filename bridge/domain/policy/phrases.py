@@ -2,7 +2,7 @@
 
 Each table is ``(language, what it is, regex)``; :mod:`.rules` compiles a table
 on its first use. English follows Amazon's Buyer-Seller Messaging guidelines
-(DOMAIN.md "Content rules"); the other languages are our own renderings of the
+(docs/marketplaces.md "Content rules"); the other languages are our own renderings of the
 same asks, kept here so a reviewer can extend them without touching the logic.
 """
 

@@ -117,7 +117,7 @@ def _same_buyer(addr: str, alias: str, marketplaces: Registry) -> bool:
     domain = alias.rpartition("@")[2]
     ours = split_relay_address(alias, frozenset({domain}), marketplaces)
     theirs = split_relay_address(addr, frozenset({domain}), marketplaces)
-    # "<alias>+<case id>@<same domain>" is the same buyer (DOMAIN.md: the part before "+" is the key).
+    # "<alias>+<case id>@<same domain>" is the same buyer (docs/marketplaces.md: the part before "+" is the key).
     return ours is not None and theirs is not None and ours[0] == theirs[0]
 
 
@@ -488,7 +488,7 @@ RULES: tuple[Rule, ...] = tuple(_rule(fn) for fn in (
 RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES)
 
 # Rules that run only where the buyer's marketplace states what they check. A
-# reply window is stated, not that a late reply is refused (DOMAIN.md), so the
+# reply window is stated, not that a late reply is refused (docs/marketplaces.md), so the
 # rule warns unless the operator makes it block: a late answer beats none.
 MARKETPLACE_RULES: tuple[Rule, ...] = (
     Rule("reply_within_window", reply_within_window, _rule(reply_within_window).summary,

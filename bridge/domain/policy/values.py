@@ -20,7 +20,7 @@ from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 
 
 class Category(StrEnum):
-    """Why we write to the buyer (DOMAIN.md, "Critical vs unsolicited")."""
+    """Why we write to the buyer (docs/marketplaces.md, "Critical vs unsolicited")."""
 
     REPLY = "reply"                # a reply on a thread the buyer started: always allowed, even after opt-out
     CRITICAL = "critical"          # proactive, needed to complete the order (customisation, delivery, address)

@@ -22,7 +22,7 @@ _ORIGINAL_MESSAGE = frozenset({
     "message d'origine", "message original", "mensaje original", "messaggio originale",
     "元のメッセージ", "オリジナル メッセージ", "forwarded message",
     # Outlook in Danish, Swedish and Dutch (mail-parser-reply's "da" rules miss
-    # the Danish one: ../shared/realmail mail_parser_reply/email_danish_4.txt).
+    # the Danish one, as its own Danish test mail shows).
     "oprindelig meddelelse", "ursprungligt meddelande", "oorspronkelijk bericht",
 })
 

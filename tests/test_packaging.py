@@ -10,6 +10,7 @@ so nothing can import the checkout instead of the installed package.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,31 +78,30 @@ def test_the_installed_package_finds_its_templates(installed: Installed) -> None
     assert sorted(p.name for p in Path(folder).glob("*.j2")) == SHIPPED
 
 
-# The smallest configuration a new install needs: no [daemon] templates, SMTP logging in with the IMAP account.
-MINIMAL_CONFIG = """\
-[database]
-url = "sqlite:///{folder}/mailbridge.db"
+def readme_minimal_config() -> str:
+    """The README's minimal configuration: the first TOML block after "A minimal configuration"."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"A minimal configuration.*?```toml\n(.*?)```", readme, re.S)
+    assert match, "README.md lost its minimal configuration block"
+    assert "templates" not in match.group(1)          # the shipped templates, found without a key
+    return match.group(1)
 
-[[accounts]]
-name = "acme"
-marketplace = "amazon.com"
-seller_name = "Acme Outdoor"
-seller_address = "{seller}"
-staff_address = "{staff}"
-staff_senders = ["*@{staff_domain}"]
 
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{seller}"
-password_file = "imap-password"
-
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-"""
+def _for_the_sandbox(config: str, folder: Path, seller: SandboxAccount, staff: SandboxAccount, smtp_port: int) -> str:
+    """The README's block pointed at the loopback servers; every value it replaces must be there."""
+    replacements = [
+        ('"sqlite:////var/lib/mailbridge/mailbridge.db"', f'"sqlite:///{folder}/mailbridge.db"'),
+        ('"/etc/mailbridge/imap-password"', f'"{folder}/imap-password"'),
+        ('"seller@acme.example"', f'"{seller.user}"'),
+        ('"support@acme.example"', f'"{staff.user}"'),
+        ('"*@acme.example"', f'"*@{staff.user.rpartition("@")[2]}"'),
+        ('host = "imap.acme.example"', f'host = "127.0.0.1"\nport = {seller.port}\nsecurity = "none"'),
+        ('host = "smtp.acme.example"', f'host = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"'),
+    ]
+    for documented, local in replacements:
+        assert documented in config, f"README's minimal configuration no longer has {documented}"
+        config = config.replace(documented, local)
+    return config
 
 
 def test_an_installed_mailbridge_forwards_buyer_mail_with_the_shipped_templates(
@@ -111,9 +111,7 @@ def test_an_installed_mailbridge_forwards_buyer_mail_with_the_shipped_templates(
     (tmp_path / "imap-password").write_text(seller.password + "\n")
     config = tmp_path / "mailbridge.toml"
     with SandboxSMTP(dovecot, auth={seller.user: seller.password}) as smtp:
-        config.write_text(MINIMAL_CONFIG.format(folder=tmp_path, seller=seller.user, staff=staff.user,
-                                                staff_domain=staff.user.rpartition("@")[2], imap_port=seller.port,
-                                                smtp_port=smtp.port))
+        config.write_text(_for_the_sandbox(readme_minimal_config(), tmp_path, seller, staff, smtp.port))
         checked = installed.run("mailbridge", "-c", str(config), "check-config")
         assert checked.returncode == 0, checked.stderr
         assert "OK, 1 account(s)" in checked.stdout

@@ -69,6 +69,8 @@ from bridge.store.models import (
     INFO,
     MAILBOX,
     MESSAGE,
+    ORDER_ITEM,
+    ORDERS,
     OUTBOX,
     QUARANTINE,
 )
@@ -99,7 +101,8 @@ from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "INFO", "MAILBOX", "MESSAGE", "OUTBOX", "QUARANTINE",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
+    "QUARANTINE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",

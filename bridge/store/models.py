@@ -216,6 +216,49 @@ class AuditLog(SQLModel, table=True):
     detail: str | None = None
 
 
+class Order(SQLModel, table=True):
+    """One marketplace order of an account, merged from order reports and order notices.
+
+    One row per (account, order id), whatever number of report rows, files
+    and notices told of it. Dates are UTC. Where the marketplace gives an
+    estimated delivery range instead of a delivery date, both ends are kept.
+    """
+
+    __tablename__ = "orders"   # ORDER is an SQL keyword
+    __table_args__ = (UniqueConstraint("account", "order_id"),
+                      Index("ix_orders_account_buyer", "account", "buyer_alias"))
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    order_id: str                              # 123-1234567-1234567
+    marketplace: str | None = None             # the account's marketplace key, e.g. "amazon.de"
+    sales_channel: str | None = None           # as the report says, e.g. "Amazon.de"
+    buyer_alias: str | None = None             # base relay alias, lowercased; unknown until a report or mail says
+    buyer_name: str | None = None
+    status: str = "pending"    # pending | shipped | delivered | cancelled | refunded | returned
+    open_claim: bool = False   # an A-to-z claim is open
+    language: str | None = None                # the buyer's language, when known
+    purchased_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    shipped_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    estimated_delivery_from: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    estimated_delivery_to: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class OrderItem(SQLModel, table=True):
+    """One line of an order; the same line seen again (another report, a re-import) updates it."""
+
+    __tablename__ = "order_item"
+    __table_args__ = (UniqueConstraint("order_row", "item_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    order_row: int = Field(foreign_key="orders.id", index=True)
+    item_key: str              # the report's order-item-id, else the SKU, else the ASIN
+    sku: str | None = None
+    asin: str | None = None
+    title: str | None = None
+    quantity: int = 1
+
 
 def _table(model: type[SQLModel]) -> Table:
     # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
@@ -234,6 +277,8 @@ QUARANTINE = _table(Quarantine)
 OUTBOX = _table(Outbox)
 ACCOUNT_STATE = _table(AccountState)
 AUDIT = _table(AuditLog)
+ORDERS = _table(Order)
+ORDER_ITEM = _table(OrderItem)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

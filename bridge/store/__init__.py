@@ -63,6 +63,7 @@ from bridge.store.feedback import (
     release_stale_claims,
     request_of_message,
     request_of_order,
+    schedule_key,
     schedule_request,
     sent_between,
 )
@@ -148,7 +149,8 @@ __all__ = [
     "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
     "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",
     "mark_not_delivered", "order_record", "orders_since", "orders_to_schedule", "record_external",
-    "release_stale_claims", "request_of_message", "request_of_order", "schedule_request", "sent_between",
+    "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
+    "sent_between",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
     # status, secrets, times

@@ -30,6 +30,7 @@ class OrderRecord:
     """An order as the feedback rules and templates need it."""
 
     facts: OrderFacts
+    row_id: int
     marketplace: str | None
     language: str | None
     buyer_name: str | None
@@ -82,7 +83,7 @@ def _records(conn: Connection, rows: list[Any]) -> list[OrderRecord]:
             shipped_at=utc(r.shipped_at), delivered_at=utc(r.delivered_at),
             estimated_delivery_from=utc(r.estimated_delivery_from), estimated_delivery_to=utc(r.estimated_delivery_to),
             skus=tuple(sku for sku, _ in lines if sku))
-        out.append(OrderRecord(facts, r.marketplace, r.language, r.buyer_name,
+        out.append(OrderRecord(facts, int(r.id), r.marketplace, r.language, r.buyer_name,
                                tuple(title for _, title in lines if title)))
     return out
 
@@ -94,18 +95,31 @@ def order_record(conn: Connection, account: str, order_id: str) -> OrderRecord |
     return found[0] if found else None
 
 
-def orders_to_schedule(conn: Connection, account: str, delivered_since: datetime, limit: int) -> list[OrderRecord]:
-    """Orders with no request yet, not ended, delivered (or expected) since ``delivered_since``.
+def orders_to_schedule(conn: Connection, account: str, delivered_since: datetime, limit: int,
+                       after: tuple[datetime, int] | None = None) -> list[OrderRecord]:
+    """Orders with no request yet, not ended, delivered (or expected) since ``delivered_since``,
+    ``limit`` at a time, in delivery order after ``after`` (a page's last :func:`schedule_key`).
 
     Bounded by the window: an order delivered longer ago than the marketplace's
     window can never be asked, so the query never reads the account's whole history.
     """
     delivery = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_delivery_to, ORDERS.c.estimated_delivery_from)
     has_request = exists().where(FEEDBACK.c.account == ORDERS.c.account, FEEDBACK.c.order_id == ORDERS.c.order_id)
-    rows = conn.execute(select(*_ORDER_COLUMNS).where(
+    query = select(*_ORDER_COLUMNS).where(
         ORDERS.c.account == account, ORDERS.c.status.not_in(ENDED_STATUSES), delivery >= delivered_since,
-        ~has_request).order_by(delivery, ORDERS.c.id).limit(limit)).all()
+        ~has_request)
+    if after is not None:
+        query = query.where(or_(delivery > after[0], and_(delivery == after[0], ORDERS.c.id > after[1])))
+    rows = conn.execute(query.order_by(delivery, ORDERS.c.id).limit(limit)).all()
     return _records(conn, list(rows))
+
+
+def schedule_key(record: OrderRecord) -> tuple[datetime, int]:
+    """Where :func:`orders_to_schedule` continues after ``record``."""
+    f = record.facts
+    delivery = f.delivered_at or f.estimated_delivery_to or f.estimated_delivery_from
+    assert delivery is not None
+    return delivery, record.row_id
 
 
 def orders_since(conn: Connection, account: str, since: datetime) -> int:

@@ -225,7 +225,7 @@ def test_the_buyers_language_is_used_with_english_as_the_fallback(engine: Engine
         (folder / f"{name}.subject.j2").write_text(subject)
         (folder / f"{name}.txt.j2").write_text(f"{subject} ist angekommen.\n")
     acct = account(tmp_path, templates=folder)
-    delivered(7, "111-0000000-0000001", engine, language="de")
+    delivered(7, "111-0000000-0000001", engine, language="de-DE")
     delivered(7, "111-0000000-0000002", engine, language="ja")
     with engine.begin() as conn:
         de = store.order_record(conn, "acme", "111-0000000-0000001")

@@ -102,7 +102,9 @@ def schedule(conn: Connection, acct: AccountContext, now: datetime) -> int:
 
 
 def language_of(acct: AccountContext, record: store.OrderRecord) -> str:
-    return (record.language or acct.settings.feedback.language or FALLBACK_LANGUAGE).lower()
+    """The order's language ("de-DE" counts as "de"), else the account's, else English."""
+    tag = record.language or acct.settings.feedback.language or FALLBACK_LANGUAGE
+    return tag.replace("_", "-").split("-")[0].lower() or FALLBACK_LANGUAGE
 
 
 def template_for(acct: AccountContext, language: str) -> str:

@@ -265,3 +265,35 @@ def test_an_opt_out_notice_is_matched_to_the_request_it_answers(engine: Engine, 
     assert by_id is not None and by_order is not None and by_id.id == by_order.id == sent.id
     assert requests(engine) == {"111-0000000-0000001": ("sent", "not delivered: buyer opted out"),
                                 "111-0000000-0000002": ("cancelled", "buyer opted out (notice <x>)")}
+
+
+def test_a_dispatcher_dying_after_its_claim_leaves_the_request_to_the_next_one(engine: Engine,
+                                                                               acct: AccountContext) -> None:
+    delivered(7, "111-0000000-0000001", engine)
+    schedule(engine, acct)
+    with engine.begin() as conn:                                   # claimed, then the process was killed
+        (claimed,) = store.claim_due_requests(conn, "acme", "dead:1:x", NOW, limit=5)
+    assert dispatch(engine, acct, NOW + timedelta(minutes=1)).sent == 0      # a live claim is left alone
+    assert dispatch(engine, acct, NOW + feedback.STALE_CLAIM + timedelta(minutes=1)).sent == 1
+    assert len(rows(engine, store.OUTBOX)) == 1
+    assert dispatch(engine, acct, NOW + timedelta(hours=2)).sent == 0
+
+
+def test_a_failure_between_queueing_and_commit_leaves_nothing_half_done(engine: Engine, acct: AccountContext,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    delivered(7, "111-0000000-0000001", engine)
+    schedule(engine, acct)
+    real_enqueue = store.enqueue
+
+    def enqueue_then_die(*args: Any, **kw: Any) -> int:
+        real_enqueue(*args, **kw)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(store, "enqueue", enqueue_then_die)
+    with pytest.raises(RuntimeError):
+        dispatch(engine, acct)
+    assert rows(engine, store.OUTBOX) == [] and rows(engine, store.AUDIT) == []
+    assert requests(engine)["111-0000000-0000001"][0] == "scheduled"        # nothing sent, claim given back
+    monkeypatch.setattr(store, "enqueue", real_enqueue)
+    assert dispatch(engine, acct, NOW + timedelta(minutes=1)).sent == 1
+    assert len(rows(engine, store.OUTBOX)) == 1

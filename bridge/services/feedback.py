@@ -28,6 +28,7 @@ from bridge.adapters.templates import Rendered, TemplateError
 from bridge.config import FeedbackSettings
 from bridge.domain import compose, feedback, policy, tokens
 from bridge.domain.marketplaces import DEFAULT_REGISTRY, MARKETPLACES
+from bridge.domain.threads import base_alias
 from bridge.services import guard
 from bridge.services.account import AccountContext
 
@@ -190,6 +191,14 @@ def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int
                 log.warning("account %s: feedback request for %s was taken over by another dispatcher",
                             acct.name, request.order_id)
                 continue
+            except Exception:
+                # Nothing of the request's transaction committed: give the claims back (this one and
+                # the rest of the batch) so the next tick tries again, then let the caller see the error.
+                with engine.begin() as conn:
+                    for left in claimed[claimed.index(request):]:
+                        store.finish_request(conn, left.id, worker=worker, state="scheduled", now=now,
+                                             reason="an error interrupted the dispatch; tried again next tick")
+                raise
             if outcome == "sent":
                 result.sent += 1
                 sent_today += 1
@@ -226,7 +235,7 @@ def _handle(conn: Connection, acct: AccountContext, request: store.Request, now:
     decision = check(conn, acct, record, rendered, now)
     alias = record.facts.buyer_alias or ""
     audit = dict(account=acct.name, now=now, category="unsolicited", findings=decision.findings,
-                 evaluated=decision.evaluated, buyer=guard.base_alias(alias), actor="mailbridge feedback")
+                 evaluated=decision.evaluated, buyer=base_alias(alias), actor="mailbridge feedback")
     if not decision.allowed:
         rules = ", ".join(f.rule for f in decision.blocking)
         guard.record(conn, decision="blocked", detail=f"feedback request for order {record.facts.order_id}",

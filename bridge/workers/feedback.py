@@ -72,7 +72,9 @@ class FeedbackDispatcher:
 
 def dispatchers(engine: Engine, accounts: list[AccountContext], clock: Clock,
                 on_queued: Callable[[str], None] | None = None) -> list[FeedbackDispatcher]:
-    """A dispatcher for every account that has feedback requests turned on."""
-    return [FeedbackDispatcher(engine, a, clock=clock,
-                               on_queued=(lambda name=a.name: on_queued(name)) if on_queued else None)
+    """A dispatcher for every account that has feedback requests turned on; ``on_queued(account name)``."""
+    def waker(name: str) -> Callable[[], None] | None:
+        return None if on_queued is None else lambda: on_queued(name)
+
+    return [FeedbackDispatcher(engine, a, clock=clock, on_queued=waker(a.name))
             for a in accounts if a.settings.feedback.enabled]

@@ -297,7 +297,8 @@ class OutboxSettings:
     # A send interrupted by a crash is judged only after this long, so the Sent
     # folder has had time to receive the server's copy (see bridge.workers.outbox).
     reconcile_after_seconds: float = field(default=120.0, metadata=key(
-        Seconds(), "how old an interrupted send must be before it is looked up in the Sent folder"))
+        Seconds(), "how old an interrupted send must be before it is looked up in the Sent folder (and a "
+                   "feedback request claim before it counts as a dead process's)"))
 
 
 @across_keys(OutboxSettings)

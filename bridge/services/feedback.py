@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 TEMPLATE = "feedback_request"
 FALLBACK_LANGUAGE = "en"
 PURPOSE = "feedback_request"
-#: A claim older than this, held by another dispatcher, is taken to be a dead one's.
-STALE_CLAIM = timedelta(minutes=10)
+#: A claim older than this, held by another dispatcher, is taken to be a dead one's (the daemon passes
+#: ``[outbox] reconcile_after_seconds``). Handling a claimed request takes milliseconds.
+STALE_CLAIM = timedelta(minutes=2)
 #: Orders read per query while scheduling.
 SCHEDULE_PAGE = 500
 
@@ -161,12 +162,16 @@ class _LostClaim(Exception):
     """Another dispatcher took the request over: nothing of this transaction may commit."""
 
 
-def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int, *, worker: str) -> DispatchResult:
-    """Send every due request of the account, ``limit`` claimed at a time; one transaction per request."""
+def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int, *, worker: str,
+                 stale_after: timedelta = STALE_CLAIM) -> DispatchResult:
+    """Send every due request of the account, ``limit`` claimed at a time; one transaction per request.
+
+    Claims another dispatcher has held for ``stale_after`` are its dead predecessor's: released first.
+    """
     result = DispatchResult()
     s = acct.settings.feedback
     with engine.begin() as conn:
-        store.release_stale_claims(conn, acct.name, worker, now - STALE_CLAIM, now)
+        store.release_stale_claims(conn, acct.name, worker, now - stale_after, now)
         result.paused_until = guard.paused_until(conn, acct.name, now)
         if result.paused_until is not None:
             return result

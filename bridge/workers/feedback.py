@@ -26,8 +26,8 @@ from bridge.workers.base import Heartbeat
 
 log = logging.getLogger(__name__)
 
-#: How often the supervisor's timer fires the dispatchers.
-TICK_SECONDS = 60
+#: How often the supervisor's timer fires the dispatchers (a tick with nothing due is one indexed query).
+TICK_SECONDS = 15
 #: How often newly eligible orders are looked for (an order's due time is days away, not seconds).
 SCHEDULE_EVERY = timedelta(minutes=10)
 #: Requests claimed at a time.
@@ -38,8 +38,10 @@ class FeedbackDispatcher:
     """One account's feedback requests; :meth:`tick` blocks (run it in a thread)."""
 
     def __init__(self, engine: Engine, acct: AccountContext, *, clock: Clock = utcnow,
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[], None] | None = None,
+                 stale_after: timedelta = feedback.STALE_CLAIM) -> None:
         self.engine = engine
+        self.stale_after = stale_after
         self.acct = acct
         self.clock = clock
         self.on_queued = on_queued
@@ -48,7 +50,7 @@ class FeedbackDispatcher:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:feedback:{uuid.uuid4().hex[:8]}"
         self.last_scheduled: datetime | None = None
         self.sent = 0
-        self.heartbeat = Heartbeat(f"feedback-{acct.name}", allowed_silence=10 * TICK_SECONDS)
+        self.heartbeat = Heartbeat(f"feedback-{acct.name}", allowed_silence=40 * TICK_SECONDS)
 
     def tick(self) -> feedback.DispatchResult:
         """Schedule (when it is time to) and send what is due; wakes the outbox when something was queued."""
@@ -59,7 +61,8 @@ class FeedbackDispatcher:
             self.last_scheduled = now
             if made:
                 log.info("account %s: %d feedback request(s) scheduled", self.acct.name, made)
-        result = feedback.dispatch_due(self.engine, self.acct, now, CLAIM_BATCH, worker=self.worker_id)
+        result = feedback.dispatch_due(self.engine, self.acct, now, CLAIM_BATCH, worker=self.worker_id,
+                                       stale_after=self.stale_after)
         self.heartbeat.beat()
         if result.paused_until is not None:
             log.info("account %s: feedback requests paused until %s (account restricted)", self.acct.name,
@@ -71,10 +74,11 @@ class FeedbackDispatcher:
 
 
 def dispatchers(engine: Engine, accounts: list[AccountContext], clock: Clock,
-                on_queued: Callable[[str], None] | None = None) -> list[FeedbackDispatcher]:
+                on_queued: Callable[[str], None] | None = None,
+                stale_after: timedelta = feedback.STALE_CLAIM) -> list[FeedbackDispatcher]:
     """A dispatcher for every account that has feedback requests turned on; ``on_queued(account name)``."""
     def waker(name: str) -> Callable[[], None] | None:
         return None if on_queued is None else lambda: on_queued(name)
 
-    return [FeedbackDispatcher(engine, a, clock=clock, on_queued=waker(a.name))
+    return [FeedbackDispatcher(engine, a, clock=clock, on_queued=waker(a.name), stale_after=stale_after)
             for a in accounts if a.settings.feedback.enabled]

@@ -20,7 +20,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
@@ -74,6 +74,11 @@ class Daemon:
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
                             imap_factory=self.imap_factory, smtp_factory=factory)
 
+    @property
+    def _stale_claim(self) -> timedelta:
+        """When a claim of a feedback request counts as a dead process's: as for interrupted sends."""
+        return timedelta(seconds=self.settings.outbox.reconcile_after_seconds)
+
     # -- one pass ------------------------------------------------------------------
 
     async def run_once(self, send: bool = True) -> OnceReport:
@@ -91,7 +96,7 @@ class Daemon:
             if send and acct.settings.feedback.enabled:
                 from bridge.workers.feedback import FeedbackDispatcher
 
-                dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock)
+                dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim)
                 report.feedback[acct.name] = (await asyncio.to_thread(dispatcher.tick)).sent
             if send:
                 worker = self._outbox(acct)
@@ -161,7 +166,8 @@ class Daemon:
         from bridge.workers.feedback import TICK_SECONDS, dispatchers
 
         feedback = dispatchers(self.engine, self.accounts, self.clock,
-                               on_queued=lambda name: loop.call_soon_threadsafe(wakes[name].set))
+                               on_queued=lambda name: loop.call_soon_threadsafe(wakes[name].set),
+                               stale_after=self._stale_claim)
         heartbeats += [d.heartbeat for d in feedback]
 
         async def dispatch_feedback() -> None:

@@ -258,6 +258,13 @@ def test_an_opt_out_notice_is_matched_to_the_request_it_answers(engine: Engine, 
     (sent,) = [r for r in rows(engine, store.FEEDBACK) if r.state == "sent"]
     with engine.begin() as conn:
         assert feedback.notice_answers_request(conn, "acme", None, "111-0000000-0000002", NOW) is None  # not sent
+        # A notice naming another message of ours (a staff reply) is not about the request.
+        store.enqueue(conn, account="acme", message_id="reply.1@acme.example", purpose="buyer_reply",
+                      audience="buyer", envelope_from=SELLER, recipients=(ALIAS,), subject="Re: x", raw=b"x",
+                      now=NOW, category="reply")
+        assert feedback.notice_answers_request(conn, "acme", "reply.1@acme.example", "111-0000000-0000001",
+                                               NOW) is None
+        assert store.request_of_order(conn, "acme", "111-0000000-0000001").reason is None  # type: ignore[union-attr]
         by_id = feedback.notice_answers_request(conn, "acme", sent.outbox_message_id, None, NOW)
         by_order = feedback.notice_answers_request(conn, "acme", None, "111-0000000-0000001", NOW)
         assert feedback.buyer_opted_out(conn, "acme", ALIAS, "notice <x>", NOW) == 1

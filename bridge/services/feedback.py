@@ -320,7 +320,10 @@ def notice_answers_request(conn: Connection, account: str, original_message_id: 
     """The sent request an opt-out notice answers (by our Message-ID, else by its order), marked
     "not delivered: buyer opted out"; None when it answers no request of ours."""
     request = store.request_of_message(conn, account, original_message_id) if original_message_id else None
-    if request is None and order_id:
+    answers_other_mail = request is None and original_message_id is not None and \
+        store.outbox_by_message_id(conn, account, original_message_id) is not None
+    if request is None and order_id and not answers_other_mail:
+        # Amazon's notices quote the order, seldom our Message-ID: the order's request it is.
         request = store.request_of_order(conn, account, order_id)
     if request is None or request.state != "sent":
         return None

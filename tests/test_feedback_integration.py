@@ -163,6 +163,13 @@ def test_the_commands(tmp_path: Path, shop: Shop, capsys: pytest.CaptureFixture[
     assert main(["-c", config, "status"], clock=shop.clock) == 0
     assert "feedback requests: scheduled 1, claimed 0, sent 1, skipped 1, cancelled 0" in capsys.readouterr().out
     assert main(["-c", config, "feedback", "preview", "999-0000000-0000000"], clock=shop.clock) == 2
+    # An operator's opt-out cancels the buyer's scheduled request at once.
+    assert main(["-c", config, "optout", "add", "b2early0000@marketplace.amazon.com"], clock=shop.clock) == 0
+    state, reason = shop.requests()["111-0000000-0000002"]
+    assert state == "cancelled" and reason.startswith("buyer opted out (operator ")
+    shop.clock.advance(6 * 86400)
+    assert main(["-c", config, "run", "--once"], clock=shop.clock) == 0
+    assert shop.asked() == ["111-0000000-0000001"]
 
 
 def test_the_daemon_dispatches_on_its_timer_and_wakes_the_outbox(shop: Shop) -> None:

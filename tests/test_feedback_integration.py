@@ -207,3 +207,29 @@ def test_the_dispatcher_schedules_every_ten_minutes_and_dispatches_every_tick(sh
     shop.clock.advance(600)
     assert dispatcher.tick().sent == 1 and woken == [1]
     assert dispatcher.tick().sent == 0 and woken == [1]
+
+
+def test_a_request_cancelled_in_the_outbox_says_so(shop: Shop) -> None:
+    from bridge.services import feedback as service
+    from bridge.services import guard
+
+    shop.order("111-0000000-0000001", 7)
+    shop.order("111-0000000-0000002", 7, buyer_alias="b2second000@marketplace.amazon.com")
+    acct = shop.daemon.accounts[0]
+    with shop.daemon.engine.begin() as conn:
+        service.schedule(conn, acct, shop.clock())
+    assert service.dispatch_due(shop.daemon.engine, acct, shop.clock(), 5, worker="t").sent == 2   # queued only
+    with shop.daemon.engine.begin() as conn:
+        # Buyer 1 opts out through the command's path: the queued mail and its request are cancelled together.
+        store.set_opt_out(conn, "acme", ALIAS, opted_out=True, source="operator t", now=shop.clock())
+        guard.cancel_unsolicited(conn, account="acme", buyer=ALIAS, source="operator t", actor="t", now=shop.clock())
+        service.buyer_opted_out(conn, "acme", ALIAS, "operator t", shop.clock())
+        # Buyer 2's opt-out is only in the buyer table: the outbox finds it at send time.
+        store.set_opt_out(conn, "acme", "b2second000@marketplace.amazon.com", opted_out=True, source="x",
+                          now=shop.clock())
+    shop.run()
+    assert to_buyers(shop.smtp) == []
+    got = shop.requests()
+    assert got["111-0000000-0000001"] == ("cancelled", "cancelled before it was sent: buyer opted out (operator t)")
+    state, reason = got["111-0000000-0000002"]
+    assert state == "cancelled" and reason.startswith("cancelled at send time: ") and "opted out" in reason

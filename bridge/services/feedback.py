@@ -311,8 +311,17 @@ def record_external(conn: Connection, acct: AccountContext, order_id: str, reaso
 
 
 def buyer_opted_out(conn: Connection, account: str, alias: str, source: str, now: datetime) -> int:
-    """Cancel the buyer's scheduled requests; returns how many."""
-    return store.cancel_scheduled_of_buyer(conn, account, alias, f"buyer opted out ({source})", now)
+    """Cancel the buyer's scheduled requests, and those queued but cancelled in the outbox before they left
+    (call after ``guard.cancel_unsolicited``); returns how many."""
+    reason = f"buyer opted out ({source})"
+    return store.cancel_scheduled_of_buyer(conn, account, alias, reason, now) + store.cancel_unsent_requests(
+        conn, account, alias=alias, reason=f"cancelled before it was sent: {reason}", now=now)
+
+
+def outbox_cancelled(conn: Connection, account: str, message_id: str, why: str, now: datetime) -> None:
+    """The outbox cancelled a request's mail at send time (the buyer opted out meanwhile): say so on the request."""
+    store.cancel_unsent_requests(conn, account, message_id=message_id, reason=f"cancelled at send time: {why}",
+                                 now=now)
 
 
 def notice_answers_request(conn: Connection, account: str, original_message_id: str | None,

@@ -50,6 +50,7 @@ from bridge.store.feedback import (
     OrderRecord,
     Request,
     cancel_scheduled_of_buyer,
+    cancel_unsent_requests,
     claim_due_requests,
     feedback_counts,
     finish_request,
@@ -147,7 +148,7 @@ __all__ = [
     "outbox_known_ids", "resolve_interrupted",
     # feedback requests
     "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
-    "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",
+    "cancel_unsent_requests", "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",
     "mark_not_delivered", "order_record", "orders_since", "orders_to_schedule", "record_external",
     "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
     "sent_between",

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bridge.domain.feedback import ENDED_STATUSES, OrderFacts
-from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_ITEM, ORDERS
+from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_ITEM, ORDERS, OUTBOX
 from bridge.store.times import iso, utc
 
 REQUEST_STATES = ("scheduled", "claimed", "sent", "skipped", "cancelled")
@@ -254,6 +254,20 @@ def cancel_scheduled_of_buyer(conn: Connection, account: str, alias: str, reason
     return conn.execute(update(FEEDBACK).where(
         FEEDBACK.c.account == account, FEEDBACK.c.buyer_alias == alias, FEEDBACK.c.state == "scheduled").values(
         state="cancelled", reason=reason, updated_at=now)).rowcount
+
+
+def cancel_unsent_requests(conn: Connection, account: str, *, reason: str, now: datetime, alias: str | None = None,
+                           message_id: str | None = None) -> int:
+    """Requests recorded sent whose outbox row was cancelled before it left (the buyer's, or the one with
+    this Message-ID): cancelled too, so the request says what happened. Returns how many."""
+    cancelled_rows = select(OUTBOX.c.message_id).where(OUTBOX.c.account == account, OUTBOX.c.state == "cancelled")
+    if message_id is not None:
+        cancelled_rows = cancelled_rows.where(OUTBOX.c.message_id == message_id)
+    query = update(FEEDBACK).where(FEEDBACK.c.account == account, FEEDBACK.c.state == "sent",
+                                   FEEDBACK.c.outbox_message_id.in_(cancelled_rows))
+    if alias is not None:
+        query = query.where(FEEDBACK.c.buyer_alias == alias)
+    return conn.execute(query.values(state="cancelled", reason=reason, updated_at=now)).rowcount
 
 
 def mark_not_delivered(conn: Connection, request_id: int, reason: str, now: datetime) -> None:

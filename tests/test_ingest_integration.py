@@ -14,6 +14,7 @@ from bridgekit import Clock, make_settings, outbox_states, rows
 from bridge import store
 from bridge.domain import tokens
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.workers.ingest import AccountIngest
 from bridge.workers.supervisor import Daemon
 
 
@@ -248,6 +249,38 @@ def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot
     finally:
         _stop(loop, stop, thread)
     assert outbox_states(daemon.engine) == {"sent": 2}
+
+
+def test_mail_that_arrives_during_a_pass_does_not_wait_for_the_poll(tmp_path: Path, dovecot: DovecotServer,
+                                                                   fresh_mailbox: SandboxAccount,
+                                                                   staff: SandboxAccount,
+                                                                   smtp_server: SandboxSMTP) -> None:
+    # A server tells of mail that arrives during a pass in the pass's own command
+    # responses, or not at all, and need not repeat it once IDLE begins (Dovecot
+    # does not): only looking again before IDLE finds it in less than poll_seconds.
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, imap={"poll_seconds": 300},
+                             account={"forward_existing": True})
+    first, late = backlog(fresh_mailbox, 2, seed=12)
+    dovecot.append(fresh_mailbox.user, "INBOX", first)
+    daemon = Daemon(settings)
+    ingest: AccountIngest
+
+    def arrives_while_recording() -> None:
+        if ingest.stats.recorded == 1 and len(dovecot.uids(fresh_mailbox.user)) == 1:
+            dovecot.append(fresh_mailbox.user, "INBOX", late)
+
+    ingest = AccountIngest(daemon.engine, daemon.accounts[0], on_committed=arrives_while_recording)
+    stop = threading.Event()
+    thread = threading.Thread(target=ingest.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while ingest.stats.recorded < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.stats.recorded == 2
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @pytest.mark.parametrize("question,flag", [

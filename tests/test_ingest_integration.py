@@ -7,13 +7,16 @@ import threading
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bridgekit import Clock, make_settings, outbox_states, rows
 
 from bridge import store
+from bridge.adapters.smtp import SmtpConnection
 from bridge.domain import tokens
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.services.account import AccountContext
 from bridge.workers.ingest import AccountIngest
 from bridge.workers.supervisor import Daemon
 
@@ -201,6 +204,35 @@ def test_smtp_5xx_fails_for_good(tmp_path: Path, dovecot: DovecotServer, fresh_m
     assert row.state == "failed" and row.attempts == 1 and "550" in row.last_error
     with daemon.engine.begin() as conn:
         assert store.account_status(conn, "acme")["outbox"]["failed"] == 1
+
+
+def test_stop_lets_the_outbox_finish_only_the_message_in_hand(tmp_path: Path, dovecot: DovecotServer,
+                                                             fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                             smtp_server: SandboxSMTP) -> None:
+    # SIGTERM must not wait for a long queue to drain: systemd kills after TimeoutStopSec.
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True})
+    for raw in backlog(fresh_mailbox, 5, seed=13):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    stop = asyncio.Event()
+
+    def stops_after_one_send(acct: AccountContext) -> SmtpConnection:
+        conn = SmtpConnection(acct.settings.smtp)
+        send = conn.send
+
+        async def send_then_stop(*args: Any) -> None:
+            await send(*args)
+            stop.set()     # as SIGTERM does, while the first message is in hand
+
+        conn.send = send_then_stop  # type: ignore[method-assign]
+        return conn
+
+    daemon = Daemon(settings, smtp_factory=stops_after_one_send)
+    run_once(daemon, send=False)
+    assert outbox_states(daemon.engine) == {"queued": 5}
+    worker = daemon._outbox(daemon.accounts[0])
+    asyncio.run(asyncio.wait_for(worker.run(stop, asyncio.Event()), 30))
+    assert outbox_states(daemon.engine) == {"sent": 1, "queued": 4}
+    assert len(smtp_server.received) == 1
 
 
 def _start(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, asyncio.Event, threading.Thread]:

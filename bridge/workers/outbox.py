@@ -325,10 +325,14 @@ class OutboxWorker:
         with self.engine.begin() as conn:
             store.mark_copied_to_sent(conn, item.id)
 
-    async def drain(self) -> int:
-        """Send everything due now (``while send_one_due(): pass``)."""
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Send everything due now (``while send_one_due(): pass``), or until ``stop`` is set.
+
+        With ``stop`` set the message in hand is finished and the rest stays queued:
+        a long queue must not hold up SIGTERM (systemd kills after TimeoutStopSec).
+        """
         handled = 0
-        while await self.send_one_due():
+        while not (stop is not None and stop.is_set()) and await self.send_one_due():
             handled += 1
             self._session_failures = 0
             self.heartbeat.beat()
@@ -352,7 +356,7 @@ class OutboxWorker:
             while not stop.is_set():
                 try:
                     await self.reconcile()
-                    await self.drain()
+                    await self.drain(stop)
                     wait = await asyncio.to_thread(self.seconds_until_due)
                     backoff.reset()
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker

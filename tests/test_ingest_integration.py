@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from email import message_from_bytes, policy
@@ -233,6 +234,53 @@ def test_stop_lets_the_outbox_finish_only_the_message_in_hand(tmp_path: Path, do
     asyncio.run(asyncio.wait_for(worker.run(stop, asyncio.Event()), 30))
     assert outbox_states(daemon.engine) == {"sent": 1, "queued": 4}
     assert len(smtp_server.received) == 1
+
+
+def test_an_unreachable_smtp_server_pauses_the_worker_and_keeps_the_queue_as_it_was(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    # One failed connection says the server is down: trying the next row at once would only
+    # fail again, once per queued row (thousands after a backlog), each with an error logged.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
+                             smtp_opts={"port": closed_port}, outbox={"retry_base_seconds": 10})
+    for raw in backlog(fresh_mailbox, 5, seed=14):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    attempts = 0
+
+    def counting(acct: AccountContext) -> SmtpConnection:
+        conn = SmtpConnection(acct.settings.smtp)
+        send = conn.send
+
+        async def counted(*args: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            await send(*args)
+
+        conn.send = counted  # type: ignore[method-assign]
+        return conn
+
+    daemon = Daemon(settings, smtp_factory=counting)
+    run_once(daemon, send=False)
+    before = {r.id: r.next_attempt_at for r in rows(daemon.engine, store.OUTBOX)}
+    worker = daemon._outbox(daemon.accounts[0])
+
+    async def run_briefly() -> None:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, wake))
+        for _ in range(10):           # the ingest thread wakes the worker as mail is recorded
+            await asyncio.sleep(0.15)
+            wake.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(run_briefly())
+    assert attempts == 1
+    after = rows(daemon.engine, store.OUTBOX)
+    assert {r.state for r in after} == {"queued"} and {r.attempts for r in after} == {0}
+    assert {r.id: r.next_attempt_at for r in after} == before     # the queue keeps its order
 
 
 def _start(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, asyncio.Event, threading.Thread]:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -229,6 +230,15 @@ class DaemonProcess:
         except (OSError, StopIteration, ValueError):
             return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the daemon has used so far, all threads, user + system."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM (finish the work in hand, exit 0); SIGKILL to the whole session after ``timeout``."""
         if not self.alive():
@@ -281,8 +291,16 @@ def running_daemon(config: Path, log: Path, db: Path, timeout: float = 60) -> It
 # --- plain children ----------------------------------------------------------------------
 
 
-def child(argv: list[str], log: Path, timeout: float = 900) -> tuple[float, int, str]:
-    """Run a child to its end: (seconds from start to exit, peak RSS in KiB, stdout). Its stderr goes to ``log``."""
+@dataclass(frozen=True)
+class ChildRun:
+    seconds: float           # from start to exit
+    cpu_seconds: float       # user + system
+    peak_rss_kib: int
+    stdout: str
+
+
+def child(argv: list[str], log: Path, timeout: float = 900) -> ChildRun:
+    """Run a child to its end and measure it. Its stderr goes to ``log``."""
     out_path = log.with_suffix(".out")
     started = time.perf_counter()
     with log.open("ab") as err, out_path.open("wb") as out:
@@ -303,4 +321,4 @@ def child(argv: list[str], log: Path, timeout: float = 900) -> tuple[float, int,
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{argv[:6]} failed ({proc.returncode}):\n{log.read_text(errors='replace')[-2000:]}")
-    return elapsed, usage.ru_maxrss, out_path.read_text()
+    return ChildRun(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out_path.read_text())

@@ -75,7 +75,7 @@ from imapclient import IMAPClient
 port, user, password, batch = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 c = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60)
 c.login(user, password)
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 c.select_folder("INBOX", readonly=True)
 uids = sorted(c.search(["ALL"]))
 n = 0
@@ -85,19 +85,21 @@ for i in range(0, len(uids), batch):
         body = msg.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
         n += 1
-elapsed = time.perf_counter() - started
+elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
 c.logout()
-print(n, elapsed)
+print(n, elapsed, cpu)
 """
 
 
 @dataclass
 class Rounds:
-    """Seconds per round for the baseline and for mailbridge, on the same number of messages."""
+    """Seconds (and CPU seconds) per round for the baseline and for mailbridge, on the same messages."""
 
     messages: int
     baseline: list[float] = field(default_factory=list)
     bridge: list[float] = field(default_factory=list)
+    baseline_cpu: list[float] = field(default_factory=list)
+    bridge_cpu: list[float] = field(default_factory=list)
 
     def ratios(self) -> list[float]:
         # Each round's two runs are neighbours in time, so their ratio is less at the mercy
@@ -111,8 +113,10 @@ class Rounds:
         rates = f"baseline best {self.messages / min(self.baseline):.0f} msg/s, " \
                 f"mailbridge best {self.messages / min(self.bridge):.0f} msg/s"
         per_round = ", ".join(f"{r:.2f}" for r in self.ratios())
+        cpu = (f"CPU per message: baseline {min(self.baseline_cpu) / self.messages * 1000:.2f} ms, "
+               f"mailbridge {min(self.bridge_cpu) / self.messages * 1000:.2f} ms (least of the rounds)")
         return (f"{label}: ratio {self.best_ratio():.2f}x best-of ({rates}); per round {per_round} "
-                f"(median {statistics.median(self.ratios()):.2f}x)")
+                f"(median {statistics.median(self.ratios()):.2f}x)\n    {cpu}")
 
 
 def sized(count: int, size: int, seller: str, seed: int) -> list[bytes]:
@@ -122,14 +126,21 @@ def sized(count: int, size: int, seller: str, seed: int) -> list[bytes]:
     return samples.buyer_backlog(count, seller_address=seller, seed=seed, size=pad)
 
 
-def baseline(root: Path, port: int, user: str, batch: int, expect: int) -> tuple[float, float]:
-    """Run the baseline in a fresh process: (seconds from process start to exit, seconds SELECT to last parse)."""
-    wall, _, out = child([sys.executable, "-c", BASELINE, str(port), user, PASSWORD, str(batch)],
-                         root / "baseline.log")
-    n, inner = out.split()
+@dataclass(frozen=True)
+class Baseline:
+    seconds: float            # process start to exit
+    cpu_seconds: float
+    work_seconds: float       # SELECT to the last parse (no interpreter start-up, no login)
+    work_cpu_seconds: float
+
+
+def baseline(root: Path, port: int, user: str, batch: int, expect: int) -> Baseline:
+    """Run the baseline in a fresh process."""
+    run = child([sys.executable, "-c", BASELINE, str(port), user, PASSWORD, str(batch)], root / "baseline.log")
+    n, work, work_cpu = run.stdout.split()
     if int(n) != expect:
         raise SystemExit(f"benchmark: the baseline read {n} messages, expected {expect}")
-    return wall, float(inner)
+    return Baseline(run.seconds, run.cpu_seconds, float(work), float(work_cpu))
 
 
 def check_recorded(db: Path, count: int) -> None:
@@ -154,22 +165,34 @@ def backlog(root: Path, dovecot: DovecotServer, smtp: SmtpSink, args: argparse.N
     last_uid = max(dovecot.uids(SELLER))
     result = Rounds(len(messages))
     for r in range(args.rounds):
-        wall, _ = baseline(root, dovecot.port, SELLER, args.batch, len(messages))
-        result.baseline.append(wall)
+        base = baseline(root, dovecot.port, SELLER, args.batch, len(messages))
+        result.baseline.append(base.seconds)
+        result.baseline_cpu.append(base.cpu_seconds)
         name = f"backlog{r}"
         config = write_config(root, name, dovecot.port, smtp.port, SELLER, STAFF, args.batch)
         peek = Peek(database_path(root, name))
+        first_batch = 0.0
+
+        def recorded_all() -> bool:
+            nonlocal first_batch
+            checkpoint = peek.checkpoint()
+            if checkpoint and not first_batch:
+                first_batch = time.perf_counter()
+            return checkpoint == last_uid or proc.check_alive()
+
         try:
             with daemon(config, root / f"{name}.log") as proc:
-                done = until(lambda: peek.checkpoint() == last_uid or proc.check_alive(), args.timeout,
-                             f"the daemon to record {len(messages)} messages")
+                done = until(recorded_all, args.timeout, f"the daemon to record {len(messages)} messages")
                 result.bridge.append(done - proc.started)
+                result.bridge_cpu.append(proc.cpu_seconds())
                 rss.append(proc.peak_rss_mib())
         finally:
             peek.close()
         check_recorded(database_path(root, name), len(messages))
-        print(f"    round {r + 1}: baseline {wall:.2f} s, mailbridge {result.bridge[-1]:.2f} s "
-              f"(ratio {result.ratios()[-1]:.2f}x), daemon peak RSS {rss[-1]:.0f} MiB", flush=True)
+        print(f"    round {r + 1}: baseline {base.seconds:.2f} s (CPU {base.cpu_seconds:.2f} s); mailbridge "
+              f"{result.bridge[-1]:.2f} s (CPU {result.bridge_cpu[-1]:.2f} s; first batch recorded at "
+              f"{first_batch - proc.started:.2f} s); ratio {result.ratios()[-1]:.2f}x; peak RSS {rss[-1]:.0f} MiB",
+              flush=True)
     return result
 
 
@@ -186,6 +209,7 @@ def steady(root: Path, dovecot: DovecotServer, smtp: SmtpSink, args: argparse.Na
         with running_daemon(config, root / f"{name}.log", db) as proc, client(dovecot, user) as c:
             peek = Peek(db)
             try:
+                cpu_before = proc.cpu_seconds()
                 first = time.perf_counter()
                 for i in range(0, len(burst), BURST_CHUNK):
                     c.multiappend("INBOX", burst[i:i + BURST_CHUNK])
@@ -195,17 +219,20 @@ def steady(root: Path, dovecot: DovecotServer, smtp: SmtpSink, args: argparse.Na
                 done = until(lambda: peek.checkpoint() == last_uid or proc.check_alive(), args.timeout,
                              f"the daemon to record a burst of {len(burst)}")
                 result.bridge.append(done - first)
+                result.bridge_cpu.append(proc.cpu_seconds() - cpu_before)
                 # Let it send the notifications first: the baseline gets a quiet machine too.
-                until(lambda: peek.idle() or proc.check_alive(), args.timeout, "the outbox to drain", 0.05)
+                sent = until(lambda: peek.idle() or proc.check_alive(), args.timeout, "the outbox to drain", 0.05)
                 rss.append(proc.peak_rss_mib())
             finally:
                 peek.close()
         check_recorded(db, len(burst))
-        _, inner = baseline(root, dovecot.port, user, args.batch, len(burst))
-        result.baseline.append(inner)
-        print(f"    round {r + 1}: APPENDs took {appended:.2f} s; mailbridge {result.bridge[-1]:.2f} s from the "
-              f"first APPEND to the last notification queued, baseline {inner:.2f} s "
-              f"(ratio {result.ratios()[-1]:.2f}x), daemon peak RSS {rss[-1]:.0f} MiB", flush=True)
+        base = baseline(root, dovecot.port, user, args.batch, len(burst))
+        result.baseline.append(base.work_seconds)
+        result.baseline_cpu.append(base.work_cpu_seconds)
+        print(f"    round {r + 1}: baseline {base.work_seconds:.2f} s (CPU {base.work_cpu_seconds:.2f} s); mailbridge "
+              f"{result.bridge[-1]:.2f} s (CPU {result.bridge_cpu[-1]:.2f} s; the APPENDs took {appended:.2f} s; "
+              f"all notifications sent at {sent - first:.2f} s); ratio {result.ratios()[-1]:.2f}x; "
+              f"peak RSS {rss[-1]:.0f} MiB", flush=True)
     return result
 
 
@@ -230,6 +257,26 @@ def latency(root: Path, dovecot: DovecotServer, smtp: SmtpSink, args: argparse.N
             rss.append(proc.peak_rss_mib())
         finally:
             peek.close()
+    return out
+
+
+def server_notice_delay(dovecot: DovecotServer, count: int, size: int) -> list[float]:
+    """APPEND to the server's EXISTS on a bare idling imapclient: the part of (c) that is the server's."""
+    user = "probe@bench.example"
+    dovecot.add_user(user, PASSWORD)
+    out = []
+    with client(dovecot, user) as watcher, client(dovecot, user) as writer:
+        watcher.select_folder("INBOX", readonly=True)
+        for raw in sized(count, size, user, seed=98):
+            watcher.idle()
+            appended = time.perf_counter()
+            writer.append("INBOX", raw)
+            deadline = appended + 30
+            while not any(len(r) > 1 and r[1] == b"EXISTS" for r in watcher.idle_check(timeout=1)):
+                if time.perf_counter() > deadline:
+                    raise SystemExit("benchmark: the IMAP server never announced an APPEND in IDLE")
+            out.append(time.perf_counter() - appended)
+            watcher.idle_done()
     return out
 
 
@@ -263,6 +310,7 @@ def main() -> None:
             a = backlog(root, dovecot, smtp, args, rss)
             b = steady(root, dovecot, smtp, args, rss) if args.burst else None
             lat = latency(root, dovecot, smtp, args, rss) if args.latency else []
+            server = server_notice_delay(dovecot, min(args.latency, 10), args.size) if args.latency else []
     finally:
         if args.keep:
             print(f"kept {root}", file=sys.stderr)
@@ -276,6 +324,8 @@ def main() -> None:
     if lat:
         print(f"(c) IDLE arrival, APPEND to notification queued, {len(lat)} messages: "
               f"median {statistics.median(lat):.3f} s, max {max(lat):.3f} s")
+        print(f"    of which the IMAP server's own notice: a bare imapclient in IDLE sees an APPEND after "
+              f"median {statistics.median(server):.3f} s, max {max(server):.3f} s ({len(server)} messages)")
     print(f"peak RSS of the daemon: {max(rss):.0f} MiB (highest of {len(rss)} daemons)")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     misses = []

@@ -101,14 +101,14 @@ def throughput(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int
     config = write_config(root, "backlog", dovecot.port, smtp.port, SELLER, STAFF, batch)
     replies = prepare(root, dovecot, smtp, config, SELLER, count, seed=37)
     fill(dovecot, SELLER, replies)
-    secs, maxrss, _ = child(mailbridge(config, "run", "--once"), root / "backlog.log")
+    run = child(mailbridge(config, "run", "--once"), root / "backlog.log")
     mails = smtp.received
     buyers = to_buyers(mails)
     per_id = collections.Counter(m.message_id for m in mails)
     per_answer = collections.Counter(answer_of(m) for m in buyers)
     duplicates = sum(n - 1 for n in per_id.values() if n > 1) + sum(n - 1 for n in per_answer.values() if n > 1)
     confirmations = sum(1 for m in mails if m.rcpt_tos == (STAFF,))
-    return secs, maxrss, len(buyers), duplicates, confirmations
+    return run.seconds, run.peak_rss_kib, len(buyers), duplicates, confirmations
 
 
 def main() -> None:

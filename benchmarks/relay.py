@@ -13,9 +13,8 @@ Starts a real Dovecot and an SMTP sink (sandbox, 127.0.0.1) and drives the
   (b) throughput: M conversations prepared the same way, then a backlog of
       M staff replies relayed by one ``mailbridge run --once`` (ingest,
       verify, compose, policy check, send, and the confirmations to staff);
-      it prints replies per second, the peak RSS of the child and its backlog
-      reader process together, the
-      buyer mails received (must be M) and the duplicates (must be 0).
+      it prints replies per second, the peak RSS of the child, the buyer
+      mails received (must be M) and the duplicates (must be 0).
 
     python benchmarks/relay.py                     # 20 live replies, a backlog of 1,000
     python benchmarks/relay.py -n 200 --latency 5  # quicker
@@ -33,7 +32,7 @@ import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from benchkit import PASSWORD, child, fill, mailbridge, running_daemon, write_config
+from benchkit import PASSWORD, child, database_path, fill, mailbridge, running_daemon, stop_on_sigterm, write_config
 
 from bridge.sandbox import DovecotServer, ReceivedMail, SandboxSMTP, samples
 
@@ -86,7 +85,7 @@ def latency(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int, i
             batch: int) -> list[float]:
     config = write_config(root, "live", dovecot.port, smtp.port, LIVE, STAFF, batch)
     replies = prepare(root, dovecot, smtp, config, LIVE, count, seed=31)
-    with running_daemon(config, root / "live.log"):
+    with running_daemon(config, root / "live.log", database_path(root, "live")):
         out = []
         for i, raw in enumerate(replies):
             appended_at = time.time()
@@ -102,14 +101,14 @@ def throughput(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP, count: int
     config = write_config(root, "backlog", dovecot.port, smtp.port, SELLER, STAFF, batch)
     replies = prepare(root, dovecot, smtp, config, SELLER, count, seed=37)
     fill(dovecot, SELLER, replies)
-    secs, maxrss, _ = child(mailbridge(config, "run", "--once"), root / "backlog.log")
+    run = child(mailbridge(config, "run", "--once"), root / "backlog.log")
     mails = smtp.received
     buyers = to_buyers(mails)
     per_id = collections.Counter(m.message_id for m in mails)
     per_answer = collections.Counter(answer_of(m) for m in buyers)
     duplicates = sum(n - 1 for n in per_id.values() if n > 1) + sum(n - 1 for n in per_answer.values() if n > 1)
     confirmations = sum(1 for m in mails if m.rcpt_tos == (STAFF,))
-    return secs, maxrss, len(buyers), duplicates, confirmations
+    return run.seconds, run.peak_rss_kib, len(buyers), duplicates, confirmations
 
 
 def main() -> None:
@@ -119,6 +118,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between two live replies")
     ap.add_argument("--batch", type=int, default=200, help="imap.batch_size")
     args = ap.parse_args()
+    stop_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as tmp:
         root = Path(tmp)

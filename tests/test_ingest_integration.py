@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bridgekit import Clock, make_settings, outbox_states, rows
 
 from bridge import store
+from bridge.adapters.smtp import SmtpConnection
 from bridge.domain import tokens
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.services.account import AccountContext
+from bridge.workers.ingest import AccountIngest
 from bridge.workers.supervisor import Daemon
 
 
@@ -202,6 +207,82 @@ def test_smtp_5xx_fails_for_good(tmp_path: Path, dovecot: DovecotServer, fresh_m
         assert store.account_status(conn, "acme")["outbox"]["failed"] == 1
 
 
+def test_stop_lets_the_outbox_finish_only_the_message_in_hand(tmp_path: Path, dovecot: DovecotServer,
+                                                             fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+                                                             smtp_server: SandboxSMTP) -> None:
+    # SIGTERM must not wait for a long queue to drain: systemd kills after TimeoutStopSec.
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True})
+    for raw in backlog(fresh_mailbox, 5, seed=13):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    stop = asyncio.Event()
+
+    def stops_after_one_send(acct: AccountContext) -> SmtpConnection:
+        conn = SmtpConnection(acct.settings.smtp)
+        send = conn.send
+
+        async def send_then_stop(*args: Any) -> None:
+            await send(*args)
+            stop.set()     # as SIGTERM does, while the first message is in hand
+
+        conn.send = send_then_stop  # type: ignore[method-assign]
+        return conn
+
+    daemon = Daemon(settings, smtp_factory=stops_after_one_send)
+    run_once(daemon, send=False)
+    assert outbox_states(daemon.engine) == {"queued": 5}
+    worker = daemon._outbox(daemon.accounts[0])
+    asyncio.run(asyncio.wait_for(worker.run(stop, asyncio.Event()), 30))
+    assert outbox_states(daemon.engine) == {"sent": 1, "queued": 4}
+    assert len(smtp_server.received) == 1
+
+
+def test_an_unreachable_smtp_server_pauses_the_worker_and_keeps_the_queue_as_it_was(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    # One failed connection says the server is down: trying the next row at once would only
+    # fail again, once per queued row (thousands after a backlog), each with an error logged.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
+                             smtp_opts={"port": closed_port}, outbox={"retry_base_seconds": 10})
+    for raw in backlog(fresh_mailbox, 5, seed=14):
+        dovecot.append(fresh_mailbox.user, "INBOX", raw)
+    attempts = 0
+
+    def counting(acct: AccountContext) -> SmtpConnection:
+        conn = SmtpConnection(acct.settings.smtp)
+        send = conn.send
+
+        async def counted(*args: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            await send(*args)
+
+        conn.send = counted  # type: ignore[method-assign]
+        return conn
+
+    daemon = Daemon(settings, smtp_factory=counting)
+    run_once(daemon, send=False)
+    before = {r.id: r.next_attempt_at for r in rows(daemon.engine, store.OUTBOX)}
+    worker = daemon._outbox(daemon.accounts[0])
+
+    async def run_briefly() -> None:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, wake))
+        for _ in range(10):           # the ingest thread wakes the worker as mail is recorded
+            await asyncio.sleep(0.15)
+            wake.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(run_briefly())
+    assert attempts == 1
+    after = rows(daemon.engine, store.OUTBOX)
+    assert {r.state for r in after} == {"queued"} and {r.attempts for r in after} == {0}
+    assert {r.id: r.next_attempt_at for r in after} == before     # the queue keeps its order
+
+
 def _start(daemon: Daemon) -> tuple[asyncio.AbstractEventLoop, asyncio.Event, threading.Thread]:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -248,6 +329,38 @@ def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot
     finally:
         _stop(loop, stop, thread)
     assert outbox_states(daemon.engine) == {"sent": 2}
+
+
+def test_mail_that_arrives_during_a_pass_does_not_wait_for_the_poll(tmp_path: Path, dovecot: DovecotServer,
+                                                                   fresh_mailbox: SandboxAccount,
+                                                                   staff: SandboxAccount,
+                                                                   smtp_server: SandboxSMTP) -> None:
+    # A server tells of mail that arrives during a pass in the pass's own command
+    # responses, or not at all, and need not repeat it once IDLE begins (Dovecot
+    # does not): only looking again before IDLE finds it in less than poll_seconds.
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, imap={"poll_seconds": 300},
+                             account={"forward_existing": True})
+    first, late = backlog(fresh_mailbox, 2, seed=12)
+    dovecot.append(fresh_mailbox.user, "INBOX", first)
+    daemon = Daemon(settings)
+    ingest: AccountIngest
+
+    def arrives_while_recording() -> None:
+        if ingest.stats.recorded == 1 and len(dovecot.uids(fresh_mailbox.user)) == 1:
+            dovecot.append(fresh_mailbox.user, "INBOX", late)
+
+    ingest = AccountIngest(daemon.engine, daemon.accounts[0], on_committed=arrives_while_recording)
+    stop = threading.Event()
+    thread = threading.Thread(target=ingest.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while ingest.stats.recorded < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.stats.recorded == 2
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @pytest.mark.parametrize("question,flag", [

@@ -89,6 +89,29 @@ _ITEM_COLUMNS = (OUTBOX.c.id, OUTBOX.c.account, OUTBOX.c.message_id, OUTBOX.c.pu
                  OUTBOX.c.copied_to_sent, OUTBOX.c.conversation_id, OUTBOX.c.subject, OUTBOX.c.category)
 
 
+# The outbox worker runs these for every message it sends, so they are built once,
+# like the inbound statements (building one costs more than running it).
+_DUE = (select(OUTBOX.c.id)
+        .where(OUTBOX.c.account == bindparam("account"), OUTBOX.c.state == "queued",
+               OUTBOX.c.next_attempt_at <= bindparam("now", type_=OUTBOX.c.next_attempt_at.type))
+        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id).limit(1))
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+_CLAIM = update(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.state == "queued").values(
+    state="sending", claimed_by=bindparam("worker"), claimed_at=bindparam("now", type_=OUTBOX.c.claimed_at.type),
+    attempts=OUTBOX.c.attempts + 1)
+_CLAIMED = select(*_ITEM_COLUMNS).where(OUTBOX.c.id == bindparam("outbox_id"))
+# A NULL sent_at or next_attempt_at leaves the column as it is; refund is 0 or 1.
+_FINISH = update(OUTBOX).where(
+    OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.state == "sending", OUTBOX.c.claimed_by == bindparam("worker"),
+).values(
+    state=bindparam("state"), last_error=bindparam("error"), claimed_by=None,
+    sent_at=func.coalesce(bindparam("sent_at", type_=OUTBOX.c.sent_at.type), OUTBOX.c.sent_at),
+    next_attempt_at=func.coalesce(bindparam("next_attempt_at", type_=OUTBOX.c.next_attempt_at.type),
+                                  OUTBOX.c.next_attempt_at),
+    attempts=OUTBOX.c.attempts - bindparam("refund"),
+)
+
+
 def claim_due(conn: Connection, account: str, worker: str, now: datetime) -> OutboxItem | None:
     """Claim the most overdue queued row: queued -> sending, by a conditional UPDATE.
 
@@ -96,20 +119,14 @@ def claim_due(conn: Connection, account: str, worker: str, now: datetime) -> Out
     succeeds while the row is still queued. PostgreSQL additionally skips rows
     locked by another claimer instead of waiting for them.
     """
-    query = (select(OUTBOX.c.id).where(OUTBOX.c.account == account, OUTBOX.c.state == "queued",
-                                       OUTBOX.c.next_attempt_at <= now)
-             .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id).limit(1))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    query = _DUE_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE
     while True:
-        row = conn.execute(query).first()
+        row = conn.execute(query, {"account": account, "now": now}).first()
         if row is None:
             return None
-        won = conn.execute(update(OUTBOX).where(OUTBOX.c.id == row[0], OUTBOX.c.state == "queued").values(
-            state="sending", claimed_by=worker, claimed_at=now, attempts=OUTBOX.c.attempts + 1)).rowcount
+        won = conn.execute(_CLAIM, {"outbox_id": row[0], "worker": worker, "now": now}).rowcount
         if won == 1:
-            claimed = conn.execute(select(*_ITEM_COLUMNS).where(OUTBOX.c.id == row[0])).one()
-            return _item(claimed)
+            return _item(conn.execute(_CLAIMED, {"outbox_id": row[0]}).one())
 
 
 def finish_send(conn: Connection, outbox_id: int, *, worker: str, state: str, now: datetime,
@@ -120,15 +137,11 @@ def finish_send(conn: Connection, outbox_id: int, *, worker: str, state: str, no
     meanwhile (we were too slow), our outcome must not overwrite its decision.
     ``refund_attempt``: the attempt never reached the message (the session failed).
     """
-    values: dict[str, Any] = {"state": state, "last_error": error, "claimed_by": None}
-    if state == "sent":
-        values["sent_at"] = now
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
-    if refund_attempt:
-        values["attempts"] = OUTBOX.c.attempts - 1
-    return conn.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == "sending",
-                                             OUTBOX.c.claimed_by == worker).values(**values)).rowcount == 1
+    return conn.execute(_FINISH, {
+        "outbox_id": outbox_id, "worker": worker, "state": state, "error": error,
+        "sent_at": now if state == "sent" else None, "next_attempt_at": next_attempt_at,
+        "refund": 1 if refund_attempt else 0,
+    }).rowcount == 1
 
 
 def mark_copied_to_sent(conn: Connection, outbox_id: int) -> None:

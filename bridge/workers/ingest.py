@@ -190,9 +190,16 @@ class AccountIngest:
                              "on" if session.can_idle and self.imap.idle else "off, polling")
                     self._ensure_folders(session)
                     while not stop.is_set():
+                        handled = self.stats.recorded + self.stats.quarantined
                         self.sync(session, stop)
                         backoff.reset()   # only a completed pass proves the account healthy again
                         self.heartbeat.beat()
+                        if self.stats.recorded + self.stats.quarantined > handled:
+                            # Mail that arrived during this pass was announced in its command
+                            # responses or not at all, and the server need not repeat it in IDLE
+                            # (Dovecot does not): look again, and wait only after a pass that
+                            # found nothing new.
+                            continue
                         session.wait(self.imap.poll_seconds, stop, self.heartbeat.beat)
             except ImapError as exc:
                 # A refused login or a missing folder will not mend itself within seconds.

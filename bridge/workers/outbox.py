@@ -89,6 +89,7 @@ class OutboxWorker:
         self.failed = 0
         self._session_failures = 0   # consecutive connect/login failures, for the worker's own backoff
         self.heartbeat = heartbeat or Heartbeat(f"outbox-{acct.name}", allowed_silence(acct))
+        self._paused_until: datetime | None = None   # after a failed connect/login: the server is down
 
     # -- start-up ----------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class OutboxWorker:
 
     async def send_one_due(self) -> bool:
         """Claim one due row and send it. False when nothing is due (or the server is unreachable)."""
+        if self._paused_until is not None and self.clock() < self._paused_until:
+            return False
         item = await asyncio.to_thread(self._claim)
         if item is None:
             return False
@@ -239,12 +242,18 @@ class OutboxWorker:
                 time.sleep(0.5 * (attempt + 1))
 
     def _release(self, item: store.OutboxItem, exc: SendError) -> None:
+        """Give the row back as it was (its place in the queue too) and pause the whole worker.
+
+        The next row would only fail the same way: pausing the row alone made the worker
+        try one connection per queued row, an error logged for each.
+        """
         delay = retry_delay(self._session_failures + 1, self.settings, self.rng)
         self._session_failures += 1
         now = self.clock()
+        self._paused_until = now + timedelta(seconds=delay)
         with self.engine.begin() as conn:
             store.finish_send(conn, item.id, worker=self.worker_id, state="queued", now=now, error=str(exc),
-                              next_attempt_at=now + timedelta(seconds=delay), refund_attempt=True)
+                              refund_attempt=True)
         log.error("account %s: cannot send through %s: %s; trying again in %.0f s", self.acct.name,
                   self.acct.settings.smtp.host, exc, delay)
 
@@ -325,10 +334,14 @@ class OutboxWorker:
         with self.engine.begin() as conn:
             store.mark_copied_to_sent(conn, item.id)
 
-    async def drain(self) -> int:
-        """Send everything due now (``while send_one_due(): pass``)."""
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Send everything due now (``while send_one_due(): pass``), or until ``stop`` is set.
+
+        With ``stop`` set the message in hand is finished and the rest stays queued:
+        a long queue must not hold up SIGTERM (systemd kills after TimeoutStopSec).
+        """
         handled = 0
-        while await self.send_one_due():
+        while not (stop is not None and stop.is_set()) and await self.send_one_due():
             handled += 1
             self._session_failures = 0
             self.heartbeat.beat()
@@ -344,6 +357,8 @@ class OutboxWorker:
             due = judge_at if due is None else min(due, judge_at)
         if due is None:
             return None
+        if self._paused_until is not None:
+            due = max(due, self._paused_until)
         return max(0.0, (due - self.clock()).total_seconds())
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
@@ -352,7 +367,7 @@ class OutboxWorker:
             while not stop.is_set():
                 try:
                     await self.reconcile()
-                    await self.drain()
+                    await self.drain(stop)
                     wait = await asyncio.to_thread(self.seconds_until_due)
                     backoff.reset()
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker

@@ -91,7 +91,7 @@ class SmtpSink:
                     writer.write(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
                 elif verb == b"DATA":
                     writer.write(b"354 go ahead\r\n")
-                    while (data := await reader.readline()) not in (b".\r\n", b""):
+                    while await reader.readline() not in (b".\r\n", b""):
                         pass
                     self.accepted += 1
                     writer.write(b"250 2.0.0 OK\r\n")

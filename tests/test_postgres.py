@@ -127,3 +127,13 @@ def test_nul_bytes_in_mail_do_not_block_postgres(tmp_path: Path, pg_url: str, do
     assert report.ingest["acme"].forwarded == 2 and report.ingest["acme"].quarantined == 0
     assert len(smtp_server.wait_for(2)) == 2
     daemon.engine.dispose()
+
+
+def test_order_upserts_on_postgres(pg_url: str) -> None:
+    from test_store_orders import check_upserts
+
+    engine = open_database(pg_url)
+    try:
+        check_upserts(engine)
+    finally:
+        engine.dispose()

@@ -7,6 +7,7 @@
 - ``conversations``: threading, and what the reply relay reads back
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
+- ``orders``: orders and their items, merged from reports and notices; the buyer link
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
@@ -74,6 +75,14 @@ from bridge.store.models import (
     OUTBOX,
     QUARANTINE,
 )
+from bridge.store.orders import (
+    UpsertCounts,
+    link_buyer,
+    order_by_id,
+    orders_for_account,
+    set_order_status,
+    upsert_orders,
+)
 from bridge.store.outbox import (
     CANCELLABLE,
     OUTBOX_STATES,
@@ -120,6 +129,8 @@ __all__ = [
     "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
     "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
     "outbox_known_ids", "resolve_interrupted",
+    # orders
+    "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
     # status, secrets, times

@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 
 from bridge.domain.marketplaces.amazon import ORDER_ID_RE
+from bridge.domain.marketplaces.protocol import OrderNotice
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.threads import split_relay_address
 
@@ -365,14 +366,37 @@ def merge_item(current: ItemFacts, new: ItemFacts) -> ItemFacts:
                      new.title or current.title, new.quantity)
 
 
+def same_line(a: ItemFacts, b: ItemFacts) -> bool:
+    """Whether two items are the same line of one order.
+
+    The same key; or, when one of them has no order-item id (its key is its SKU
+    or ASIN: an All Orders row, a notice), the same SKU, else the same ASIN. Two
+    different order-item ids are two lines even with one SKU.
+    """
+    if a.item_key == b.item_key:
+        return True
+    if a.sku and a.sku == b.sku and (a.item_key == a.sku or b.item_key == b.sku):
+        return True
+    return bool(a.asin and a.asin == b.asin and (a.item_key in (a.sku, a.asin) or b.item_key in (b.sku, b.asin)))
+
+
+def find_line(items: Iterable[ItemFacts], item: ItemFacts) -> ItemFacts | None:
+    """The line of ``items`` that ``item`` is (:func:`same_line`): the one with its key first."""
+    candidates = [i for i in items if same_line(i, item)]
+    return next((i for i in candidates if i.item_key == item.item_key), candidates[0] if candidates else None)
+
+
 def merge_items(current: tuple[ItemFacts, ...], new: tuple[ItemFacts, ...]) -> tuple[ItemFacts, ...]:
-    """Lines by item key, in the order first seen; a known key is merged (:func:`merge_item`)."""
+    """Lines in the order first seen; a line already known (:func:`find_line`) is merged and keeps its key."""
     if not new:
         return current
     by_key = {i.item_key: i for i in current}
     for item in new:
-        known = by_key.get(item.item_key)
-        by_key[item.item_key] = item if known is None else merge_item(known, item)
+        known = by_key.get(item.item_key) or find_line(by_key.values(), item)
+        if known is None:
+            by_key[item.item_key] = item
+        else:
+            by_key[known.item_key] = merge_item(known, item)
     return tuple(by_key.values())
 
 
@@ -413,3 +437,27 @@ def merge_rows(rows: Iterable[OrderFacts]) -> dict[str, OrderFacts]:
         known = merged.get(row.order_id)
         merged[row.order_id] = row if known is None else merge_order(known, row)
     return merged
+
+
+# --------------------------------------------------------------------------- notices
+
+# What a marketplace's order notice means for the order. A buyer's cancellation
+# request counts as cancelled: whether or not the seller still ships, a buyer who
+# asked to cancel must not be asked for feedback (docs/marketplaces.md: cancelled orders
+# are left out), and "cancelled" is final (see STATUS_RANK).
+NOTICE_STATUS: dict[str, str | None] = {
+    "sold_ship_now": "pending", "refund": "refunded", "return": "returned", "cancellation": "cancelled",
+    "claim": None,
+}
+
+
+def order_from_notice(notice: OrderNotice) -> OrderFacts:
+    """The facts of one order notice: its status (:data:`NOTICE_STATUS`), an open claim, its items.
+
+    A notice's item has no order-item id: its key is the SKU, else its title.
+    """
+    items = tuple(ItemFacts(i.sku or i.title or "", i.sku, None, i.title, i.quantity)
+                  for i in notice.items if i.sku or i.title)
+    return OrderFacts(notice.order_id, status=NOTICE_STATUS.get(notice.topic),
+                      open_claim=True if notice.topic == "claim" else None,
+                      purchased_at=notice.ordered_at, items=items)

@@ -22,7 +22,15 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Row
 
-from bridge.domain.orders import ORDER_FIELDS, ItemFacts, OrderFacts, merge_item, merge_order, merge_status
+from bridge.domain.orders import (
+    ORDER_FIELDS,
+    ItemFacts,
+    OrderFacts,
+    find_line,
+    merge_item,
+    merge_order,
+    merge_status,
+)
 from bridge.store.models import ORDER_ITEM, ORDERS
 from bridge.store.times import iso, utc
 
@@ -112,21 +120,27 @@ def upsert_orders(conn: Connection, account: str, orders: Iterable[OrderFacts], 
 def _upsert_items(conn: Connection, items_by_row: dict[int, tuple[ItemFacts, ...]], counts: UpsertCounts) -> None:
     if not items_by_row:
         return
-    stored = {(r.order_row, r.item_key): r for r in conn.execute(select(ORDER_ITEM).where(
-        ORDER_ITEM.c.order_row.in_(list(items_by_row))))}
+    stored: dict[int, dict[str, tuple[int, ItemFacts]]] = {}
+    for r in conn.execute(select(ORDER_ITEM).where(ORDER_ITEM.c.order_row.in_(list(items_by_row)))):
+        stored.setdefault(r.order_row, {})[r.item_key] = (r.id, ItemFacts(r.item_key, r.sku, r.asin, r.title,
+                                                                            r.quantity))
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for order_row, items in items_by_row.items():
+        known = stored.get(order_row, {})
         for item in items:
-            row = stored.get((order_row, item.item_key))
-            if row is None:
+            found = known.get(item.item_key)
+            if found is None:
+                line = find_line((facts for _, facts in known.values()), item)
+                found = known[line.item_key] if line is not None else None
+            if found is None:
                 inserts.append({"order_row": order_row, "item_key": item.item_key, "sku": item.sku,
                                 "asin": item.asin, "title": item.title, "quantity": item.quantity})
                 continue
-            current = ItemFacts(row.item_key, row.sku, row.asin, row.title, row.quantity)
+            row_id, current = found
             merged = merge_item(current, item)
             if merged != current:
-                updates.append({"row_id": row.id, **{name: getattr(merged, name) for name in _ITEM_FIELDS}})
+                updates.append({"row_id": row_id, **{name: getattr(merged, name) for name in _ITEM_FIELDS}})
     if inserts:
         conn.execute(ORDER_ITEM.insert(), inserts)
     if updates:

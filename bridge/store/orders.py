@@ -38,6 +38,14 @@ _DATE_FIELDS = frozenset({"purchased_at", "shipped_at", "delivered_at", "estimat
                           "estimated_delivery_to"})
 _ITEM_FIELDS = ("sku", "asin", "title", "quantity")
 
+# Look-ups by many keys go in groups of this many, the last group padded with its last key:
+# every such SELECT is then one statement, prepared once, and not one per chunk size
+# (each distinct IN list is another prepared statement held by the driver's cache).
+IN_GROUP = 500
+
+_ORDERS_BY_IDS = select(ORDERS).where(ORDERS.c.account == bindparam("account"),
+                                      ORDERS.c.order_id.in_(bindparam("keys", expanding=True)))
+_ITEMS_BY_ROWS = select(ORDER_ITEM).where(ORDER_ITEM.c.order_row.in_(bindparam("keys", expanding=True)))
 _UPDATE_ORDER = update(ORDERS).where(ORDERS.c.id == bindparam("row_id")).values(
     {name: bindparam(name) for name in (*ORDER_FIELDS, "updated_at")})
 _UPDATE_ITEM = update(ORDER_ITEM).where(ORDER_ITEM.c.id == bindparam("row_id")).values(
@@ -58,6 +66,18 @@ class UpsertCounts:
         self.updated += other.updated
         self.items_created += other.items_created
         self.items_updated += other.items_updated
+
+
+def _in_groups(keys: list[Any]) -> Iterable[list[Any]]:
+    """``keys`` in groups of :data:`IN_GROUP`, the last one padded with repeats of its last key."""
+    for start in range(0, len(keys), IN_GROUP):
+        group = keys[start:start + IN_GROUP]
+        yield group + [group[-1]] * (IN_GROUP - len(group))
+
+
+def _select_in(conn: Connection, statement: Any, keys: list[Any], **params: Any) -> Iterable[Row[Any]]:
+    for group in _in_groups(keys):
+        yield from conn.execute(statement, {"keys": group, **params})
 
 
 def _facts(row: Row[Any], items: tuple[ItemFacts, ...] = ()) -> OrderFacts:
@@ -86,8 +106,7 @@ def upsert_orders(conn: Connection, account: str, orders: Iterable[OrderFacts], 
     if not by_id:
         return counts
     since = created_since or now
-    stored = {r.order_id: r for r in conn.execute(select(ORDERS).where(
-        ORDERS.c.account == account, ORDERS.c.order_id.in_(list(by_id))))}
+    stored = {r.order_id: r for r in _select_in(conn, _ORDERS_BY_IDS, list(by_id), account=account)}
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for order_id, new in by_id.items():
@@ -105,9 +124,8 @@ def upsert_orders(conn: Connection, account: str, orders: Iterable[OrderFacts], 
     if inserts:
         conn.execute(ORDERS.insert(), inserts)
         counts.created = len(inserts)
-        created = conn.execute(select(ORDERS.c.order_id, ORDERS.c.id).where(
-            ORDERS.c.account == account, ORDERS.c.order_id.in_([i["order_id"] for i in inserts])))
-        row_ids = {str(r[0]): int(r[1]) for r in created}
+        created = _select_in(conn, _ORDERS_BY_IDS, [i["order_id"] for i in inserts], account=account)
+        row_ids = {str(r.order_id): int(r.id) for r in created}
     else:
         row_ids = {}
     if updates:
@@ -121,7 +139,7 @@ def _upsert_items(conn: Connection, items_by_row: dict[int, tuple[ItemFacts, ...
     if not items_by_row:
         return
     stored: dict[int, dict[str, tuple[int, ItemFacts]]] = {}
-    for r in conn.execute(select(ORDER_ITEM).where(ORDER_ITEM.c.order_row.in_(list(items_by_row)))):
+    for r in _select_in(conn, _ITEMS_BY_ROWS, list(items_by_row)):
         stored.setdefault(r.order_row, {})[r.item_key] = (r.id, ItemFacts(r.item_key, r.sku, r.asin, r.title,
                                                                             r.quantity))
     inserts: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ from bridge.domain.orders import (
     ItemFacts,
     OrderFacts,
     RowReader,
+    buyer_link,
     UnknownLayout,
     delimiter_for,
     detect_layout,
@@ -319,3 +320,13 @@ def test_a_later_report_updates_an_order() -> None:
 def test_merging_another_order_is_refused() -> None:
     with pytest.raises(ValueError):
         merge_order(OrderFacts("111-2223334-4445556"), OrderFacts("111-2223334-4445557"))
+
+
+@pytest.mark.parametrize(("alias", "marketplace", "language"), [
+    ("k3j9x0qma2b7@marketplace.amazon.de", "amazon.de", "de"),
+    ("k3j9x0qma2b7@marketplace.amazon.co.jp", "amazon.co.jp", "ja"),
+    ("jane.doe@members.ebay.com", None, None),        # one relay domain, several sites and languages
+])
+def test_buyer_link_names_the_site_of_the_alias(alias: str, marketplace: str | None, language: str | None) -> None:
+    assert buyer_link("111-2223334-4445556", alias) == OrderFacts(
+        "111-2223334-4445556", buyer_alias=alias, marketplace=marketplace, language=language)

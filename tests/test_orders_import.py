@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.domain.classify import ClassifyContext, classify
-from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, AMAZON, EBAY
+from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, AMAZON, EBAY, MARKETPLACES
 from bridge.domain.marketplaces.protocol import NoticeItem, OrderNotice
 from bridge.domain.parse import parse_mail
 from bridge.services.orders import UnreadableReport, apply_order_mail, import_report
@@ -186,6 +186,8 @@ def test_a_buyer_naming_an_order_links_the_alias(engine: Engine) -> None:
         assert apply_order_mail(conn, "acme", mail, cls, NOW) is None     # already linked
         order = store.order_by_id(conn, "acme", mail.order_id)
     assert order is not None and order.buyer_alias == cls.buyer_alias and "+" not in order.buyer_alias
+    site = cls.buyer_alias.rpartition("@marketplace.")[2]     # the alias's site, and its language
+    assert order.marketplace == site and order.language == MARKETPLACES[site].language
     # Mail that is neither: nothing.
     mail, cls = mail_of("other_vendor_invoice.eml", inbound)
     with engine.begin() as conn:

@@ -95,7 +95,8 @@ def test_listing_is_plain_values_newest_first(engine: Engine) -> None:
             OrderFacts(STOVE, purchased_at=NOW - timedelta(days=5)),
             OrderFacts(TENT, purchased_at=NOW - timedelta(days=1), items=(ItemFacts("A", "A", None, "Tent", 1),))],
             NOW)
-        listed = store.orders_for_account(conn, ["acme"])
+        listed = store.orders_for_account(conn, "acme")
+        assert store.orders_for_account(conn, "acme", limit=1) == listed[:1]
     assert [o["order_id"] for o in listed] == [TENT, STOVE]
     assert listed[0]["purchased_at"] == "2026-11-22T12:00:00+00:00" and listed[0]["status"] == "pending"
     assert listed[0]["items"] == [{"item_key": "A", "sku": "A", "asin": None, "title": "Tent", "quantity": 1}]

@@ -305,6 +305,16 @@ class RowReader:
             items=self._item(row, "order-item-id", "quantity-purchased"))
 
 
+def buyer_link(order_id: str, alias: str, registry: Registry = DEFAULT_REGISTRY) -> OrderFacts:
+    """What a buyer writing from ``alias`` about an order tells of it: the buyer, and the site of the alias's
+    relay domain with its language when only one site uses that domain (Amazon's do; eBay's are shared)."""
+    domain = alias.rpartition("@")[2]
+    sites = [s for s in registry.sites.values() if domain in s.relay_domains]
+    site = sites[0] if len(sites) == 1 else None
+    return OrderFacts(order_id, buyer_alias=alias, marketplace=site.key if site else None,
+                      language=registry.language_of_relay_domain(domain))
+
+
 def read_report(lines: Iterable[str], filename: str = "", registry: Registry = DEFAULT_REGISTRY,
                 ) -> tuple[Layout, Iterator[OrderFacts | BadRow]]:
     """The layout of a report and its rows, read lazily from ``lines`` (text lines, as a file yields them).

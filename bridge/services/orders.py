@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,15 @@ from sqlalchemy.exc import IntegrityError
 from bridge import store
 from bridge.domain.classify import Classification, Kind
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
-from bridge.domain.orders import BadRow, OrderFacts, UnknownLayout, merge_rows, order_from_notice, read_report
+from bridge.domain.orders import (
+    BadRow,
+    OrderFacts,
+    UnknownLayout,
+    buyer_link,
+    merge_rows,
+    order_from_notice,
+    read_report,
+)
 from bridge.domain.parse import ParsedMail
 
 log = logging.getLogger(__name__)
@@ -107,14 +116,14 @@ def import_report(engine: Engine, account: str, path: str | Path, progress: Prog
 class _ByteCounter:
     """Text lines of a binary file, counting the bytes read (for progress) without ``tell()``."""
 
-    def __init__(self, f: "object", encoding: str) -> None:
+    def __init__(self, f: BinaryIO, encoding: str) -> None:
         self._f = f
         self._encoding = encoding
         self.read = 0
 
     def lines(self) -> Iterator[str]:
         first = True
-        for raw in self._f:  # type: ignore[attr-defined]
+        for raw in self._f:
             self.read += len(raw)
             if first:
                 first = False
@@ -164,6 +173,7 @@ def apply_order_mail(conn: Connection, account: str, mail: ParsedMail, cls: Clas
         store.upsert_orders(conn, account, orders.values(), now)
         return f"{notices[0].topic} notice: order(s) {', '.join(orders)}"
     if cls.kind == Kind.BUYER and cls.buyer_alias and mail.order_id:
-        if store.link_buyer(conn, account, mail.order_id, cls.buyer_alias, now):
+        link = buyer_link(mail.order_id, cls.buyer_alias, registry)
+        if store.link_buyer(conn, account, mail.order_id, cls.buyer_alias, now, link):
             return f"order {mail.order_id} linked to buyer {cls.buyer_alias}"
     return None

@@ -178,13 +178,18 @@ def order_by_id(conn: Connection, account: str, order_id: str) -> OrderFacts | N
     return _facts(row, tuple(ItemFacts(i.item_key, i.sku, i.asin, i.title, i.quantity) for i in items))
 
 
-def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime) -> bool:
+def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime,
+               link: OrderFacts | None = None) -> bool:
     """Record ``alias`` (a base relay alias) as the buyer of an order; an order not known yet is made, pending.
 
     True when something changed. The alias a buyer writes from is the buyer's:
-    it replaces one a report gave.
+    it replaces one a report gave. ``link``: more the mail tells (its site and
+    language, :func:`bridge.domain.orders.buyer_link`); its alias must be ``alias``.
     """
-    counts = upsert_orders(conn, account, [OrderFacts(order_id, buyer_alias=alias)], now)
+    link = link or OrderFacts(order_id, buyer_alias=alias)
+    if (link.order_id, link.buyer_alias) != (order_id, alias):
+        raise ValueError(f"the link is about {link.order_id} and {link.buyer_alias}, not {order_id} and {alias}")
+    counts = upsert_orders(conn, account, [link], now)
     return bool(counts.created or counts.updated)
 
 
@@ -208,9 +213,11 @@ def set_order_status(conn: Connection, account: str, order_id: str, status: str 
     return True
 
 
-def orders_for_account(conn: Connection, accounts: Iterable[str], limit: int = 1000) -> list[dict[str, Any]]:
-    """The newest orders first (by purchase date), with their items, as plain values for listing and JSON."""
-    rows = list(conn.execute(select(ORDERS).where(ORDERS.c.account.in_(list(accounts))).order_by(
+def orders_for_account(conn: Connection, accounts: str | Iterable[str], limit: int = 1000) -> list[dict[str, Any]]:
+    """An account's (or several accounts') orders, newest purchase first, with their items, as plain values
+    for listing and JSON (dates as ISO text)."""
+    names = [accounts] if isinstance(accounts, str) else list(accounts)
+    rows = list(conn.execute(select(ORDERS).where(ORDERS.c.account.in_(names)).order_by(
         ORDERS.c.purchased_at.desc(), ORDERS.c.id.desc()).limit(limit)))
     items: dict[int, list[dict[str, Any]]] = {}
     if rows:

@@ -327,8 +327,10 @@ def read_report(lines: Iterable[str], filename: str = "", registry: Registry = D
     if first is None:
         raise UnknownLayout("the report is empty: no header line")
     delimiter = delimiter_for(filename, first)
-    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": ","}
-    reader = csv.reader(_chain(first, lines), **dialect)  # type: ignore[arg-type]
+    if delimiter == "\t":
+        reader = csv.reader(_chain(first, lines), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(_chain(first, lines), delimiter=",")
     reader_rows = RowReader(next(reader), registry)
 
     def rows() -> Iterator[OrderFacts | BadRow]:

@@ -81,8 +81,8 @@ def _select_in(conn: Connection, statement: Any, keys: list[Any], **params: Any)
 
 
 def _facts(row: Row[Any], items: tuple[ItemFacts, ...] = ()) -> OrderFacts:
-    values = {name: (utc(row._mapping[name]) if name in _DATE_FIELDS else row._mapping[name])
-              for name in ORDER_FIELDS}
+    values: dict[str, Any] = {name: (utc(row._mapping[name]) if name in _DATE_FIELDS else row._mapping[name])
+                              for name in ORDER_FIELDS}
     return OrderFacts(order_id=row._mapping["order_id"], items=items, **values)
 
 

@@ -100,3 +100,13 @@ def test_listing_is_plain_values_newest_first(engine: Engine) -> None:
     assert [o["order_id"] for o in listed] == [TENT, STOVE]
     assert listed[0]["purchased_at"] == "2026-11-22T12:00:00+00:00" and listed[0]["status"] == "pending"
     assert listed[0]["items"] == [{"item_key": "A", "sku": "A", "asin": None, "title": "Tent", "quantity": 1}]
+
+
+@pytest.mark.parametrize(("n", "sizes"), [
+    (1, [1]), (2, [2]), (3, [4]), (500, [512]), (512, [512]), (513, [512, 1]), (1100, [512, 512, 128])])
+def test_look_ups_go_in_few_statement_shapes(n: int, sizes: list[int]) -> None:
+    from bridge.store.orders import _in_groups
+
+    groups = list(_in_groups(list(range(n))))
+    assert [len(g) for g in groups] == sizes
+    assert sorted({k for g in groups for k in g}) == list(range(n))

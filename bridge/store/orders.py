@@ -38,10 +38,11 @@ _DATE_FIELDS = frozenset({"purchased_at", "shipped_at", "delivered_at", "estimat
                           "estimated_delivery_to"})
 _ITEM_FIELDS = ("sku", "asin", "title", "quantity")
 
-# Look-ups by many keys go in groups of this many, the last group padded with its last key:
-# every such SELECT is then one statement, prepared once, and not one per chunk size
-# (each distinct IN list is another prepared statement held by the driver's cache).
-IN_GROUP = 500
+# Look-ups by many keys go in groups of at most this many, each padded with its last key to
+# a power of two: every such SELECT is then one of ten statements, each prepared once, and
+# not one per chunk size (each distinct IN list is another prepared statement held by the
+# driver's cache), while one key (a buyer's message) stays one parameter.
+IN_GROUP = 512
 
 _ORDERS_BY_IDS = select(ORDERS).where(ORDERS.c.account == bindparam("account"),
                                       ORDERS.c.order_id.in_(bindparam("keys", expanding=True)))
@@ -69,10 +70,11 @@ class UpsertCounts:
 
 
 def _in_groups(keys: list[Any]) -> Iterable[list[Any]]:
-    """``keys`` in groups of :data:`IN_GROUP`, the last one padded with repeats of its last key."""
+    """``keys`` in groups of :data:`IN_GROUP`, each padded with repeats of its last key to a power of two."""
     for start in range(0, len(keys), IN_GROUP):
         group = keys[start:start + IN_GROUP]
-        yield group + [group[-1]] * (IN_GROUP - len(group))
+        size = 1 << (len(group) - 1).bit_length()
+        yield group + [group[-1]] * (size - len(group))
 
 
 def _select_in(conn: Connection, statement: Any, keys: list[Any], **params: Any) -> Iterable[Row[Any]]:

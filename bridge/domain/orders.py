@@ -31,6 +31,7 @@ these are Amazon's reports.
 from __future__ import annotations
 
 import csv
+from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
@@ -183,15 +184,12 @@ def _status_of_report(text: str) -> str:
     raise _RowError(f"unknown order-status {text!r} (known: Pending, Unshipped, Shipped, Cancelled)")
 
 
-@dataclass(frozen=True)
-class _Columns:
-    """A header resolved once: each column name -> its index."""
-
-    index: dict[str, int]
-
-    def get(self, row: Sequence[str], name: str) -> str:
-        i = self.index.get(name)
-        return row[i].strip() if i is not None and i < len(row) else ""
+# Every column some layout reads: a row is cut down to these once, as a dict of stripped cells.
+READ_COLUMNS = ("amazon-order-id", "order-id", "order-item-id", "amazon-order-item-id", "purchase-date",
+                "order-status", "shipment-date", "estimated-arrival-date", "promise-date", "delivery-start-date",
+                "delivery-end-date", "buyer-email", "buyer-name", "sales-channel", "product-name", "sku", "asin",
+                "quantity", "quantity-shipped", "quantity-purchased")
+Cells = dict[str, str]
 
 
 class RowReader:
@@ -200,41 +198,47 @@ class RowReader:
     def __init__(self, header: Sequence[str], registry: Registry = DEFAULT_REGISTRY) -> None:
         self.layout = detect_layout(header)
         names = normalise_header(header)
-        self._cols = _Columns({name: i for i, name in reversed(list(enumerate(names))) if name})
+        index = {name: i for i, name in reversed(list(enumerate(names))) if name}   # a repeated name: the first
+        self._names = tuple(n for n in READ_COLUMNS if n in index)      # at least the layout's identifying two
+        self._cells = itemgetter(*(index[n] for n in self._names))
+        self._width = max(index[n] for n in self._names) + 1
         self._registry = registry
         self._channels: dict[str, tuple[str | None, str | None]] = {}
-        self._read: Callable[[Sequence[str]], OrderFacts] = {
+        self._read: Callable[[Cells], OrderFacts] = {
             "all_orders": self._all_orders, "shipments": self._shipments, "merchant": self._merchant,
         }[self.layout.name]
 
     def read(self, row: Sequence[str], line: int) -> OrderFacts | BadRow:
         """One data row (its first line number for the report) -> its facts or why it is bad."""
+        if len(row) < self._width:       # a short row: the missing cells are empty
+            row = [*row, *([""] * (self._width - len(row)))]
+        cells = dict(zip(self._names, (cell.strip() for cell in self._cells(row))))
         try:
             for name in self.layout.required_values:
-                if not self._cols.get(row, name):
+                if not cells.get(name):
                     raise _RowError(f"missing value in required column {name!r}")
-            return self._read(row)
+            return self._read(cells)
         except _RowError as exc:
             return BadRow(line, str(exc))
 
     # -- shared fields
 
-    def _order_id(self, row: Sequence[str]) -> str:
-        value = self._cols.get(row, self.layout.order_id_column)
+    def _order_id(self, row: Cells) -> str:
+        value = row.get(self.layout.order_id_column, "")
         if not ORDER_ID_RE.fullmatch(value):
             raise _RowError(f"bad order id {value!r} in {self.layout.order_id_column!r} (expected 123-1234567-1234567)")
         return value.upper()
 
-    def _date(self, row: Sequence[str], name: str) -> datetime | None:
-        value = self._cols.get(row, name)
+    def _date(self, row: Cells, name: str) -> datetime | None:
+        value = row.get(name, "")
         try:
             return parse_datetime(value)
         except ValueError:
             raise _RowError(f"unparseable date {value!r} in {name!r} (expected ISO 8601, "
                             "e.g. 2026-11-02T10:15:00-08:00)") from None
 
-    def _quantity(self, row: Sequence[str], name: str) -> int:
-        value = self._cols.get(row, name)
+    def _quantity(self, row: Cells, name: str) -> int:
+        value = row.get(name, "")
         if not value:
             return 1
         try:
@@ -245,17 +249,16 @@ class RowReader:
             raise _RowError(f"bad quantity {value!r} in {name!r}")
         return quantity
 
-    def _item(self, row: Sequence[str], item_id_column: str | None, quantity_column: str) -> tuple[ItemFacts, ...]:
-        get = self._cols.get
-        sku, asin = get(row, "sku") or None, get(row, "asin") or None
-        key = (get(row, item_id_column) if item_id_column else "") or sku or asin
+    def _item(self, row: Cells, item_id_column: str | None, quantity_column: str) -> tuple[ItemFacts, ...]:
+        sku, asin = row.get("sku", "") or None, row.get("asin", "") or None
+        key = (row.get(item_id_column, "") if item_id_column else "") or sku or asin
         if not key:
             return ()
-        return (ItemFacts(key, sku, asin, get(row, "product-name") or None, self._quantity(row, quantity_column)),)
+        return (ItemFacts(key, sku, asin, row.get("product-name", "") or None, self._quantity(row, quantity_column)),)
 
-    def _channel(self, row: Sequence[str]) -> tuple[str | None, str | None, str | None]:
+    def _channel(self, row: Cells) -> tuple[str | None, str | None, str | None]:
         """(sales channel as written, marketplace site key, its language) from ``sales-channel``."""
-        channel = self._cols.get(row, "sales-channel")
+        channel = row.get("sales-channel", "")
         if not channel:
             return None, None, None
         known = self._channels.get(channel)
@@ -265,9 +268,9 @@ class RowReader:
             self._channels[channel] = known
         return channel, known[0], known[1]
 
-    def _buyer(self, row: Sequence[str]) -> str | None:
+    def _buyer(self, row: Cells) -> str | None:
         """The base relay alias of ``buyer-email``, only when it is a real relay alias of a known marketplace."""
-        email = self._cols.get(row, "buyer-email")
+        email = row.get("buyer-email", "")
         if not email:
             return None
         split = split_relay_address(email, self._registry.relay_domains, self._registry)
@@ -275,31 +278,31 @@ class RowReader:
 
     # -- the layouts
 
-    def _all_orders(self, row: Sequence[str]) -> OrderFacts:
+    def _all_orders(self, row: Cells) -> OrderFacts:
         channel, site, language = self._channel(row)
         return OrderFacts(
-            order_id=self._order_id(row), status=_status_of_report(self._cols.get(row, "order-status")),
+            order_id=self._order_id(row), status=_status_of_report(row.get("order-status", "")),
             marketplace=site, sales_channel=channel, language=language,
             purchased_at=self._date(row, "purchase-date"),
             items=self._item(row, "order-item-id", "quantity"))
 
-    def _shipments(self, row: Sequence[str]) -> OrderFacts:
+    def _shipments(self, row: Cells) -> OrderFacts:
         channel, site, language = self._channel(row)
         arrival = self._date(row, "estimated-arrival-date")
         return OrderFacts(
             order_id=self._order_id(row), status="shipped", marketplace=site, sales_channel=channel,
-            language=language, buyer_alias=self._buyer(row), buyer_name=self._cols.get(row, "buyer-name") or None,
+            language=language, buyer_alias=self._buyer(row), buyer_name=row.get("buyer-name", "") or None,
             purchased_at=self._date(row, "purchase-date"), shipped_at=self._date(row, "shipment-date"),
             estimated_delivery_from=arrival, estimated_delivery_to=arrival,
             items=self._item(row, "amazon-order-item-id", "quantity-shipped"))
 
-    def _merchant(self, row: Sequence[str]) -> OrderFacts:
+    def _merchant(self, row: Cells) -> OrderFacts:
         channel, site, language = self._channel(row)
         start, end = self._date(row, "delivery-start-date"), self._date(row, "delivery-end-date")
         promise = self._date(row, "promise-date")
         return OrderFacts(
             order_id=self._order_id(row), marketplace=site, sales_channel=channel, language=language,
-            buyer_alias=self._buyer(row), buyer_name=self._cols.get(row, "buyer-name") or None,
+            buyer_alias=self._buyer(row), buyer_name=row.get("buyer-name", "") or None,
             purchased_at=self._date(row, "purchase-date"),
             estimated_delivery_from=start or promise, estimated_delivery_to=end or promise,
             items=self._item(row, "order-item-id", "quantity-purchased"))

@@ -46,6 +46,8 @@ IN_GROUP = 512
 
 _ORDERS_BY_IDS = select(ORDERS).where(ORDERS.c.account == bindparam("account"),
                                       ORDERS.c.order_id.in_(bindparam("keys", expanding=True)))
+_ORDER_ROWS_BY_IDS = select(ORDERS.c.order_id, ORDERS.c.id).where(
+    ORDERS.c.account == bindparam("account"), ORDERS.c.order_id.in_(bindparam("keys", expanding=True)))
 _ITEMS_BY_ROWS = select(ORDER_ITEM).where(ORDER_ITEM.c.order_row.in_(bindparam("keys", expanding=True)))
 _UPDATE_ORDER = update(ORDERS).where(ORDERS.c.id == bindparam("row_id")).values(
     {name: bindparam(name) for name in (*ORDER_FIELDS, "updated_at")})
@@ -126,7 +128,7 @@ def upsert_orders(conn: Connection, account: str, orders: Iterable[OrderFacts], 
     if inserts:
         conn.execute(ORDERS.insert(), inserts)
         counts.created = len(inserts)
-        created = _select_in(conn, _ORDERS_BY_IDS, [i["order_id"] for i in inserts], account=account)
+        created = _select_in(conn, _ORDER_ROWS_BY_IDS, [i["order_id"] for i in inserts], account=account)
         row_ids = {str(r.order_id): int(r.id) for r in created}
     else:
         row_ids = {}

@@ -127,3 +127,30 @@ def test_nul_bytes_in_mail_do_not_block_postgres(tmp_path: Path, pg_url: str, do
     assert report.ingest["acme"].forwarded == 2 and report.ingest["acme"].quarantined == 0
     assert len(smtp_server.wait_for(2)) == 2
     daemon.engine.dispose()
+
+
+def test_order_upserts_on_postgres(pg_url: str) -> None:
+    from test_store_orders import check_upserts
+
+    engine = open_database(pg_url)
+    try:
+        check_upserts(engine)
+    finally:
+        engine.dispose()
+
+
+def test_order_report_import_on_postgres(pg_url: str) -> None:
+    from bridge.services.orders import import_report
+
+    data = Path(__file__).parent / "data" / "orders"
+    engine = open_database(pg_url)
+    try:
+        for name in ("all_orders.txt", "shipments.txt", "merchant.csv", "shipments.txt"):
+            import_report(engine, "acme", data / name)
+        assert len(rows(engine, store.ORDERS)) == 5 and len(rows(engine, store.ORDER_ITEM)) == 6
+        with engine.begin() as conn:
+            tent = store.order_by_id(conn, "acme", "111-0000001-0000001")
+        assert tent is not None and tent.status == "shipped"
+        assert tent.purchased_at == datetime(2026, 11, 2, 18, 15, tzinfo=timezone.utc)
+    finally:
+        engine.dispose()

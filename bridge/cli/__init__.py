@@ -1,7 +1,7 @@
 """The ``mailbridge`` command: one module per command group.
 
 ``command`` holds the parser and :func:`main`; each command's work is in the
-module of its name (``run``, ``check``, ``status``, ``outbox``, ``optout``,
+module of its name (``run``, ``check``, ``status``, ``outbox``, ``optout``, ``orders``,
 ``audit``, ``policy``, ``demo``), imported only when that command runs.
 """
 

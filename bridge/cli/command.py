@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "add":
             change.add_argument("--until", help="Do-Not-Solicit expiry date (default: none)")
 
+    orders = command(commands, "orders", "marketplace orders: import order reports, list what is known", "orders")
+    orders_actions = orders.add_subparsers(dest="action", required=True, metavar="ACTION")
+    oimport = command(orders_actions, "import", "import an Amazon order report (All Orders, Amazon Fulfilled "
+                                                 "Shipments or the merchant order report; tab-separated or CSV)")
+    oimport.add_argument("file", metavar="FILE")
+    oimport.add_argument("--account", required=True, help="the account the orders belong to")
+    oimport.add_argument("--encoding", default="utf-8", help="the file's text encoding (default: utf-8)")
+    olist = command(orders_actions, "list", "orders, newest first, with their items")
+    olist.add_argument("--account", help="only this account")
+    olist.add_argument("--limit", type=int, default=1000)
+    olist.add_argument("--json", action="store_true", help="machine-readable output")
+
     fb = command(commands, "feedback", "feedback requests: list them, preview one, record one made elsewhere",
                  "feedback")
     fb.add_argument("--account", help="only this account (needed for preview/skip when there are several)")

@@ -42,7 +42,7 @@ from bridge.domain.prepare import (
     prepare,
     recording,
 )
-from bridge.services import bounce_effects, relay
+from bridge.services import bounce_effects, orders, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert
 
@@ -218,6 +218,9 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         defects=_json_list(mail.defects), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
+    if duplicate_of is None and cls.kind in (Kind.NOTICE, Kind.BUYER):
+        # Order notices and buyers naming an order update the orders; never a thread, never staff.
+        orders.apply_order_mail(conn, acct.name, mail, cls, now, acct.prepare_context.marketplaces)
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
         disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw, mail), mail, now)
         store.set_disposition(conn, message_row, disposition)

@@ -8,6 +8,7 @@
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
 - ``feedback``: feedback requests (one per order, ever), their claims, and the orders the schedule reads
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
+- ``orders``: orders and their items, merged from reports and notices; the buyer link
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
@@ -100,6 +101,14 @@ from bridge.store.models import (
     OUTBOX,
     QUARANTINE,
 )
+from bridge.store.orders import (
+    UpsertCounts,
+    link_buyer,
+    order_by_id,
+    orders_for_account,
+    set_order_status,
+    upsert_orders,
+)
 from bridge.store.outbox import (
     CANCELLABLE,
     OUTBOX_STATES,
@@ -146,6 +155,8 @@ __all__ = [
     "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
     "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
     "outbox_known_ids", "resolve_interrupted",
+    # orders
+    "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
     # feedback requests
     "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
     "cancel_unsent_requests", "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bridge.domain.marketplaces import layout
+from bridge.domain.marketplaces import amazon_orders, layout
 from bridge.domain.marketplaces.layout import (
     between_markers,
     clean_block,
@@ -33,6 +33,7 @@ from bridge.domain.marketplaces.protocol import (
     AttachmentRules,
     LocalisedText,
     MarketplaceFields,
+    OrderNotice,
     ReplyRules,
     Site,
     UndeliveredNotice,
@@ -443,6 +444,9 @@ class Amazon:
 
     def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
         return find_undelivered_notice(text, buyer_text)
+
+    def read_order_notices(self, subject: str, text: str) -> tuple[OrderNotice, ...]:
+        return amazon_orders.read_order_notices(notice_topic(subject), subject, text, ORDER_ID_RE)
 
 
 AMAZON = Amazon()

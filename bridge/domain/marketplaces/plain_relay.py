@@ -20,6 +20,7 @@ from bridge.domain.marketplaces.protocol import (
     AttachmentRules,
     LocalisedText,
     MarketplaceFields,
+    OrderNotice,
     ReplyRules,
     Site,
     UndeliveredNotice,
@@ -87,3 +88,7 @@ class PlainRelay:
             return None
         reason, lt = self.undelivered_fingerprints[index]
         return UndeliveredNotice(reason, lt.language, lt.text, lt.verified, self.family)
+
+    def read_order_notices(self, subject: str, text: str) -> tuple[OrderNotice, ...]:
+        # No layout of its order notices is known (docs/marketplaces.md): they stay recorded notices.
+        return ()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 
@@ -63,6 +63,30 @@ class UndeliveredNotice:
     phrase: str        # the fingerprint that matched
     verified: bool
     marketplace: str   # the family whose fingerprint matched ("amazon")
+
+
+@dataclass(frozen=True)
+class NoticeItem:
+    """One item line of an order notice."""
+
+    title: str | None = None
+    sku: str | None = None
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class OrderNotice:
+    """What a marketplace's own notice says about one order.
+
+    ``topic`` is the notice's (:meth:`Marketplace.notice_topic`): "sold_ship_now",
+    "refund", "return", "cancellation", "claim"; what it means for the order's
+    status is decided generically (:func:`bridge.domain.orders.order_from_notice`).
+    """
+
+    topic: str
+    order_id: str
+    ordered_at: datetime | None = None    # UTC
+    items: tuple[NoticeItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +190,13 @@ class Marketplace(Protocol):
         """Its opt-out / not-delivered / guidelines / restricted notice, recognised by wording.
 
         Never by sender alone; the buyer's own words and quoted history are not searched.
+        """
+        ...
+
+    def read_order_notices(self, subject: str, text: str) -> tuple[OrderNotice, ...]:
+        """The orders one of its own notices (sold, refund, return, cancellation, claim) tells of; ``()`` else.
+
+        The caller has checked that the mail comes from one of its notification domains.
         """
         ...
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from bridge.adapters.templates import TemplateError, Templates
+from bridge.adapters.templates import TemplateError, Templates, shipped_templates
+from bridge.services.template_lint import lint
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
 # (what is tried, the template text): each must fail with TemplateError and leak nothing.
 ESCAPES = [
@@ -57,3 +62,14 @@ def test_an_escape_attempt_raises_template_error(tmp_path: Path, what: str, text
     assert "hunter2" not in str(caught.value) and "uid=" not in str(caught.value)
     assert "note.txt.j2" in str(caught.value)
 
+
+@pytest.mark.parametrize(("what", "text"), ESCAPES, ids=[e[0] for e in ESCAPES])
+def test_lint_reports_an_escape_attempt_with_file_and_line(tmp_path: Path, what: str, text: str) -> None:
+    folder = tmp_path / "templates"
+    shutil.copytree(shipped_templates(), folder)
+    path = folder / "feedback_request.de.txt.j2"
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + text + "\n", encoding="utf-8")
+    line = len(path.read_text(encoding="utf-8").splitlines())
+    found = [f for f in lint(folder, NOW) if f.file == str(path)]
+    assert found and all(f.line == line for f in found), "\n".join(map(str, found))
+    assert {f.rule for f in found} <= {"unsafe", "undefined", "render"}

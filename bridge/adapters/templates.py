@@ -106,12 +106,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
         if op == "**" and isinstance(right, int) and abs(right) > 1000:
-            raise jinja2.sandbox.SecurityError(f"the power {right} is too large for a template")
+            raise jinja2.exceptions.SecurityError(f"the power {right} is too large for a template")
         if op == "*":
             size = (len(left) * right if isinstance(left, (str, list, tuple)) and isinstance(right, int) else
                     len(right) * left if isinstance(right, (str, list, tuple)) and isinstance(left, int) else 0)
             if size > MAX_REPEAT:
-                raise jinja2.sandbox.SecurityError(f"repeating to {size} characters is too much for a template")
+                raise jinja2.exceptions.SecurityError(f"repeating to {size} characters is too much for a template")
             return operator.mul(left, right)
         return operator.pow(left, right)
 

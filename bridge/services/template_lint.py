@@ -30,7 +30,6 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-import jinja2.sandbox
 
 from bridge.adapters.templates import TemplateError, Templates
 from bridge.domain import policy
@@ -179,7 +178,7 @@ def _render_and_check(templates: Templates, spec: TemplateSpec, full: str, folde
 
 def _render_finding(exc: TemplateError, folder: Path, full: str) -> LintFinding:
     cause: BaseException | None = exc.__cause__
-    rule = ("unsafe" if isinstance(cause, jinja2.sandbox.SecurityError) else
+    rule = ("unsafe" if isinstance(cause, jinja2.exceptions.SecurityError) else
             "undefined" if isinstance(cause, jinja2.UndefinedError) else "render")
     file = str(exc.file) if exc.file else str(folder / f"{full}.txt.j2")
     message = str(exc).split(": ", 1)[-1] if str(exc).startswith("template ") else str(exc)

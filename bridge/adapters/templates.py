@@ -171,30 +171,34 @@ class Templates:
         return Rendered(" ".join(subject.split()), _tidy(text), name)
 
     def _load(self, filename: str) -> jinja2.Template:
-        path = self.folder / filename
         try:
             return self.env.get_template(filename)
         except jinja2.TemplateNotFound as exc:
+            path = self.folder / filename
             raise TemplateError(f"template {path} is missing", path) from exc
         except jinja2.TemplateSyntaxError as exc:
+            path = self.folder / filename
             raise TemplateError(f"template {exc.filename or filename}, line {exc.lineno}: {exc.message}",
                                 path, exc.lineno) from exc
         except jinja2.TemplateError as exc:
+            path = self.folder / filename
             raise TemplateError(f"template {path}: {exc}", path) from exc
 
     def _run(self, template: jinja2.Template, context: dict[str, Any]) -> str:
-        path = Path(template.filename) if template.filename else None
         try:
             return template.render(context)
         except jinja2.TemplateError as exc:
-            line = error_line(exc, template.filename)
-            where = f"{path or template.name}" + (f", line {line}" if line else "")
-            raise TemplateError(f"template {where}: {exc}", path, line) from exc
+            raise _failed(template, exc, str(exc)) from exc
         except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
             # Failures of the template's own expressions ({{ 1 / 0 }}, {{ items[9] }}): the template's fault.
-            line = error_line(exc, template.filename)
-            where = f"{path or template.name}" + (f", line {line}" if line else "")
-            raise TemplateError(f"template {where}: {type(exc).__name__}: {exc}", path, line) from exc
+            raise _failed(template, exc, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _failed(template: jinja2.Template, exc: BaseException, what: str) -> TemplateError:
+    path = Path(template.filename) if template.filename else None
+    line = error_line(exc, template.filename)
+    where = f"{path or template.name}" + (f", line {line}" if line else "")
+    return TemplateError(f"template {where}: {what}", path, line)
 
 
 def error_line(exc: BaseException, filename: str | None) -> int | None:

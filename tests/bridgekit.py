@@ -258,3 +258,24 @@ class Flow:
         raw = samples.staff_reply(self.notification.data, text=text, **kw)
         self.dovecot.append(self.seller.user, "INBOX", raw)
         return raw
+
+
+# --- orders, as the orders import would leave them (the feedback schedule's input) ------------
+
+def insert_order(engine: Any, order_id: str, *, account: str = "acme", status: str = "delivered",
+                 buyer_alias: str | None = "k3j9x0qma2b7@marketplace.amazon.com", now: datetime | None = None,
+                 items: tuple[tuple[str, str], ...] = (("TENT-2", "Trail Tent 2P"),), **columns: Any) -> int:
+    """One row of ``orders`` (and its ``order_item`` lines: (sku, title)); returns its id.
+
+    ``columns`` sets any other column (delivered_at, estimated_delivery_from, language, open_claim, ...).
+    """
+    now = now or datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+    values = dict(account=account, order_id=order_id, status=status, buyer_alias=buyer_alias, marketplace="amazon.com",
+                  purchased_at=now - timedelta(days=10), created_at=now, updated_at=now, open_claim=False)
+    values.update(columns)
+    with engine.begin() as conn:
+        row_id = store.models.inserted_id(conn.execute(store.ORDERS.insert().values(**values)))
+        for n, (sku, title) in enumerate(items):
+            conn.execute(store.ORDER_ITEM.insert().values(order_row=row_id, item_key=f"{sku}-{n}", sku=sku,
+                                                          title=title, quantity=1))
+    return row_id

@@ -107,6 +107,17 @@ def valid() -> dict[str, Any]:
                     "sent_copies": "append",
                     "timeout_seconds": 60,
                 },
+                "feedback": {
+                    "enabled": True,
+                    "days_after": 7,
+                    "send_window": "09:00-18:00",
+                    "send_days": ["mon", "tue", "wed", "thu", "fri"],
+                    "timezone": "America/New_York",
+                    "daily_cap": 0,
+                    "exclude_skus": ["GIFT-CARD"],
+                    "exclude_recent_conversation_days": 14,
+                    "language": "en",
+                },
             },
             {
                 "name": "acme-uk",
@@ -277,6 +288,20 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("marketplace misspelt", put("accounts.0.marketplace", "amazom.com"), f"{A0}.marketplace: got \"amazom.com\"; did you mean 'amazon.com'? expected one of: amazon.ae, amazon.ca,"),
     ("marketplace unknown", put("accounts.0.marketplace", "etsy"), f'{A0}.marketplace: got "etsy"; expected one of: amazon.ae, amazon.ca, amazon.co.jp'),
     ("marketplace not a string", put("accounts.0.marketplace", 1), f"{A0}.marketplace: expected a string, got an integer (1)"),
+    # feedback requests
+    ("unknown feedback key", put("accounts.0.feedback.days_afer", 7), f"{A0}.feedback.days_afer: unknown key; did you mean 'days_after'?"),
+    ("feedback before day 5", put("accounts.0.feedback.days_after", 4), f"{A0}.feedback.days_after: got 4; expected an integer from 5 to 30 (the marketplace's window"),
+    ("feedback after day 30", put("accounts.0.feedback.days_after", 31), f"{A0}.feedback.days_after: got 31; expected an integer from 5 to 30"),
+    ("send window garbled", put("accounts.0.feedback.send_window", "9-5"), f'{A0}.feedback.send_window: got "9-5"; expected "HH:MM-HH:MM"'),
+    ("send window backwards", put("accounts.0.feedback.send_window", "18:00-09:00"), f'{A0}.feedback.send_window: got "18:00-09:00"; the window must end after it starts'),
+    ("send window past midnight", put("accounts.0.feedback.send_window", "09:00-24:30"), f'{A0}.feedback.send_window: got "09:00-24:30"; hours run from 00 to 23'),
+    ("unknown send day", put("accounts.0.feedback.send_days", ["mon", "funday"]), f"{A0}.feedback.send_days[1]: got \"funday\"; unknown day 'funday'"),
+    ("no send day", put("accounts.0.feedback.send_days", []), f"{A0}.feedback.send_days: is empty; name at least one day"),
+    ("unknown time zone", put("accounts.0.feedback.timezone", "Europe/Berln"), f'{A0}.feedback.timezone: got "Europe/Berln", not a time zone; did you mean "Europe/Berlin"?'),
+    ("negative daily cap", put("accounts.0.feedback.daily_cap", -1), f"{A0}.feedback.daily_cap: got -1; expected an integer of at least 0"),
+    ("language not a code", put("accounts.0.feedback.language", "German"), f'{A0}.feedback.language: got "German"; expected a language code'),
+    ("empty sku", put("accounts.0.feedback.exclude_skus", [" "]), f'{A0}.feedback.exclude_skus[0]: got " "; is empty'),
+    ("feedback not a table", put("accounts.0.feedback", True), f"{A0}.feedback: expected a table ([accounts.feedback])"),
     # security / TLS
     ("imap security unknown", put("accounts.1.imap.security", "ssl"), f'{A1}.imap.security: got "ssl"; expected one of "tls", "starttls", "none"'),
     ("imap security none, remote", put("accounts.1.imap.security", "none"), f'{A1}.imap.security: "none" is only allowed for a loopback host (127.0.0.0/8, ::1, localhost), not "imap.acme-uk.example"; TLS is required for non-local servers; use security = "tls" or "starttls"'),
@@ -421,6 +446,17 @@ def test_defaults_fill_every_optional_key() -> None:
     assert acct.smtp == dataclasses.replace(
         SmtpSettings(host=""), host="smtp.solo.example", username="verkauf", password=password
     )
+
+
+def test_feedback_defaults_to_the_marketplace_time_zone_and_language() -> None:
+    settings = parse(valid())
+    us, uk = settings.accounts
+    assert (us.feedback.timezone, us.feedback.language) == ("America/New_York", "en")   # as configured
+    assert uk.feedback.enabled is False and uk.feedback.days_after == 7
+    assert (uk.feedback.timezone, uk.feedback.language) == (MARKETPLACES["amazon.co.uk"].time_zone, "en")
+    assert us.feedback.send_days == ("mon", "tue", "wed", "thu", "fri")
+    de = parse(mutated(put("accounts.1.marketplace", "amazon.de"))).accounts[1]
+    assert (de.feedback.timezone, de.feedback.language) == ("Europe/Berlin", "de")
 
 
 def test_addresses_and_staff_senders_are_lowercased() -> None:
@@ -874,6 +910,7 @@ def test_known_keys_are_exactly_what_the_parser_accepts() -> None:
     data["accounts"][0]["imap"]["password"] = "x"
     for table in ("accounts.imap", "accounts.smtp"):
         assert set(KNOWN_KEYS[table]) >= set(data["accounts"][0][table.split(".")[1]])
+    assert set(KNOWN_KEYS["accounts.feedback"]) == set(data["accounts"][0]["feedback"])
     assert set(KNOWN_KEYS["accounts"]) == set(data["accounts"][0])
     assert set(KNOWN_KEYS[""]) == set(data)
     for table in ("daemon", "outbox"):

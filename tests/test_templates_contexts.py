@@ -59,9 +59,9 @@ class Row:   # what a database row or a settings object would be
     (lambda c: c.pop("order_id"), "documented but not given: order_id"),
     (lambda c: c.update(settings=None), "given but not documented: settings"),
     (lambda c: c.update(order_id=Row()), "order_id is a Row, not a plain value"),
-    (lambda c: c.update(item_titles=["a", Row()]), "item_titles[1] is a Row"),
-    (lambda c: c.update(item_titles=[{"t": Row()}]), "item_titles[0]['t'] is a Row"),
-    (lambda c: c.update(item_titles=[{1: "a"}]), "has a key 1 that is not a string"),
+    (lambda c: c.update(items=["a", Row()]), "items[1] is a Row"),
+    (lambda c: c.update(items=[{"t": Row()}]), "items[0]['t'] is a Row"),
+    (lambda c: c.update(items=[{1: "a"}]), "has a key 1 that is not a string"),
 ])
 def test_a_context_that_is_not_plain_or_not_documented_is_refused(change: Any, problem: str) -> None:
     context = sample("feedback_request")
@@ -94,8 +94,8 @@ def guard(rendered: Any, category: policy.Category = policy.Category.UNSOLICITED
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("buyer_name", ["", "Jane Doe"])
-def test_each_feedback_request_passes_the_guard_as_unsolicited_mail(lang: str, buyer_name: str) -> None:
+@pytest.mark.parametrize("buyer_name", [None, "", "Jane Doe"])
+def test_each_feedback_request_passes_the_guard_as_unsolicited_mail(lang: str, buyer_name: str | None) -> None:
     context = {**sample("feedback_request", lang), "buyer_name": buyer_name}
     rendered = Templates().render_localized("feedback_request", lang, context)
     assert rendered.template == ("feedback_request" if lang == "en" else f"feedback_request.{lang}")
@@ -103,7 +103,7 @@ def test_each_feedback_request_passes_the_guard_as_unsolicited_mail(lang: str, b
     assert decision.findings == (), policy.explain(decision, rendered.text)
     # The marketplace wants the order id in proactive mail; the buyer's name only when known.
     assert context["order_id"] in rendered.subject and context["order_id"] in rendered.text
-    assert all(title in rendered.text for title in context["item_titles"])
+    assert all(title in rendered.text for title in context["items"])
     assert (buyer_name in rendered.text) if buyer_name else "None" not in rendered.text
     assert not list(policy.find_links(rendered.text)) and not list(policy.find_links(rendered.subject))
 

@@ -83,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "add":
             change.add_argument("--until", help="Do-Not-Solicit expiry date (default: none)")
 
+    fb = command(commands, "feedback", "feedback requests: list them, preview one, record one made elsewhere",
+                 "feedback")
+    fb.add_argument("--account", help="only this account (needed for preview/skip when there are several)")
+    fb_actions = fb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fb_list = command(fb_actions, "list", "per order: state (scheduled/sent/skipped/cancelled), due time, reason")
+    fb_list.add_argument("--limit", type=int, default=1000)
+    fb_list.add_argument("--json", action="store_true", help="machine-readable output")
+    fb_preview = command(fb_actions, "preview", "the request for ORDER as it would be sent now, and whether it may "
+                                                "be sent now (if not, why)")
+    fb_preview.add_argument("order", metavar="ORDER", help="the order id, e.g. 111-2223334-4445556")
+    fb_skip = command(fb_actions, "skip", "record that ORDER was asked for feedback elsewhere (e.g. Amazon's "
+                                          "\"Request a Review\"), so it is never asked here")
+    fb_skip.add_argument("order", metavar="ORDER", help="the order id, e.g. 111-2223334-4445556")
+    fb_skip.add_argument("--reason", required=True, help='how it was asked, e.g. "Request a Review in Seller Central"')
+
     audit = command(commands, "audit", "every outbound decision and opt-out change, oldest first", "audit")
     audit.add_argument("--account", help="only this account")
     audit.add_argument("--since", help="from this date/time (2026-11-01, 2026-11-01T08:00) or age (24h, 7d)")

@@ -14,7 +14,7 @@ from bridge import store
 from bridge.cli.settings import load, selected_accounts
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS
 from bridge.domain.threads import split_relay_address
-from bridge.services import guard
+from bridge.services import feedback, guard
 from bridge.store.engine import open_database
 
 #: A Do-Not-Solicit entry added without ``--until`` never expires.
@@ -86,5 +86,6 @@ def _opt_out(conn: Connection, account: str, alias: str, add: bool, now: datetim
                      decision="opted_out" if add else "opted_in", category=None, buyer=alias, actor=who)
         if add:
             guard.cancel_unsolicited(conn, account=account, buyer=alias, source=who, actor=who, now=now)
+            feedback.buyer_opted_out(conn, account, alias, who, now)
     print(f"{alias}: {'opted out' if add else 'not opted out'}" + ("" if changed else " (unchanged)"))
     return 0

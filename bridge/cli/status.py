@@ -1,4 +1,5 @@
-"""``mailbridge status [--json]``: per account, the last fetch, messages, conversations, outbox, quarantine."""
+"""``mailbridge status [--json]``: per account, the last fetch, messages, conversations, outbox, quarantine,
+feedback requests."""
 
 from __future__ import annotations
 
@@ -38,3 +39,6 @@ def _print_account(r: dict[str, Any]) -> None:
     print(f"  conversations: {r['conversations']}, buyers: {r['buyers']}")
     print("  outbox: " + ", ".join(f"{s} {n}" for s, n in r["outbox"].items()))
     print(f"  quarantined: {r['quarantined']}")
+    fb = r["feedback"]
+    print("  feedback requests: " + ", ".join(f"{s} {n}" for s, n in fb.items() if s != "not_delivered_opted_out")
+          + f" ({fb['not_delivered_opted_out']} not delivered: buyer opted out)")

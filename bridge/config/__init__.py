@@ -23,6 +23,7 @@ from bridge.config.loading import (
 from bridge.config.schema import (
     AccountSettings,
     DatabaseSettings,
+    FeedbackSettings,
     ImapSettings,
     OutboxSettings,
     PolicySettings,
@@ -43,6 +44,7 @@ __all__ = [
     "AccountSettings",
     "ConfigError",
     "DatabaseSettings",
+    "FeedbackSettings",
     "ImapSettings",
     "OutboxSettings",
     "PolicySettings",

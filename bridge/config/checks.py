@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from bridge.config.errors import Invalid, quote
+from bridge.domain import feedback
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -241,3 +242,59 @@ def link_domain(value: str, base: Path) -> str:
     if "." not in value or any(c.isspace() for c in value):
         raise Invalid('expected a domain such as "acme.example"')
     return value.lower().strip(".")
+
+
+# --------------------------------------------------------------------------
+# Feedback requests
+# --------------------------------------------------------------------------
+
+_LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
+
+
+def send_window(value: str, base: Path) -> str:
+    """``"09:00-18:00"``, kept as written in canonical form."""
+    try:
+        return str(feedback.SendWindow.parse(value))
+    except ValueError as exc:
+        raise Invalid(f"got {quote(value)}; {exc}") from None
+
+
+def send_day(value: str, base: Path) -> str:
+    try:
+        return feedback.DAYS[feedback.weekday(value)]
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def time_zone(value: str, base: Path) -> str:
+    """An IANA time zone name, or "" for the marketplace's."""
+    if value == "":
+        return value
+    try:
+        feedback.zone(value)
+    except ValueError:
+        close = difflib.get_close_matches(value, _zone_names(), n=1)
+        guess = f"did you mean {quote(close[0])}? " if close else ""
+        raise Invalid(f"got {quote(value)}, not a time zone; {guess}expected an IANA name such as "
+                      '"Europe/Berlin", or "" for the marketplace\'s') from None
+    return value
+
+
+def _zone_names() -> list[str]:
+    import zoneinfo
+
+    return sorted(zoneinfo.available_timezones())
+
+
+def language(value: str, base: Path) -> str:
+    """An ISO 639-1 language code ("de"), or "" for the marketplace's."""
+    code = value.strip().lower()
+    if code and not _LANGUAGE_RE.fullmatch(code):
+        raise Invalid(f'got {quote(value)}; expected a language code such as "de", or "" for the marketplace\'s')
+    return code
+
+
+def sku(value: str, base: Path) -> str:
+    if not value.strip():
+        raise Invalid("is empty; expected a SKU as the marketplace shows it")
+    return value.strip()

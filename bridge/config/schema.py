@@ -33,7 +33,8 @@ from bridge.config.reading import (
     retire,
 )
 from bridge.config.secrets import Secret, SecretKeys, source_key, source_names
-from bridge.domain.marketplaces import ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
+from bridge.domain.feedback import DAYS
+from bridge.domain.marketplaces import ATTACHMENT_TYPES, MARKETPLACES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's own; config only names them
 
 Security = Literal["tls", "starttls", "none"]
@@ -133,6 +134,51 @@ def _smtp_tls_fits(smtp: SmtpSettings, tbl: Table) -> SmtpSettings:
 
 
 # --------------------------------------------------------------------------
+# [accounts.feedback]
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackSettings:
+    """``[accounts.feedback]``: requests for feedback, one per eligible order (bridge.domain.feedback).
+
+    The marketplace's window (5 to 30 days after delivery) is not a setting; these only
+    place a request inside it. ``time_zone`` and ``language`` are filled with the
+    marketplace's when left empty.
+    """
+
+    enabled: bool = field(default=False, metadata=key(Flag(), "ask buyers of eligible orders for feedback"))
+    days_after: int = field(default=7, metadata=key(
+        Integer(5, 30, note=" (the marketplace's window: 5 to 30 days after delivery)"),
+        "days after delivery (else after the earliest estimated delivery date) a request is due"))
+    send_window: str = field(default="09:00-18:00", metadata=key(
+        Text(checks.send_window), 'the local hours requests go out in, "HH:MM-HH:MM" ("00:00-24:00": any time)'))
+    send_days: tuple[str, ...] = field(default=DAYS, metadata=key(
+        Strings('a non-empty array of days such as ["mon", "tue", "wed", "thu", "fri"]', "a day string",
+                checks.send_day),
+        "the local days of the week requests go out on"))
+    timezone: str = field(default="", metadata=key(
+        Text(checks.time_zone), "the IANA time zone of send_window, send_days and the daily cap",
+        default_doc="the marketplace's time zone"))
+    daily_cap: int = field(default=0, metadata=key(
+        Integer(0), "requests per local day at most; 0: 4 x the average daily orders of the last 30 days + 600"))
+    exclude_skus: tuple[str, ...] = field(default=(), metadata=key(
+        Strings('an array of SKUs such as ["GIFT-CARD"]', "a SKU string", checks.sku),
+        "orders holding any of these SKUs are never asked"))
+    exclude_recent_conversation_days: int = field(default=14, metadata=key(
+        Integer(0, 365), "a buyer who wrote within this many days is not asked yet (0: off)"))
+    language: str = field(default="", metadata=key(
+        Text(checks.language), "the language of requests when the order does not say the buyer's",
+        default_doc="the marketplace's language"))
+
+
+@across_keys(FeedbackSettings)
+def _some_send_day(fb: FeedbackSettings, tbl: Table) -> FeedbackSettings:
+    if tbl.get("send_days") == []:
+        tbl.problem("send_days", 'is empty; name at least one day such as "mon", or set enabled = false')
+    return fb
+
+
+# --------------------------------------------------------------------------
 # [[accounts]]
 # --------------------------------------------------------------------------
 
@@ -161,6 +207,8 @@ class AccountSettings:
         Flag(), "on the first run, also forward mail already in the mailbox (else: record it as history)"))
     imap: ImapSettings = field(metadata=key(Nested(), "the seller's mailbox"))
     smtp: SmtpSettings = field(metadata=key(Nested(), "the server that sends as the seller"))
+    feedback: FeedbackSettings = field(default=FeedbackSettings(), metadata=key(
+        Nested(), "requests for feedback on delivered orders"))
 
 
 @across_keys(AccountSettings)
@@ -176,6 +224,16 @@ def _reply_address_defaults_to_the_seller(acct: AccountSettings, tbl: Table) -> 
     if acct.reply_address or not acct.seller_address:
         return acct
     return replace(acct, reply_address=checks.plus_address(acct.seller_address))
+
+
+@across_keys(AccountSettings)
+def _feedback_defaults_to_the_marketplace(acct: AccountSettings, tbl: Table) -> AccountSettings:
+    site = MARKETPLACES.get(acct.marketplace)
+    if site is None:
+        return acct   # reported by the marketplace key
+    fb = acct.feedback
+    return replace(acct, feedback=replace(fb, timezone=fb.timezone or site.time_zone,
+                                          language=fb.language or site.language))
 
 
 @across_keys(AccountSettings)
@@ -239,7 +297,8 @@ class OutboxSettings:
     # A send interrupted by a crash is judged only after this long, so the Sent
     # folder has had time to receive the server's copy (see bridge.workers.outbox).
     reconcile_after_seconds: float = field(default=120.0, metadata=key(
-        Seconds(), "how old an interrupted send must be before it is looked up in the Sent folder"))
+        Seconds(), "how old an interrupted send must be before it is looked up in the Sent folder (and a "
+                   "feedback request claim before it counts as a dead process's)"))
 
 
 @across_keys(OutboxSettings)

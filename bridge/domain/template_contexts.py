@@ -120,7 +120,8 @@ def reference() -> str:
         out.append(f"{spec.purpose} Read by {audience}{extra}. Rendered in {spec.where}.\n")
         out.append("| variable | type | meaning |")
         out.append("|---|---|---|")
-        out.extend(f"| `{v.name}` | `{v.type}` | {v.meaning} |" for v in spec.variables)
+        # "|" inside a table cell must be escaped, also within code spans (GitHub Markdown).
+        out.extend(f"| `{v.name}` | `{v.type.replace('|', chr(92) + '|')}` | {v.meaning} |" for v in spec.variables)
         out.append("")
     return "\n".join(out)
 
@@ -245,30 +246,31 @@ STAFF_CONFIRMATION = TemplateSpec(
 )
 
 
-def _feedback(buyer_name: str, items: list[str], seller: str) -> dict[str, Any]:
-    return {"buyer_name": buyer_name, "order_id": "302-1234567-7654321", "item_titles": items,
-            "seller_name": seller, "marketplace": "Amazon"}
+def _feedback(buyer_name: str | None, items: list[str], seller: str, language: str) -> dict[str, Any]:
+    return {"buyer_name": buyer_name, "order_id": "302-1234567-7654321", "items": items, "seller_name": seller,
+            "marketplace": "Amazon", "language": language}
 
 
 FEEDBACK_REQUEST = TemplateSpec(
     name="feedback_request", audience="buyer", category=Category.UNSOLICITED,
-    where="the feedback dispatcher, in the buyer's language (`Templates.render_localized`)",
+    where="`bridge/services/feedback.py`, in the buyer's language (`feedback_request.<lang>`, else English)",
     purpose="The one neutral request per order for the buyer's feedback (docs/marketplaces.md, "
             "\"Feedback and review requests\").",
     variables=(
-        Variable("buyer_name", "str", "the buyer's name; empty when not known"),
         Variable("order_id", "str", "the order asked about (the marketplace requires it in proactive mail)"),
-        Variable("item_titles", "list[str]", "the titles of the order's items"),
+        Variable("buyer_name", "str | None", "the buyer's name, when known"),
+        Variable("items", "list[str]", "the titles of the order's items"),
         Variable("seller_name", "str", "the seller's name (`seller_name` of the account)"),
         Variable("marketplace", "str", "the marketplace's name as buyers know it, e.g. `Amazon`"),
+        Variable("language", "str", "the buyer's language the request is written for: `en`, `de`, `ja`, ..."),
     ),
     samples={
-        "en": _feedback("Jane Doe", ["Trail tent, 2 persons", "Tent footprint"], "Acme Outdoor"),
-        "de": _feedback("Jana Schmidt", ["Trekkingzelt für 2 Personen"], "Acme Outdoor GmbH"),
-        "fr": _feedback("", ["Tente de randonnée 2 places"], "Acme Outdoor"),
-        "es": _feedback("Lucía", ["Tienda de campaña para 2 personas", "Suelo para tienda"], "Acme Outdoor"),
-        "it": _feedback("Giulia Rossi", ["Tenda da trekking per 2 persone"], "Acme Outdoor"),
-        "ja": _feedback("山田太郎", ["2人用テント"], "Acme Outdoor"),
+        "en": _feedback("Jane Doe", ["Trail tent, 2 persons", "Tent footprint"], "Acme Outdoor", "en"),
+        "de": _feedback("Jana Schmidt", ["Trekkingzelt für 2 Personen"], "Acme Outdoor GmbH", "de"),
+        "fr": _feedback(None, ["Tente de randonnée 2 places"], "Acme Outdoor", "fr"),
+        "es": _feedback("Lucía", ["Tienda de campaña para 2 personas", "Suelo para tienda"], "Acme Outdoor", "es"),
+        "it": _feedback("Giulia Rossi", ["Tenda da trekking per 2 persone"], "Acme Outdoor", "it"),
+        "ja": _feedback("山田太郎", ["2人用テント"], "Acme Outdoor", "ja"),
     },
 )
 

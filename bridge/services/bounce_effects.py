@@ -1,6 +1,7 @@
 """What a delivery report or marketplace notice changes (the I/O half of bridge.domain.bounces).
 
-The buyer is marked opted out (with source and time) and pending unsolicited mail to them is cancelled; proactive
+The buyer is marked opted out (with source and time) and pending unsolicited mail and scheduled feedback
+requests to them are cancelled (a notice answering a sent feedback request is recorded on it); proactive
 sending pauses while the account is restricted; staff are told when one of
 their replies did not arrive; a report that matches nothing is shown to staff,
 never dropped. Runs inside the ingest transaction of the message.
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 from bridge import store
 from bridge.domain.bounces import BounceKind, BounceReport
 from bridge.domain.parse import ParsedMail
-from bridge.services import guard
+from bridge.services import feedback, guard
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert
 
@@ -38,8 +39,11 @@ def apply(conn: Connection, acct: AccountContext, report: BounceReport | None, m
         return "unmatched"
 
     if report.kind == BounceKind.OPTOUT:
-        buyer = report.buyer_alias or (store.buyer_by_order(conn, s.name, report.order_id) if report.order_id
-                                       else None)
+        # The expected answer to a feedback request: recorded on it, never forwarded to staff.
+        answered = feedback.notice_answers_request(conn, s.name, report.original_message_id, report.order_id, now)
+        buyer = report.buyer_alias or (answered.buyer_alias if answered else None) or (
+            (store.buyer_by_order(conn, s.name, report.order_id) or feedback.order_buyer(conn, s.name, report.order_id))
+            if report.order_id else None)
         if buyer is None:
             queue_staff_alert(conn, acct, "A buyer opted out, but mailbridge cannot tell which one",
                               _summary(mail, f"{report.reason} Neither a relay address nor a known order "
@@ -52,8 +56,10 @@ def apply(conn: Connection, acct: AccountContext, report: BounceReport | None, m
                          buyer=buyer, actor=mail.from_addr, detail=f"{report.reason} ({source})")
         cancelled = guard.cancel_unsolicited(conn, account=s.name, buyer=buyer, source=source, actor="mailbridge",
                                              now=now)
-        log.info("account %s: buyer %s opted out; %d pending unsolicited message(s) cancelled", s.name, buyer,
-                 cancelled)
+        cancelled += feedback.buyer_opted_out(conn, s.name, buyer, source, now)
+        log.info("account %s: buyer %s opted out; %d pending unsolicited message(s) and feedback request(s) "
+                 "cancelled%s", s.name, buyer, cancelled,
+                 f"; feedback request for {answered.order_id} not delivered" if answered else "")
         return "opted_out"
 
     if report.kind == BounceKind.RESTRICTED:

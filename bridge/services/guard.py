@@ -44,13 +44,16 @@ def buyer_state(conn: Connection, account: str, alias: str, now: datetime) -> tu
 
 
 def check(conn: Connection, *, account: str, draft: policy.Draft, buyer_alias: str, buyer_original_text: str | None,
-          now: datetime, config: policy.PolicyConfig, buyer_message_at: datetime | None = None) -> policy.Decision:
-    """``buyer_message_at``: when the buyer wrote the message answered (for a marketplace's reply window)."""
+          now: datetime, config: policy.PolicyConfig, buyer_message_at: datetime | None = None,
+          order_completed_at: datetime | None = None) -> policy.Decision:
+    """``buyer_message_at``: when the buyer wrote the message answered (for a marketplace's reply window);
+    ``order_completed_at``: when the order a proactive message is about was completed (its window)."""
     opted_out, dns = buyer_state(conn, account, base_alias(buyer_alias), now)
     ctx = policy.PolicyContext(
         seller_address=draft.from_addr, buyer_alias=buyer_alias, now=now, buyer_opted_out=opted_out,
         buyer_do_not_solicit=dns, account_restricted_until=store.restricted_until(conn, account),
         buyer_original_text=buyer_original_text, buyer_message_at=buyer_message_at,
+        order_completed_at=order_completed_at,
     )
     return policy.check(draft, ctx, config)
 

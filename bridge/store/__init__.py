@@ -6,6 +6,7 @@
 - ``messages``: recorded inbound mail, quarantine, duplicates by content hash
 - ``conversations``: threading, and what the reply relay reads back
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
+- ``feedback``: feedback requests (one per order, ever), their claims, and the orders the schedule reads
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
@@ -43,6 +44,30 @@ from bridge.store.conversations import (
     raise_flags,
     thread_message,
 )
+from bridge.store.feedback import (
+    NOT_DELIVERED_OPTED_OUT,
+    REQUEST_STATES,
+    OrderRecord,
+    Request,
+    cancel_scheduled_of_buyer,
+    cancel_unsent_requests,
+    claim_due_requests,
+    feedback_counts,
+    finish_request,
+    last_buyer_message_at,
+    list_requests,
+    mark_not_delivered,
+    order_record,
+    orders_since,
+    orders_to_schedule,
+    record_external,
+    release_stale_claims,
+    request_of_message,
+    request_of_order,
+    schedule_key,
+    schedule_request,
+    sent_between,
+)
 from bridge.store.hmac_key import token_secret
 from bridge.store.mailbox import (
     MailboxCheckpoint,
@@ -66,6 +91,7 @@ from bridge.store.models import (
     AUDIT,
     BUYER,
     CONV,
+    FEEDBACK,
     INFO,
     MAILBOX,
     MESSAGE,
@@ -101,7 +127,7 @@ from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
     "QUARANTINE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
@@ -120,6 +146,12 @@ __all__ = [
     "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
     "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
     "outbox_known_ids", "resolve_interrupted",
+    # feedback requests
+    "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
+    "cancel_unsent_requests", "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",
+    "mark_not_delivered", "order_record", "orders_since", "orders_to_schedule", "record_external",
+    "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
+    "sent_between",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
     # status, secrets, times

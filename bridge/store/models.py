@@ -260,6 +260,42 @@ class OrderItem(SQLModel, table=True):
     quantity: int = 1
 
 
+class FeedbackRequest(SQLModel, table=True):
+    """The feedback request of one order: at most one per (account, order id), ever.
+
+    The unique constraint, not the code, is what keeps an order from being asked
+    twice: across restarts, re-imports, a crash between claim and send, and several
+    daemons sharing the database. A request made elsewhere (Amazon's "Request a
+    Review") is a row too, ``skipped`` with that reason.
+
+    States: ``scheduled`` (waits for ``due_at``) -> ``claimed`` (a dispatcher took it)
+    -> ``sent`` (queued in the outbox, ``outbox_message_id``) | ``skipped`` (an
+    exclusion or the guard said no, ``reason``) | ``scheduled`` again (a later due
+    time); ``cancelled``: the buyer opted out before it was due, or an operator.
+    A sent request the marketplace did not deliver keeps ``sent`` and says why in
+    ``reason`` ("not delivered: buyer opted out").
+    """
+
+    __tablename__ = "feedback_request"
+    __table_args__ = (UniqueConstraint("account", "order_id"),
+                      # The dispatcher's query: its work grows with the due rows, not with all rows.
+                      Index("ix_feedback_due", "account", "state", "due_at"),
+                      Index("ix_feedback_sent", "account", "sent_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    order_id: str
+    buyer_alias: str | None = None
+    state: str = "scheduled"
+    due_at: datetime = Field(sa_column=_ts())
+    reason: str | None = None
+    outbox_message_id: str | None = Field(default=None, index=True)
+    claimed_by: str | None = None
+    claimed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
 def _table(model: type[SQLModel]) -> Table:
     # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
     table = model.__table__  # type: ignore[attr-defined]
@@ -279,6 +315,7 @@ ACCOUNT_STATE = _table(AccountState)
 AUDIT = _table(AuditLog)
 ORDERS = _table(Order)
 ORDER_ITEM = _table(OrderItem)
+FEEDBACK = _table(FeedbackRequest)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

@@ -1,4 +1,4 @@
-"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine."""
+"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine, feedback."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection
 
+from bridge.store.feedback import feedback_counts
 from bridge.store.models import BUYER, CONV, MAILBOX, MESSAGE, OUTBOX, QUARANTINE
 from bridge.store.outbox import OUTBOX_STATES
 from bridge.store.times import iso, utc
@@ -36,4 +37,5 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
         "buyers": count(BUYER),
         "outbox": outbox,
         "quarantined": count(QUARANTINE, QUARANTINE.c.released_at.is_(None)),
+        "feedback": feedback_counts(conn, account),
     }

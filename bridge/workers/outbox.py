@@ -40,7 +40,7 @@ from bridge.adapters.templates import TemplateError
 from bridge.config import OutboxSettings
 from bridge.domain.clock import Clock, utcnow
 from bridge.domain.policy import PROACTIVE
-from bridge.services import guard, relay
+from bridge.services import feedback, guard, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
 from bridge.workers.base import Backoff, Heartbeat
@@ -209,6 +209,8 @@ class OutboxWorker:
                         guard.record(conn, account=self.acct.name, now=now, decision="cancelled",
                                      category=item.category, buyer=guard.base_alias(item.recipients[0]),
                                      message_id=item.message_id, actor="mailbridge", detail=reason)
+                        if item.purpose == feedback.PURPOSE:
+                            feedback.outbox_cancelled(conn, self.acct.name, item.message_id, reason, now)
                         continue
                 if guard.may_send(conn, item.message_id):
                     return item

@@ -5,6 +5,9 @@
 - APScheduler fires one timer that wakes every outbox worker, so rows whose
   retry time has come are claimed even when nothing else happens. The durable
   schedule is the rows' ``next_attempt_at``, in our own tables.
+- Another timer fires the feedback dispatcher of every account with feedback
+  requests on (``bridge.workers.feedback``); its durable state is the
+  ``feedback_request`` table, and it wakes the account's outbox when it queues.
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
@@ -17,6 +20,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
@@ -44,6 +48,7 @@ class OnceReport:
     sent: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    feedback: dict[str, int] = field(default_factory=dict)   # feedback requests queued, per account
 
 
 class Daemon:
@@ -69,6 +74,11 @@ class Daemon:
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
                             imap_factory=self.imap_factory, smtp_factory=factory)
 
+    @property
+    def _stale_claim(self) -> timedelta:
+        """When a claim of a feedback request counts as a dead process's: as for interrupted sends."""
+        return timedelta(seconds=self.settings.outbox.reconcile_after_seconds)
+
     # -- one pass ------------------------------------------------------------------
 
     async def run_once(self, send: bool = True) -> OnceReport:
@@ -83,6 +93,11 @@ class Daemon:
                 log.error("account %s: ingest failed: %s", acct.name, exc)
                 ingest.record_error(str(exc))
                 report.errors[acct.name] = str(exc)
+            if send and acct.settings.feedback.enabled:
+                from bridge.workers.feedback import FeedbackDispatcher
+
+                dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim)
+                report.feedback[acct.name] = (await asyncio.to_thread(dispatcher.tick)).sent
             if send:
                 worker = self._outbox(acct)
                 try:
@@ -148,11 +163,32 @@ class Daemon:
             for hb in recovered:
                 log.warning("%s is working again", hb.name)
 
+        from bridge.workers.feedback import TICK_SECONDS, dispatchers
+
+        feedback = dispatchers(self.engine, self.accounts, self.clock,
+                               on_queued=lambda name: loop.call_soon_threadsafe(wakes[name].set),
+                               stale_after=self._stale_claim)
+        heartbeats += [d.heartbeat for d in feedback]
+
+        async def dispatch_feedback() -> None:
+            for dispatcher in feedback:
+                try:
+                    await asyncio.to_thread(dispatcher.tick)
+                except Exception:  # noqa: BLE001 - one account's failure must not stop the others
+                    log.exception("account %s: feedback dispatch failed; trying again next tick",
+                                  dispatcher.acct.name)
+
         scheduler = AsyncIOScheduler(event_loop=loop)
         # misfire_grace_time: APScheduler's default (1 s) silently skips a run the loop was too busy to start.
         for job, name in ((wake_outboxes, "outbox-due"), (report_stuck_workers, "heartbeats")):
             scheduler.add_job(job, "interval", seconds=15, id=name, coalesce=True, max_instances=1,
                               misfire_grace_time=30)
+        if feedback:
+            # None: a late tick runs however late it is (never dropped); coalesce: missed ticks run once.
+            # The first tick at start: requests that fell due while the daemon was down go out now.
+            scheduler.add_job(dispatch_feedback, "interval", seconds=TICK_SECONDS, id="feedback-dispatch",
+                              coalesce=True, max_instances=1, misfire_grace_time=None,
+                              next_run_time=datetime.now(timezone.utc))
         scheduler.start()
         log.info("mailbridge running: %d account(s)", len(self.accounts))
         try:

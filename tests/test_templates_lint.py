@@ -146,7 +146,7 @@ def test_a_configuration_that_does_not_load_exits_2(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.parametrize(("lang", "subject"), [
-    (None, "Subject: Your feedback on order 302-1234567-7654321"),
+    (None, "Subject: Your order 302-1234567-7654321: how did it go?"),
     ("de", "Subject: Ihre Meinung zur Bestellung 302-1234567-7654321"),
     ("ja-JP", "Subject: ご注文 302-1234567-7654321 についてのご意見のお願い"),
 ])

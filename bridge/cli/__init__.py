@@ -2,7 +2,8 @@
 
 ``command`` holds the parser and :func:`main`; each command's work is in the
 module of its name (``run``, ``check``, ``status``, ``outbox``, ``optout``, ``orders``,
-``audit``, ``policy``, ``demo``), imported only when that command runs.
+``feedback``, ``audit``, ``policy``, ``templates``, ``demo``), imported only when
+that command runs.
 """
 
 from bridge.cli.command import main

@@ -126,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     pcheck.add_argument("--quoted", default="(the buyer's message)",
                         help="the buyer's message a reply quotes (default: a placeholder)")
 
+    tpl = command(commands, "templates", "check and preview the email templates", "templates")
+    tpl_actions = tpl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tlint = command(tpl_actions, "lint", "load and render every template with sample values in each language and "
+                    "run the content rules over buyer templates; exit 0 clean, 1 problems, 2 unusable folder")
+    tlint.add_argument("dir", nargs="?", metavar="DIR",
+                       help="the folder (default: [daemon] templates of the configuration, else the shipped ones)")
+    tpreview = command(tpl_actions, "preview", "print a template rendered with its sample values")
+    tpreview.add_argument("name", metavar="NAME", help="the template, e.g. feedback_request")
+    tpreview.add_argument("--lang", help="the buyer's language (en, de, fr, es, it, ja; default en)")
+    tpreview.add_argument("--dir", help="the folder (default: as for lint)")
+
     demo = command(commands, "demo", "run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow", "demo")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
     return p

@@ -28,7 +28,7 @@ from sqlalchemy.exc import (
 )
 
 from bridge import store
-from bridge.adapters.templates import TemplateError
+from bridge.adapters.templates import TemplateContextError, TemplateError
 from bridge.domain import bounces, compose, tokens
 from bridge.domain.classify import Classification, ClassifyContext, Kind, classify
 from bridge.domain.marketplaces import MARKETPLACES
@@ -44,7 +44,7 @@ from bridge.domain.prepare import (
 )
 from bridge.services import bounce_effects, orders, relay
 from bridge.services.account import AccountContext
-from bridge.services.notify import queue_staff_alert
+from bridge.services.notify import queue_staff_alert, render
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,12 @@ QUARANTINE_KEEP_BYTES = 2 * 1024 * 1024
 # all mail aside. They abort the batch instead (nothing lost, retried later).
 # A DataError or IntegrityError is about one message's values, so it quarantines
 # that message; the rest of DBAPIError (connection lost, database locked,
-# disk full) is about the database.
-SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, OperationalError, InterfaceError, InternalError,
-                                                ProgrammingError, NotSupportedError)
+# disk full) is about the database. A TemplateError arrives only when a template
+# has no good version to fall back on (broken since start-up; see
+# bridge/adapters/templates.py), and a TemplateContextError is a bug in the
+# context the code builds: both would hit every message alike.
+SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (TemplateError, TemplateContextError, OperationalError,
+                                                InterfaceError, InternalError, ProgrammingError, NotSupportedError)
 
 
 @dataclass
@@ -285,7 +288,7 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
         "seller_address": s.seller_address,
         "defects": list(mail.defects),
     }
-    rendered = acct.templates.render("staff_notification", context)
+    rendered = render(conn, acct, "staff_notification", context, now)
     references: tuple[str, ...] = ()
     in_reply_to = None
     reply_to = None

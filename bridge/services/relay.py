@@ -33,7 +33,7 @@ from bridge.domain.parse import ParsedMail
 from bridge.domain.replies import extract_reply
 from bridge.services import guard
 from bridge.services.account import AccountContext
-from bridge.services.notify import queue_staff_mail
+from bridge.services.notify import queue_staff_mail, render
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,13 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
         "order_id": original.order_id or conv.order_id,
         "comm_mgr_tok": original.comm_mgr_tok or conv.comm_mgr_tok,
     }
-    rendered = acct.templates.render("buyer_reply", variables)
+    rendered = render(conn, acct, "buyer_reply", variables, now)
     message_id = compose.new_message_id(s.seller_address)
 
     # The compliance gate (issue 4): content rules apply to our own words, so the
     # template is rendered once more with a placeholder where the buyer's quoted
     # message goes; the whole rendered text must still quote the buyer.
-    own = acct.templates.render("buyer_reply", {**variables, "buyer_text": _QUOTE_PLACEHOLDER}).text
+    own = render(conn, acct, "buyer_reply", {**variables, "buyer_text": _QUOTE_PLACEHOLDER}, now).text
     own_text = own.replace(_QUOTE_PLACEHOLDER, "")
     draft = policy.Draft(
         from_addr=s.seller_address, to_addr=original.buyer_address, subject=rendered.subject, text=own_text,

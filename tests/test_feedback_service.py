@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
@@ -221,7 +222,7 @@ def test_the_buyers_language_is_used_with_english_as_the_fallback(engine: Engine
     folder = tmp_path / "templates"
     folder.mkdir()
     for name, subject in (("feedback_request.de", "Ihre Bestellung {{ order_id }}"),
-                          ("feedback_request.en", "Your order {{ order_id }}")):
+                          ("feedback_request", "Your order {{ order_id }}")):     # English: the default
         (folder / f"{name}.subject.j2").write_text(subject)
         (folder / f"{name}.txt.j2").write_text(f"{subject} ist angekommen.\n")
     acct = account(tmp_path, templates=folder)
@@ -232,7 +233,7 @@ def test_the_buyers_language_is_used_with_english_as_the_fallback(engine: Engine
         ja = store.order_record(conn, "acme", "111-0000000-0000002")
     assert de is not None and ja is not None
     assert feedback.render(acct, de)[0].subject == "Ihre Bestellung 111-0000000-0000001"
-    assert feedback.render(acct, ja)[1] == "feedback_request.en"
+    assert feedback.render(acct, ja)[1] == "feedback_request"
 
 
 def test_preview_says_why_not_now(engine: Engine, acct: AccountContext) -> None:
@@ -304,3 +305,26 @@ def test_a_failure_between_queueing_and_commit_leaves_nothing_half_done(engine: 
     monkeypatch.setattr(store, "enqueue", real_enqueue)
     assert dispatch(engine, acct, NOW + timedelta(minutes=1)).sent == 1
     assert len(rows(engine, store.OUTBOX)) == 1
+
+
+def test_a_broken_edit_is_sent_in_its_last_good_version_and_staff_are_told_once(engine: Engine,
+                                                                                 tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "templates"
+    shutil.copytree(Templates().folder, folder)
+    acct = account(tmp_path, templates=folder)
+    delivered(7, "111-0000000-0000001", engine)
+    with engine.begin() as conn:
+        record = store.order_record(conn, "acme", "111-0000000-0000001")
+    assert record is not None
+    good, _ = feedback.render(acct, record)
+    body = folder / "feedback_request.txt.j2"
+    body.write_text("{% if %}broken\n")
+    os.utime(body, (body.stat().st_mtime + 10, body.stat().st_mtime + 10))   # seen as changed
+    for _ in range(2):
+        with engine.begin() as conn:
+            again, _ = feedback.render(acct, record, conn=conn, now=NOW)
+            assert again.text == good.text                      # the last good version, whole
+    alerts = [r for r in rows(engine, store.OUTBOX) if r.purpose == "staff_alert"]
+    assert len(alerts) == 1 and "feedback_request.txt.j2" in alerts[0].subject

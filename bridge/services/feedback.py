@@ -29,7 +29,7 @@ from bridge.config import FeedbackSettings
 from bridge.domain import compose, feedback, policy, tokens
 from bridge.domain.marketplaces import DEFAULT_REGISTRY, MARKETPLACES
 from bridge.domain.threads import base_alias
-from bridge.services import guard
+from bridge.services import guard, notify
 from bridge.services.account import AccountContext
 
 log = logging.getLogger(__name__)
@@ -109,26 +109,27 @@ def language_of(acct: AccountContext, record: store.OrderRecord) -> str:
     return tag.replace("_", "-").split("-")[0].lower() or FALLBACK_LANGUAGE
 
 
-def template_for(acct: AccountContext, language: str) -> str:
-    """``feedback_request.<language>``, else the English one, else the plain ``feedback_request``."""
-    for name in (f"{TEMPLATE}.{language}", f"{TEMPLATE}.{FALLBACK_LANGUAGE}"):
-        if (acct.templates.folder / f"{name}.txt.j2").is_file() and \
-                (acct.templates.folder / f"{name}.subject.j2").is_file():
-            return name
-    return TEMPLATE
+def render(acct: AccountContext, record: store.OrderRecord, *, conn: Connection | None = None,
+           now: datetime | None = None) -> tuple[Rendered, str]:
+    """The request as the buyer would read it, and the template used; raises TemplateError.
 
-
-def render(acct: AccountContext, record: store.OrderRecord) -> tuple[Rendered, str]:
-    """The request as the buyer would read it, and the template used; raises TemplateError."""
+    ``feedback_request.<language>`` where the templates have one, else the English
+    ``feedback_request``. Given ``conn`` and ``now`` (the dispatcher), a broken edit
+    rendered with the last good version also queues the one staff alert about it.
+    """
     s = acct.settings
     site = MARKETPLACES.get(record.marketplace or s.marketplace) or MARKETPLACES.get(s.marketplace)
     marketplace = DEFAULT_REGISTRY.family(site.family).name if site else s.marketplace
-    name = template_for(acct, language_of(acct, record))
+    language = language_of(acct, record)
     context = {
         "order_id": record.facts.order_id, "buyer_name": record.buyer_name, "items": list(record.titles),
-        "seller_name": s.seller_name, "marketplace": marketplace, "language": language_of(acct, record),
+        "seller_name": s.seller_name, "marketplace": marketplace, "language": language,
     }
-    return acct.templates.render(name, context), name
+    if conn is not None and now is not None:
+        rendered = notify.render(conn, acct, TEMPLATE, context, now, lang=language)
+    else:
+        rendered = acct.templates.render_localized(TEMPLATE, language, context)
+    return rendered, rendered.template
 
 
 def _completed_at(facts: feedback.OrderFacts) -> datetime | None:
@@ -231,7 +232,7 @@ def _handle(conn: Connection, acct: AccountContext, request: store.Request, now:
     if verdict.due > now:
         return _finish(conn, request, worker, "scheduled", now, due_at=verdict.due, reason=verdict.reason or None)
     try:
-        rendered, _ = render(acct, record)
+        rendered, _ = render(acct, record, conn=conn, now=now)
     except TemplateError as exc:
         # Nothing half-rendered is ever sent; the request waits for the template to be fixed.
         log.error("account %s: feedback request for %s not rendered: %s", acct.name, request.order_id, exc)

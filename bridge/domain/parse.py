@@ -401,8 +401,8 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
     while stack:
         part = stack.pop()
         ctype = part.get_content_type()
-        payload = _raw_payload(part)
-        if isinstance(payload, list):
+        if part.is_multipart():
+            payload = [p for p in part.get_payload() if isinstance(p, Message)]
             if ctype == "message/rfc822":
                 body.part_types.append(ctype)
                 body.attachments.append(Attachment(_filename(part, defects) or "message.eml", ctype,
@@ -445,27 +445,14 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
 
 
 def _payload_bytes(part: Message, defects: list[str]) -> bytes:
+    """A leaf's body with its transfer encoding undone (compat32 returns the body as it
+    is when the encoding is unknown or the data is bad)."""
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, LookupError, binascii.Error, UnicodeError):
         defects.append(f"{part.get_content_type()}: undecodable transfer encoding")
-        data = None
-    if isinstance(data, bytes):
-        return data
-    raw = _raw_payload(part)
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
-
-
-def _raw_payload(part: Message) -> str | list[Message]:
-    """The undecoded payload: a list of parts or the body string (surrogate-escaped).
-
-    Read directly: ``Message.get_payload()`` re-decodes 8-bit bodies with the
-    declared charset and raises on hostile charset names.
-    """
-    payload = getattr(part, "_payload", None)
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    return payload if isinstance(payload, str) else ""
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 def _embedded_size(payload: list[Message]) -> int:
@@ -507,19 +494,19 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str] | None) -
     label = _CHARSET_ALIASES.get(label, label)
     codec: str | None
     try:
-        info = codecs.lookup(label)
-        # rot13, base64, zlib ... are codecs but not text encodings.
-        codec = info.name if getattr(info, "_is_text_encoding", True) else None
-    except (LookupError, ValueError):
+        codec = codecs.lookup(label).name
+    except (LookupError, ValueError):   # ValueError: a NUL in the label
         codec = None
-    if codec is None and defects is not None:
-        defects.append(f"unknown charset {label[:40]!r}")
     if codec is not None:
         try:
             return data.decode(codec)
-        except (UnicodeError, LookupError, ValueError):
+        except LookupError:
+            codec = None   # a codec, but not a text encoding (rot13, base64, zlib ...)
+        except (UnicodeError, ValueError):
             if defects is not None:
                 defects.append(f"text is not valid {label}")
+    if codec is None and defects is not None:
+        defects.append(f"unknown charset {label[:40]!r}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -181,6 +181,9 @@ def test_message_ids(headers: str, message_id: str | None, in_reply_to: str | No
     ("Mon, 20 Nov 2023 14:03:22 +0100", datetime(2023, 11, 20, 14, 3, 22, tzinfo=timezone(timedelta(hours=1))),
      False),
     ("20 Nov 2023 14:03:22 GMT", datetime(2023, 11, 20, 14, 3, 22, tzinfo=timezone.utc), False),
+    ("Mon, 20 Nov 2023 14:03:22 -0000", datetime(2023, 11, 20, 14, 3, 22), False),   # zone unknown: naive
+    ("Mon, 20 Nov 2023\n 14:03:22 -0830", datetime(2023, 11, 20, 14, 3, 22, tzinfo=timezone(-timedelta(hours=8.5))),
+     False),
     ("yesterday", None, True),
     ("Mon, 99 Nov 2023 99:99:99 +0000", None, True),
 ])
@@ -568,46 +571,6 @@ def test_marker_search_finds_what_regex_search_finds() -> None:
                 want = pattern.search(text, pos)
                 got = search_marker(pattern, text, pos)
                 assert (got.span() if got else None) == (want.span() if want else None), (text, pos)
-
-
-def _date_variants() -> list[str]:
-    rng = random.Random(9)
-    days = ["Mon, ", "Sun, ", "", "Xyz, ", "Sun,"]
-    out = []
-    for _ in range(400):
-        out.append(f"{rng.choice(days)}{rng.choice(['1', '01', '31', '32', '0', '29'])} "
-                   f"{rng.choice(['Jan', 'Feb', 'Nov', 'Dez', 'nov'])} {rng.choice(['2026', '1999', '0001', '26'])} "
-                   f"{rng.choice(['00', '23', '24', '9'])}:{rng.choice(['00', '59', '60'])}:"
-                   f"{rng.choice(['00', '59', '60', '61'])} {rng.choice(['+', '-'])}"
-                   f"{rng.choice(['0000', '0100', '0530', '1400', '9999', '0099'])}")
-    # Well-formed dates, which the shortcut itself reads (the ones above mostly fall back).
-    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    for _ in range(300):
-        out.append(f"{rng.choice(['Mon, ', 'Thu, ', ''])}{rng.randint(1, 28):0{rng.choice([1, 2])}d} "
-                   f"{rng.choice(months)} {rng.randint(1000, 9999)} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
-                   f"{rng.randint(0, 59):02d} {rng.choice(['+', '-'])}{rng.randint(0, 14):02d}{rng.choice([0, 30, 45]):02d}")
-    return out + ["Sun, 01 Nov 2026 00:00:00 +0000", "Tue, 24 Nov 2026 01:02:03 -0000", "24 Nov 2026 01:02:03 GMT",
-                  "Tue, 24 Nov 2026 01:02:03 +0000 (UTC)", "  Tue, 24 Nov 2026 01:02:03 +0100  ", ""]
-
-
-@pytest.mark.parametrize("value", _date_variants())
-def test_date_shortcut_agrees_with_parsedate_to_datetime(value: str) -> None:
-    from email.utils import parsedate_to_datetime
-
-    from bridge.domain.parse import _parse_date
-
-    try:
-        expected: Any = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        expected = "unreadable"
-    defects: list[str] = []
-    got: Any = _parse_date(value, defects)
-    if not value:
-        assert got is None and defects == []
-        return
-    if got is None:
-        got = "unreadable" if defects == ["unreadable Date header"] else defects
-    assert got == expected and (got == "unreadable" or got.utcoffset() == expected.utcoffset())
 
 
 def test_subject_whitespace_is_folded_as_before() -> None:

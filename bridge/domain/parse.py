@@ -16,7 +16,7 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from email import message_from_bytes
 from email.errors import HeaderParseError, MessageDefect
 from email.header import decode_header, make_header
@@ -354,32 +354,12 @@ def _first_msgid(value: str | None) -> str | None:
     return bare[0] if bare else None
 
 
-# The RFC 5322 date as nearly every mailer writes it; read without parsedate_to_datetime,
-# which gives the same for it (a test holds them equal). Anything else goes to that.
-_CANONICAL_DATE_RE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
-                                r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
-                                r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
-_MONTHS = {name: number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-
-
 def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         return None
-    value = _unfold(value).strip()
-    m = _CANONICAL_DATE_RE.fullmatch(value)
-    if m is not None:
-        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = m.groups()
-        offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
-        try:
-            if offset == 0 and sign == "-":   # "-0000": the zone is unknown (RFC 5322 3.3): a naive time
-                return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
-            return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
-                            tzinfo=timezone(timedelta(seconds=-offset if sign == "-" else offset)))
-        except ValueError:
-            pass   # impossible values: as the general parser says
     try:
-        return parsedate_to_datetime(value)
+        # "-0000" (the zone is unknown, RFC 5322 3.3) gives a naive time.
+        return parsedate_to_datetime(_unfold(value).strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         defects.append("unreadable Date header")
         return None

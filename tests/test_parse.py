@@ -500,53 +500,6 @@ def test_squash_ascii_path_agrees_with_the_general_rule(text: str) -> None:
         assert squash(sample) == general(sample), repr(sample)
 
 
-# --------------------------------------------------------------------------- the fast address path
-
-_ADDRESS_SHAPES = [
-    "buyer@marketplace.amazon.com", "  buyer@marketplace.amazon.com  ", "<buyer@x.example>",
-    "Marco - Amazon Marketplace <qw7b3pdkhx4py8@marketplace.amazon.com>", "Jürgen   Müller <j@x.de>",
-    '"Acme, Inc." <seller@acme.example>', '"" <a@b.c>', '" spaced " <a@b.c>', "=?utf-8?q?J=C3=BCrgen?= <j@x.de>",
-    "o'brien+tag@x.example", "first.last@sub.x.example", "J. Smith <j@x.example>", "a..b@x.example",
-    ".a@x.example", "a.@x.example", "a@x..example", "Name <a@b> (comment)", "a@b, c@d", "Name <a@[1.2.3.4]>",
-    '"Quote \\" inside" <a@b.c>', "Name\xa0Nbsp <a@b.c>", "Name\t<a@b.c>", "<a@b.c> trailing", "no at sign",
-    "Name <>", "<@route:a@b.c>", "a@b.c (Real Name)", "Name: <a@b.c>", "Group: a@b.c;", "UPPER@CASE.EXAMPLE",
-    "日本 太郎 <taro@x.jp>", "a@b", "Name <a@b", "Name a@b>", '"unterminated <a@b.c>', "a b c <d@e.f>",
-]
-
-
-def _header_values() -> list[str]:
-    from email import message_from_bytes
-    from email.policy import compat32
-
-    values = list(_ADDRESS_SHAPES)
-    for path in sorted(CORPUS.parent.rglob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=compat32)
-        for name in ("from", "to", "cc", "reply-to"):
-            values += [str(v) for v in msg.get_all(name, [])]
-    return values
-
-
-@pytest.mark.parametrize("value", _header_values())
-def test_fast_address_path_agrees_with_getaddresses(value: str) -> None:
-    from email.utils import getaddresses
-
-    from bridge.domain.parse import _simple_mailboxes, _unfold
-
-    value = _unfold(value)
-    fast = _simple_mailboxes([value])
-    if fast is not None:   # None: the value is left to getaddresses
-        assert fast == getaddresses([value])
-
-
-def test_fast_address_path_takes_the_common_shapes() -> None:
-    from bridge.domain.parse import _simple_mailboxes
-
-    assert _simple_mailboxes(["Marco - Amazon Marketplace <q@marketplace.amazon.com>", '"A, B" <a@b.c>',
-                              "a@b.c"]) == [("Marco - Amazon Marketplace", "q@marketplace.amazon.com"),
-                                            ("A, B", "a@b.c"), ("", "a@b.c")]
-    assert _simple_mailboxes(["a@b.c, d@e.f"]) is None
-
-
 def _marker_texts() -> list[str]:
     from bridge.sandbox import samples
 

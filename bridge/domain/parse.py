@@ -295,34 +295,6 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
     return decoded
 
 
-# The common shapes of a mailbox, read without email._parseaddr (about 30 us a
-# header): "addr", "Name <addr>", "\"Name, Inc.\" <addr>", one per field value.
-# Anything else goes to getaddresses(); a test holds both to the same answer.
-_ATOM = r"[^ \t\r\n()<>@,:;.\\\"\[\]]+"
-_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_SIMPLE_ADDR = rf"{_DOT_ATOM}@{_DOT_ATOM}"
-_SIMPLE_MAILBOX_RE = re.compile(
-    rf"[ \t]*(?:(?P<bare>{_SIMPLE_ADDR})|(?:\"(?P<quoted>[^\"\\\r\n]*)\"|(?P<atoms>{_ATOM}(?:[ \t]+{_ATOM})*))?"
-    rf"[ \t]*<(?P<angle>{_SIMPLE_ADDR})>)[ \t]*")
-_BLANKS_RE = re.compile(r"[ \t]+")   # what RFC 5322 folds; str.split() would also split U+00A0
-
-
-def _simple_mailboxes(values: list[str]) -> list[tuple[str, str]] | None:
-    """What ``getaddresses(values)`` returns, when every value is one simple mailbox; else None."""
-    out: list[tuple[str, str]] = []
-    for value in values:
-        m = _SIMPLE_MAILBOX_RE.fullmatch(value)
-        if m is None:
-            return None
-        if m["bare"]:
-            out.append(("", m["bare"]))
-        elif m["atoms"]:
-            out.append((" ".join(_BLANKS_RE.split(m["atoms"])), m["angle"]))
-        else:
-            out.append((m["quoted"] or "", m["angle"]))
-    return out
-
-
 def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[str, str]]:
     """(decoded display name, lowercased addr-spec) pairs; empty entries dropped."""
     out: list[tuple[str, str]] = []
@@ -330,7 +302,7 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[s
     if not cleaned:
         return out
     try:
-        pairs = _simple_mailboxes(cleaned) or getaddresses(cleaned)
+        pairs = getaddresses(cleaned)
     except (ValueError, IndexError, TypeError):  # pragma: no cover - getaddresses is lenient
         defects.append(f"unreadable {name} header")
         return out

@@ -8,7 +8,6 @@ gets two threads, and staff replies go back on the right one.
 
 from __future__ import annotations
 
-import functools
 import re
 
 from bridge.domain.marketplaces.protocol import GENERIC_LOCAL_RE, address_domain, split_alias
@@ -37,7 +36,6 @@ def base_alias(address: str) -> str:
     return f"{local.split('+')[0]}@{domain}"
 
 
-@functools.lru_cache(maxsize=4096)   # classification asks about the same sender several times
 def split_relay_address(addr: str, relay_domains: frozenset[str],
                         marketplaces: Registry = DEFAULT_REGISTRY) -> tuple[str, str | None] | None:
     """Split a relay address into (base alias, case suffix).

@@ -70,9 +70,5 @@ def conversation_key(buyer_alias: str, order_id: str | None) -> str:
 def thread_subject(subject: str) -> str:
     """The subject without reply/forward prefixes (Re:, AW:, Fwd:, WG:, TR:, RV:, R: ...)
     and without our ``[MB-123]`` tag, whitespace folded."""
-    # The prefix pattern is anchored at the start: one match, cut off (what sub() did, quicker).
-    prefix = _PREFIX_RE.match(subject)
-    stripped = subject[prefix.end():] if prefix else subject
-    if "[" in stripped:   # a tag needs one
-        stripped = _TAG_RE.sub(" ", stripped)
-    return " ".join(stripped.split())   # = \s+ -> " ", stripped
+    stripped = _TAG_RE.sub(" ", _PREFIX_RE.sub("", subject))
+    return " ".join(stripped.split())

@@ -483,8 +483,8 @@ def test_layout_helpers() -> None:
     assert squash("Stra\u00dfe\u00a0\u3000X") == "strassex"   # case-folded; every Unicode space removed
 
 
-def test_subject_whitespace_is_folded_as_before() -> None:
-    """parse_mail folds a subject's whitespace as re.sub(r"\\s+", " ", ...).strip() did."""
+def test_subject_whitespace_is_folded() -> None:
+    """Every run of Unicode whitespace in a subject becomes one space; the ends are stripped."""
     import re as regex
 
     rng = random.Random(4)

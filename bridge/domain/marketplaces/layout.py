@@ -14,7 +14,6 @@ from html import unescape
 _TAG_RE = re.compile(r"<[^>]*>")
 _PRE_RE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.IGNORECASE | re.DOTALL)
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SPACE_RE = re.compile(r"\s+")
 # Typographic apostrophes and quotes normalised so "n’avons" matches "n'avons".
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -69,7 +68,7 @@ def squash(text: str) -> str:
     Fingerprint phrases are compared in this form so that line wrapping,
     double spaces and CJK text (no spaces at all) match alike.
     """
-    return _SPACE_RE.sub("", text.translate(_QUOTES).casefold())
+    return "".join(text.translate(_QUOTES).casefold().split())   # split(): exactly the characters \s matches
 
 
 # --------------------------------------------------------------------------- notice regions and fingerprints

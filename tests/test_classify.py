@@ -462,27 +462,3 @@ def test_prepared_recording_follows_from_kind_and_content(name: str) -> None:
         assert tokens.verify_origin(b"k" * 32, rec.staff_origin or "", rec.staff_message_id, "acme")
     else:
         assert rec.staff_message_id is None and rec.staff_origin is None
-
-
-def test_out_of_office_prefilter_never_hides_a_match() -> None:
-    """_may_be_oof_subject is a necessary condition of _OOF_SUBJECT_RE matching (ASCII subjects)."""
-    import random
-    import re
-
-    from bridge.domain.classify import _OOF_SUBJECT_RE, _may_be_oof_subject
-
-    # Every literal run of the pattern, and glue around it: the prefilter must let each match through.
-    pieces = [p for p in re.split(r"[()|?:\[\]\\^*+]|\\b|\\s", _OOF_SUBJECT_RE.pattern) if p.strip()]
-    pieces += ["Automatic Reply", "AUTO-REPLY", "autoresponse", "Out of the Office", "Abwesend", "Re:", ":", " ",
-               "\t", "\x1c", "-", "(Order: 111-2223334-4445556)", "vacation response", "Fuori sede", "x"]
-    rng = random.Random(3)
-    subjects = [" ".join(rng.choice(pieces) for _ in range(rng.randrange(1, 5))) for _ in range(20000)]
-    subjects += [rng.choice(["", " ", "\t"]) + p + rng.choice(["", ":", " :", " x"]) for p in pieces
-                 for _ in range(5)]
-    matched = 0
-    for subject in subjects:
-        if _OOF_SUBJECT_RE.search(subject):
-            matched += 1
-            assert _may_be_oof_subject(subject), subject
-    assert matched > 1000
-    assert not _may_be_oof_subject("Ship faster inquiry from Amazon customer Marco (Order: 687-5183075-1220019)")

@@ -146,22 +146,3 @@ def test_thread_subject_is_idempotent() -> None:
     for subject in ("Re: AW: [MB-1] x", "Fwd: Re: y", "plain"):
         once = thread_subject(subject)
         assert thread_subject(once) == once
-
-
-def test_thread_subject_is_what_the_three_substitutions_gave() -> None:
-    import random
-    import re
-
-    from bridge.domain import threads
-
-    def before(subject: str) -> str:
-        stripped = threads._PREFIX_RE.sub("", subject)
-        stripped = threads._TAG_RE.sub(" ", stripped)
-        return re.sub(r"\s+", " ", stripped).strip()
-
-    pieces = ["Re:", "RE :", "AW:", "Fwd:", "FW:", "WG:", "Re[2]:", "AW(3):", "R：", "[MB-12]", "[mb-7]", "[MB-]",
-              " ", "\t", "\u00a0", "\u3000", "Your order", "Re", ":", "[", "]", "x", "Antw:", "Sv:"]
-    rng = random.Random(3)
-    for _ in range(20000):
-        subject = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randrange(0, 7)))
-        assert threads.thread_subject(subject) == before(subject), repr(subject)

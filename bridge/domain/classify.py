@@ -125,7 +125,7 @@ def _auto_hit(name: str, reason: str, mail: ParsedMail, ctx: ClassifyContext) ->
     return RuleHit(name, Kind.AUTO_REPLY, f"{reason} (ignored: {exemption})", decides=False)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64)   # the account's configured pattern, compiled once as module patterns are at import
 def _reply_address_re(pattern: str) -> re.Pattern[str] | None:
     if "{token}" not in pattern:
         return None
@@ -279,24 +279,8 @@ def autoreply_header(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     return None
 
 
-# For an ASCII subject (where IGNORECASE is plain lowercasing), _OOF_SUBJECT_RE can match
-# only at a subject starting with one of these or containing one of the words: checked
-# first, it spares most subjects the expensive search. A test keeps the two in step.
-_OOF_ASCII_STARTS = ("auto", "risposta")
-_OOF_ASCII_WORDS = ("office", "reply", "response", "abwesen", "absence", "sede", "oficina", "vacation")
-
-
-def _may_be_oof_subject(subject: str) -> bool:
-    if not subject.isascii():
-        return True
-    low = subject.lower()
-    return low.lstrip().startswith(_OOF_ASCII_STARTS) or any(word in low for word in _OOF_ASCII_WORDS)
-
-
 def out_of_office_subject(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     """Out-of-office subjects in the common client languages."""
-    if not _may_be_oof_subject(mail.subject):
-        return None
     m = _OOF_SUBJECT_RE.search(mail.subject)
     if m is not None:
         return _auto_hit("out_of_office_subject", f"subject contains {m.group(0).strip()!r}", mail, ctx)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import os
 import uuid
 from dataclasses import dataclass
@@ -128,15 +127,6 @@ def _fold_ascii(used: int, value: str, width: int = 78) -> str:
     return "\r\n ".join(lines)
 
 
-def _date(date: datetime) -> str:
-    return _format_date(date, date.utcoffset())   # equal instants in other zones are written differently
-
-
-@functools.lru_cache(maxsize=16)
-def _format_date(date: datetime, _offset: object) -> str:
-    return format_datetime(date)   # a batch of mail shares one clock reading
-
-
 def _mailbox(name: str, addr: str) -> str:
     if not name:
         return addr
@@ -172,7 +162,7 @@ def build_mail(
     ]
     if reply_to:
         fields.append(("Reply-To", reply_to))
-    fields += [("Subject", subject), ("Date", _date(date)), ("Message-ID", f"<{message_id}>")]
+    fields += [("Subject", subject), ("Date", format_datetime(date)), ("Message-ID", f"<{message_id}>")]
     if in_reply_to:
         fields.append(("In-Reply-To", f"<{in_reply_to}>"))
     if references:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import binascii
 import codecs
-import quopri
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from email import message_from_bytes
 from email.errors import HeaderParseError, MessageDefect
 from email.header import decode_header, make_header
@@ -160,9 +159,8 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
     if not _FIRST_LINE_RE.match(start):
         raise UnparseableMail("no header block: the first line is not a header field")
     defects: list[str] = []
-    single = _single_part(start)
     try:
-        msg = single[0] if single else message_from_bytes(start, policy=compat32)
+        msg = message_from_bytes(start, policy=compat32)
     except RecursionError:
         # Absurdly deep MIME nesting: keep the headers, treat the body as text.
         defects.append("MIME nesting too deep; body read as plain text")
@@ -197,16 +195,12 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
     date = _parse_date(first.get("date"), defects)
 
     body = _Body()
-    if single is not None and _plain_text_leaf(single[0], single[1], body, defects):
-        content_type = "text/plain"   # what get_content_type() says of every part that shortcut takes
-    else:
-        _walk(msg, body, defects)
-        content_type = msg.get_content_type()
+    _walk(msg, body, defects)
     for defect in msg.defects:
         defects.append(_describe_defect(defect))
 
     text = "\n".join(t for t in body.texts if t)
-    has_text_body = bool(text) and not text.isspace()   # bool(text.strip()), without the copy
+    has_text_body = bool(text.strip())
     html = body.htmls[0] if body.htmls else None
     if html is not None and not has_text_body:
         text = html_to_text(html, defects)
@@ -226,7 +220,7 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
         cc_addrs=cc_addrs,
         date=date,
         headers=headers,
-        content_type=content_type,
+        content_type=msg.get_content_type(),
         text=text,
         html=html,
         attachments=tuple(body.attachments),
@@ -240,50 +234,6 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
         part_types=tuple(body.part_types),
         has_text_body=has_text_body,
     )
-
-
-# A header block of well-formed fields (name, colon; continuation lines) ending in a blank line.
-_HEADER_BLOCK_RE = re.compile(rb"(?:(?:[\x21-\x39\x3b-\x7e]+:|[\t ])[^\n]*\n)*")
-
-
-def _single_part(raw: bytes) -> tuple[Message, bytes] | None:
-    """The Message ``message_from_bytes(raw, policy=compat32)`` returns, for a clean single-part
-    message, at about a third of the cost, with its body's bytes; ``None`` for anything else
-    (a test holds them equal).
-
-    The feed parser reads the body line by line only to join the lines again; for a
-    single part it becomes the payload as it is. So only the header block is parsed,
-    and only when nothing about it asks for the parser's care: no stray CR (the parser
-    splits lines there too), no envelope or nameless lines, no defects, not multipart
-    or message/*.
-    """
-    if raw[:1] in (b" ", b"\t"):
-        return None
-    end = _HEADER_BLOCK_RE.match(raw).end()  # type: ignore[union-attr]
-    if raw.startswith(b"\n", end):
-        body = end + 1
-    elif raw.startswith(b"\r\n", end):
-        body = end + 2
-    else:
-        return None
-    head = raw[:end]
-    if head.count(b"\r") != head.count(b"\r\n"):
-        return None
-    # What the feed parser does with such a block (compat32's header_source_parse):
-    # the name up to the first colon; the value without the blanks after the
-    # colon, continuation lines kept as they are, the last line end removed.
-    msg = Message(policy=compat32)
-    msg._headers = [(name, value.lstrip(" \t").rstrip("\r\n"))  # type: ignore[attr-defined]
-                    for name, value in _FIELD_RE.findall(head.decode("ascii", "surrogateescape"))]
-    if msg.get_content_maintype() in ("multipart", "message"):
-        return None
-    data = raw[body:]
-    msg._payload = data.decode("ascii", "surrogateescape")  # type: ignore[attr-defined]  # as the feed parser sets it
-    return msg, data
-
-
-# One field of such a block: its name, and its value with the continuation lines.
-_FIELD_RE = re.compile(r"([\x21-\x39\x3b-\x7e]+):([^\n]*\n(?:[ \t][^\n]*\n)*)")
 
 
 # --------------------------------------------------------------------------- headers
@@ -345,34 +295,6 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
     return decoded
 
 
-# The common shapes of a mailbox, read without email._parseaddr (about 30 us a
-# header): "addr", "Name <addr>", "\"Name, Inc.\" <addr>", one per field value.
-# Anything else goes to getaddresses(); a test holds both to the same answer.
-_ATOM = r"[^ \t\r\n()<>@,:;.\\\"\[\]]+"
-_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_SIMPLE_ADDR = rf"{_DOT_ATOM}@{_DOT_ATOM}"
-_SIMPLE_MAILBOX_RE = re.compile(
-    rf"[ \t]*(?:(?P<bare>{_SIMPLE_ADDR})|(?:\"(?P<quoted>[^\"\\\r\n]*)\"|(?P<atoms>{_ATOM}(?:[ \t]+{_ATOM})*))?"
-    rf"[ \t]*<(?P<angle>{_SIMPLE_ADDR})>)[ \t]*")
-_BLANKS_RE = re.compile(r"[ \t]+")   # what RFC 5322 folds; str.split() would also split U+00A0
-
-
-def _simple_mailboxes(values: list[str]) -> list[tuple[str, str]] | None:
-    """What ``getaddresses(values)`` returns, when every value is one simple mailbox; else None."""
-    out: list[tuple[str, str]] = []
-    for value in values:
-        m = _SIMPLE_MAILBOX_RE.fullmatch(value)
-        if m is None:
-            return None
-        if m["bare"]:
-            out.append(("", m["bare"]))
-        elif m["atoms"]:
-            out.append((" ".join(_BLANKS_RE.split(m["atoms"])), m["angle"]))
-        else:
-            out.append((m["quoted"] or "", m["angle"]))
-    return out
-
-
 def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[str, str]]:
     """(decoded display name, lowercased addr-spec) pairs; empty entries dropped."""
     out: list[tuple[str, str]] = []
@@ -380,7 +302,7 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[s
     if not cleaned:
         return out
     try:
-        pairs = _simple_mailboxes(cleaned) or getaddresses(cleaned)
+        pairs = getaddresses(cleaned)
     except (ValueError, IndexError, TypeError):  # pragma: no cover - getaddresses is lenient
         defects.append(f"unreadable {name} header")
         return out
@@ -404,32 +326,12 @@ def _first_msgid(value: str | None) -> str | None:
     return bare[0] if bare else None
 
 
-# The RFC 5322 date as nearly every mailer writes it; read without parsedate_to_datetime,
-# which gives the same for it (a test holds them equal). Anything else goes to that.
-_CANONICAL_DATE_RE = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
-                                r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
-                                r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})")
-_MONTHS = {name: number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-
-
 def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         return None
-    value = _unfold(value).strip()
-    m = _CANONICAL_DATE_RE.fullmatch(value)
-    if m is not None:
-        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = m.groups()
-        offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
-        try:
-            if offset == 0 and sign == "-":   # "-0000": the zone is unknown (RFC 5322 3.3): a naive time
-                return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
-            return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
-                            tzinfo=timezone(timedelta(seconds=-offset if sign == "-" else offset)))
-        except ValueError:
-            pass   # impossible values: as the general parser says
     try:
-        return parsedate_to_datetime(value)
+        # "-0000" (the zone is unknown, RFC 5322 3.3) gives a naive time.
+        return parsedate_to_datetime(_unfold(value).strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         defects.append("unreadable Date header")
         return None
@@ -451,8 +353,8 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
     while stack:
         part = stack.pop()
         ctype = part.get_content_type()
-        payload = _raw_payload(part)
-        if isinstance(payload, list):
+        if part.is_multipart():
+            payload = [p for p in part.get_payload() if isinstance(p, Message)]
             if ctype == "message/rfc822":
                 body.part_types.append(ctype)
                 body.attachments.append(Attachment(_filename(part, defects) or "message.eml", ctype,
@@ -470,45 +372,6 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
             defects.extend(_describe_defect(d) for d in part.defects)
 
 
-# A Content-Type that is text/plain with simple parameters only: read without the email
-# package's parameter parser, which gives the same for these (a test holds them equal).
-_PLAIN_TYPE_RE = re.compile(r'text/plain[ \t]*(?:;[ \t]*[A-Za-z0-9-]+[ \t]*=[ \t]*("?)[A-Za-z0-9._:+-]*\1[ \t]*)*',
-                            re.IGNORECASE)
-_PLAIN_PARAM_RE = re.compile(r';[ \t]*([A-Za-z0-9-]+)[ \t]*=[ \t]*"?([A-Za-z0-9._:+-]*)')
-# Transfer encodings Message.get_payload(decode=True) decodes (compared as written, lowercased).
-_DECODED_CTES = frozenset({"base64", "x-uuencode", "uuencode", "uue", "x-uue"})
-
-
-def _plain_text_leaf(msg: Message, data: bytes, body: _Body, defects: list[str]) -> bool:
-    """What ``_walk`` does for a single-part message from :func:`_single_part` that is plain
-    text (no attachment, no name, 7bit/8bit/quoted-printable), without the Message methods
-    that re-read every header for each question; False (nothing done) for anything else.
-    """
-    ctype_value = cte = None
-    for name, value in msg._headers:  # type: ignore[attr-defined]
-        lname = name.lower()
-        if lname == "content-type":
-            if ctype_value is None:
-                ctype_value = value
-        elif lname == "content-transfer-encoding":
-            if cte is None:
-                cte = value.lower()
-        elif lname == "content-disposition":
-            return False
-    charset = None
-    if ctype_value is not None:
-        if not _PLAIN_TYPE_RE.fullmatch(ctype_value) or "name" in ctype_value.lower():
-            return False
-        charset = next((v.lower() for k, v in _PLAIN_PARAM_RE.findall(ctype_value) if k.lower() == "charset"), None)
-    if cte in _DECODED_CTES:
-        return False
-    if cte == "quoted-printable":
-        data = quopri.decodestring(data)
-    body.part_types.append("text/plain")
-    body.texts.append(_text(data, charset, defects))
-    return True
-
-
 def _text(data: bytes, charset: str | None, defects: list[str]) -> str:
     """A text part's body as text, line ends as "\n"."""
     text = _decode_bytes(data, charset, defects)
@@ -524,12 +387,7 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
         # Boundary missing or never found: the parser left the body as one string.
         ctype = "text/plain"
     body.part_types.append(ctype)
-    # get_filename() reads a filename parameter of Content-Disposition, else a name
-    # parameter of Content-Type: with neither header naming one, skip its parameter
-    # parsing (which can only fail on RFC 2231 "*" parameters: those still go through it).
-    ctype_value = str(part.get("content-type", ""))
-    named = "content-disposition" in part or "name" in ctype_value.lower() or "*" in ctype_value
-    filename = _filename(part, defects) if named else ""
+    filename = _filename(part, defects)
     disposition = _disposition(part)
     data = _payload_bytes(part, defects)
     if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
@@ -539,27 +397,14 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
 
 
 def _payload_bytes(part: Message, defects: list[str]) -> bytes:
+    """A leaf's body with its transfer encoding undone (compat32 returns the body as it
+    is when the encoding is unknown or the data is bad)."""
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, LookupError, binascii.Error, UnicodeError):
         defects.append(f"{part.get_content_type()}: undecodable transfer encoding")
-        data = None
-    if isinstance(data, bytes):
-        return data
-    raw = _raw_payload(part)
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
-
-
-def _raw_payload(part: Message) -> str | list[Message]:
-    """The undecoded payload: a list of parts or the body string (surrogate-escaped).
-
-    Read directly: ``Message.get_payload()`` re-decodes 8-bit bodies with the
-    declared charset and raises on hostile charset names.
-    """
-    payload = getattr(part, "_payload", None)
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    return payload if isinstance(payload, str) else ""
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 def _embedded_size(payload: list[Message]) -> int:
@@ -601,19 +446,19 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str] | None) -
     label = _CHARSET_ALIASES.get(label, label)
     codec: str | None
     try:
-        info = codecs.lookup(label)
-        # rot13, base64, zlib ... are codecs but not text encodings.
-        codec = info.name if getattr(info, "_is_text_encoding", True) else None
-    except (LookupError, ValueError):
+        codec = codecs.lookup(label).name
+    except (LookupError, ValueError):   # ValueError: a NUL in the label
         codec = None
-    if codec is None and defects is not None:
-        defects.append(f"unknown charset {label[:40]!r}")
     if codec is not None:
         try:
             return data.decode(codec)
-        except (UnicodeError, LookupError, ValueError):
+        except LookupError:
+            codec = None   # a codec, but not a text encoding (rot13, base64, zlib ...)
+        except (UnicodeError, ValueError):
             if defects is not None:
                 defects.append(f"text is not valid {label}")
+    if codec is None and defects is not None:
+        defects.append(f"unknown charset {label[:40]!r}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -8,7 +8,6 @@ gets two threads, and staff replies go back on the right one.
 
 from __future__ import annotations
 
-import functools
 import re
 
 from bridge.domain.marketplaces.protocol import GENERIC_LOCAL_RE, address_domain, split_alias
@@ -37,7 +36,6 @@ def base_alias(address: str) -> str:
     return f"{local.split('+')[0]}@{domain}"
 
 
-@functools.lru_cache(maxsize=4096)   # classification asks about the same sender several times
 def split_relay_address(addr: str, relay_domains: frozenset[str],
                         marketplaces: Registry = DEFAULT_REGISTRY) -> tuple[str, str | None] | None:
     """Split a relay address into (base alias, case suffix).
@@ -72,9 +70,5 @@ def conversation_key(buyer_alias: str, order_id: str | None) -> str:
 def thread_subject(subject: str) -> str:
     """The subject without reply/forward prefixes (Re:, AW:, Fwd:, WG:, TR:, RV:, R: ...)
     and without our ``[MB-123]`` tag, whitespace folded."""
-    # The prefix pattern is anchored at the start: one match, cut off (what sub() did, quicker).
-    prefix = _PREFIX_RE.match(subject)
-    stripped = subject[prefix.end():] if prefix else subject
-    if "[" in stripped:   # a tag needs one
-        stripped = _TAG_RE.sub(" ", stripped)
-    return " ".join(stripped.split())   # = \s+ -> " ", stripped
+    stripped = _TAG_RE.sub(" ", _PREFIX_RE.sub("", subject))
+    return " ".join(stripped.split())

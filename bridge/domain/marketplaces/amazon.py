@@ -282,11 +282,6 @@ UNDELIVERED_FINGERPRINTS: tuple[tuple[str, LocalisedText], ...] = tuple(
 )
 _SQUASHED_FINGERPRINTS = tuple((reason, squash(lt.text)) for reason, lt in UNDELIVERED_FINGERPRINTS)
 
-# Shared with every marketplace (bridge.domain.marketplaces.layout); the old names stay.
-_QUOTE_START_RE = layout.QUOTE_START_RE
-_may_start_quote = layout.may_start_quote
-
-
 def notice_region(text: str, buyer_text: str | None) -> str:
     """The part of ``text`` Amazon itself wrote: buyer words (between markers or
     as extracted), ``>``-quoted lines and quoted history removed."""

@@ -14,7 +14,6 @@ from html import unescape
 _TAG_RE = re.compile(r"<[^>]*>")
 _PRE_RE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.IGNORECASE | re.DOTALL)
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SPACE_RE = re.compile(r"\s+")
 # Typographic apostrophes and quotes normalised so "n’avons" matches "n'avons".
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -30,36 +29,17 @@ def marker_regex(labels: tuple[str, ...]) -> re.Pattern[str]:
                       re.IGNORECASE | re.MULTILINE)
 
 
-def search_marker(pattern: re.Pattern[str], text: str, pos: int = 0) -> re.Match[str] | None:
-    """``pattern.search(text, pos)`` for a :func:`marker_regex` pattern, without scanning every character.
-
-    A marker line holds a run of dashes, so only lines with "---" are tried, from
-    their start, in order: the first that matches is the leftmost match.
-    """
-    tried = -1
-    i = text.find("---", pos)
-    while i != -1:
-        start = text.rfind("\n", 0, i) + 1
-        if start >= pos and start != tried:
-            m = pattern.match(text, start)
-            if m is not None:
-                return m
-            tried = start
-        i = text.find("---", i + 3)
-    return None
-
-
 def between_markers(text: str, begin: re.Pattern[str], end: re.Pattern[str]) -> str | None:
     """The text between the first ``begin`` line and the next ``end`` line.
 
     When the end marker is missing (a truncated message) everything after the
     begin marker is returned. ``None`` when there is no begin marker.
     """
-    m = search_marker(begin, text)
+    m = begin.search(text)
     if m is None:
         return None
     rest = text[m.end():]
-    e = search_marker(end, rest)
+    e = end.search(rest)
     return clean_block(rest[:e.start()] if e else rest)
 
 
@@ -88,9 +68,7 @@ def squash(text: str) -> str:
     Fingerprint phrases are compared in this form so that line wrapping,
     double spaces and CJK text (no spaces at all) match alike.
     """
-    if text.isascii():   # the usual case, 7 times quicker: no quotes to map, casefold() is lower()
-        return "".join(text.lower().split())
-    return _SPACE_RE.sub("", text.translate(_QUOTES).casefold())
+    return "".join(text.translate(_QUOTES).casefold().split())   # split(): exactly the characters \s matches
 
 
 # --------------------------------------------------------------------------- notice regions and fingerprints
@@ -105,18 +83,6 @@ QUOTE_START_RE = re.compile(
 _QUOTED_LINE_RE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
 
 
-def may_start_quote(text: str) -> bool:
-    """False only where QUOTE_START_RE cannot match: ASCII text (where its case-insensitive
-    matching is lowercasing) with none of "--", "wrote:", "schrieb" (its "a écrit" is not
-    ASCII). A test keeps the two in step."""
-    if not text.isascii():
-        return True
-    if "--" in text:
-        return True
-    lowered = text.lower()
-    return "wrote:" in lowered or "schrieb" in lowered
-
-
 def notice_region(text: str, buyer_text: str | None,
                   markers: tuple[re.Pattern[str], re.Pattern[str]] | None = None) -> str:
     """The part of ``text`` the marketplace itself wrote: the buyer's words (as
@@ -125,14 +91,14 @@ def notice_region(text: str, buyer_text: str | None,
     if buyer_text:
         text = text.replace(buyer_text, "")
     if markers is not None:
-        begin = search_marker(markers[0], text)
+        begin = markers[0].search(text)
         if begin is not None:
-            end = search_marker(markers[1], text, begin.end())
+            end = markers[1].search(text, begin.end())
             text = text[:begin.start()] + (text[end.end():] if end else "")
-    quote = QUOTE_START_RE.search(text) if may_start_quote(text) else None
+    quote = QUOTE_START_RE.search(text)
     if quote is not None:
         text = text[:quote.start()]
-    return _QUOTED_LINE_RE.sub("", text) if ">" in text else text
+    return _QUOTED_LINE_RE.sub("", text)
 
 
 def first_fingerprint(region: str, fingerprints: tuple[tuple[str, str], ...]) -> int | None:

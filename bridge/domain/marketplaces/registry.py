@@ -19,7 +19,7 @@ from bridge.domain.marketplaces.protocol import Marketplace, MarketplaceFields, 
 from bridge.domain.marketplaces.walmart import WALMART
 
 
-@dataclass(frozen=True, eq=False)   # compared and hashed by identity: cheap as a cache key
+@dataclass(frozen=True, eq=False)   # compared and hashed by identity (its lookup tables are dicts)
 class Registry:
     """Marketplaces in the order they are asked; the first is the default."""
 

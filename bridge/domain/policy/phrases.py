@@ -1,7 +1,7 @@
 """Wording the content rules look for, as data (no logic here).
 
-Each table is ``(language, what it is, regex)``; :mod:`.rules` compiles a table
-on its first use. English follows Amazon's Buyer-Seller Messaging guidelines
+Each table is ``(language, what it is, regex)``; :mod:`.rules` compiles them at
+import. English follows Amazon's Buyer-Seller Messaging guidelines
 (docs/marketplaces.md "Content rules"); the other languages are our own renderings of the
 same asks, kept here so a reviewer can extend them without touching the logic.
 """

@@ -13,7 +13,6 @@ Amazon message is judged by exactly the rules it always was.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -54,11 +53,13 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-@functools.cache
-def _compiled(table: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    # Compiled on first use of each table: compiling the 65 patterns at import took
-    # 14 ms of every start, and only a reply to a buyer needs them.
+def _compile(table: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
     return tuple((lang, what, re.compile(rx, re.IGNORECASE)) for lang, what, rx in table)
+
+
+_REVIEW_MANIPULATION_RES = _compile(REVIEW_MANIPULATION_PATTERNS)
+_MARKETING_RES = _compile(MARKETING_PATTERNS)
+_OPT_OUT_LINK_RES = _compile(OPT_OUT_LINK_PATTERNS)
 
 
 def _pattern_hits(patterns: tuple[tuple[str, str, re.Pattern[str]], ...], text: str,
@@ -293,7 +294,7 @@ def no_contact_details(draft: Draft, ctx: PolicyContext, config: RuleSettings) -
 
 def no_review_manipulation(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
     """No incentives, no asking for a positive review, no asking to change or remove one."""
-    yield from _pattern_hits(_compiled(REVIEW_MANIPULATION_PATTERNS), draft.text, lambda what, _: (
+    yield from _pattern_hits(_REVIEW_MANIPULATION_RES, draft.text, lambda what, _: (
         f"Review manipulation ({what}) is forbidden: you may ask for an honest review, but never for a "
         f"positive one, never offer anything for it, never ask to change or remove one. Remove or reword "
         f"this part."))
@@ -314,13 +315,13 @@ def no_important_unless_critical(draft: Draft, ctx: PolicyContext, config: RuleS
 
 def no_marketing(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
     """No marketing or promotion: no sales, discounts, newsletters, social media or other products."""
-    yield from _pattern_hits(_compiled(MARKETING_PATTERNS), draft.text, lambda what, _: (
+    yield from _pattern_hits(_MARKETING_RES, draft.text, lambda what, _: (
         f"Marketing ({what}) is not allowed in messages to buyers: remove it and keep to what the order needs."))
 
 
 def no_opt_out_links(draft: Draft, ctx: PolicyContext, config: RuleSettings) -> Iterator[Hit]:
     """No unsubscribe / opt-out links or instructions (buyers opt out through Amazon)."""
-    yield from _pattern_hits(_compiled(OPT_OUT_LINK_PATTERNS), draft.text, lambda what, _: (
+    yield from _pattern_hits(_OPT_OUT_LINK_RES, draft.text, lambda what, _: (
         f"Opt-out links and unsubscribe instructions ({what}) are not allowed: buyers manage this in their "
         f"{ctx.buyer_marketplace.name} account. Remove this part."))
 

@@ -1,12 +1,12 @@
 """Inbound pipeline: fetched mail -> recorded effects, one transaction per fetched batch.
 
-Every message of a batch runs inside its own SAVEPOINT, and the batch commits
-together with the UID checkpoint. So a message's effects (its row, its
-conversation, its outbox rows) and the checkpoint that says "done" commit
-together or not at all (docs/architecture.md, "Invariants"), while a message that fails is
-rolled back alone, quarantined inside the same transaction, and never blocks
-the ones behind it. Committing a batch at once costs one fsync instead of
-hundreds.
+The batch commits together with the UID checkpoint, so a message's effects
+(its row, its conversation, its outbox rows) and the checkpoint that says
+"done" commit together or not at all (docs/architecture.md, "Invariants").
+When a message fails, the batch is done again with a SAVEPOINT per message:
+the failed one is rolled back alone, quarantined inside the same transaction,
+and never blocks the ones behind it. Committing a batch at once costs one
+fsync instead of hundreds.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.adapters.templates import Templates
-from bridge.cli.settings import load, selected_accounts
+from bridge.cli.settings import load, one_account, selected_accounts
 from bridge.services import feedback
 from bridge.services.account import AccountContext
 from bridge.store.engine import open_database
@@ -25,10 +25,10 @@ def run(args: argparse.Namespace) -> int:
     engine = open_database(settings.database.url)
     if args.action == "list":
         return _list(engine, accounts, args)
-    if len(accounts) != 1:
-        print(f"mailbridge: several accounts ({', '.join(accounts)}); say which with --account", file=sys.stderr)
+    account = one_account(accounts)
+    if account is None:
         return 2
-    acct = AccountContext.build(settings.account(accounts[0]), b"", Templates(settings.templates_dir),
+    acct = AccountContext.build(settings.account(account), b"", Templates(settings.templates_dir),
                                 settings.relay, settings.policy)
     if args.action == "preview":
         return _preview(engine, acct, args)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
-from bridge.cli.settings import load, selected_accounts
+from bridge.cli.settings import load, one_account, selected_accounts
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS
 from bridge.domain.threads import split_relay_address
 from bridge.services import feedback, guard
@@ -30,15 +30,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         _list(engine, accounts, args.json)
         return 0
-    if len(accounts) != 1:
-        print(f"mailbridge: several accounts ({', '.join(accounts)}); say which with --account", file=sys.stderr)
+    account = one_account(accounts)
+    if account is None:
         return 2
     split = split_relay_address(args.address, ALL_RELAY_DOMAINS)
     if split is None:
         print(f"mailbridge: {args.address!r} is not a marketplace relay address (for example "
               "abc123def456@marketplace.amazon.com)", file=sys.stderr)
         return 2
-    alias, account = split[0], accounts[0]
+    alias = split[0]
     until_text = getattr(args, "until", None)   # only "add" has --until
     with engine.begin() as conn:
         if args.dns or until_text:

@@ -24,6 +24,14 @@ def selected_accounts(settings: Settings, name: str | None) -> list[str] | None:
     return [name] if name else names
 
 
+def one_account(accounts: list[str]) -> str | None:
+    """The one account a command that changes something acts on; None, said on stderr, when there are several."""
+    if len(accounts) != 1:
+        print(f"mailbridge: several accounts ({', '.join(accounts)}); say which with --account", file=sys.stderr)
+        return None
+    return accounts[0]
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr at ``level``: ``--log-level``, else ``[daemon] log_level``."""
     # Under systemd the journal adds timestamps; elsewhere they help.

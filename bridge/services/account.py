@@ -20,16 +20,20 @@ class AccountContext:
     settings: AccountSettings
     secret: bytes
     templates: Templates
-    classify_base: dict[str, Any] = field(default_factory=dict)
     relay: RelaySettings = field(default_factory=RelaySettings)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Derived from settings and secret once: the inbound service reads it for every message.
+    prepare_context: PrepareContext = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prepare_context = context(self.settings, self.secret)
 
     @classmethod
     def build(cls, settings: AccountSettings, secret: bytes, templates: Templates,
               relay_settings: RelaySettings | None = None,
               policy_settings: PolicySettings | None = None) -> "AccountContext":
         relay_settings = relay_settings or RelaySettings()
-        return cls(settings, secret, templates, classify_base(settings), relay_settings,
+        return cls(settings, secret, templates, relay_settings,
                    guard.policy_config(policy_settings or PolicySettings(), relay_settings))
 
     @property
@@ -37,8 +41,9 @@ class AccountContext:
         return self.settings.name
 
     @property
-    def prepare_context(self) -> PrepareContext:
-        return context(self.settings, self.secret)
+    def classify_base(self) -> dict[str, Any]:
+        """The account's part of every ClassifyContext (as in its prepare context)."""
+        return self.prepare_context.classify_base
 
 
 def classify_base(settings: AccountSettings) -> dict[str, Any]:

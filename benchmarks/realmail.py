@@ -10,6 +10,12 @@ reader (bridge.domain.bounces.analyse). Printed:
   addresses come from flufl.bounce's and Mailman's tests);
 - real bounces (expected to name someone) that the classifier calls another kind;
 - reply fixtures giving the expected new text (benchmarks/realmail_replies.py);
+- Zammad's mails: sender address, display name, subject and body as Zammad's
+  own parse (the ``.yml`` beside each ``.box``) gives them, and how many of our
+  results show mojibake (replacement characters, ISO-2022 escapes, UTF-8 read
+  as Latin-1). Zammad's own choices are left out: where it takes the sender
+  from Reply-To, the sender is not scored; bodies are compared as text, the
+  first 60 characters of Zammad's body having to appear in ours;
 - exceptions anywhere in the path (should be 0), and the slowest message.
 
     .venv/bin/python benchmarks/realmail.py [--realmail DIR] [--verbose]
@@ -22,17 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+from difflib import SequenceMatcher
 from email import message_from_bytes
 from pathlib import Path
 
 from flufl.bounce import all_failures
 
+from bridge.domain import htmltext
 from bridge.domain.bounces import analyse
 from bridge.domain.classify import ClassifyContext, Kind, classify
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS
-from bridge.domain.parse import UnparseableMail, parse_mail
+from bridge.domain.parse import ParsedMail, UnparseableMail, parse_mail
 from realmail_replies import DEFAULT_REALMAIL, failed_checks
 
 BOUNCE_SETS = ("flufl_bounce", "mailman2_bounces")
@@ -111,6 +120,131 @@ def reply_figures(root: Path, verbose: bool) -> None:
     print(f"reply fixtures giving the expected new text: {right} of {len(files)}")
 
 
+_MOJIBAKE_RE = re.compile("\ufffd|\x1b[$(]|Ã[\x80-\xbf]|â€|Â[\xa0-\xbf]")
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _same_body(expected: str, mail: ParsedMail) -> bool:
+    """Zammad's body text begins like ours (our text part or, where Zammad chose the
+    HTML part, its text); or ours begins within Zammad's first lines, where Zammad's
+    rendering puts the HTML <title> first."""
+    head = expected[:200]
+    for ours in (mail.text, htmltext.to_text(mail.html).text if mail.html else ""):
+        mine = _fold(ours)
+        if head[:60] in mine or (mine and mine[:60] in expected[:400]) \
+                or SequenceMatcher(None, head, mine[:len(head)]).ratio() >= 0.9:
+            return True
+    return False
+
+
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _only_the_title(expected: str, mail: ParsedMail) -> bool:
+    """Zammad shows an HTML part whose body is empty as its <title>: nothing to compare."""
+    m = _TITLE_RE.search(mail.html or "")
+    return m is not None and _fold(expected) == _fold(m.group(1)) and not htmltext.to_text(mail.html or "").text.strip()
+
+
+def zammad_expectations(root: Path) -> dict[str, dict[str, object]]:
+    """Zammad's parse of each mail (its ``.yml``; the Ruby type tags ignored)."""
+    import yaml  # a test dependency: only this comparison needs it
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+    Loader.add_multi_constructor("!", untagged)
+    out = {}
+    for path in sorted((root / "zammad" / "mail").glob("*.yml")):
+        if path.with_suffix(".box").is_file():
+            out[path.stem] = yaml.load(path.read_text("utf-8"), Loader=Loader) or {}
+    return out
+
+
+_ADDR_SPEC_RE = re.compile(r"[^\s@<>\"()]+@[^\s@<>\"()]+")
+# How Zammad itself misreads some headers: its value, re-encoded with the first and
+# decoded with the second, is what the bytes say (ÎäŔźłÉ is GB2312 read as
+# Windows-1250; "+ANw-" is UTF-7 left as it is).
+_ZAMMAD_MISREADINGS = (("cp1250", "gb18030"), ("iso8859_2", "gb18030"), ("cp1252", "gb18030"), ("cp1252", "utf-8"), ("latin-1", "utf-8"),
+                       ("ascii", "utf-7"))
+
+
+def _zammad_misread(expected: str, ours: str) -> bool:
+    """Zammad's value is its own mojibake (or an undecoded encoded word) of what we read."""
+    if "=?" in expected or "?=" in expected:
+        return True
+    for encoding, decoding in _ZAMMAD_MISREADINGS:
+        try:
+            if _fold(expected.encode(encoding).decode(decoding)) == _fold(ours):
+                return True
+        except (UnicodeError, LookupError):
+            continue
+    return False
+
+
+def zammad_scores(root: Path) -> dict[str, list[str]]:
+    """Per field ("sender", "name", "subject", "body"): the mails scored, "!"-marked when
+    mailbridge disagrees; plus "mojibake": mails where our text shows mojibake Zammad's does not.
+
+    Compared fairly: a sender is scored only when Zammad's is an address (not "MAILER-DAEMON",
+    not "Test test@example.com") and not taken from Reply-To; a name or subject where
+    Zammad's value is its own misreading of the bytes (see _zammad_misread) counts for us."""
+    scores: dict[str, list[str]] = {"sender": [], "name": [], "subject": [], "body": [], "mojibake": []}
+    for stem, want in zammad_expectations(root).items():
+        try:
+            mail = parse_mail(raw_mail(root / "zammad" / "mail" / f"{stem}.box"))
+        except UnparseableMail:
+            mail = None
+        sender = str(want.get("from_email") or "").strip('"').lower()
+        scored_sender = bool(_ADDR_SPEC_RE.fullmatch(sender)) and sender not in str(want.get("reply-to") or "").lower()
+        if scored_sender:
+            scores["sender"].append(stem if mail and mail.from_addr == sender else f"!{stem}")
+        name = want.get("from_display_name")
+        if isinstance(name, str) and scored_sender:
+            ours = mail.from_name if mail else ""
+            ok = _fold(ours) == _fold(name.strip('"')) or (bool(ours) and _zammad_misread(name, ours))
+            scores["name"].append(stem if ok else f"!{stem}")
+        subject = want.get("subject")
+        if isinstance(subject, str):
+            ours = mail.subject if mail else ""
+            ok = _fold(ours) == _fold(subject) or (bool(ours) and _zammad_misread(subject, ours))
+            scores["subject"].append(stem if ok else f"!{stem}")
+        body = want.get("body")
+        expected_text = ""
+        if isinstance(body, str) and body.strip() and body.strip() != "no visible content":   # Zammad's placeholder
+            expected_text = htmltext.to_text(body).text if want.get("content_type") == "text/html" else body
+            if not (mail and _only_the_title(expected_text, mail)):
+                scores["body"].append(stem if mail and _same_body(_fold(expected_text), mail) else f"!{stem}")
+        if mail is not None and any(_MOJIBAKE_RE.search(v) for v in (mail.subject, mail.from_name, mail.text)) \
+                and not _MOJIBAKE_RE.search(f"{subject} {name} {expected_text}"):
+            scores["mojibake"].append(f"!{stem}")
+    return scores
+
+
+def zammad_figures(root: Path, verbose: bool) -> None:
+    scores = zammad_scores(root)
+    parts = []
+    for field in ("sender", "name", "subject", "body"):
+        done = scores[field]
+        parts.append(f"{field} {sum(not s.startswith('!') for s in done)} of {len(done)}")
+        if verbose:
+            misses = [s[1:] for s in done if s.startswith("!")]
+            if misses:
+                print(f"  wrong  zammad {field}: {', '.join(misses)}")
+    print(f"zammad mails agreeing with Zammad's parse: {'; '.join(parts)}; mojibake: {len(scores['mojibake'])}"
+          + (f" ({', '.join(s[1:] for s in scores['mojibake'])})" if verbose and scores["mojibake"] else ""))
+
+
 def whole_corpus(root: Path, verbose: bool) -> None:
     """Every mail through parse, classify and (bounces) analyse: exceptions and the slowest."""
     count = errors = 0
@@ -143,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bounce_figures(args.realmail, args.verbose)
     reply_figures(args.realmail, args.verbose)
+    zammad_figures(args.realmail, args.verbose)
     whole_corpus(args.realmail, args.verbose)
     return 0
 

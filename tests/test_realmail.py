@@ -65,3 +65,15 @@ def test_every_mail_of_the_corpus_goes_through_without_an_exception() -> None:
             except Exception as exc:  # noqa: BLE001 - the test names every one
                 failures.append(f"{path.relative_to(CORPUS)}: {exc!r}")
     assert failures == []
+
+
+def test_zammad_mails_read_as_zammad_reads_them_without_mojibake() -> None:
+    """Sender, name, subject and body agree with Zammad's own parse, fairly compared
+    (benchmarks/realmail.py says how): at most one miss per field, no mojibake."""
+    assert CORPUS is not None
+    scores = realmail.zammad_scores(CORPUS)
+    for field in ("sender", "name", "subject", "body"):
+        misses = [s for s in scores[field] if s.startswith("!")]
+        assert len(misses) <= 1, (field, misses)
+        assert len(scores[field]) >= 80, (field, len(scores[field]))   # the comparison still compares
+    assert scores["mojibake"] == []

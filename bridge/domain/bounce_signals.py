@@ -85,8 +85,13 @@ def daemon_sender(mail: ParsedMail) -> str | None:
     local = mail.from_addr.partition("@")[0]
     if local in DAEMON_LOCALS or local.startswith("microsoftexchange"):
         return mail.from_addr
-    if not mail.from_addr and "<>" in mail.headers.get("from", "").replace(" ", ""):
-        return "From: <>"
+    if not mail.from_addr and mail.from_header:
+        # No address in From: a null sender ("<>", "Postmaster <>") or a bare local part.
+        if "<>" in mail.from_header.replace(" ", ""):
+            return "From: <>"
+        words = mail.from_header.strip("<> ").split()
+        if words and words[0].lower().strip("<>") in DAEMON_LOCALS:
+            return f"From: {words[0]}"
     return_path = mail.headers.get("return-path", "").replace(" ", "").lower()
     if return_path == "<>":
         return "null Return-Path"

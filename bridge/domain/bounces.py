@@ -545,9 +545,9 @@ def _marketplace_notice(mail: ParsedMail, returned: _Returned, marketplaces: Reg
     history = _OUTLOOK_HISTORY_RE.search(text)
     if history is not None:
         text = text[:history.start()]
-    notice = marketplaces.find_undelivered_notice(text, mail.buyer_text)
+    notice = marketplaces.find_undelivered_notice(text, mail.buyer_text, mail.from_addr)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = marketplaces.find_undelivered_notice(mail.html, mail.buyer_text, mail.from_addr)
     if notice is None:
         return None
     kind = _NOTICE_KINDS.get(notice.reason)

@@ -194,9 +194,9 @@ def marketplace_undelivered_notice(mail: ParsedMail, ctx: ClassifyContext) -> Ru
     """
     if _reply_token(mail, ctx) is not None and _is_staff(mail, ctx):
         return None
-    notice = ctx.marketplaces.find_undelivered_notice(mail.text, mail.buyer_text)
+    notice = ctx.marketplaces.find_undelivered_notice(mail.text, mail.buyer_text, mail.from_addr)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = ctx.marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = ctx.marketplaces.find_undelivered_notice(mail.html, mail.buyer_text, mail.from_addr)
     if notice is None:
         return None
     return RuleHit("marketplace_undelivered_notice", Kind.BOUNCE,

@@ -719,3 +719,31 @@ def test_library_wrong_strips_indentation() -> None:
     latest, _ = _library("Steps:\n  1. pack\n  2. ship")
     assert latest == "Steps:\n1. pack\n2. ship"
     assert extract_reply("Steps:\n  1. pack\n  2. ship").text == "Steps:\n  1. pack\n  2. ship"
+
+
+@pytest.mark.parametrize(("text", "kept_end", "removed"), [
+    ("Shipped.\n\nBest regards,\nSam Patel | Acme Outdoor Support\nTel +1 206 555 0100 | www.acme-outdoor.example",
+     "Best regards,\nSam Patel | Acme Outdoor Support", ("Tel +1 206 555 0100 | www.acme-outdoor.example",)),
+    ("Ist unterwegs.\n\nMit freundlichen Grüßen\nAnna Berg\nKundenservice\nTelefon: +49 30 1234567\nwww.acme.example",
+     "Mit freundlichen Grüßen\nAnna Berg", ("Kundenservice", "Telefon: +49 30 1234567", "www.acme.example")),
+    ("C'est parti.\n\nCordialement,\nMarie Dubois\nService client - Acme\n+33 1 23 45 67 89",
+     "Cordialement,\nMarie Dubois", ("Service client - Acme", "+33 1 23 45 67 89")),
+    ("Enviado hoy.\n\nSaludos,\nLucía\nhttps://acme.example/soporte",
+     "Saludos,\nLucía", ("https://acme.example/soporte",)),
+    ("Thanks, Sam\nsupport@acme.example", "Thanks, Sam", ("support@acme.example",)),
+    ("発送しました。\n\nよろしくお願いします。\n山田\n電話 03-1234-5678", "よろしくお願いします。\n山田", ("電話 03-1234-5678",)),
+])
+def test_contact_signatures_without_a_delimiter_are_cut(text: str, kept_end: str, removed: tuple[str, ...]) -> None:
+    result = extract_reply(text)
+    assert result.text.endswith(kept_end) and result.removed_lines == removed
+    assert "contact_signature" in result.hits
+
+
+@pytest.mark.parametrize("text", [
+    "Call us at +1 206 555 0100 for the spare part.\n\nBest regards,\nSam",     # the answer itself: the guard decides
+    "Thanks\n\nOur website www.acme.example has the manual.",                     # a sentence, not a signature
+    "Best regards,\nSam",                                                         # nothing to cut
+])
+def test_contact_details_that_are_not_a_signature_stay(text: str) -> None:
+    result = extract_reply(text)
+    assert result.removed_lines == () and result.text == text

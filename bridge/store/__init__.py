@@ -21,7 +21,7 @@ the names below are its whole public surface.
 
 from __future__ import annotations
 
-from bridge.store.audit import audit_rows, latest_send_decision, record_audit
+from bridge.store.audit import audit_rows, latest_send_decision, record_audit, signature_cut
 from bridge.store.buyers import (
     ContactState,
     buyer_by_order,
@@ -164,7 +164,7 @@ __all__ = [
     "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
     "sent_between",
     # audit log
-    "audit_rows", "latest_send_decision", "record_audit",
+    "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
     # status, secrets, times
     "account_status", "token_secret", "utc",
 ]

@@ -290,7 +290,7 @@ class OutboxWorker:
         queue_staff_mail(conn, self.acct, "staff_confirmation", {
             "subject": item.subject, "buyer": ", ".join(item.recipients), "sent": now.strftime("%Y-%m-%d %H:%M UTC"),
             "sent_text": text.strip(), "attachments": attachments, "tag": f"MB-{conv.id}" if conv else "-",
-            "account": s.name,
+            "account": s.name, "signature_cut": store.signature_cut(conn, item.message_id),
         }, now, purpose="staff_confirmation", in_reply_to=chain[-1] if chain else None, references=chain,
             conversation_id=item.conversation_id)
 

@@ -224,3 +224,30 @@ def test_sighup_adds_an_account_and_a_broken_file_leaves_the_running_one(
         smtp_server.wait_for(3, timeout=WAIT)
     assert "mailbridge running: 1 account(s)" in log.read_text()
     assert log.read_text().count("mailbridge running") == 1   # never restarted
+
+
+def test_mailbridge_reload_checks_the_file_then_signals_the_daemon(
+        tmp_path: Path, notify: NotifySocket, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    config = tmp_path / "mailbridge.toml"
+    good = _config(tmp_path, fresh_mailbox, staff, smtp_server)
+    config.write_text(good)
+    log = tmp_path / "daemon.log"
+
+    def reload() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bridge.cli", "-c", str(config), "reload"],
+                              capture_output=True, text=True, timeout=WAIT)
+
+    with daemon(config, log, notify) as proc:
+        notify.wait_for("READY=1")
+        config.write_text(good.replace('poll_seconds = 5', 'poll_seconds = 2'))   # below the minimum of 5
+        refused = reload()
+        assert refused.returncode == 2 and "imap.poll_seconds: got 2" in refused.stderr, refused
+        config.write_text(good.replace('poll_seconds = 5', 'poll_seconds = 6'))
+        done = reload()
+        assert done.returncode == 0 and f"pid {proc.pid}" in done.stdout, done
+        _wait_log(log, "restarted acme", proc)
+        assert log.read_text().count("SIGHUP: reloading") == 1   # the refused file was never sent
+    config.write_text(good)
+    gone = reload()
+    assert gone.returncode == 1 and "no running mailbridge daemon" in gone.stderr

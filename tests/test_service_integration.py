@@ -7,6 +7,7 @@ test-owned unix datagram socket as ``$NOTIFY_SOCKET`` and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -251,3 +252,28 @@ def test_mailbridge_reload_checks_the_file_then_signals_the_daemon(
     config.write_text(good)
     gone = reload()
     assert gone.returncode == 1 and "no running mailbridge daemon" in gone.stderr
+
+
+def test_json_log_lines_name_the_ids_and_never_a_secret_or_a_buyer_body(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(_config(tmp_path, fresh_mailbox, staff, smtp_server).replace(
+        "[database]", '[daemon]\nlog_format = "json"\n\n[database]'))
+    question = "Does the tent come with a footprint?"
+    dovecot.append(fresh_mailbox.user, "INBOX", _buyer_mail(fresh_mailbox, 7))
+    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    result = subprocess.run([sys.executable, "-m", "bridge.cli", "-c", str(config), "--log-level", "INFO",
+                             "run", "--once"], capture_output=True, text=True, timeout=WAIT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]   # every line is one JSON object
+    assert lines and all("time" not in line for line in lines)         # the journal stamps them
+    (recorded,) = [line for line in lines if "UID" in line["message"] and "forwarded" in line["message"]]
+    assert recorded["account"] == "acme" and recorded["uid"] == 1
+    assert recorded["message_id"] == f"buyer.7.{fresh_mailbox.user}@email.amazon.com"
+    assert isinstance(recorded["conversation"], int)
+    (sent,) = [line for line in lines if line["message"].startswith("account acme: sent staff_notification")]
+    assert sent["conversation"] == recorded["conversation"] and isinstance(sent["outbox_id"], int)
+    assert len(fresh_mailbox.password) >= 6
+    assert fresh_mailbox.password not in result.stderr
+    assert question not in result.stderr and "footprint" not in result.stderr.lower()

@@ -148,6 +148,7 @@ class AccountIngest:
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
+            self._log_recorded(folder, result)
             if result.outbox_rows:
                 self.on_committed()
             # Only now, after commit, may mail leave the folder.
@@ -159,6 +160,16 @@ class AccountIngest:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
+
+    def _log_recorded(self, folder: str, result: BatchResult) -> None:
+        """One line per message, once its batch is committed: the ids an operator searches the log for."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for mail in result.recorded_mail:
+            where = f"conversation {mail.conversation_id}" if mail.conversation_id else "no conversation"
+            log.info("account %s: %s UID %d <%s> %s: %s (%s, message %d)", self.acct.name, folder, mail.uid,
+                     mail.message_id or "no Message-ID", mail.kind, mail.disposition, where, mail.row_id,
+                     extra={"conversation": mail.conversation_id, "message_id": mail.message_id, "uid": mail.uid})
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
         if self.imap.processed_folder and processed:

@@ -73,6 +73,7 @@ class Daemon:
         self.accounts = [self._context(a) for a in settings.accounts]
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
         self.service = ServiceState()
+        self.log_level_override: str | None = None   # --log-level: a reload keeps it
 
     def _token_key(self, settings: Settings) -> bytes:
         secret = settings.security.secret.reveal() if settings.security.secret else None
@@ -253,7 +254,12 @@ class Daemon:
             plan = plan_reload(self.settings, new)
             if plan.refused:
                 raise ConfigError(f"{path}: {plan.refused}")
-            key = self._token_key(new) if new.security != self.settings.security else self._key
+            # Everything the new accounts need is built before any account stops: a failure
+            # here leaves the daemon as it was.
+            key = await asyncio.to_thread(self._token_key, new) if new.security != self.settings.security \
+                else self._key
+            templates = Templates(new.templates_dir) if new.templates_dir != self._templates_dir else self._templates
+            contexts = [AccountContext.build(a, key, templates, new.relay, new.policy) for a in new.accounts]
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the daemon runs on
             log.error("reload refused, still running the configuration loaded before: %s", one_line(exc))
             self.service.reloaded(await self._status_line())
@@ -263,15 +269,14 @@ class Daemon:
         for name in plan.stop + plan.restart:
             await self.running.pop(name).stop()
         self.settings, self._key = new, key
-        if new.templates_dir != self._templates_dir:
-            self._templates_dir, self._templates = new.templates_dir, Templates(new.templates_dir)
-        self.accounts = [self._context(a) for a in new.accounts]
+        self._templates_dir, self._templates = new.templates_dir, templates
+        self.accounts = contexts
         for acct in self.accounts:
             if acct.name in plan.start or acct.name in plan.restart:
                 self.running[acct.name] = self._start_account(acct, loop)
         self.running = {a.name: self.running[a.name] for a in self.accounts}   # the file's order
         self._heartbeats_changed()
-        logformat.configure(new.log_level, new.log_format, os.environ)
+        logformat.configure(self.log_level_override or new.log_level, new.log_format, os.environ)
         log.info("reloaded %s: %s", path, plan.summary())
         self.service.reloaded(await self._status_line())
         return True

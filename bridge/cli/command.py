@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _
             # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
             # Installed before the command's module is imported, which takes most of start-up.
             signal.signal(signal.SIGTERM, _stop_during_startup)
+            # A reload asked for while starting is moot (the file is being read now); by
+            # default SIGHUP would end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         module = importlib.import_module(f"bridge.cli.{args.module}")
         return int(module.run(args))
     except KeyboardInterrupt:

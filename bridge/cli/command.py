@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one pass: ingest all new mail, drain the outbox, exit")
     run.add_argument("--no-send", action="store_true", help="with --once: ingest only, leave the outbox queued")
 
+    reload = command(commands, "reload", "check the configuration file, then have the running daemon re-read it "
+                                         "(as systemctl reload mailbridge); exit 0 done, 1 no daemon, 2 bad file",
+                     "reload")
+    reload.add_argument("--pid", type=int, help="the daemon's process id (default: the mailbridge run process "
+                                                "reading the same configuration file)")
+
     check = command(commands, "check-config", "validate the configuration file", "check")
     check.add_argument("--connect", action="store_true", help="also log in to every IMAP and SMTP server")
 
@@ -169,6 +175,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _
             # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
             # Installed before the command's module is imported, which takes most of start-up.
             signal.signal(signal.SIGTERM, _stop_during_startup)
+            # A reload asked for while starting is moot (the file is being read now); by
+            # default SIGHUP would end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         module = importlib.import_module(f"bridge.cli.{args.module}")
         return int(module.run(args))
     except KeyboardInterrupt:

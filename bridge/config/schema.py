@@ -39,6 +39,7 @@ from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's ow
 
 Security = Literal["tls", "starttls", "none"]
 SentCopies = Literal["append", "server", "none"]
+LogFormat = Literal["text", "json"]
 
 
 # --------------------------------------------------------------------------
@@ -356,6 +357,9 @@ class Settings:
         toml="templates", section="daemon", default_doc="the templates shipped with mailbridge"))
     log_level: str = field(default="INFO", metadata=key(
         Text(checks.log_level), "how much the daemon logs: DEBUG, INFO, WARNING or ERROR",
+        section="daemon"))
+    log_format: LogFormat = field(default="text", metadata=key(
+        Choice(), 'how log lines look: "text" for people, "json" (one object per line) for log collectors',
         section="daemon"))
     database: DatabaseSettings = field(metadata=key(Nested(), "where mailbridge keeps its state"))
     security: SecuritySettings = field(metadata=key(Nested(), "the key that signs reply tokens"))

@@ -131,7 +131,7 @@ from bridge.store.outbox import (
     outbox_known_ids,
     resolve_interrupted,
 )
-from bridge.store.status import account_status
+from bridge.store.status import account_status, queued_outbox
 from bridge.store.times import utc
 
 __all__ = [
@@ -166,5 +166,5 @@ __all__ = [
     # audit log
     "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
     # status, secrets, times
-    "account_status", "token_secret", "utc",
+    "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -184,7 +184,8 @@ class OutboxWorker:
         await asyncio.to_thread(self._record_sent, item)
         self.sent += 1
         log.info("account %s: sent %s <%s> to %s", self.acct.name, item.purpose, item.message_id,
-                 ", ".join(item.recipients))
+                 ", ".join(item.recipients), extra={"outbox_id": item.id, "message_id": item.message_id,
+                                                    "conversation": item.conversation_id})
         if self.acct.settings.smtp.sent_copies == "append" and self.acct.settings.imap.sent_folder:
             await asyncio.to_thread(self._append_copy, item)
         return True

@@ -32,6 +32,11 @@ from bridge.workers.base import Backoff, Heartbeat
 
 log = logging.getLogger(__name__)
 
+# An account whose OAuth2 grant was revoked waits for a new authorization: it looks this often
+# (the token source answers from the database, without asking the provider).
+REAUTHORIZE_POLL_SECONDS = 300.0
+
+
 @dataclass
 class IngestStats:
     recorded: int = 0
@@ -202,6 +207,12 @@ class AccountIngest:
                             continue
                         session.wait(self.imap.poll_seconds, stop, self.heartbeat.beat)
             except ImapError as exc:
+                if exc.revoked:
+                    # Logged once, as an error, where the revocation was found (services/access_tokens.py);
+                    # status shows it. Look again now and then: `oauth2 authorize` needs no restart.
+                    self.record_error(str(exc))
+                    self._pause(REAUTHORIZE_POLL_SECONDS, stop)
+                    continue
                 # A refused login or a missing folder will not mend itself within seconds.
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.adapters.imap import ClientFactory, default_client
-from bridge.adapters.templates import Templates
+from bridge.adapters.imap import ClientFactory, default_client, oauth2_client
+from bridge.adapters.templates import TemplateError, Templates
 from bridge.config import Settings
 from bridge.domain.clock import Clock, utcnow
+from bridge.services.access_tokens import AccessTokens, grant_name, smtp_has_own_grant
 from bridge.services.account import AccountContext
+from bridge.services.notify import queue_staff_alert
 from bridge.store.engine import open_database
 from bridge.workers.base import StuckReport
 from bridge.workers.ingest import AccountIngest, IngestStats
@@ -66,13 +68,40 @@ class Daemon:
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
         self.accounts = [AccountContext.build(a, key, templates, settings.relay, settings.policy)
                          for a in settings.accounts]
+        # One token source per OAuth2 login, shared by all connections of its account.
+        self.tokens: dict[str, AccessTokens] = {}
+        for acct in self.accounts:
+            s = acct.settings
+            if s.imap.auth == "oauth2" and s.imap.oauth2 is not None:
+                self.tokens[grant_name(acct.name)] = AccessTokens(
+                    self.engine, acct.name, s.imap.oauth2, clock=clock, on_revoked=_alert_staff(acct))
+            if smtp_has_own_grant(s) and s.smtp.oauth2 is not None:
+                self.tokens[grant_name(acct.name, smtp=True)] = AccessTokens(
+                    self.engine, acct.name, s.smtp.oauth2, smtp=True, clock=clock, on_revoked=_alert_staff(acct))
+
+    def imap_factory_for(self, acct: AccountContext) -> ClientFactory:
+        """How this account's IMAP connections log in: the factory given, else password or XOAUTH2."""
+        tokens = self.tokens.get(grant_name(acct.name))
+        if self.imap_factory is not default_client or tokens is None:
+            return self.imap_factory
+        return oauth2_client(tokens)
+
+    def smtp_connection_for(self, acct: AccountContext) -> "SmtpConnection":
+        from bridge.adapters.smtp import SmtpConnection
+
+        s = acct.settings
+        tokens = None
+        if s.smtp.auth == "oauth2":
+            tokens = self.tokens.get(grant_name(acct.name, smtp=smtp_has_own_grant(s)))
+        return SmtpConnection(s.smtp, tokens=tokens)
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
         from bridge.workers.outbox import OutboxWorker
 
-        factory = (lambda: self.smtp_factory(acct)) if self.smtp_factory else None  # type: ignore[misc]
+        factory = ((lambda: self.smtp_factory(acct)) if self.smtp_factory  # type: ignore[misc]
+                   else (lambda: self.smtp_connection_for(acct)))
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
-                            imap_factory=self.imap_factory, smtp_factory=factory)
+                            imap_factory=self.imap_factory_for(acct), smtp_factory=factory)
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -86,7 +115,7 @@ class Daemon:
         report = OnceReport()
 
         async def one(acct: AccountContext) -> None:
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock)
+            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock)
             try:
                 report.ingest[acct.name] = await asyncio.to_thread(ingest.run_once)
             except Exception as exc:  # noqa: BLE001 - report per account, keep the others going
@@ -136,7 +165,7 @@ class Daemon:
         heartbeats = []
         for acct in self.accounts:
             wake = wakes[acct.name]
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock,
+            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
                                    on_committed=lambda w=wake: loop.call_soon_threadsafe(w.set))
             heartbeats.append(ingest.heartbeat)
             t = threading.Thread(target=ingest.run_forever, args=(thread_stop,), name=f"ingest-{acct.name}",
@@ -210,3 +239,20 @@ class Daemon:
     def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
         log.info("received %s", sig.name)
         stop.set()
+
+
+def _alert_staff(acct: AccountContext) -> Callable[..., None]:
+    """Tell staff, in the transaction that marks the grant revoked, that the account stopped.
+
+    The alert goes out through the account's own SMTP server: when SMTP shares the revoked
+    grant it waits in the outbox until the account is authorized again (the operator error
+    in the log and in `mailbridge status` is what reaches someone at once).
+    """
+    def alert(conn: object, text: str, now: datetime) -> None:
+        try:
+            queue_staff_alert(conn, acct, "Mailbox login stopped: OAuth2 authorization revoked",  # type: ignore[arg-type]
+                              text, now)
+        except TemplateError as exc:
+            log.error("account %s: cannot render the staff alert about the revoked grant: %s", acct.name, exc)
+
+    return alert

@@ -4,6 +4,9 @@
   answers a new access token valid for ``lifetime`` seconds and a NEW refresh token; the
   used refresh token stops working at once (strict rotation, as Microsoft does it), so a
   client that reuses one gets ``invalid_grant``.
+- ``GET /authorize?login_hint=USER&...`` signs USER in at once and redirects to the
+  client's ``redirect_uri`` with a code; ``grant_type=authorization_code`` exchanges it,
+  checking the PKCE verifier (RFC 7636, S256) and the redirect URI.
 - ``POST /introspect`` (RFC 7662), as Dovecot's oauth2 passdb calls it with
   ``introspection_mode = post``: ``{"active": ..., "username": ...}``.
 - :meth:`bearer_ok` is the same check for the sandbox SMTP server's AUTH XOAUTH2.
@@ -14,6 +17,8 @@ Every token it ever issued is in :attr:`issued` (to look for leaks in logs). Tim
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -21,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 
 @dataclass
@@ -45,6 +50,7 @@ class OAuth2TestServer:
         self.refreshes = 0
         self.refused: list[str] = []              # the error of each refused token request
         self.introspections = 0
+        self._codes: dict[str, tuple[str, str, str]] = {}    # code -> (user, PKCE challenge, redirect_uri)
         self._server: ThreadingHTTPServer | None = None
 
     # -- set-up ------------------------------------------------------------
@@ -109,12 +115,20 @@ class OAuth2TestServer:
         if form.get("client_id") != self.client_id or \
                 (self.client_secret is not None and form.get("client_secret") != self.client_secret):
             return self._refuse(401, "invalid_client", "unknown client or wrong secret")
-        if form.get("grant_type") != "refresh_token":
-            return self._refuse(400, "unsupported_grant_type", "only refresh_token here")
-        with self._lock:
-            user = self._refresh.pop(form.get("refresh_token", ""), None)
-        if user is None:
-            return self._refuse(400, "invalid_grant", "AADSTS70000: the refresh token is revoked, expired or used")
+        if form.get("grant_type") == "authorization_code":
+            with self._lock:
+                user, challenge, redirect_uri = self._codes.pop(form.get("code", ""), ("", "", ""))
+            verifier = form.get("code_verifier", "").encode("ascii")
+            expected = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode("ascii")
+            if not user or expected != challenge or form.get("redirect_uri") != redirect_uri:
+                return self._refuse(400, "invalid_grant", "unknown code, wrong PKCE verifier or redirect_uri")
+        elif form.get("grant_type") == "refresh_token":
+            with self._lock:
+                user = self._refresh.pop(form.get("refresh_token", ""), "")
+            if not user:
+                return self._refuse(400, "invalid_grant", "AADSTS70000: the refresh token is revoked, expired or used")
+        else:
+            return self._refuse(400, "unsupported_grant_type", "refresh_token or authorization_code")
         access, refresh = self._new("at"), self._new("rt")
         with self._lock:
             self._refresh[refresh] = user
@@ -137,8 +151,31 @@ class OAuth2TestServer:
         return 200, ({"active": True, "username": access.user} if active and access else {"active": False})
 
 
+    def authorize(self, query: dict[str, str]) -> str:
+        """Where the browser goes next: the client's redirect URI with a code (or an error)."""
+        code = self._new("code")
+        if query.get("code_challenge_method") != "S256" or query.get("client_id") != self.client_id:
+            answer = {"error": "invalid_request", "state": query.get("state", "")}
+        else:
+            with self._lock:
+                self._codes[code] = (query.get("login_hint", ""), query.get("code_challenge", ""),
+                                     query.get("redirect_uri", ""))
+            answer = {"code": code, "state": query.get("state", "")}
+        return f"{query.get('redirect_uri', '')}?{urlencode(answer)}"
+
+
 def _handler(server: OAuth2TestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            parts = urlsplit(self.path)
+            if parts.path != "/authorize":
+                self.send_error(404)
+                return
+            self.send_response(302)
+            self.send_header("Location", server.authorize({k: v[0] for k, v in parse_qs(parts.query).items()}))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", "0"))
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode("utf-8")).items()}

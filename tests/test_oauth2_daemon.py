@@ -48,8 +48,9 @@ def servers() -> Iterator[tuple[OAuth2TestServer, DovecotServer, SandboxSMTP]]:
 
 
 def contract_config(tmp_path: Path, tokens: OAuth2TestServer, seller: SandboxAccount, staff: SandboxAccount,
-                    smtp: SandboxSMTP) -> Path:
-    """The issue's configuration contract, for a generic OAuth2 server on loopback."""
+                    smtp: SandboxSMTP, seed: bool = True) -> Path:
+    """The issue's configuration contract, for a generic OAuth2 server on loopback.
+    Without ``seed`` no refresh token is configured (``mailbridge oauth2 authorize`` gets one)."""
     (tmp_path / "client-secret").write_text(CLIENT_SECRET + "\n")
     (tmp_path / "refresh-token").write_text(tokens.grant(seller.user) + "\n")
     path = tmp_path / "mailbridge.toml"
@@ -82,7 +83,7 @@ provider = ""
 token_url = "{tokens.url}/token"
 client_id = "{tokens.client_id}"
 client_secret_file = "client-secret"
-refresh_token_file = "refresh-token"
+{'refresh_token_file = "refresh-token"' if seed else ""}
 scopes = []
 
 [accounts.smtp]
@@ -169,3 +170,43 @@ def test_check_config_connect_logs_in_with_oauth2_and_says_what_to_do_after_inva
     assert tokens.refused.count("invalid_grant") == 1         # asked once; then the recorded revocation answers
     text = good.stdout + good.stderr + bad.stdout + bad.stderr
     assert [t for t in [*tokens.issued, CLIENT_SECRET] if t in text] == []
+
+
+def test_oauth2_authorize_by_loopback_redirect_then_the_daemon_logs_in(
+        tmp_path: Path, servers: tuple[OAuth2TestServer, DovecotServer, SandboxSMTP],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import urllib.request
+    import webbrowser
+
+    from bridge.cli.command import main
+    from bridge.config import load_settings
+    from bridge.workers.supervisor import Daemon
+
+    tokens, dovecot, smtp = servers
+    seller, staff = dovecot.new_account("seller"), dovecot.new_account("staff")
+    config = contract_config(tmp_path, tokens, seller, staff, smtp, seed=False)
+
+    def browser(url: str) -> bool:
+        # The seller signs in: the authorization server redirects the browser to 127.0.0.1.
+        with urllib.request.urlopen(url, timeout=30) as page:
+            return page.status == 200
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    assert main(["-c", str(config), "oauth2", "authorize", "--account", "acme",
+                 "--authorize-url", f"{tokens.url}/authorize?login_hint={seller.user}"]) == 0
+    out = capsys.readouterr().out
+    assert "authorized" in out and "code_challenge_method=S256" in out
+    assert [t for t in tokens.issued if t in out and not t.startswith("code-")] == []
+
+    dovecot.append(seller.user, "INBOX", samples.amazon_buyer_message(
+        buyer_alias="k3j9x0qma2b7", buyer_name="Jane", order="111-2223334-4445556", question="Footprint?",
+        seller_address=seller.user, token="A1B2C3D4E5F6G", message_id="buyer.1@email.amazon.com"))
+    report = asyncio.run(Daemon(load_settings(config)).run_once())
+    assert report.errors == {} and len(smtp.messages_to(staff.user)) == 1
+    # `status` never shows the refresh token kept in the database.
+    capsys.readouterr()
+    for args in (["status"], ["status", "--json"]):
+        assert main(["-c", str(config), *args]) == 0
+        shown = capsys.readouterr().out
+        assert "acme" in shown and [t for t in tokens.issued if t in shown] == []

@@ -74,7 +74,9 @@ def _client_fields(settings: OAuth2Settings) -> dict[str, str]:
 def refresh(settings: OAuth2Settings, refresh_token: str, now: datetime, timeout: float) -> TokenGrant:
     """The refresh grant: a new access token (and perhaps a new refresh token). Raises TokenRefused."""
     fields = {"grant_type": "refresh_token", "refresh_token": refresh_token, **_client_fields(settings)}
-    if settings.scopes:
+    # Microsoft's v2 endpoint wants the scopes again (the token is for one resource); Google's
+    # refresh grant takes none (the grant keeps the consented scopes), so none is sent there.
+    if settings.scopes and settings.provider != "google":
         fields["scope"] = " ".join(settings.scopes)
     status, body = post_form(settings.token_url, fields, timeout)
     return parse_token_response(status, body, now)

@@ -21,15 +21,18 @@ log = logging.getLogger(__name__)
 
 class SendError(Exception):
     """A send failed. ``connection``: the session itself failed (connect, TLS, login),
-    so the failure says nothing about the message and must not use up its attempts."""
+    so the failure says nothing about the message and must not use up its attempts.
+    ``revoked``: the account's OAuth2 grant was revoked; nothing can be sent until it is
+    authorized again (already logged once, as an error, where it was found)."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False,
-                 connection: bool = False) -> None:
+                 connection: bool = False, revoked: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.ambiguous = ambiguous
         self.connection = connection
+        self.revoked = revoked
 
 
 class SmtpConnection:
@@ -56,7 +59,7 @@ class SmtpConnection:
                 await self._login(client)
         except TokenUnavailable as exc:
             await _close(client)
-            raise SendError(str(exc), permanent=exc.permanent, connection=True) from None
+            raise SendError(str(exc), permanent=exc.permanent, connection=True, revoked=exc.revoked) from None
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _close(client)
             what = ("that the app registration has the SMTP send scope and that authenticated SMTP is enabled for "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from oauth2server import OAuth2TestServer
 from bridge import store
 from bridge.config import Settings, parse_settings
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, SandboxUnavailable, samples
+from bridge.workers.ingest import AccountIngest
 from bridge.workers.supervisor import Daemon
 
 CLIENT_SECRET = "client-secret-for-tests"
@@ -182,3 +185,44 @@ def test_invalid_grant_stops_that_account_once_and_the_others_go_on(
     assert len(alerts) == 1 and alerts[0].state == "queued"
     (grant,) = rows(daemon.engine, store.OAUTH2_GRANT)
     assert grant.revoked_at is not None and "invalid_grant" in grant.revoked_reason
+
+
+def test_a_revoked_account_waits_quietly_and_resumes_after_authorize_without_a_restart(
+        tmp_path: Path, oauth2_dovecot: DovecotServer, token_server: OAuth2TestServer, clock: Clock,
+        mail: tuple[Any, ...], caplog: pytest.LogCaptureFixture) -> None:
+    seller, staff, smtp = mail
+    settings = settings_of(tmp_path, oauth2_account(seller, staff, smtp, f"{token_server.url}/token",
+                                                    token_server.grant(seller.user)))
+    daemon = Daemon(settings, clock=clock)
+    (acct,) = daemon.accounts
+    token_server.revoke_grant(seller.user)
+    buyer_writes(oauth2_dovecot, seller, 1)
+    ingest = AccountIngest(daemon.engine, acct, factory=daemon.imap_factory_for(acct), clock=clock)
+    ingest.reauthorize_poll_seconds = 0.05      # instead of minutes
+    tries: list[str] = []
+    record_error = ingest.record_error
+    ingest.record_error = lambda message: (tries.append(message), record_error(message))  # type: ignore[method-assign]
+    stop = threading.Event()
+    worker = threading.Thread(target=ingest.run_forever, args=(stop,))
+    refused = len(token_server.refused)
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(tries) < 3:
+                assert time.monotonic() < deadline, "the account never reported the revocation"
+                time.sleep(0.01)
+            # `mailbridge oauth2 authorize` stores a new refresh token while the daemon runs.
+            seed = rows(daemon.engine, store.OAUTH2_GRANT)[0].seed
+            with daemon.engine.begin() as conn:
+                store.seed_grant(conn, "acme", "acme", token_server.grant(seller.user), seed, clock())
+            while ingest.stats.recorded < 1:
+                assert time.monotonic() < deadline, "the account did not resume"
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            worker.join(30)
+    assert all("oauth2 authorize --account acme" in t for t in tries)
+    assert token_server.refused[refused:] == ["invalid_grant"]           # one request, then the database answers
+    revoked_lines = [r for r in caplog.records if "was revoked" in r.getMessage()]
+    assert len(revoked_lines) == 1 and revoked_lines[0].levelno == logging.ERROR

@@ -80,6 +80,7 @@ class AccountIngest:
         self.forward_existing = acct.settings.forward_existing if forward_existing is None else forward_existing
         self.stats = IngestStats()
         self.heartbeat = heartbeat or Heartbeat(f"ingest-{acct.name}", allowed_silence(acct.settings.imap))
+        self.reauthorize_poll_seconds = REAUTHORIZE_POLL_SECONDS
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -211,7 +212,7 @@ class AccountIngest:
                     # Logged once, as an error, where the revocation was found (services/access_tokens.py);
                     # status shows it. Look again now and then: `oauth2 authorize` needs no restart.
                     self.record_error(str(exc))
-                    self._pause(REAUTHORIZE_POLL_SECONDS, stop)
+                    self._pause(self.reauthorize_poll_seconds, stop)
                     continue
                 # A refused login or a missing folder will not mend itself within seconds.
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)

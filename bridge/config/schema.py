@@ -92,27 +92,6 @@ def _oauth2_endpoint(o: OAuth2Settings, tbl: Table) -> OAuth2Settings:
     return replace(o, token_url=url, scopes=o.scopes or oauth2_rules.default_scopes(o.provider))
 
 
-def _password_or_oauth2(settings: ImapSettings, tbl: Table) -> ImapSettings:
-    """A password login needs a password; an OAuth2 login needs its table and no password."""
-    table = f"[{tbl.path}.oauth2]"
-    if settings.auth == "password":
-        if settings.oauth2 is not None:
-            tbl.problem("auth", f'is "password" but {table} is given; set auth = "oauth2" to log in with it, '
-                                "or remove the table")
-        if not given_anywhere(tbl, "password") and not tbl.broken:
-            tbl.problem("password_file", missing("password", "password") +
-                        f'; or log in with OAuth2: auth = "oauth2" and a {table} table')
-    else:
-        if settings.oauth2 is None and not tbl.has("oauth2"):
-            tbl.problem("auth", f'is "oauth2" but there is no {table} table; add one with at least client_id '
-                                "(see config/mailbridge.example.toml and docs/oauth2.md)")
-        if given_anywhere(tbl, "password"):
-            tbl.problem(source_key(settings.password, "password"),
-                        'is set but auth = "oauth2" logs in with an access token; remove the password')
-        settings = replace(settings, password=NO_SECRET)
-    return settings
-
-
 # --------------------------------------------------------------------------
 # [accounts.imap] and [accounts.smtp]
 # --------------------------------------------------------------------------
@@ -157,7 +136,26 @@ retire(ImapSettings, "read_ahead",
        "one connection per account) and can be deleted")
 
 
-across_keys(ImapSettings)(_password_or_oauth2)
+@across_keys(ImapSettings)
+def _password_or_oauth2(settings: ImapSettings, tbl: Table) -> ImapSettings:
+    """A password login needs a password; an OAuth2 login needs its table and no password."""
+    table = f"[{tbl.path}.oauth2]"
+    if settings.auth == "password":
+        if settings.oauth2 is not None:
+            tbl.problem("auth", f'is "password" but {table} is given; set auth = "oauth2" to log in with it, '
+                                "or remove the table")
+        if not given_anywhere(tbl, "password") and not tbl.broken:
+            tbl.problem("password_file", missing("password", "password") +
+                        f'; or log in with OAuth2: auth = "oauth2" and a {table} table')
+    else:
+        if settings.oauth2 is None and not tbl.has("oauth2"):
+            tbl.problem("auth", f'is "oauth2" but there is no {table} table; add one with at least client_id '
+                                "(see config/mailbridge.example.toml and docs/oauth2.md)")
+        if given_anywhere(tbl, "password"):
+            tbl.problem(source_key(settings.password, "password"),
+                        'is set but auth = "oauth2" logs in with an access token; remove the password')
+        settings = replace(settings, password=NO_SECRET)
+    return settings
 
 
 @across_keys(ImapSettings)

@@ -815,9 +815,9 @@ def test_example_config_parses() -> None:
     import tomllib
     settings = parse_settings(tomllib.loads(EXAMPLE.read_text()), EXAMPLE, EXAMPLE_ENV, _example_secret)
     assert [(a.name, a.marketplace) for a in settings.accounts] == [
-        ("acme-us", "amazon.com"), ("bergwerk-de", "amazon.de"),
+        ("acme-us", "amazon.com"), ("bergwerk-de", "amazon.de"), ("gipfel-uk", "amazon.co.uk"),
     ]
-    us, de = settings.accounts
+    us, de, _uk = settings.accounts
     assert us.imap.password.reveal() == "pw-for-imap-acme-us"
     assert us.smtp.password.reveal() == "pw-for-smtp-acme-us"
     assert de.smtp.password == de.imap.password == Secret("bergwerk-pw", "env:BERGWERK_IMAP_PASSWORD")
@@ -837,7 +837,7 @@ def _example_sections() -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {"": []}
     current = ""
     for line in EXAMPLE.read_text().splitlines():
-        header = re.fullmatch(r"\[\[?([a-z_.]+)\]\]?\s*", line)
+        header = re.fullmatch(r"\[\[?([a-z0-9_.]+)\]\]?\s*", line)
         if header:
             current = header.group(1)
             sections.setdefault(current, [])

@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = command(commands, "check-config", "validate the configuration file", "check")
     check.add_argument("--connect", action="store_true", help="also log in to every IMAP and SMTP server")
 
+    oauth2 = command(commands, "oauth2", "OAuth2 logins (Microsoft 365, Google Workspace): get the first refresh token",
+                     "oauth2")
+    oauth2_actions = oauth2.add_subparsers(dest="action", required=True, metavar="ACTION")
+    authorize = command(oauth2_actions, "authorize", "sign in as the seller's mailbox once: Microsoft by device code, "
+                        "Google (or --authorize-url) in a browser redirected to 127.0.0.1; the refresh token is kept "
+                        "in the database")
+    authorize.add_argument("--account", required=True, help="the account to authorize")
+    authorize.add_argument("--smtp", action="store_true",
+                           help="authorize the separate SMTP client ([accounts.smtp.oauth2]) instead")
+    authorize.add_argument("--authorize-url", help='the authorization endpoint of a generic server (provider = "")')
+    authorize.add_argument("--no-browser", action="store_true", help="only print the sign-in URL")
+
     status = command(commands, "status", "per account: last fetch, messages, conversations, outbox, quarantine",
                      "status")
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -11,6 +11,7 @@
 - ``orders``: orders and their items, merged from reports and notices; the buyer link
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
+- ``oauth2_grants``: the newest (rotated) refresh token of each OAuth2 login, and revocations
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
 Functions take a Connection that is already inside a transaction: the caller
@@ -96,11 +97,13 @@ from bridge.store.models import (
     INFO,
     MAILBOX,
     MESSAGE,
+    OAUTH2_GRANT,
     ORDER_ITEM,
     ORDERS,
     OUTBOX,
     QUARANTINE,
 )
+from bridge.store.oauth2_grants import GrantState, grant_state, revoke_grant, rotate_refresh_token, seed_grant
 from bridge.store.orders import (
     UpsertCounts,
     link_buyer,
@@ -136,7 +139,7 @@ from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM", "ORDERS", "OUTBOX",
     "QUARANTINE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
@@ -165,6 +168,8 @@ __all__ = [
     "sent_between",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
+    # OAuth2 refresh tokens
+    "GrantState", "grant_state", "revoke_grant", "rotate_refresh_token", "seed_grant",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",
 ]

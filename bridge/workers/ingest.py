@@ -32,6 +32,11 @@ from bridge.workers.base import Backoff, Heartbeat
 
 log = logging.getLogger(__name__)
 
+# An account whose OAuth2 grant was revoked waits for a new authorization: it looks this often
+# (the token source answers from the database, without asking the provider).
+REAUTHORIZE_POLL_SECONDS = 300.0
+
+
 @dataclass
 class IngestStats:
     recorded: int = 0
@@ -102,6 +107,7 @@ class AccountIngest:
         self.connected = False
         self.last_error: str | None = None
         self.reported = threading.Event()
+        self.reauthorize_poll_seconds = REAUTHORIZE_POLL_SECONDS
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -247,6 +253,13 @@ class AccountIngest:
                         self.heartbeat.beat()   # the server answered the end of the wait
             except ImapError as exc:
                 self.connected, silent = False, server_went_silent(exc)
+                if exc.revoked:
+                    # Logged once, as an error, where the revocation was found (services/access_tokens.py);
+                    # status shows it. Look again now and then: `oauth2 authorize` needs no restart.
+                    # Waiting for an operator is not being hung: the pause beats.
+                    self.record_error(str(exc))
+                    self._pause(self.reauthorize_poll_seconds, stop)
+                    continue
                 # A refused login or a missing folder will not mend itself within seconds.
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)

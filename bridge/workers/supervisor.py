@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.adapters.imap import ClientFactory, default_client
-from bridge.adapters.templates import Templates
+from bridge.adapters.imap import ClientFactory, default_client, oauth2_client
+from bridge.adapters.templates import TemplateError, Templates
 from bridge.config import AccountSettings, Settings
 from bridge.domain.clock import Clock, utcnow
+from bridge.services.access_tokens import AccessTokens, grant_name, smtp_has_own_grant
 from bridge.services.account import AccountContext
+from bridge.services.notify import queue_staff_alert
 from bridge.store.engine import open_database
 from bridge.workers.base import StuckReport
 from bridge.workers.ingest import AccountIngest, IngestStats
@@ -70,6 +72,8 @@ class Daemon:
         self._key = self._token_key(settings)
         self._templates_dir, self._templates = settings.templates_dir, Templates(settings.templates_dir)
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
+        # One token source per OAuth2 login, shared by all connections of its account.
+        self.tokens: dict[str, AccessTokens] = {}
         self.accounts = [self._context(a) for a in settings.accounts]
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
         self.service = ServiceState()
@@ -80,14 +84,43 @@ class Daemon:
         return store.token_secret(self.engine, secret)
 
     def _context(self, acct: AccountSettings) -> AccountContext:
-        return AccountContext.build(acct, self._key, self._templates, self.settings.relay, self.settings.policy)
+        ctx = AccountContext.build(acct, self._key, self._templates, self.settings.relay, self.settings.policy)
+        self._add_tokens(ctx)
+        return ctx
+
+    def _add_tokens(self, acct: AccountContext) -> None:
+        """The account's OAuth2 token sources (a reload that changes the account makes them anew)."""
+        s = acct.settings
+        if s.imap.auth == "oauth2" and s.imap.oauth2 is not None:
+            self.tokens[grant_name(acct.name)] = AccessTokens(
+                self.engine, acct.name, s.imap.oauth2, clock=self.clock, on_revoked=_alert_staff(acct))
+        if smtp_has_own_grant(s) and s.smtp.oauth2 is not None:
+            self.tokens[grant_name(acct.name, smtp=True)] = AccessTokens(
+                self.engine, acct.name, s.smtp.oauth2, smtp=True, clock=self.clock, on_revoked=_alert_staff(acct))
+
+    def imap_factory_for(self, acct: AccountContext) -> ClientFactory:
+        """How this account's IMAP connections log in: the factory given, else password or XOAUTH2."""
+        tokens = self.tokens.get(grant_name(acct.name))
+        if self.imap_factory is not default_client or tokens is None:
+            return self.imap_factory
+        return oauth2_client(tokens)
+
+    def smtp_connection_for(self, acct: AccountContext) -> "SmtpConnection":
+        from bridge.adapters.smtp import SmtpConnection
+
+        s = acct.settings
+        tokens = None
+        if s.smtp.auth == "oauth2":
+            tokens = self.tokens.get(grant_name(acct.name, smtp=smtp_has_own_grant(s)))
+        return SmtpConnection(s.smtp, tokens=tokens)
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
         from bridge.workers.outbox import OutboxWorker
 
-        factory = (lambda: self.smtp_factory(acct)) if self.smtp_factory else None  # type: ignore[misc]
+        factory = ((lambda: self.smtp_factory(acct)) if self.smtp_factory  # type: ignore[misc]
+                   else (lambda: self.smtp_connection_for(acct)))
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
-                            imap_factory=self.imap_factory, smtp_factory=factory)
+                            imap_factory=self.imap_factory_for(acct), smtp_factory=factory)
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -101,7 +134,7 @@ class Daemon:
         report = OnceReport()
 
         async def one(acct: AccountContext) -> None:
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock)
+            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock)
             try:
                 report.ingest[acct.name] = await asyncio.to_thread(ingest.run_once)
             except Exception as exc:  # noqa: BLE001 - report per account, keep the others going
@@ -132,7 +165,7 @@ class Daemon:
         from bridge.workers.feedback import FeedbackDispatcher
 
         wake = asyncio.Event()
-        ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock,
+        ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
                                on_committed=lambda: loop.call_soon_threadsafe(wake.set))
         feedback = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim,
                                       on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
@@ -298,3 +331,20 @@ class Daemon:
     def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
         log.info("received %s", sig.name)
         stop.set()
+
+
+def _alert_staff(acct: AccountContext) -> Callable[..., None]:
+    """Tell staff, in the transaction that marks the grant revoked, that the account stopped.
+
+    The alert goes out through the account's own SMTP server: when SMTP shares the revoked
+    grant it waits in the outbox until the account is authorized again (the operator error
+    in the log and in `mailbridge status` is what reaches someone at once).
+    """
+    def alert(conn: object, text: str, now: datetime) -> None:
+        try:
+            queue_staff_alert(conn, acct, "Mailbox login stopped: OAuth2 authorization revoked",  # type: ignore[arg-type]
+                              text, now)
+        except TemplateError as exc:
+            log.error("account %s: cannot render the staff alert about the revoked grant: %s", acct.name, exc)
+
+    return alert

@@ -6,6 +6,7 @@
 - ``messages``: recorded inbound mail, quarantine, duplicates by content hash
 - ``conversations``: threading, and what the reply relay reads back
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
+- ``reminders``: response-time reminders (one per buyer message and threshold), the timer's due query
 - ``feedback``: feedback requests (one per order, ever), their claims, and the orders the schedule reads
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
 - ``orders``: orders and their items, merged from reports and notices; the buyer link
@@ -39,6 +40,7 @@ from bridge.store.conversations import (
     ConversationInfo,
     ConversationRef,
     buyer_message_to_quote,
+    close_conversation,
     conversation_info,
     conversation_of_notification,
     newest_conversation,
@@ -100,6 +102,7 @@ from bridge.store.models import (
     ORDERS,
     OUTBOX,
     QUARANTINE,
+    REMINDER,
 )
 from bridge.store.orders import (
     UpsertCounts,
@@ -131,13 +134,25 @@ from bridge.store.outbox import (
     outbox_known_ids,
     resolve_interrupted,
 )
+from bridge.store.reminders import (
+    REMINDER_STATES,
+    DueReminder,
+    awaiting_answer,
+    clock_running,
+    due_reminders,
+    finish_reminder,
+    reminder_counts,
+    schedule_reminders,
+    stop_reminders,
+    unanswered_since,
+)
 from bridge.store.status import account_status
 from bridge.store.times import utc
 
 __all__ = [
     # tables
     "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
-    "QUARANTINE",
+    "QUARANTINE", "REMINDER",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -145,7 +160,7 @@ __all__ = [
     "SeenContent", "insert_message", "insert_quarantine", "quarantined_before", "quarantined_uids", "recorded_uids",
     "set_disposition",
     # conversations
-    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "conversation_info",
+    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "close_conversation", "conversation_info",
     "conversation_of_notification", "newest_conversation", "raise_flags", "thread_message",
     # buyers and account restrictions
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
@@ -163,6 +178,9 @@ __all__ = [
     "mark_not_delivered", "order_record", "orders_since", "orders_to_schedule", "record_external",
     "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
     "sent_between",
+    # response-time reminders
+    "REMINDER_STATES", "DueReminder", "awaiting_answer", "clock_running", "due_reminders", "finish_reminder",
+    "reminder_counts", "schedule_reminders", "stop_reminders", "unanswered_since",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
     # status, secrets, times

@@ -75,6 +75,13 @@ def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> Non
     conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(flags=json.dumps(merged)))
 
 
+def close_conversation(conn: Connection, conversation_id: int) -> bool:
+    """Close an open conversation (the buyer's next message opens it again); False when it was not open."""
+    result = conn.execute(update(CONV).where(CONV.c.id == conversation_id, CONV.c.status == "open")
+                          .values(status="closed"))
+    return result.rowcount == 1
+
+
 # --- read back, for the reply relay -------------------------------------------------
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@
 - Another timer fires the feedback dispatcher of every account with feedback
   requests on (``bridge.workers.feedback``); its durable state is the
   ``feedback_request`` table, and it wakes the account's outbox when it queues.
+- A third timer fires the response-time reminders of every account that has
+  them (``bridge.workers.reminders``); their durable state is the
+  ``response_reminder`` table.
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
@@ -21,7 +24,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -49,6 +52,24 @@ class OnceReport:
     failed: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     feedback: dict[str, int] = field(default_factory=dict)   # feedback requests queued, per account
+    reminders: dict[str, int] = field(default_factory=dict)  # response-time reminders queued, per account
+
+
+class _Ticking(Protocol):
+    acct: AccountContext
+
+    def tick(self) -> object: ...
+
+
+def _tick_each(workers: Sequence[_Ticking], what: str) -> Callable[[], Awaitable[None]]:
+    """A timer job that ticks each account's worker in a thread, one after the other."""
+    async def tick_all() -> None:
+        for worker in workers:
+            try:
+                await asyncio.to_thread(worker.tick)
+            except Exception:  # noqa: BLE001 - one account's failure must not stop the others
+                log.exception("account %s: %s failed; trying again next tick", worker.acct.name, what)
+    return tick_all
 
 
 class Daemon:
@@ -98,6 +119,11 @@ class Daemon:
 
                 dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim)
                 report.feedback[acct.name] = (await asyncio.to_thread(dispatcher.tick)).sent
+            if send and acct.settings.reminders.after_hours:
+                from bridge.workers.reminders import ReminderTimer
+
+                timer = ReminderTimer(self.engine, acct, clock=self.clock)
+                report.reminders[acct.name] = (await asyncio.to_thread(timer.tick)).sent
             if send:
                 worker = self._outbox(acct)
                 try:
@@ -170,13 +196,14 @@ class Daemon:
                                stale_after=self._stale_claim)
         heartbeats += [d.heartbeat for d in feedback]
 
-        async def dispatch_feedback() -> None:
-            for dispatcher in feedback:
-                try:
-                    await asyncio.to_thread(dispatcher.tick)
-                except Exception:  # noqa: BLE001 - one account's failure must not stop the others
-                    log.exception("account %s: feedback dispatch failed; trying again next tick",
-                                  dispatcher.acct.name)
+        dispatch_feedback = _tick_each(feedback, "feedback dispatch")
+
+        from bridge.workers import reminders
+
+        reminder_timers = reminders.timers(self.engine, self.accounts, self.clock,
+                                           on_queued=lambda name: loop.call_soon_threadsafe(wakes[name].set))
+        heartbeats += [t.heartbeat for t in reminder_timers]
+        remind_staff = _tick_each(reminder_timers, "response-time reminders")
 
         scheduler = AsyncIOScheduler(event_loop=loop)
         # misfire_grace_time: APScheduler's default (1 s) silently skips a run the loop was too busy to start.
@@ -187,6 +214,11 @@ class Daemon:
             # None: a late tick runs however late it is (never dropped); coalesce: missed ticks run once.
             # The first tick at start: requests that fell due while the daemon was down go out now.
             scheduler.add_job(dispatch_feedback, "interval", seconds=TICK_SECONDS, id="feedback-dispatch",
+                              coalesce=True, max_instances=1, misfire_grace_time=None,
+                              next_run_time=datetime.now(timezone.utc))
+        if reminder_timers:
+            # As the feedback dispatcher's: late ticks are never dropped, missed ones run once, the first at start.
+            scheduler.add_job(remind_staff, "interval", seconds=reminders.TICK_SECONDS, id="response-reminders",
                               coalesce=True, max_instances=1, misfire_grace_time=None,
                               next_run_time=datetime.now(timezone.utc))
         scheduler.start()

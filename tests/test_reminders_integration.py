@@ -9,6 +9,7 @@ to the buyer; a restart between ticks sends nothing twice.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from bridge import store
+from bridge.adapters.templates import shipped_templates
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
 from bridge.workers.supervisor import Daemon
 
@@ -50,10 +52,11 @@ class Desk:
             buyer_alias="k3j9x0qma2b7", buyer_name="Jane", order="111-2223334-4445556", question=question,
             seller_address=self.seller.user, message_id=f"buyer.{self.n}@email.amazon.com", **kw))
 
-    def staff_answers(self, to: Any, answer: str, **kw: Any) -> None:
+    def staff_answers(self, mail: Any, answer: str, **kw: Any) -> None:
+        """A staff member presses Reply on ``mail`` (a notification or reminder they received)."""
         self.n += 1
         self.dovecot.append(self.seller.user, "INBOX", samples.staff_reply(
-            to.data, staff=self.staff.user, text=answer, message_id=f"staff.{self.n}@x.example", **kw))
+            mail.data, staff=self.staff.user, text=answer, message_id=f"staff.{self.n}@x.example", **kw))
 
     def run(self) -> Any:
         return asyncio.run(self.daemon.run_once())
@@ -230,10 +233,13 @@ def test_a_held_reply_is_not_an_answer_and_the_reminder_says_so(desk: Desk) -> N
     assert "held reply has NOT" in text_of(reminder.data)
 
 
-def test_replying_to_the_reminder_answers_the_buyer_and_stops_the_next(desk: Desk) -> None:
+@pytest.mark.parametrize("plus_address_kept", [True, False])
+def test_replying_to_the_reminder_answers_the_buyer_and_stops_the_next(desk: Desk, plus_address_kept: bool) -> None:
     desk.at(12)
     (reminder,) = desk.reminders()
-    desk.staff_answers(reminder, "Hi Jane, sorry for the wait: yes, it is included.")
+    # Without the token (a mail server dropped "+token"), In-Reply-To names the reminder.
+    to = {} if plus_address_kept else {"to": desk.seller.user}
+    desk.staff_answers(reminder, "Hi Jane, sorry for the wait: yes, it is included.", **to)
     desk.run()
     (buyer,) = to_buyers(desk.smtp)
     body = text_of(buyer.data)
@@ -298,3 +304,26 @@ def test_the_timer_reads_due_rows_by_the_index(desk: Desk) -> None:
     with engine.begin() as conn:
         plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
     assert any("ix_reminder_due" in str(step) for step in plan), plan
+
+
+def test_a_templates_folder_without_the_new_templates_still_reminds_and_confirms(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    # An admin's folder copied before these templates existed: staff_alert stands in; ingest goes on.
+    folder = tmp_path / "my-templates"
+    shutil.copytree(shipped_templates(), folder)
+    for old in [*folder.glob("response_reminder.*"), *folder.glob("conversation_closed.*")]:
+        old.unlink()
+    d = Desk(tmp_path, dovecot, fresh_mailbox, staff, smtp_server)
+    d.tmp_path = tmp_path
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account=d.account,
+                             daemon={"templates": str(folder)})
+    d.daemon = Daemon(settings, clock=d.clock)
+    d.buyer_writes()
+    d.run()
+    d.at(12)
+    (reminder,) = d.mail_to_staff("Buyer waiting 12 h 00 min, 12 h 00 min left")
+    assert str(parsed(reminder.data)["In-Reply-To"]) == str(parsed(notification(d).data)["Message-ID"])
+    d.staff_answers(notification(d), "no response needed")
+    d.run()
+    assert len(d.mail_to_staff("Closed, nothing sent to the buyer")) == 1 and to_buyers(smtp_server) == []

@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
+from bridge.adapters.templates import TemplateError
 from bridge.domain import compose, reminders, tokens
 from bridge.domain.parse import ParsedMail
 from bridge.domain.threads import base_alias
@@ -123,12 +125,29 @@ def _queue_reminder(conn: Connection, acct: AccountContext, item: store.DueRemin
         "account": s.name,
     }
     reply_to = tokens.reply_address(s.reply_address, tokens.make_reply_token(acct.secret, s.name, conv.id))
-    notify.queue_staff_mail(
-        conn, acct, "response_reminder", context, now, purpose=PURPOSE, message_id=message_id,
-        in_reply_to=conv.staff_last_id,
+    title = f"Buyer waiting {context['waiting']}, {context['time_left']}: {context['subject']} [MB-{conv.id}]"
+    _queue_or_alert(
+        conn, acct, "response_reminder", context, now, title[:200],
+        f"{context['buyer_name'] or 'The buyer'} is waiting for an answer ({context['time_left']} of the "
+        f"24 hours the marketplace counts). They wrote:\n\n{context['text']}\n\nReply to this email to answer.",
+        purpose=PURPOSE, message_id=message_id, in_reply_to=conv.staff_last_id,
         references=tuple(dict.fromkeys(i for i in (conv.staff_root_id, conv.staff_last_id) if i)),
         conversation_id=conv.id, reply_to=reply_to, source_message_id=newest_row or item.message_row,
         dedupe_key=f"reminder:{s.name}:{item.id}")
+
+
+def _queue_or_alert(conn: Connection, acct: AccountContext, template: str, context: dict[str, Any], now: datetime,
+                    title: str, body: str, **queue: Any) -> None:
+    """Queue staff mail from ``template``; where the templates folder has no usable version of it (an
+    admin's folder copied before it existed), from ``staff_alert`` with ``title`` and ``body`` instead,
+    so staff still hear of it and ingest is not held up."""
+    try:
+        notify.queue_staff_mail(conn, acct, template, context, now, **queue)
+    except TemplateError as exc:
+        log.warning("account %s: template %s cannot be used (%s); sent as a staff_alert instead "
+                    "(`mailbridge templates lint` lists what the templates folder lacks)", acct.name, template, exc)
+        notify.queue_staff_mail(conn, acct, "staff_alert", {"title": title, "body": body, "account": acct.name},
+                                now, **queue)
 
 
 # --------------------------------------------------------------------------- no response needed
@@ -151,10 +170,13 @@ def close_without_answer(conn: Connection, acct: AccountContext, conv: store.Con
     guard.record(conn, account=s.name, now=now, event="conversation", decision="closed", category=None,
                  buyer=base_alias(conv.buyer_alias), conversation_id=conv.id, actor=mail.from_addr,
                  detail=f"no response needed: staff reply <{mail.message_id}>; nothing was sent to the buyer")
-    notify.queue_staff_mail(conn, acct, "conversation_closed", {
+    _queue_or_alert(conn, acct, "conversation_closed", {
         "tag": f"MB-{conv.id}", "subject": conv.subject, "buyer_name": conv.buyer_name, "order_id": conv.order_id,
         "staff_text": staff_text.strip(), "closed": _utc_minute(now), "account": s.name,
-    }, now, purpose="conversation_closed", to_addr=mail.from_addr, in_reply_to=mail.message_id,
+    }, now, f"Closed, nothing sent to the buyer: {conv.subject} [MB-{conv.id}]"[:200],
+        "You answered only that no response is needed: the conversation is closed, nothing was sent to the "
+        "buyer and no more reminders come for it.",
+        purpose="conversation_closed", to_addr=mail.from_addr, in_reply_to=mail.message_id,
         references=tuple(i for i in (mail.message_id,) if i), conversation_id=conv.id, dedupe_key=dedupe_key)
     log.info("account %s: conversation MB-%d closed by %s: no response needed (%d reminder(s) stopped)",
              s.name, conv.id, mail.from_addr, stopped)

@@ -21,7 +21,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge import store
 from bridge.adapters.templates import shipped_templates
+from bridge.cli import status as status_command
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.workers.reminders import ReminderTimer
 from bridge.workers.supervisor import Daemon
 
 HOUR = 3600
@@ -268,7 +270,7 @@ def test_mail_already_a_day_old_gets_no_reminder(
     assert rows(d.daemon.engine, store.REMINDER) == []             # its 24 hours were over on arrival
 
 
-def test_status_shows_the_buyers_waiting_closest_to_the_deadline(desk: Desk) -> None:
+def test_status_shows_the_buyers_waiting_closest_to_the_deadline(desk: Desk, capsys: pytest.CaptureFixture[str]) -> None:
     desk.at(20)
     with desk.daemon.engine.begin() as conn:
         status = store.account_status(conn, "acme", desk.clock.now)
@@ -279,6 +281,11 @@ def test_status_shows_the_buyers_waiting_closest_to_the_deadline(desk: Desk) -> 
     assert (status["reminders"]["sent"], status["reminders"]["overtaken"]) == (1, 1)
     assert desk.reminder_states() == [(12, "overtaken"), (20, "sent")]
     assert len(desk.reminders()) == 1
+    status_command._print_account(status)   # noqa: SLF001 - what `mailbridge status` prints for it
+    out = capsys.readouterr().out
+    assert "awaiting an answer: 1" in out
+    assert f"{waiting['conversation']} {ALIAS}: 4 h 00 min left (deadline 2026-11-24T12:00:00+00:00, " \
+           "1 reminder(s) sent)" in out
     desk.staff_answers(notification(desk), "Yes, it is included.")
     desk.run()
     with desk.daemon.engine.begin() as conn:
@@ -327,3 +334,30 @@ def test_a_templates_folder_without_the_new_templates_still_reminds_and_confirms
     d.staff_answers(notification(d), "no response needed")
     d.run()
     assert len(d.mail_to_staff("Closed, nothing sent to the buyer")) == 1 and to_buyers(smtp_server) == []
+
+
+def test_a_crash_while_queueing_leaves_the_reminder_to_the_next_tick_and_sends_it_once(desk: Desk) -> None:
+    # The row turns "sent" only with its outbox row, in one transaction: a process dying between the two
+    # (here: the outbox insert fails) leaves both undone, and the next tick (or process) sends it once.
+    engine = desk.daemon.engine
+    failed = []
+
+    def die_on_outbox_insert(_conn: Any, clause: Any, *_: Any) -> None:
+        if not failed and getattr(clause, "table", None) is store.OUTBOX and clause.is_insert:
+            failed.append(clause)
+            raise RuntimeError("killed while queueing the reminder")
+
+    desk.clock.now += timedelta(hours=12)
+    event.listen(engine, "before_execute", die_on_outbox_insert)
+    try:
+        with pytest.raises(RuntimeError, match="killed while queueing"):
+            ReminderTimer(engine, desk.daemon.accounts[0], clock=desk.clock).tick()
+    finally:
+        event.remove(engine, "before_execute", die_on_outbox_insert)
+    assert failed and desk.reminder_states() == [(12, "scheduled"), (20, "scheduled")]
+    assert [r for r in rows(engine, store.OUTBOX) if r.purpose == "response_reminder"] == []
+    desk.start()
+    desk.run()
+    desk.run()
+    assert len(desk.reminders()) == 1
+    assert desk.reminder_states() == [(12, "sent"), (20, "scheduled")]

@@ -118,6 +118,10 @@ def valid() -> dict[str, Any]:
                     "exclude_recent_conversation_days": 14,
                     "language": "en",
                 },
+                "reminders": {
+                    "after_hours": [12, 20],
+                    "no_response_phrases": ["no response needed"],
+                },
             },
             {
                 "name": "acme-uk",
@@ -302,6 +306,12 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("language not a code", put("accounts.0.feedback.language", "German"), f'{A0}.feedback.language: got "German"; expected a language code'),
     ("empty sku", put("accounts.0.feedback.exclude_skus", [" "]), f'{A0}.feedback.exclude_skus[0]: got " "; is empty'),
     ("feedback not a table", put("accounts.0.feedback", True), f"{A0}.feedback: expected a table ([accounts.feedback])"),
+    # [accounts.reminders]
+    ("reminder hour 24", put("accounts.0.reminders.after_hours", [12, 24]), f"{A0}.reminders.after_hours[1]: got 24; expected an integer from 1 to 23"),
+    ("reminder hour 0", put("accounts.0.reminders.after_hours", [0]), f"{A0}.reminders.after_hours[0]: got 0; expected an integer from 1 to 23"),
+    ("reminder hour quoted", put("accounts.0.reminders.after_hours", ["12"]), f'{A0}.reminders.after_hours[0]: expected an integer from 1 to 23, got a string ("12")'),
+    ("reminder hours not an array", put("accounts.0.reminders.after_hours", 12), f"{A0}.reminders.after_hours: expected an array of hours such as [12, 20], got an integer (12)"),
+    ("phrase of punctuation only", put("accounts.0.reminders.no_response_phrases", ["..."]), f'{A0}.reminders.no_response_phrases[0]: got "..."; has no words'),
     # security / TLS
     ("imap security unknown", put("accounts.1.imap.security", "ssl"), f'{A1}.imap.security: got "ssl"; expected one of "tls", "starttls", "none"'),
     ("imap security none, remote", put("accounts.1.imap.security", "none"), f'{A1}.imap.security: "none" is only allowed for a loopback host (127.0.0.0/8, ::1, localhost), not "imap.acme-uk.example"; TLS is required for non-local servers; use security = "tls" or "starttls"'),
@@ -458,6 +468,16 @@ def test_feedback_defaults_to_the_marketplace_time_zone_and_language() -> None:
     assert us.feedback.send_days == ("mon", "tue", "wed", "thu", "fri")
     de = parse(mutated(put("accounts.1.marketplace", "amazon.de"))).accounts[1]
     assert (de.feedback.timezone, de.feedback.language) == ("Europe/Berlin", "de")
+
+
+def test_reminders_are_on_by_default_and_an_empty_list_turns_them_off() -> None:
+    us, uk = parse(valid()).accounts
+    assert uk.reminders.after_hours == (12, 20)                      # the default
+    assert "no response needed" in uk.reminders.no_response_phrases
+    off = parse(mutated(put("accounts.0.reminders.after_hours", []))).accounts[0]
+    assert off.reminders.after_hours == ()
+    unsorted = parse(mutated(put("accounts.0.reminders.after_hours", [20, 6, 12, 6]))).accounts[0]
+    assert unsorted.reminders.after_hours == (6, 12, 20)
 
 
 def test_addresses_and_staff_senders_are_lowercased() -> None:
@@ -913,6 +933,7 @@ def test_known_keys_are_exactly_what_the_parser_accepts() -> None:
     for table in ("accounts.imap", "accounts.smtp"):
         assert set(KNOWN_KEYS[table]) >= set(data["accounts"][0][table.split(".")[1]])
     assert set(KNOWN_KEYS["accounts.feedback"]) == set(data["accounts"][0]["feedback"])
+    assert set(KNOWN_KEYS["accounts.reminders"]) == set(data["accounts"][0]["reminders"])
     assert set(KNOWN_KEYS["accounts"]) == set(data["accounts"][0])
     assert set(KNOWN_KEYS[""]) == set(data)
     for table in ("daemon", "outbox"):

@@ -7,11 +7,11 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import make_settings, outbox_states, row_moves_on_before_update, rows
+from bridgekit import Clock, make_settings, outbox_states, row_moves_on_before_update, rows
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
@@ -154,3 +154,32 @@ def test_order_report_import_on_postgres(pg_url: str) -> None:
         assert tent.purchased_at == datetime(2026, 11, 2, 18, 15, tzinfo=timezone.utc)
     finally:
         engine.dispose()
+
+
+def test_response_reminders_on_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,
+                                        fresh_mailbox: SandboxAccount, smtp_server: SandboxSMTP,
+                                        staff: SandboxAccount) -> None:
+    clock = Clock()
+    start = clock.now
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url,
+                             account={"forward_existing": True})
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.amazon_buyer_message(
+        buyer_alias="k3j9x0qma2b7", buyer_name="Jane", order="111-2223334-4445556", question="Where is it?",
+        seller_address=fresh_mailbox.user, message_id="pg.buyer@email.amazon.com", date=start))
+    daemon = Daemon(settings, clock=clock)
+    asyncio.run(daemon.run_once())
+    (note,) = smtp_server.wait_for(1)
+    for hours in (12, 12.5, 20):
+        clock.now = start + timedelta(hours=hours)
+        asyncio.run(daemon.run_once())
+    reminders = [r for r in smtp_server.received if "unanswered for" in r.data.decode(errors="replace")]
+    assert len(reminders) == 2
+    with daemon.engine.begin() as conn:
+        (waiting,) = store.account_status(conn, "acme", clock.now)["awaiting_answer"]
+    assert waiting["seconds_left"] == 4 * 3600 and waiting["reminders_sent"] == 2
+    dovecot.append(fresh_mailbox.user, "INBOX", samples.staff_reply(note.data, staff=staff.user,
+                                                                    text="No response needed.", message_id="pg.s@x"))
+    asyncio.run(daemon.run_once())
+    assert rows(daemon.engine, store.CONV)[0].status == "closed"
+    assert not [r for r in smtp_server.received if "@marketplace.amazon." in r.rcpt_tos[0]]
+    daemon.engine.dispose()

@@ -1,22 +1,27 @@
 """``mailbridge status [--json]``: per account, the last fetch, messages, conversations, outbox, quarantine,
-feedback requests."""
+feedback requests, response-time reminders and the buyers waiting for an answer."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import timedelta
 from typing import Any
 
 from bridge import store
 from bridge.cli.settings import load
+from bridge.domain.clock import utcnow
+from bridge.domain.reminders import RESPONSE_WINDOW, describe_left
 from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
     engine = open_database(settings.database.url)
+    now = utcnow()
     with engine.begin() as conn:
-        report = [store.account_status(conn, a.name) for a in settings.accounts]
+        # Buyers whose 24 hours ran out within the last day are still shown, as overdue.
+        report = [store.account_status(conn, a.name, now, now - RESPONSE_WINDOW) for a in settings.accounts]
     if args.json:
         print(json.dumps({"accounts": report}, indent=2))
     else:
@@ -42,3 +47,11 @@ def _print_account(r: dict[str, Any]) -> None:
     fb = r["feedback"]
     print("  feedback requests: " + ", ".join(f"{s} {n}" for s, n in fb.items() if s != "not_delivered_opted_out")
           + f" ({fb['not_delivered_opted_out']} not delivered: buyer opted out)")
+    rem = r["reminders"]
+    print("  response-time reminders: " + ", ".join(f"{s} {n}" for s, n in rem.items()))
+    waiting = r["awaiting_answer"]
+    print(f"  awaiting an answer: {len(waiting) or 'none'}")
+    for w in waiting:
+        print(f"    {w['conversation']} {w['buyer']}: {describe_left(timedelta(seconds=w['seconds_left']))} "
+              f"(deadline {w['deadline']}, {w['reminders_sent']} reminder(s) sent) {w['subject']}")
+

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from bridge.config.errors import Invalid, quote
-from bridge.domain import feedback
+from bridge.domain import feedback, reminders
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS, MARKETPLACES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -329,4 +329,11 @@ def language(value: str, base: Path) -> str:
 def sku(value: str, base: Path) -> str:
     if not value.strip():
         raise Invalid("is empty; expected a SKU as the marketplace shows it")
+    return value.strip()
+
+
+def no_response_phrase(value: str, base: Path) -> str:
+    """A phrase a staff reply may consist of to close a conversation; compared without case or punctuation."""
+    if not reminders.normalised_phrase(value):
+        raise Invalid('has no words; expected a phrase such as "no response needed"')
     return value.strip()

@@ -426,6 +426,33 @@ class Strings(Reader):
 
 
 @dataclass(frozen=True)
+class Integers(Reader):
+    """An array of integers from ``low`` to ``high`` (inclusive), kept sorted, each once; may be empty.
+
+    A bad element is named by its index (``after_hours[1]``) and left out.
+    """
+
+    what: str                 # the whole array, with an example: 'an array of hours such as [12, 20]'
+    low: int
+    high: int
+    empty: Any = ()
+
+    def convert(self, raw: object, tbl: Table, decl: Declared) -> Any:
+        if not isinstance(raw, list):
+            raise Invalid(f"expected {self.what}, got {given(raw)}")
+        out = set()
+        for i, element in enumerate(raw):
+            name = f"{decl.name}[{i}]"
+            if isinstance(element, bool) or not isinstance(element, int):
+                tbl.problem(name, f"expected an integer from {self.low} to {self.high}, got {given(element)}")
+            elif not self.low <= element <= self.high:
+                tbl.problem(name, f"got {element}; expected an integer from {self.low} to {self.high}")
+            else:
+                out.add(element)
+        return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
 class Modes(Reader):
     """A table naming some of ``names`` (e.g. policy rules), each set to one of ``modes``;
     kept as a tuple of (name, mode) pairs."""

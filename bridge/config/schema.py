@@ -21,6 +21,7 @@ from bridge.config.reading import (
     Choice,
     Flag,
     Integer,
+    Integers,
     Modes,
     Nested,
     OptionalNested,
@@ -36,6 +37,7 @@ from bridge.config.reading import (
 from bridge.config.secrets import Secret, SecretKeys, given_anywhere, missing, source_key
 from bridge.domain import oauth2 as oauth2_rules
 from bridge.domain.feedback import DAYS
+from bridge.domain.reminders import DEFAULT_AFTER_HOURS, DEFAULT_NO_RESPONSE_PHRASES
 from bridge.domain.marketplaces import ATTACHMENT_TYPES, MARKETPLACES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's own; config only names them
 
@@ -261,6 +263,25 @@ def _some_send_day(fb: FeedbackSettings, tbl: Table) -> FeedbackSettings:
 
 
 # --------------------------------------------------------------------------
+# [accounts.reminders]
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ReminderSettings:
+    """``[accounts.reminders]``: reminders to staff about buyer messages still unanswered
+    (bridge.domain.reminders). They only ever write to staff, so they are on by default."""
+
+    after_hours: tuple[int, ...] = field(default=DEFAULT_AFTER_HOURS, metadata=key(
+        Integers("an array of hours such as [12, 20]", 1, 23),
+        "remind staff this many hours after a buyer message that is still unanswered (the marketplace "
+        "counts 24 hours, weekends included); [] turns reminders off"))
+    no_response_phrases: tuple[str, ...] = field(default=DEFAULT_NO_RESPONSE_PHRASES, metadata=key(
+        Strings('an array of phrases such as ["no response needed"]', "a phrase string", checks.no_response_phrase),
+        "a staff reply that says only one of these (case and punctuation ignored) closes the conversation "
+        "without writing to the buyer; [] turns this off"))
+
+
+# --------------------------------------------------------------------------
 # [[accounts]]
 # --------------------------------------------------------------------------
 
@@ -291,6 +312,8 @@ class AccountSettings:
     smtp: SmtpSettings = field(metadata=key(Nested(), "the server that sends as the seller"))
     feedback: FeedbackSettings = field(default=FeedbackSettings(), metadata=key(
         Nested(), "requests for feedback on delivered orders"))
+    reminders: ReminderSettings = field(default=ReminderSettings(), metadata=key(
+        Nested(), "reminders to staff about unanswered buyer messages"))
 
 
 @across_keys(AccountSettings)

@@ -130,20 +130,25 @@ def reference() -> str:
 
 _ACCOUNT = Variable("account", "str", "the account's name in the configuration")
 _TAG = "MB-42"
+# Variables of the same name and meaning in several staff templates.
+_MARKER_VAR = Variable("marker", "str", "the line staff write above; mailbridge cuts their reply there")
+_TAG_VAR = Variable("tag", "str", "the conversation's tag, `MB-<id>`")
+_BUYER_NAME = Variable("buyer_name", "str | None", "the buyer's name, when the marketplace gives it")
+_BUYER_ALIAS = Variable("buyer_alias", "str | None", "the buyer's relay address")
 
 STAFF_NOTIFICATION = TemplateSpec(
     name="staff_notification", audience="staff", where="`bridge/services/inbound.py`",
     purpose="A buyer message (or unclassified mail) forwarded to the support team.",
     variables=(
-        Variable("marker", "str", "the line staff write above; mailbridge cuts their reply there"),
+        _MARKER_VAR,
         Variable("kind", "str", "what the mail is: `buyer`, `other` (unclassified), ..."),
         Variable("flags", "list[str]", "flags raised on the conversation (`A-TO-Z CLAIM`, `UNCLASSIFIED`, ...)"),
-        Variable("tag", "str", "the conversation's tag, `MB-<id>`"),
+        _TAG_VAR,
         Variable("subject", "str", "the mail's subject, `(no subject)` when it has none"),
         Variable("original_subject", "str | None", "the mail's subject as it came"),
         Variable("from_display", "str", "the sender, `Name <address>`"),
-        Variable("buyer_name", "str | None", "the buyer's name, when the marketplace gives it"),
-        Variable("buyer_alias", "str | None", "the buyer's relay address"),
+        _BUYER_NAME,
+        _BUYER_ALIAS,
         Variable("order_id", "str | None", "the order the mail is about"),
         Variable("text", "str", "the buyer's own words (the marketplace's frame cut off)"),
         Variable("marketplace", "str", "the account's marketplace, e.g. `amazon.de`"),
@@ -249,6 +254,62 @@ STAFF_CONFIRMATION = TemplateSpec(
 )
 
 
+RESPONSE_REMINDER = TemplateSpec(
+    name="response_reminder", audience="staff", where="`bridge/services/reminders.py` (`send_due`)",
+    purpose="Reminds staff, in the conversation's thread, of a buyer message still unanswered after one of "
+            "`[accounts.reminders] after_hours`; replying to it answers the buyer.",
+    variables=(
+        _MARKER_VAR,
+        _TAG_VAR,
+        Variable("subject", "str", "the subject of the buyer's newest unanswered message"),
+        _BUYER_NAME,
+        _BUYER_ALIAS,
+        Variable("order_id", "str | None", "the conversation's order"),
+        Variable("text", "str", "the buyer's newest unanswered message, their own words"),
+        Variable("unanswered_messages", "int", "buyer messages since the last answer (at least 1)"),
+        Variable("after_hours", "int", "the threshold this reminder is for, in hours"),
+        Variable("waiting", "str", "how long the buyer has been waiting, `12 h 03 min`"),
+        Variable("time_left", "str", "what is left of the 24 hours: `11 h 57 min left` or `overdue by 5 min`"),
+        Variable("deadline", "str", "when the 24 hours end, `YYYY-MM-DD HH:MM UTC`"),
+        Variable("held_replies", "int", "staff replies held in the outbox (not sent, so not an answer)"),
+        Variable("no_response_phrase", "str | None", "the first of `no_response_phrases` (`None`: that is off)"),
+        _ACCOUNT,
+    ),
+    samples={
+        "en": {"marker": "##- Please type your reply above this line -##", "tag": _TAG,
+               "subject": "Order delivery inquiry from Amazon customer Jane (Order: 111-2223334-4445556)",
+               "buyer_name": "Jane", "buyer_alias": "k3j9x0qma2b7@marketplace.amazon.com",
+               "order_id": "111-2223334-4445556", "text": "Where is my tent?\n\nIt was due on Monday.",
+               "unanswered_messages": 2, "after_hours": 12, "waiting": "12 h 01 min",
+               "time_left": "11 h 59 min left", "deadline": "2026-11-25 09:30 UTC", "held_replies": 1,
+               "no_response_phrase": "no response needed", "account": "acme"},
+        "ja": {"marker": "##- Please type your reply above this line -##", "tag": _TAG, "subject": "お問い合わせ",
+               "buyer_name": None, "buyer_alias": None, "order_id": None, "text": "いつ届きますか？",
+               "unanswered_messages": 1, "after_hours": 20, "waiting": "25 h 00 min",
+               "time_left": "overdue by 1 h 00 min", "deadline": "2026-11-25 09:30 UTC", "held_replies": 0,
+               "no_response_phrase": None, "account": "acme"},
+    },
+)
+
+CONVERSATION_CLOSED = TemplateSpec(
+    name="conversation_closed", audience="staff", where="`bridge/services/reminders.py` (`close_without_answer`)",
+    purpose="Confirms to the staff member who replied only \"no response needed\" that the conversation is "
+            "closed and nothing was sent to the buyer.",
+    variables=(
+        _TAG_VAR,
+        Variable("subject", "str", "the subject of the buyer's thread"),
+        Variable("buyer_name", "str | None", "the buyer's name, when known"),
+        Variable("order_id", "str | None", "the conversation's order"),
+        Variable("staff_text", "str", "what the staff member wrote (one of the phrases)"),
+        Variable("closed", "str", "when it was closed, `YYYY-MM-DD HH:MM UTC`"),
+        _ACCOUNT,
+    ),
+    samples={"en": {"tag": _TAG, "subject": "Order delivery inquiry (Order: 111-2223334-4445556)",
+                    "buyer_name": "Jane", "order_id": "111-2223334-4445556", "staff_text": "No response needed.",
+                    "closed": "2026-11-24 10:02 UTC", "account": "acme"}},
+)
+
+
 def _feedback(buyer_name: str | None, items: list[str], seller: str, language: str) -> dict[str, Any]:
     return {"buyer_name": buyer_name, "order_id": "302-1234567-7654321", "items": items, "seller_name": seller,
             "marketplace": "Amazon", "language": language}
@@ -279,4 +340,5 @@ FEEDBACK_REQUEST = TemplateSpec(
 
 #: Every template mailbridge renders, by name.
 TEMPLATES: Mapping[str, TemplateSpec] = {t.name: t for t in (
-    STAFF_NOTIFICATION, STAFF_ALERT, BUYER_REPLY, REPLY_PROBLEM, STAFF_CONFIRMATION, FEEDBACK_REQUEST)}
+    STAFF_NOTIFICATION, STAFF_ALERT, BUYER_REPLY, REPLY_PROBLEM, STAFF_CONFIRMATION, FEEDBACK_REQUEST,
+    RESPONSE_REMINDER, CONVERSATION_CLOSED)}

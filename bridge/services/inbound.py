@@ -42,7 +42,7 @@ from bridge.domain.prepare import (
     prepare,
     recording,
 )
-from bridge.services import bounce_effects, orders, relay
+from bridge.services import bounce_effects, orders, relay, reminders
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, render
 
@@ -253,6 +253,10 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     if staff_message_id is None:
         return disposition, cls.kind.value, 0, message_row, conversation_id
     _forward_to_staff(conn, acct, mail, cls, flags, rec, conversation, message_row, now)
+    if cls.kind == Kind.BUYER and conversation is not None:
+        # The marketplace's 24 hours run from now on (from when the buyer sent it): remind staff in time.
+        reminders.schedule_for_message(conn, acct, conversation_id=conversation.id, message_row=message_row,
+                                       sent_at=mail.date, now=now)
     return disposition, cls.kind.value, 1, message_row, conversation_id
 
 

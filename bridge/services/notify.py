@@ -39,27 +39,38 @@ def render(conn: Connection, acct: AccountContext, template: str, variables: dic
 
 def queue_staff_mail(conn: Connection, acct: AccountContext, template: str, variables: dict[str, Any],
                      now: datetime, *, purpose: str, to_addr: str | None = None, in_reply_to: str | None = None,
-                     references: tuple[str, ...] = (), conversation_id: int | None = None) -> str:
-    """Render ``template`` and queue it from mailbridge to staff (``to_addr``, else the staff address)."""
+                     references: tuple[str, ...] = (), conversation_id: int | None = None,
+                     reply_to: str | None = None, source_message_id: int | None = None,
+                     dedupe_key: str | None = None, message_id: str | None = None) -> str:
+    """Render ``template`` and queue it from mailbridge to staff (``to_addr``, else the staff address).
+
+    ``reply_to``: where staff replies go (a conversation's signed reply address, so Reply answers the
+    buyer); ``source_message_id``: the recorded message the mail is about (a reply to it quotes that one);
+    ``dedupe_key``: a unique key of the outbox row, so the same mail is never queued twice;
+    ``message_id``: the Message-ID, when the caller fixed it already (else a new one). Returns the Message-ID."""
     rendered = render(conn, acct, template, variables, now)
     return _queue(conn, acct, rendered.subject, rendered.text, now, purpose=purpose, to_addr=to_addr,
-                  in_reply_to=in_reply_to, references=references, conversation_id=conversation_id)
+                  in_reply_to=in_reply_to, references=references, conversation_id=conversation_id,
+                  reply_to=reply_to, source_message_id=source_message_id, dedupe_key=dedupe_key,
+                  message_id=message_id)
 
 
 def _queue(conn: Connection, acct: AccountContext, subject: str, text: str, now: datetime, *, purpose: str,
            to_addr: str | None = None, in_reply_to: str | None = None, references: tuple[str, ...] = (),
-           conversation_id: int | None = None, dedupe_key: str | None = None) -> str:
+           conversation_id: int | None = None, dedupe_key: str | None = None, reply_to: str | None = None,
+           source_message_id: int | None = None, message_id: str | None = None) -> str:
     s = acct.settings
-    message_id = compose.new_message_id(s.seller_address)
+    message_id = message_id or compose.new_message_id(s.seller_address)
     out = compose.build_mail(
         account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,
         date=now, from_name=f"mailbridge ({s.seller_name})", from_addr=s.seller_address,
         to_addr=to_addr or s.staff_address, subject=subject, text=text, in_reply_to=in_reply_to,
-        references=references,
+        references=references, reply_to=reply_to,
     )
     store.enqueue(conn, account=s.name, message_id=out.message_id, purpose=purpose, audience="staff",
                   envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
-                  now=now, conversation_id=conversation_id, dedupe_key=dedupe_key)
+                  now=now, conversation_id=conversation_id, dedupe_key=dedupe_key,
+                  source_message_id=source_message_id)
     return message_id
 
 

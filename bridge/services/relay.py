@@ -31,7 +31,7 @@ from bridge.domain import compose, policy, threads, tokens
 from bridge.domain.classify import Classification
 from bridge.domain.parse import ParsedMail
 from bridge.domain.replies import extract_reply
-from bridge.services import guard
+from bridge.services import guard, reminders
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_mail, render
 
@@ -42,7 +42,7 @@ _QUOTE_PLACEHOLDER = "\x00mailbridge-quoted-buyer-message\x00"
 
 @dataclass(frozen=True)
 class RelayOutcome:
-    action: str          # queued | held | explained | duplicate
+    action: str          # queued | held | explained | duplicate | closed (no response needed)
     reason: str = ""
     outbox_id: int | None = None
 
@@ -119,13 +119,14 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
     if conv is None:
         return _explain(conn, acct, mail, now, "Not sent", "the conversation this reply belongs to does not exist "
                         "(any more) in this seller account.", "reply to a newer notification of that buyer.")
-    if conv.status != "open":
-        return _explain(conn, acct, mail, now, "Not sent", f"conversation MB-{conv.id} is closed.",
-                        "ask an operator to reopen it, or wait for the buyer to write again.")
+    # Before the status check: a "no response needed" ingested again finds its conversation closed by itself.
     dedupe_key = f"relay:{s.name}:{mail.message_id or content_hash}"
     if store.dedupe_key_used(conn, dedupe_key):
         log.info("account %s: staff reply %s already relayed; not again", s.name, mail.message_id)
         return RelayOutcome("duplicate", "already relayed")
+    if conv.status != "open":
+        return _explain(conn, acct, mail, now, "Not sent", f"conversation MB-{conv.id} is closed.",
+                        "ask an operator to reopen it, or wait for the buyer to write again.")
 
     has_plain = mail.has_text_body or not mail.html
     reply = extract_reply(mail.text if has_plain else "", None if has_plain else mail.html)
@@ -133,6 +134,10 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
         return _explain(conn, acct, mail, now, "Not sent",
                         "mailbridge found no new text of yours above the quoted message.",
                         "write your answer above the line \"" + compose.MARKER + "\" and send it again.")
+    if reminders.is_no_response_needed(acct, reply.text):
+        # Never relayed: closes the conversation and stops its reminders; the buyer gets nothing.
+        reminders.close_without_answer(conn, acct, conv, mail, reply.text, dedupe_key, now)
+        return RelayOutcome("closed", "no response needed")
     original = store.buyer_message_to_quote(conn, s.name, conv.id, answered)
     if original is None or not original.buyer_address:
         return _explain(conn, acct, mail, now, "Not sent", f"conversation MB-{conv.id} has no buyer message to "

@@ -6,6 +6,7 @@
 - ``messages``: recorded inbound mail, quarantine, duplicates by content hash
 - ``conversations``: threading, and what the reply relay reads back
 - ``buyers``: buyers, opt-out, Do-Not-Solicit, bounces, account restrictions
+- ``reminders``: response-time reminders (one per buyer message and threshold), the timer's due query
 - ``feedback``: feedback requests (one per order, ever), their claims, and the orders the schedule reads
 - ``outbox``: enqueue, claims, outcomes, crash reconciliation, operator retry/cancel
 - ``orders``: orders and their items, merged from reports and notices; the buyer link
@@ -40,6 +41,7 @@ from bridge.store.conversations import (
     ConversationInfo,
     ConversationRef,
     buyer_message_to_quote,
+    close_conversation,
     conversation_info,
     conversation_of_notification,
     newest_conversation,
@@ -102,6 +104,7 @@ from bridge.store.models import (
     ORDERS,
     OUTBOX,
     QUARANTINE,
+    REMINDER,
 )
 from bridge.store.oauth2_grants import GrantState, grant_state, revoke_grant, rotate_refresh_token, seed_grant
 from bridge.store.orders import (
@@ -134,13 +137,25 @@ from bridge.store.outbox import (
     outbox_known_ids,
     resolve_interrupted,
 )
+from bridge.store.reminders import (
+    REMINDER_STATES,
+    DueReminder,
+    awaiting_answer,
+    clock_running,
+    due_reminders,
+    finish_reminder,
+    reminder_counts,
+    schedule_reminders,
+    stop_reminders,
+    unanswered_since,
+)
 from bridge.store.status import account_status, queued_outbox
 from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM", "ORDERS", "OUTBOX",
-    "QUARANTINE",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM",
+    "ORDERS", "OUTBOX", "QUARANTINE", "REMINDER",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -148,7 +163,7 @@ __all__ = [
     "SeenContent", "insert_message", "insert_quarantine", "quarantined_before", "quarantined_uids", "recorded_uids",
     "set_disposition",
     # conversations
-    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "conversation_info",
+    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "close_conversation", "conversation_info",
     "conversation_of_notification", "newest_conversation", "raise_flags", "thread_message",
     # buyers and account restrictions
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
@@ -166,6 +181,9 @@ __all__ = [
     "mark_not_delivered", "order_record", "orders_since", "orders_to_schedule", "record_external",
     "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
     "sent_between",
+    # response-time reminders
+    "REMINDER_STATES", "DueReminder", "awaiting_answer", "clock_running", "due_reminders", "finish_reminder",
+    "reminder_counts", "schedule_reminders", "stop_reminders", "unanswered_since",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
     # OAuth2 refresh tokens

@@ -75,6 +75,13 @@ def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> Non
     conn.execute(update(CONV).where(CONV.c.id == conversation_id).values(flags=json.dumps(merged)))
 
 
+def close_conversation(conn: Connection, conversation_id: int) -> bool:
+    """Close an open conversation (the buyer's next message opens it again); False when it was not open."""
+    result = conn.execute(update(CONV).where(CONV.c.id == conversation_id, CONV.c.status == "open")
+                          .values(status="closed"))
+    return result.rowcount == 1
+
+
 # --- read back, for the reply relay -------------------------------------------------
 
 @dataclass(frozen=True)
@@ -108,18 +115,18 @@ def newest_conversation(conn: Connection, account: str) -> ConversationInfo | No
 
 
 def conversation_of_notification(conn: Connection, account: str, ids: Iterable[str | None]) -> int | None:
-    """The conversation of the newest staff notification among these Message-IDs.
+    """The conversation of the newest staff notification (or response-time reminder) among these Message-IDs.
 
-    Only a staff notification counts: a reply to a confirmation ("replies are not
-    read") or to a buyer reply (whose Message-ID the buyer has seen, so anyone
-    could cite it) must never become mail to a buyer.
+    Only those count: a reply to a confirmation ("replies are not read") or to a
+    buyer reply (whose Message-ID the buyer has seen, so anyone could cite it)
+    must never become mail to a buyer.
     """
     wanted = [i for i in ids if i]
     if not wanted:
         return None
     row = conn.execute(select(OUTBOX.c.conversation_id).where(
         OUTBOX.c.account == account, OUTBOX.c.message_id.in_(wanted), OUTBOX.c.conversation_id.is_not(None),
-        OUTBOX.c.purpose == "staff_notification")
+        OUTBOX.c.purpose.in_(("staff_notification", "response_reminder")))
         .order_by(OUTBOX.c.id.desc()).limit(1)).first()
     return None if row is None else int(row[0])
 

@@ -317,6 +317,43 @@ class OAuth2Grant(SQLModel, table=True):
     revoked_reason: str | None = None
 
 
+class ResponseReminder(SQLModel, table=True):
+    """One reminder to staff about a buyer message still unanswered: one row per (buyer message, threshold).
+
+    The unique constraint, not the code, keeps a threshold's reminder from going
+    out twice: the row turns ``sent`` in the transaction that queues the mail,
+    across restarts, kill -9 and several daemons. Rows are made when the buyer
+    message is recorded, for the conversation's oldest unanswered message only
+    (bridge.domain.reminders).
+
+    States: ``scheduled`` (waits for ``due_at``) -> ``sent`` (``outbox_message_id``)
+    | ``answered`` (a staff reply went to the buyer first) | ``closed`` (the
+    conversation was closed, e.g. "no response needed") | ``overtaken`` (a later
+    threshold was due as well and was sent instead).
+    """
+
+    __tablename__ = "response_reminder"
+    __table_args__ = (UniqueConstraint("message_row", "after_hours"),
+                      # The timer's query: its work grows with the due rows, not with all rows.
+                      Index("ix_reminder_due", "account", "state", "due_at"),
+                      # `mailbridge status`: the clocks running out soon.
+                      Index("ix_reminder_deadline", "account", "deadline_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    message_row: int = Field(foreign_key="message.id")    # the buyer message the clock runs for
+    after_hours: int
+    started_at: datetime = Field(sa_column=_ts())          # when the buyer sent it: the 24 hours count from here
+    received_at: datetime = Field(sa_column=_ts())         # when mailbridge recorded it: replies after it answer it
+    deadline_at: datetime = Field(sa_column=_ts())         # started_at + 24 hours
+    due_at: datetime = Field(sa_column=_ts())
+    state: str = "scheduled"
+    reason: str | None = None
+    outbox_message_id: str | None = None
+    created_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+
+
 def _table(model: type[SQLModel]) -> Table:
     # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
     table = model.__table__  # type: ignore[attr-defined]
@@ -338,6 +375,7 @@ ORDERS = _table(Order)
 ORDER_ITEM = _table(OrderItem)
 FEEDBACK = _table(FeedbackRequest)
 OAUTH2_GRANT = _table(OAuth2Grant)
+REMINDER = _table(ResponseReminder)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

@@ -1,7 +1,9 @@
-"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine, feedback."""
+"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine, feedback,
+response-time reminders and the buyers waiting for an answer."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select
@@ -10,10 +12,14 @@ from sqlalchemy.engine import Connection
 from bridge.store.feedback import feedback_counts
 from bridge.store.models import BUYER, CONV, MAILBOX, MESSAGE, OUTBOX, QUARANTINE
 from bridge.store.outbox import OUTBOX_STATES
+from bridge.store.reminders import awaiting_answer, reminder_counts
 from bridge.store.times import iso, utc
 
 
-def account_status(conn: Connection, account: str) -> dict[str, Any]:
+def account_status(conn: Connection, account: str, now: datetime | None = None,
+                   overdue_shown_since: datetime | None = None) -> dict[str, Any]:
+    """The report of one account. Given ``now``, also the buyers waiting for an answer (clocks whose 24 hours
+    end after ``overdue_shown_since``, default ``now``), the one closest to its deadline first."""
     def count(table: Table, *cond: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(table.c.account == account, *cond)).scalar_one())
 
@@ -38,6 +44,8 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
         "outbox": outbox,
         "quarantined": count(QUARANTINE, QUARANTINE.c.released_at.is_(None)),
         "feedback": feedback_counts(conn, account),
+        "reminders": reminder_counts(conn, account),
+        "awaiting_answer": [] if now is None else awaiting_answer(conn, account, now, overdue_shown_since or now),
     }
 
 

@@ -1,7 +1,8 @@
 """One account's workers in the running daemon, started and stopped together.
 
 An account runs an ingest thread, an outbox task and (when feedback requests
-are on) a feedback dispatcher the supervisor's timer ticks. Each account has
+or response-time reminders are on) a feedback dispatcher and a reminder timer
+the supervisor's timers tick. Each account has
 its own stop flags, so a reload can stop one account (removed from the
 configuration, or changed) while the others go on: the ingest thread finishes
 the batch in hand, the outbox task the message in hand.
@@ -21,19 +22,22 @@ if TYPE_CHECKING:
     from bridge.services.account import AccountContext
     from bridge.workers.feedback import FeedbackDispatcher
     from bridge.workers.outbox import OutboxWorker
+    from bridge.workers.reminders import ReminderTimer
 
 log = logging.getLogger(__name__)
 
 
 class RunningAccount:
-    """The ingest thread, outbox task and feedback dispatcher of one account."""
+    """The ingest thread, outbox task, feedback dispatcher and reminder timer of one account."""
 
     def __init__(self, acct: "AccountContext", ingest: AccountIngest, outbox: "OutboxWorker",
-                 feedback: "FeedbackDispatcher | None", wake: asyncio.Event) -> None:
+                 feedback: "FeedbackDispatcher | None", wake: asyncio.Event,
+                 reminders: "ReminderTimer | None" = None) -> None:
         self.acct = acct
         self.ingest = ingest
         self.outbox = outbox
         self.feedback = feedback
+        self.reminders = reminders
         self.wake = wake
         self._thread_stop = threading.Event()
         self._task_stop = asyncio.Event()
@@ -49,6 +53,8 @@ class RunningAccount:
         beats = [self.ingest.heartbeat, self.outbox.heartbeat]
         if self.feedback is not None:
             beats.append(self.feedback.heartbeat)
+        if self.reminders is not None:
+            beats.append(self.reminders.heartbeat)
         return beats
 
     def start(self) -> None:

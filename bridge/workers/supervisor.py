@@ -8,6 +8,9 @@
 - Another timer fires the feedback dispatcher of every account with feedback
   requests on (``bridge.workers.feedback``); its durable state is the
   ``feedback_request`` table, and it wakes the account's outbox when it queues.
+- A third timer fires the response-time reminders of every account that has
+  them (``bridge.workers.reminders``); their durable state is the
+  ``response_reminder`` table.
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
@@ -26,7 +29,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -58,6 +61,26 @@ class OnceReport:
     failed: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     feedback: dict[str, int] = field(default_factory=dict)   # feedback requests queued, per account
+    reminders: dict[str, int] = field(default_factory=dict)  # response-time reminders queued, per account
+
+
+class _Ticking(Protocol):
+    acct: AccountContext
+
+    def tick(self) -> object: ...
+
+
+def _tick_each(workers: Callable[[], Sequence[_Ticking]], what: str) -> Callable[[], Awaitable[None]]:
+    """A timer job that ticks each account's worker in a thread, one after the other.
+
+    ``workers`` is asked at every tick: a reload may add or remove accounts."""
+    async def tick_all() -> None:
+        for worker in workers():
+            try:
+                await asyncio.to_thread(worker.tick)
+            except Exception:  # noqa: BLE001 - one account's failure must not stop the others
+                log.exception("account %s: %s failed; trying again next tick", worker.acct.name, what)
+    return tick_all
 
 
 class Daemon:
@@ -146,6 +169,11 @@ class Daemon:
 
                 dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim)
                 report.feedback[acct.name] = (await asyncio.to_thread(dispatcher.tick)).sent
+            if send and acct.settings.reminders.after_hours:
+                from bridge.workers.reminders import ReminderTimer
+
+                timer = ReminderTimer(self.engine, acct, clock=self.clock)
+                report.reminders[acct.name] = (await asyncio.to_thread(timer.tick)).sent
             if send:
                 worker = self._outbox(acct)
                 try:
@@ -163,6 +191,7 @@ class Daemon:
 
     def _start_account(self, acct: AccountContext, loop: asyncio.AbstractEventLoop) -> RunningAccount:
         from bridge.workers.feedback import FeedbackDispatcher
+        from bridge.workers.reminders import ReminderTimer
 
         wake = asyncio.Event()
         ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
@@ -170,7 +199,10 @@ class Daemon:
         feedback = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim,
                                       on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
             if acct.settings.feedback.enabled else None
-        running = RunningAccount(acct, ingest, self._outbox(acct), feedback, wake)
+        reminders = ReminderTimer(self.engine, acct, clock=self.clock,
+                                  on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
+            if acct.settings.reminders.after_hours else None
+        running = RunningAccount(acct, ingest, self._outbox(acct), feedback, wake, reminders)
         running.start()
         return running
 
@@ -181,6 +213,7 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         from bridge.workers.feedback import TICK_SECONDS
+        from bridge.workers.reminders import TICK_SECONDS as REMINDER_TICK_SECONDS
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -214,14 +247,10 @@ class Daemon:
             if self.service.notifier.enabled:
                 self.service.status(await self._status_line())
 
-        async def dispatch_feedback() -> None:
-            for r in list(self.running.values()):
-                if r.feedback is None:
-                    continue
-                try:
-                    await asyncio.to_thread(r.feedback.tick)
-                except Exception:  # noqa: BLE001 - one account's failure must not stop the others
-                    log.exception("account %s: feedback dispatch failed; trying again next tick", r.name)
+        dispatch_feedback = _tick_each(lambda: [r.feedback for r in self.running.values() if r.feedback],
+                                       "feedback dispatch")
+        remind_staff = _tick_each(lambda: [r.reminders for r in self.running.values() if r.reminders],
+                                  "response-time reminders")
 
         scheduler = AsyncIOScheduler(event_loop=loop)
         # misfire_grace_time: APScheduler's default (1 s) silently skips a run the loop was too busy to start.
@@ -230,8 +259,11 @@ class Daemon:
                               misfire_grace_time=30)
         # None: a late tick runs however late it is (never dropped); coalesce: missed ticks run once.
         # The first tick at start: requests that fell due while the daemon was down go out now.
-        # Always scheduled (it does nothing without feedback accounts): a reload may add one.
+        # Always scheduled (they do nothing without feedback or reminder accounts): a reload may add one.
         scheduler.add_job(dispatch_feedback, "interval", seconds=TICK_SECONDS, id="feedback-dispatch",
+                          coalesce=True, max_instances=1, misfire_grace_time=None,
+                          next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(remind_staff, "interval", seconds=REMINDER_TICK_SECONDS, id="response-reminders",
                           coalesce=True, max_instances=1, misfire_grace_time=None,
                           next_run_time=datetime.now(timezone.utc))
         scheduler.start()

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from bridge.domain.feedback import ENDED_STATUSES
 from bridge.domain.orders import OrderFacts
-from bridge.store.models import BUYER, CONV, FEEDBACK, ORDERS, OUTBOX
+from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_DELIVERY, ORDERS, OUTBOX
 from bridge.store.orders import facts_of_rows
 from bridge.store.times import iso, utc
 
@@ -96,7 +96,7 @@ def orders_to_schedule(conn: Connection, account: str, delivered_since: datetime
     Bounded by the window: an order delivered longer ago than the marketplace's
     window can never be asked, so the query never reads the account's whole history.
     """
-    delivery = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_delivery_to, ORDERS.c.estimated_delivery_from)
+    delivery = ORDER_DELIVERY
     has_request = exists().where(FEEDBACK.c.account == ORDERS.c.account, FEEDBACK.c.order_id == ORDERS.c.order_id)
     query = select(ORDERS).where(
         ORDERS.c.account == account, ORDERS.c.status.not_in(ENDED_STATUSES), delivery >= delivered_since,

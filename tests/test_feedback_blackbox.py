@@ -24,52 +24,46 @@ import pytest
 from bridgekit import Clock, parsed, text_of, to_buyers, to_staff
 
 from bridge.cli.command import main
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
 
 ELIGIBLE, OPTED_OUT, CANCELLED, TOO_OLD, TOO_EARLY, UNSHIPPED = (f"111-0000000-000000{n}" for n in range(1, 7))
 ALIAS = {order: f"buyer{order[-1]}x0qma2b7@marketplace.amazon.com" for order in
          (ELIGIBLE, OPTED_OUT, CANCELLED, TOO_OLD, TOO_EARLY, UNSHIPPED)}
 
-SHIPMENTS_HEADER = ("amazon-order-id", "amazon-order-item-id", "purchase-date", "shipment-date", "buyer-email",
-                    "buyer-name", "sku", "product-name", "quantity-shipped", "estimated-arrival-date", "sales-channel")
-ALL_ORDERS_HEADER = ("amazon-order-id", "merchant-order-id", "purchase-date", "last-updated-date", "order-status",
-                     "fulfillment-channel", "sales-channel", "product-name", "sku", "asin", "item-status",
-                     "quantity")
-MERCHANT_HEADER = ("order-id", "order-item-id", "purchase-date", "buyer-email", "buyer-name", "sku", "product-name",
-                   "quantity-purchased", "promise-date", "sales-channel")
 
 
-def _at(clock: Clock, days_ago: float) -> str:
-    return (clock() - timedelta(days=days_ago)).isoformat()
+def _ago(clock: Clock, days: float) -> datetime:
+    return clock() - timedelta(days=days)
 
 
-def _report(path: Path, header: tuple[str, ...], lines: list[tuple[str, ...]]) -> Path:
-    path.write_text("\n".join("\t".join(cells) for cells in [header, *lines]) + "\n")
+def _write(path: Path, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Path:
+    path.write_text(samples.order_report(columns, rows))
     return path
 
 
 def shipments(path: Path, clock: Clock) -> Path:
     """The shipped orders, one item each, arrived ``days`` ago; the eligible order's row is there twice."""
     def row(order: str, days: float) -> tuple[str, ...]:
-        return (order, f"4000000000000{order[-1]}", _at(clock, days + 4), _at(clock, days + 2), ALIAS[order],
-                f"Buyer {order[-1]}", "TENT-2P", "Acme Tent 2P", "1", _at(clock, days), "Amazon.com")
+        return samples.shipment_row(order, buyer=ALIAS[order], buyer_name=f"Buyer {order[-1]}",
+                                    arrived=_ago(clock, days))
     eligible = row(ELIGIBLE, 8)
-    return _report(path, SHIPMENTS_HEADER, [eligible, row(OPTED_OUT, 8), row(CANCELLED, 8), eligible,
-                                            row(TOO_OLD, 40), row(TOO_EARLY, 2)])
+    return _write(path, samples.SHIPMENTS_COLUMNS, [eligible, row(OPTED_OUT, 8), row(CANCELLED, 8), eligible,
+                                                    row(TOO_OLD, 40), row(TOO_EARLY, 2)])
 
 
 def all_orders(path: Path, clock: Clock) -> Path:
     def row(order: str, status: str) -> tuple[str, ...]:
-        return (order, "", _at(clock, 12), _at(clock, 1), status, "Amazon", "Amazon.com", "Acme Tent 2P", "TENT-2P",
-                "B0TENT0001", status, "1")
-    return _report(path, ALL_ORDERS_HEADER, [row(ELIGIBLE, "Shipped - Delivered to Buyer"),
-                                             row(CANCELLED, "Cancelled"), row(UNSHIPPED, "Pending")])
+        return samples.all_orders_row(order, status, purchased=_ago(clock, 12))
+    return _write(path, samples.ALL_ORDERS_COLUMNS, [row(ELIGIBLE, "Shipped - Delivered to Buyer"),
+                                                     row(CANCELLED, "Cancelled"), row(UNSHIPPED, "Pending")])
 
 
 def merchant(path: Path, clock: Clock) -> Path:
     """The unshipped order's buyer and promised date (8 days ago: it would be due, were it delivered)."""
-    return _report(path, MERCHANT_HEADER, [(UNSHIPPED, "50000000000006", _at(clock, 12), ALIAS[UNSHIPPED],
-                                            "Buyer 6", "LAMP-1", "Acme Lamp", "1", _at(clock, 8), "Amazon.com")])
+    columns = ("order-id", "order-item-id", "purchase-date", "buyer-email", "buyer-name", "sku", "product-name",
+               "quantity-purchased", "promise-date", "sales-channel")
+    return _write(path, columns, [(UNSHIPPED, "50000000000006", _ago(clock, 12).isoformat(), ALIAS[UNSHIPPED],
+                                   "Buyer 6", "LAMP-1", "Acme Lamp", "1", _ago(clock, 8).isoformat(), "Amazon.com")])
 
 
 @pytest.fixture
@@ -78,8 +72,7 @@ def config(tmp_path: Path, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
     path.write_text(config_toml(
         database=f"sqlite:///{tmp_path}/mailbridge.db", seller=fresh_mailbox.user, staff=staff.user,
         imap_port=fresh_mailbox.port, smtp_port=smtp_server.port, imap_password=fresh_mailbox.password,
-        sections={"smtp": {"sent_copies": "none"}})
-        + '\n[accounts.feedback]\nenabled = true\nsend_window = "00:00-24:00"\n')
+        sections={"smtp": {"sent_copies": "none"}, "feedback": {"enabled": True, "send_window": "00:00-24:00"}}))
     return path
 
 

@@ -17,7 +17,8 @@ ANY_TIME = SendWindow.parse("00:00-24:00")
 
 def order(**kw: object) -> OrderFacts:
     values: dict[str, object] = dict(order_id="111-2223334-4445556", status="delivered", delivered_at=DELIVERED,
-                                     buyer_alias="k3j9x0qma2b7@marketplace.amazon.com", items=(ItemFacts("1", "TENT-2"),))
+                                     buyer_alias="k3j9x0qma2b7@marketplace.amazon.com",
+                                     items=(ItemFacts("1", "TENT-2"),))
     values.update(kw)
     return OrderFacts(**values)  # type: ignore[arg-type]
 

@@ -177,10 +177,13 @@ def _plans(engine: Engine, run: Callable[[Connection], object]) -> list[str]:
      r"ix_orders_account_delivery \(account=\? AND <expr>>\?\)"),
     (lambda conn: store.claim_due_requests(conn, "acme", "w", NOW, 20),
      r"ix_feedback_due \(account=\? AND state=\? AND due_at<\?\)"),
+    (lambda conn: store.last_buyer_message_at(conn, "acme", ALIAS), r"ix_conversation_buyer \(buyer_id=\?\)"),
+    (lambda conn: store.orders_since(conn, "acme", NOW),
+     r"ix_orders_account_purchased \(account=\? AND purchased_at>\?\)"),
 ])
 def test_the_schedule_and_the_dispatcher_read_by_index(tmp_path: Path, query: Callable[[Connection], object],
                                                        index: str) -> None:
-    """Their work grows with the orders in the window and the due rows, not with all rows."""
+    """Their work grows with the orders in the window, the due rows, the buyer's conversations, not with all."""
     engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
     try:
         insert_order(engine, "111-0000000-0000001", delivered_at=NOW - timedelta(days=3))

@@ -183,11 +183,18 @@ class _LostClaim(Exception):
     """Another dispatcher took the request over: nothing of this transaction may commit."""
 
 
+def recent_orders(conn: Connection, acct: AccountContext, now: datetime) -> int:
+    """The account's orders of the last 30 days: what the default daily cap averages."""
+    return store.orders_since(conn, acct.name, now - timedelta(days=feedback.CAP_AVERAGE_DAYS))
+
+
 def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int, *, worker: str,
-                 stale_after: timedelta = STALE_CLAIM) -> DispatchResult:
+                 stale_after: timedelta = STALE_CLAIM, orders_30_days: int | None = None) -> DispatchResult:
     """Send every due request of the account, ``limit`` claimed at a time; one transaction per request.
 
     Claims another dispatcher has held for ``stale_after`` are its dead predecessor's: released first.
+    ``orders_30_days``: :func:`recent_orders` when the caller counted them lately (it is an average over
+    30 days: counting them at every tick would read every recent order each time); else counted here.
     """
     result = DispatchResult()
     s = acct.settings.feedback
@@ -198,8 +205,9 @@ def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int
             return result
         day_start, day_end = feedback.local_day(now, s.timezone)
         sent_today = store.sent_between(conn, acct.name, day_start, day_end)
-        cap = feedback.daily_cap(s.daily_cap, store.orders_since(
-            conn, acct.name, now - timedelta(days=feedback.CAP_AVERAGE_DAYS)))
+        if orders_30_days is None:
+            orders_30_days = recent_orders(conn, acct, now)
+        cap = feedback.daily_cap(s.daily_cap, orders_30_days)
     while True:
         if sent_today >= cap:
             result.capped = True

@@ -123,8 +123,9 @@ def orders_since(conn: Connection, account: str, since: datetime) -> int:
 
 def last_buyer_message_at(conn: Connection, account: str, alias: str) -> datetime | None:
     """When the buyer last wrote to the account (any conversation)."""
-    return utc(conn.execute(select(func.max(CONV.c.last_message_at)).join(BUYER, CONV.c.buyer_id == BUYER.c.id)
-                            .where(CONV.c.account == account, BUYER.c.alias == alias)).scalar())
+    # The buyer first, then their conversations (ix_conversation_buyer): never the account's all.
+    buyer = select(BUYER.c.id).where(BUYER.c.account == account, BUYER.c.alias == alias).scalar_subquery()
+    return utc(conn.execute(select(func.max(CONV.c.last_message_at)).where(CONV.c.buyer_id == buyer)).scalar())
 
 
 # --- scheduling ---------------------------------------------------------------------------------

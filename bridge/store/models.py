@@ -69,7 +69,9 @@ class Buyer(SQLModel, table=True):
 
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversation"
-    __table_args__ = (UniqueConstraint("account", "key"),)
+    __table_args__ = (UniqueConstraint("account", "key"),
+                      # When a buyer last wrote (the feedback rules ask it for each request sent).
+                      Index("ix_conversation_buyer", "buyer_id", "last_message_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str
     key: str                  # threads.conversation_key(alias, order_id)
@@ -226,7 +228,9 @@ class Order(SQLModel, table=True):
 
     __tablename__ = "orders"   # ORDER is an SQL keyword
     __table_args__ = (UniqueConstraint("account", "order_id"),
-                      Index("ix_orders_account_buyer", "account", "buyer_alias"))
+                      Index("ix_orders_account_buyer", "account", "buyer_alias"),
+                      # The feedback daily cap's average: orders purchased in the last 30 days.
+                      Index("ix_orders_account_purchased", "account", "purchased_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str
     order_id: str                              # 123-1234567-1234567
@@ -335,4 +339,4 @@ ORDER_DELIVERY = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_deliver
 Index("ix_orders_account_delivery", ORDERS.c.account, ORDER_DELIVERY)
 
 #: Tables that gained an index after a database was first made with them: ``init_schema`` makes the missing ones.
-INDEXED_LATER = ("orders",)
+INDEXED_LATER = ("orders", "conversation")

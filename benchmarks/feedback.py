@@ -17,8 +17,20 @@ Each runs in its own child process, so start-up and peak memory are counted
 alike. It prints rows per second for both, their ratio (b/a; target >= 0.5) and
 the peak RSS of (b).
 
-    python benchmarks/feedback.py                 # 100,000 rows, 3 rounds
-    python benchmarks/feedback.py -n 20000 --rounds 1
+Dispatcher part: two fresh databases are filled (by the benchmark's own
+executemany INSERTs) with 10,000 and 1,000,000 orders and scheduled feedback
+requests, 100 of them due at each measured tick. A child process runs
+``FeedbackDispatcher.tick()`` (claim, check every rule again, render, guard,
+queue in the outbox: one transaction per request) once to warm up, then five
+times, each with the next 100 due; tick times exclude start-up. It prints the
+median tick per size, their ratio (big/small; target <= 1.5, the work grows with
+the due rows, not with all rows), the ten-minute scheduling pass (which reads
+every order in the marketplace's window: shown, not part of the ratio) and the
+child's peak RSS.
+
+    python benchmarks/feedback.py                 # 100,000 rows, 3 rounds; ticks among 10,000 and 1,000,000
+    python benchmarks/feedback.py -n 20000 --rounds 1 --scheduled 1000 20000 --ticks 2    # a quick look
+    python benchmarks/feedback.py --only dispatcher
 """
 
 from __future__ import annotations

@@ -242,3 +242,24 @@ def test_hard_and_soft() -> None:
     soft = BounceReport(BounceKind.RESTRICTED, False)
     assert hard.is_hard() and not hard.is_soft()
     assert soft.is_soft() and not soft.is_hard()
+
+
+@pytest.mark.parametrize(("status", "diagnostic", "permanent"), [
+    ("5.7.1", "smtp; 550 5.7.1 Relaying denied", True),
+    ("5.5.0", "smtp; 550 5.5.0 Requested action not taken", True),
+    ("4.7.0", "smtp; 421 4.7.0 Try again later", False),
+    ("4.4.7", "Reason 1 (Unable-To-Transfer)", False),
+    ("5.0.0 (permanent failure)", "", True),
+])
+def test_rfc3463_first_digit_decides_the_class(status: str, diagnostic: str, permanent: bool) -> None:
+    """Whatever the Action says, a 5.x.x status is permanent and a 4.x.x one temporary (RFC 3463)."""
+    raw = ("From: MAILER-DAEMON@mx.example\nTo: seller@acme.example\nSubject: Delivery Status Notification\n"
+           "Message-ID: <d@mx.example>\nMIME-Version: 1.0\n"
+           "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+           "--b\nContent-Type: text/plain\n\nDelivery failed.\n"
+           "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+           f"Final-Recipient: rfc822; someone@example.org\nAction: failed\nStatus: {status}\n"
+           f"Diagnostic-Code: {diagnostic or 'smtp; see status'}\n--b--\n").encode()
+    report = analyse(raw)
+    assert report is not None and [r.permanent for r in report.recipients] == [permanent]
+    assert report.permanent is permanent

@@ -64,7 +64,7 @@ def read_file(path: Path) -> str:
 
 def valid() -> dict[str, Any]:
     return {
-        "daemon": {"templates": "/srv/templates", "log_level": "INFO"},
+        "daemon": {"templates": "/srv/templates", "log_level": "INFO", "log_format": "json"},
         "database": {"url": "sqlite:////var/lib/mailbridge/mailbridge.db"},
         "security": {"secret_file": "/run/secrets/token"},
         "outbox": {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600,
@@ -346,6 +346,7 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("security secret file missing", put("security.secret_file", "/run/secrets/gone"), "security.secret_file: cannot read /run/secrets/gone: No such file or directory"),
     # daemon
     ("log level unknown", put("daemon.log_level", "VERBOSE"), 'daemon.log_level: got "VERBOSE"; expected one of DEBUG, INFO, WARNING, ERROR'),
+    ("log format unknown", put("daemon.log_format", "xml"), 'daemon.log_format: got "xml"; expected one of "text", "json"'),
     ("templates empty", put("daemon.templates", ""), "daemon.templates: is empty"),
     ("templates not a string", put("daemon.templates", ["a"]), "daemon.templates: expected a string, got an array"),
     # database
@@ -814,9 +815,9 @@ def test_example_config_parses() -> None:
     import tomllib
     settings = parse_settings(tomllib.loads(EXAMPLE.read_text()), EXAMPLE, EXAMPLE_ENV, _example_secret)
     assert [(a.name, a.marketplace) for a in settings.accounts] == [
-        ("acme-us", "amazon.com"), ("bergwerk-de", "amazon.de"),
+        ("acme-us", "amazon.com"), ("bergwerk-de", "amazon.de"), ("gipfel-uk", "amazon.co.uk"),
     ]
-    us, de = settings.accounts
+    us, de, _uk = settings.accounts
     assert us.imap.password.reveal() == "pw-for-imap-acme-us"
     assert us.smtp.password.reveal() == "pw-for-smtp-acme-us"
     assert de.smtp.password == de.imap.password == Secret("bergwerk-pw", "env:BERGWERK_IMAP_PASSWORD")
@@ -836,7 +837,7 @@ def _example_sections() -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {"": []}
     current = ""
     for line in EXAMPLE.read_text().splitlines():
-        header = re.fullmatch(r"\[\[?([a-z_.]+)\]\]?\s*", line)
+        header = re.fullmatch(r"\[\[?([a-z0-9_.]+)\]\]?\s*", line)
         if header:
             current = header.group(1)
             sections.setdefault(current, [])
@@ -852,6 +853,7 @@ def _assignment(key: str) -> re.Pattern[str]:
 FIELD_KEYS = {
     ("Settings", "templates_dir"): ("daemon", "templates"),
     ("Settings", "log_level"): ("daemon", "log_level"),
+    ("Settings", "log_format"): ("daemon", "log_format"),
     ("ImapSettings", "password"): ("accounts.imap", "password_file", "password_env", "password"),
     ("SmtpSettings", "password"): ("accounts.smtp", "password_file", "password_env", "password"),
     ("SecuritySettings", "secret"): ("security", "secret_file", "secret_env", "secret"),

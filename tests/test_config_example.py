@@ -22,7 +22,7 @@ from bridge.config.reading import Declared, Modes, declared_keys
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "mailbridge.example.toml"
 
 ASSIGNMENT = re.compile(r"^(?:# ?)?([a-z_]+) = ")
-HEADER = re.compile(r"^\[\[?([a-z_.]+)\]\]?\s*$")
+HEADER = re.compile(r"^\[\[?([a-z0-9_.]+)\]\]?\s*$")
 
 #: Every key declaration, with its table; sub-tables are checked as tables, not keys.
 KEYS = [(table, decl) for table, decl in declared_keys(Settings) if decl.key.reader.table_class(decl) is None]
@@ -133,6 +133,12 @@ def test_the_example_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
         settings = load_settings(EXAMPLE, environ)
     assert caplog.records == []                    # nothing retired in it either
     assert settings.templates_dir is None          # the shipped templates
-    us, de = settings.accounts
+    us, de, uk = settings.accounts
     assert us.imap.password == Secret("pw-imap-acme-us", f"file:{tmp_path / 'imap-acme-us'}")
     assert de.smtp.password == Secret("bergwerk-pw", "env:BERGWERK_IMAP_PASSWORD")
+    # Microsoft 365 over OAuth2: the provider's endpoint for the tenant; a send-only client for SMTP.
+    assert uk.imap.auth == uk.smtp.auth == "oauth2"
+    assert uk.imap.oauth2 is not None and uk.smtp.oauth2 is not None
+    assert uk.imap.oauth2.token_url == "https://login.microsoftonline.com/gipfel.onmicrosoft.com/oauth2/v2.0/token"
+    assert "https://outlook.office.com/IMAP.AccessAsUser.All" in uk.imap.oauth2.scopes
+    assert uk.smtp.oauth2.client_id != uk.imap.oauth2.client_id

@@ -145,8 +145,11 @@ def test_subject_decoding(header: str, subject: str) -> None:
     ('From: "=?utf-8?q?J=C3=BCrgen?= - Amazon Marketplace" <j@example.org>', "j@example.org",
      "Jürgen - Amazon Marketplace"),
     ("From: j@example.org (Jo Comment)", "j@example.org", "Jo Comment"),
-    ("From: MAILER-DAEMON", "mailer-daemon", ""),
-    ("From: <<<garbage>>>", "garbage", ""),  # tolerated like a bare "MAILER-DAEMON"
+    ("From: MAILER-DAEMON", "", ""),          # no "@": never an address (bounce_signals reads from_header)
+    ("From: <<<garbage>>>", "", ""),
+    ("From: =?iso-8859-1?Q?B=FCrling,=20Andreas?= <smith@example.com>", "smith@example.com", "Bürling, Andreas"),
+    ("From: MAILER-DAEMON (Mail Delivery System) <postmaster@example.com>", "postmaster@example.com",
+     "MAILER-DAEMON"),
     ("From: <<<not an address>>>", "", ""),
     ("From: ", "", ""),
     ("From: \"Zo\udcc3\udcab\" <z@example.org>", "z@example.org", "Zoë"),
@@ -215,8 +218,8 @@ def _body(content_type: str, body: bytes, cte: str | None = None) -> ParsedMail:
     ("text/plain; charset=iso-8859-1", "Grüße".encode("latin-1"), "8bit", "Grüße", None),
     ("text/plain; charset=iso-8859-1", b"price \x80 5", "8bit", "price € 5", None),  # read as windows-1252
     ("text/plain; charset=us-ascii", "Grüße".encode(), "8bit", "Grüße", "text is not valid us-ascii"),
-    ("text/plain", "Grüße".encode(), None, "Grüße", "text is not valid us-ascii"),
-    ("text/plain; charset=utf-8", b"Gr\xfc\xdfe", "8bit", "Grüße", "read as Latin-1"),
+    ("text/plain", "Grüße".encode(), None, "Grüße", "no charset declared and not ASCII; read as utf-8"),
+    ("text/plain; charset=utf-8", b"Gr\xfc\xdfe", "8bit", "Grüße", "read as utf-8+cp1252"),
     ("text/plain; charset=x-unknown", "Grüße".encode(), "8bit", "Grüße", "unknown charset 'x-unknown'"),
     ("text/plain; charset=rot13", b"uryyb", "8bit", "uryyb", "unknown charset 'rot13'"),
     ('text/plain; charset="utf-8', "ok ✓".encode(), "8bit", "ok ✓", None),
@@ -313,6 +316,46 @@ def test_unparseable(raw: bytes) -> None:
 def test_tolerated_oddities(raw: bytes) -> None:
     mail = parse_mail(raw)
     assert mail.size == len(raw)
+
+
+# Broken mail real mailers write (shapes taken from Zammad's corpus, our own bytes).
+BROKEN = [
+    # (name, raw, from_addr, subject, a defect that says what was mended)
+    ("a client's separator above the saved message",
+     b"---- Original email message ----\nFrom: anna@example.cz\nSubject: Contact form\n\nHello\n",
+     "anna@example.cz", "Contact form", "separator line above the header block"),
+    ("continuation lines without indentation",
+     b"Received: from a.example by b.example with SMTP;\nby c.example with ESMTP; 5 Apr 2017 07:45:31 -0000\n"
+     b"X-Tracker: H4sIAAAAAAAAA+NgFlrIKsWRWlGSWpSXmKPExsWi75nTrTtrwZM\n"
+     b"Ig5drOCwmrVzP5sDoseXbDeYAxijWzLyk/IoE1owFz6ezFkxKrWjafpWpgfFOchcjF4eQwDZG\n"
+     b"X-Other: 1\nFrom: Karoline <k@example.com>\nSubject: AW: Business\n\nText\n",
+     "k@example.com", "AW: Business", "without indentation"),
+    ("a garbled first From, a good second one",
+     b"From: [??????]\nFrom: =?utf-8?B?6YO955C5?= <x@example.cn>\nSubject: s\n\nbody\n",
+     "x@example.cn", "s", "is not an address"),
+    ("raw Shift_JIS Subject, ISO-2022-JP body",
+     b"From: a@example.jp\nSubject: \x83c\x81[\x83\x8b\nContent-Type: text/plain; charset=iso-2022-jp\n\n"
+     + "ツール".encode("iso2022_jp") + b"\n", "a@example.jp", "ツール", "declared elsewhere in the message"),
+    ("raw GB2312 Subject, a GB2312 part",
+     b"From: a@example.cn\nSubject: " + "转发：整体提升".encode("gb2312")
+     + b"\nContent-Type: text/plain; charset=gb2312\n\n" + "你好".encode("gb2312") + b"\n",
+     "a@example.cn", "转发：整体提升", "declared elsewhere in the message"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "from_addr", "subject", "defect"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_mail_is_read_and_says_how(name: str, raw: bytes, from_addr: str, subject: str, defect: str) -> None:
+    mail = parse_mail(raw)
+    assert (mail.from_addr, mail.subject) == (from_addr, subject)
+    assert any(defect in d for d in mail.defects), mail.defects
+
+
+def test_a_body_without_the_blank_line_stays_the_body() -> None:
+    """Only lines followed by fields that mail software writes are taken for continuations:
+    a body quoting a From/To/Subject block stays the body."""
+    mail = parse_mail(b"From: a@example.org\nSubject: hi\nThanks for the order\nFrom: b@example.org\n"
+                      b"Subject: earlier\n\nmore\n")
+    assert mail.subject == "hi" and "Thanks for the order" in mail.text
 
 
 def _mutate(rng: random.Random, data: bytes) -> bytes:

@@ -275,3 +275,24 @@ def test_attachment_refused_by_the_policy_alone_is_held_and_explained(flow: Flow
     (row,) = [r for r in rows(flow.daemon.engine, store.OUTBOX) if r.purpose == "buyer_reply"]
     assert row.state == "held"
     assert any(str(parsed(r.data)["Subject"]).startswith("Held") for r in to_staff(flow.smtp, flow.staff))
+
+
+def test_an_outlook_contact_signature_is_cut_and_staff_told(flow: Flow) -> None:
+    """Issue 11: the reply reaches the buyer once, without the signature's contact lines;
+    the staff's confirmation lists them. Contact details typed into the answer still block."""
+    flow.reply("Hi Jane, the footprint is included.\n\nBest regards,\nSam Patel | Acme Outdoor Support\n"
+               "Tel +1 206 555 0100 | www.acme-outdoor.example\n")
+    flow.run()
+    (sent,) = to_buyers(flow.smtp)
+    text = text_of(sent.data)
+    assert "the footprint is included" in text and "Sam Patel" in text
+    assert "555 0100" not in text and "acme-outdoor.example" not in text
+    (confirmation,) = [r for r in to_staff(flow.smtp, flow.staff) if "Sent to the buyer" in str(parsed(r.data)["Subject"])]
+    assert "Tel +1 206 555 0100 | www.acme-outdoor.example" in text_of(confirmation.data)
+
+
+def test_contact_details_in_the_answer_itself_still_block(flow: Flow) -> None:
+    flow.reply("Hi Jane, call me at +1 206 555 0100 about the footprint.\n\nBest regards,\nSam\n")
+    flow.run()
+    assert to_buyers(flow.smtp) == []
+    assert any(str(parsed(r.data)["Subject"]).startswith("Blocked") for r in to_staff(flow.smtp, flow.staff))

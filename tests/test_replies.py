@@ -86,7 +86,7 @@ CORPUS: dict[str, tuple[str, bool]] = {
     "marker_split_decoration": ("marker", False),
     # languages no rule of ours names: the library, then the generic attribution
     "library_sv_gmail": ("mailparser_reply", False),
-    "library_sv_outlook": ("mailparser_reply", False),
+    "library_sv_outlook": ("outlook_header_block", False),   # Swedish is ours now; the library agrees
     "attribution_nl_gmail": ("attribution", False),
     "attribution_pt_gmail_no_marker": ("attribution", False),
     # no quote at all
@@ -241,6 +241,24 @@ def test_marker_below_quote_header_and_quoted_is_cut_at_the_header() -> None:
     ("Da: Acme\nInviato: lunedì\nA: Anna\nOggetto: x", "outlook_header_block"),
     ("差出人: Acme\n送信日時: 2026年11月23日 14:02\n宛先: Anna\n件名: x", "outlook_header_block"),
     ("差出人： Acme\n送信日時： 2026年11月23日 14:02\n宛先： Anna\n件名： x", "outlook_header_block"),
+    # Outlook in more of the marketplaces' languages.
+    ("Fra: Acme\nSendt: 23. november 2026 14:02\nTil: Anna\nEmne: x", "outlook_header_block"),          # da, no
+    ("Från: Acme\nSkickat: den 23 november 2026 14:02\nTill: Anna\nÄmne: x", "outlook_header_block"),  # sv
+    ("Van: Acme\nVerzonden: maandag 23 november 2026 14:02\nAan: Anna\nOnderwerp: x", "outlook_header_block"),
+    ("Od: Acme\nWysłano: poniedziałek, 23 listopada 2026 14:02\nDo: Anna\nTemat: x", "outlook_header_block"),
+    ("De: Acme\nEnviada em: segunda-feira, 23 de novembro de 2026 14:02\nPara: Anna\nAssunto: x",
+     "outlook_header_block"),
+    ("Kimden: Acme\nGönderildi: 23 Kasım 2026 Pazartesi 14:02\nKime: Anna\nKonu: x", "outlook_header_block"),
+    ("От: Acme\nОтправлено: 23 ноября 2026 г. 14:02\nКому: Anna\nТема: x", "outlook_header_block"),
+    ("发件人: Acme\n发送时间: 2026年11月23日 14:02\n收件人: Anna\n主题: x", "outlook_header_block"),
+    ("寄件者: Acme\n寄件日期: 2026年11月23日 14:02\n收件者: Anna\n主旨: x", "outlook_header_block"),
+    ("-----Opprinnelig melding-----", "original_message"),
+    ("-----Wiadomość oryginalna-----", "original_message"),
+    ("-----Mensagem original-----", "original_message"),
+    ("-----Özgün İleti-----", "original_message"),
+    ("-----Исходное сообщение-----", "original_message"),
+    ("------------------ 原始邮件 ------------------", "original_message"),
+    ("---- Original email message ----", "original_message"),
 ], ids=lambda s: repr(s)[:50] if isinstance(s, str) else None)
 def test_quote_headers(header: str, rule: str) -> None:
     result = extract_reply(f"Shipped today.\n\n{header}\n{QUOTED_BUYER}")
@@ -376,11 +394,19 @@ def test_html_conversion(html: str, expected: str) -> None:
     ('<div id="divRplyFwdMsg" dir="ltr">', "html_outlook_reply"),
     ('<div id="appendonsend"></div>', "html_outlook_reply"),
     ('<div class="yahoo_quoted" id="yahoo_quoted_123">', "html_yahoo_quote"),
+    ('<hr id="stopSpelling"><div>Date: Mon, 23 Nov 2026<br>From: jane@example.com<br>To: acme</div>',
+     "html_outlook_reply"),
+    ('<hr style="display:inline-block;width:98%" tabindex="-1">', "html_outlook_reply"),
 ])
 def test_html_quote_containers_cut_everything_after(container: str, rule: str) -> None:
     html = f"<div>Answer</div>{container}<div>quoted</div></div><div>{MARKER}</div>trailing"
     result = extract_reply("", html)
     assert (result.text, result.cut_at) == ("Answer", rule)
+
+
+def test_a_rule_the_staff_member_drew_is_not_a_quote() -> None:
+    result = extract_reply("", "<div>Shipped today.</div><hr><div>Tracking follows tomorrow.</div>")
+    assert result.text == "Shipped today.\nTracking follows tomorrow."
 
 
 # --------------------------------------------------------------------------
@@ -693,3 +719,31 @@ def test_library_wrong_strips_indentation() -> None:
     latest, _ = _library("Steps:\n  1. pack\n  2. ship")
     assert latest == "Steps:\n1. pack\n2. ship"
     assert extract_reply("Steps:\n  1. pack\n  2. ship").text == "Steps:\n  1. pack\n  2. ship"
+
+
+@pytest.mark.parametrize(("text", "kept_end", "removed"), [
+    ("Shipped.\n\nBest regards,\nSam Patel | Acme Outdoor Support\nTel +1 206 555 0100 | www.acme-outdoor.example",
+     "Best regards,\nSam Patel | Acme Outdoor Support", ("Tel +1 206 555 0100 | www.acme-outdoor.example",)),
+    ("Ist unterwegs.\n\nMit freundlichen Grüßen\nAnna Berg\nKundenservice\nTelefon: +49 30 1234567\nwww.acme.example",
+     "Mit freundlichen Grüßen\nAnna Berg", ("Kundenservice", "Telefon: +49 30 1234567", "www.acme.example")),
+    ("C'est parti.\n\nCordialement,\nMarie Dubois\nService client - Acme\n+33 1 23 45 67 89",
+     "Cordialement,\nMarie Dubois", ("Service client - Acme", "+33 1 23 45 67 89")),
+    ("Enviado hoy.\n\nSaludos,\nLucía\nhttps://acme.example/soporte",
+     "Saludos,\nLucía", ("https://acme.example/soporte",)),
+    ("Thanks, Sam\nsupport@acme.example", "Thanks, Sam", ("support@acme.example",)),
+    ("発送しました。\n\nよろしくお願いします。\n山田\n電話 03-1234-5678", "よろしくお願いします。\n山田", ("電話 03-1234-5678",)),
+])
+def test_contact_signatures_without_a_delimiter_are_cut(text: str, kept_end: str, removed: tuple[str, ...]) -> None:
+    result = extract_reply(text)
+    assert result.text.endswith(kept_end) and result.removed_lines == removed
+    assert "contact_signature" in result.hits
+
+
+@pytest.mark.parametrize("text", [
+    "Call us at +1 206 555 0100 for the spare part.\n\nBest regards,\nSam",     # the answer itself: the guard decides
+    "Thanks\n\nOur website www.acme.example has the manual.",                     # a sentence, not a signature
+    "Best regards,\nSam",                                                         # nothing to cut
+])
+def test_contact_details_that_are_not_a_signature_stay(text: str) -> None:
+    result = extract_reply(text)
+    assert result.removed_lines == () and result.text == text

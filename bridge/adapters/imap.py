@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from bridge.adapters.oauth2 import TokenProvider, TokenUnavailable
 from bridge.config import ImapSettings
 from bridge.domain.prepare import FetchedMail
 
@@ -30,11 +31,13 @@ IDLE_REISSUE_SECONDS = 25 * 60
 
 
 class ImapError(Exception):
-    """An IMAP operation failed. ``permanent`` errors (bad login, missing folder) need an operator."""
+    """An IMAP operation failed. ``permanent`` errors (bad login, missing folder) need an operator;
+    ``revoked``: the account's OAuth2 grant was revoked and it waits for a new authorization."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, revoked: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.revoked = revoked
 
 
 class ConnectionLost(ImapError):
@@ -60,8 +63,8 @@ def tls_context(settings: ImapSettings) -> ssl.SSLContext | None:
     return ssl.create_default_context() if settings.security != "none" else None
 
 
-def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
-    """Connect (TLS by default, certificate verified) and log in."""
+def connect(settings: ImapSettings) -> imapclient.IMAPClient:
+    """Connect (TLS by default, certificate verified), not yet logged in."""
     context = tls_context(settings)
     try:
         if settings.security == "tls":
@@ -74,6 +77,12 @@ def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
                 client.starttls(context)
     except (OSError, IMAPClientError) as exc:
         raise ConnectionLost(f"cannot connect to IMAP server {settings.host}:{settings.port}: {exc}") from exc
+    return client
+
+
+def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
+    """Connect and log in with the password."""
+    client = connect(settings)
     try:
         client.login(settings.username, settings.password.reveal())
     except LoginError as exc:
@@ -85,6 +94,45 @@ def default_client(settings: ImapSettings) -> imapclient.IMAPClient:
         _quiet_logout(client)
         raise ConnectionLost(f"IMAP login at {settings.host} failed: {exc}") from exc
     return client
+
+
+def oauth2_client(tokens: TokenProvider) -> ClientFactory:
+    """A factory that logs in with SASL XOAUTH2 (imapclient's ``oauth2_login``) and ``tokens``' access token.
+
+    A refused token is replaced by a freshly refreshed one once (it may have been revoked
+    early, or the server's clock is ahead); refused again, the login is a permanent error.
+    """
+    def connect_and_login(settings: ImapSettings) -> imapclient.IMAPClient:
+        client = connect(settings)
+        try:
+            _xoauth2_login(client, settings, tokens)
+        except BaseException:
+            _quiet_logout(client)
+            raise
+        return client
+
+    return connect_and_login
+
+
+def _xoauth2_login(client: imapclient.IMAPClient, settings: ImapSettings, tokens: TokenProvider) -> None:
+    for fresh in (False, True):
+        try:
+            token = tokens(fresh)
+        except TokenUnavailable as exc:
+            if exc.permanent:
+                raise ImapError(str(exc), permanent=True, revoked=exc.revoked) from None
+            raise ConnectionLost(str(exc)) from None      # the token endpoint is down: retried with backoff
+        try:
+            client.oauth2_login(settings.username, token)
+            return
+        except LoginError as exc:
+            if fresh:
+                raise ImapError(
+                    f"IMAP login (XOAUTH2) as {settings.username} at {settings.host} was refused even with a "
+                    f"freshly refreshed access token: {_text(exc)}; check the username, that the app registration "
+                    "has the IMAP scope and that IMAP is enabled for the mailbox", permanent=True) from None
+        except (OSError, IMAPClientError) as exc:
+            raise ConnectionLost(f"IMAP login at {settings.host} failed: {exc}") from exc
 
 
 def _text(exc: BaseException) -> str:

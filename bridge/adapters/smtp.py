@@ -7,11 +7,13 @@ over, so the server may have accepted it: resending could duplicate).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 
 import aiosmtplib
 
+from bridge.adapters.oauth2 import TokenProvider, TokenUnavailable
 from bridge.config import SmtpSettings
 
 log = logging.getLogger(__name__)
@@ -19,22 +21,26 @@ log = logging.getLogger(__name__)
 
 class SendError(Exception):
     """A send failed. ``connection``: the session itself failed (connect, TLS, login),
-    so the failure says nothing about the message and must not use up its attempts."""
+    so the failure says nothing about the message and must not use up its attempts.
+    ``revoked``: the account's OAuth2 grant was revoked; nothing can be sent until it is
+    authorized again (already logged once, as an error, where it was found)."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False,
-                 connection: bool = False) -> None:
+                 connection: bool = False, revoked: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.ambiguous = ambiguous
         self.connection = connection
+        self.revoked = revoked
 
 
 class SmtpConnection:
     """Reuses one authenticated connection for consecutive sends; reconnects when it drops."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, tokens: TokenProvider | None = None) -> None:
         self.settings = settings
+        self.tokens = tokens          # access tokens, for auth = "oauth2"
         self._client: aiosmtplib.SMTP | None = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -50,12 +56,16 @@ class SmtpConnection:
         try:
             await client.connect()
             if s.username:
-                await client.login(s.username, s.password.reveal())
+                await self._login(client)
+        except TokenUnavailable as exc:
+            await _close(client)
+            raise SendError(str(exc), permanent=exc.permanent, connection=True, revoked=exc.revoked) from None
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _close(client)
+            what = ("that the app registration has the SMTP send scope and that authenticated SMTP is enabled for "
+                    "the mailbox" if s.auth == "oauth2" else "the account's [smtp] username and password_file")
             raise SendError(f"SMTP login as {s.username} at {s.host} was refused ({exc.code} {exc.message}); "
-                            "check the account's [smtp] username and password_file", permanent=True,
-                            code=exc.code, connection=True) from exc
+                            f"check {what}", permanent=True, code=exc.code, connection=True) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await _close(client)
             raise SendError(f"SMTP server {s.host} refused the session: {exc.code} {exc.message}",
@@ -65,6 +75,26 @@ class SmtpConnection:
             raise SendError(f"cannot connect to SMTP server {s.host}:{s.port}: {exc}", permanent=False,
                             connection=True) from exc
         return client
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
+        """Log in: the password, or AUTH XOAUTH2 with an access token (a refused token is replaced by
+        a freshly refreshed one once, as for IMAP)."""
+        s = self.settings
+        if s.auth != "oauth2":
+            await client.login(s.username, s.password.reveal())
+            return
+        if self.tokens is None:
+            raise TokenUnavailable(f"SMTP auth = \"oauth2\" for {s.username} but no access tokens were given "
+                                   "to the connection (a bug)", permanent=True)
+        for fresh in (False, True):
+            # The token source may call the token endpoint (blocking): not on the event loop.
+            token = await asyncio.to_thread(self.tokens, fresh)
+            try:
+                await client.auth_xoauth2(s.username, token)
+                return
+            except aiosmtplib.SMTPAuthenticationError:
+                if fresh:
+                    raise
 
     async def check_login(self) -> None:
         """Connect and log in as a send would, then close (``check-config --connect``); raises SendError."""

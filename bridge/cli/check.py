@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bridge.adapters.imap import ImapError, MailboxSession
+from bridge.adapters.imap import ClientFactory, ImapError, MailboxSession, default_client
 from bridge.adapters.smtp import SendError, SmtpConnection
 from bridge.cli.settings import load
-from bridge.config import AccountSettings
+from bridge.config import AccountSettings, ImapSettings, SmtpSettings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,20 +16,36 @@ def run(args: argparse.Namespace) -> int:
     print(f"{settings.path}: OK, {len(settings.accounts)} account(s)")
     for a in settings.accounts:
         print(f"  {a.name}: {a.marketplace}, seller {a.seller_address}, staff {a.staff_address}, "
-              f"IMAP {a.imap.host}:{a.imap.port} ({a.imap.security}), SMTP {a.smtp.host}:{a.smtp.port} "
-              f"({a.smtp.security})")
+              f"IMAP {a.imap.host}:{a.imap.port} ({a.imap.security}{_auth(a.imap)}), "
+              f"SMTP {a.smtp.host}:{a.smtp.port} ({a.smtp.security}{_auth(a.smtp)})")
     if not args.connect:
         return 0
     failures = 0
-    for a in settings.accounts:
-        failures += not _imap_login(a)
-        failures += not _smtp_login(a)
+    if not any("oauth2" in (a.imap.auth, a.smtp.auth) for a in settings.accounts):
+        for a in settings.accounts:
+            failures += not _imap_login(a, default_client)
+            failures += not _smtp_login(a, SmtpConnection(a.smtp))
+        return 1 if failures else 0
+    # The daemon's own wiring: OAuth2 logins read (and rotate) the refresh token kept in the
+    # database, and a revoked grant is recorded and reported to staff as the daemon would.
+    from bridge.workers.supervisor import Daemon
+
+    daemon = Daemon(settings, clock=args.clock)
+    for acct in daemon.accounts:
+        failures += not _imap_login(acct.settings, daemon.imap_factory_for(acct))
+        failures += not _smtp_login(acct.settings, daemon.smtp_connection_for(acct))
     return 1 if failures else 0
 
 
-def _imap_login(account: AccountSettings) -> bool:
+def _auth(server: ImapSettings | SmtpSettings) -> str:
+    if server.auth != "oauth2" or server.oauth2 is None:
+        return ""
+    return f", OAuth2 {server.oauth2.provider or server.oauth2.token_url}"
+
+
+def _imap_login(account: AccountSettings, factory: ClientFactory) -> bool:
     try:
-        with MailboxSession(account.imap) as session:
+        with MailboxSession(account.imap, factory) as session:
             info = session.select(account.imap.folder)
     except ImapError as exc:
         print(f"  {account.name}: IMAP FAILED: {exc}")
@@ -38,9 +54,9 @@ def _imap_login(account: AccountSettings) -> bool:
     return True
 
 
-def _smtp_login(account: AccountSettings) -> bool:
+def _smtp_login(account: AccountSettings, connection: SmtpConnection) -> bool:
     try:
-        asyncio.run(SmtpConnection(account.smtp).check_login())
+        asyncio.run(connection.check_login())
     except SendError as exc:
         print(f"  {account.name}: SMTP FAILED: {exc}")
         return False

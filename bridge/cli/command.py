@@ -52,8 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one pass: ingest all new mail, drain the outbox, exit")
     run.add_argument("--no-send", action="store_true", help="with --once: ingest only, leave the outbox queued")
 
+    reload = command(commands, "reload", "check the configuration file, then have the running daemon re-read it "
+                                         "(as systemctl reload mailbridge); exit 0 done, 1 no daemon, 2 bad file",
+                     "reload")
+    reload.add_argument("--pid", type=int, help="the daemon's process id (default: the mailbridge run process "
+                                                "reading the same configuration file)")
+
     check = command(commands, "check-config", "validate the configuration file", "check")
     check.add_argument("--connect", action="store_true", help="also log in to every IMAP and SMTP server")
+
+    oauth2 = command(commands, "oauth2", "OAuth2 logins (Microsoft 365, Google Workspace): get the first refresh token",
+                     "oauth2")
+    oauth2_actions = oauth2.add_subparsers(dest="action", required=True, metavar="ACTION")
+    authorize = command(oauth2_actions, "authorize", "sign in as the seller's mailbox once: Microsoft by device code, "
+                        "Google (or --authorize-url) in a browser redirected to 127.0.0.1; the refresh token is kept "
+                        "in the database")
+    authorize.add_argument("--account", required=True, help="the account to authorize")
+    authorize.add_argument("--smtp", action="store_true",
+                           help="authorize the separate SMTP client ([accounts.smtp.oauth2]) instead")
+    authorize.add_argument("--authorize-url", help='the authorization endpoint of a generic server (provider = "")')
+    authorize.add_argument("--no-browser", action="store_true", help="only print the sign-in URL")
 
     status = command(commands, "status", "per account: last fetch, messages, conversations, outbox, quarantine",
                      "status")
@@ -173,6 +191,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _
             # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
             # Installed before the command's module is imported, which takes most of start-up.
             signal.signal(signal.SIGTERM, _stop_during_startup)
+            # A reload asked for while starting is moot (the file is being read now); by
+            # default SIGHUP would end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         module = importlib.import_module(f"bridge.cli.{args.module}")
         return int(module.run(args))
     except KeyboardInterrupt:

@@ -15,8 +15,9 @@ log = logging.getLogger("bridge")
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
-    setup_logging(args.log_level or settings.log_level)
+    setup_logging(args.log_level or settings.log_level, settings.log_format)
     daemon = Daemon(settings, clock=args.clock)
+    daemon.log_level_override = args.log_level
     if not args.once:
         asyncio.run(daemon.run())   # until SIGTERM/SIGINT: the work in hand is finished, then exit 0
         return 0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from bridge.adapters import logformat
 from bridge.config import Settings, find_config_path, load_settings
 
 
@@ -32,10 +32,7 @@ def one_account(accounts: list[str]) -> str | None:
     return accounts[0]
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr at ``level``: ``--log-level``, else ``[daemon] log_level``."""
-    # Under systemd the journal adds timestamps; elsewhere they help.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") \
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level`` (``--log-level``, else ``[daemon] log_level``) in ``[daemon] log_format``."""
+    # Under systemd the journal adds timestamps; elsewhere they help (bridge.adapters.logformat).
+    logformat.configure(level, log_format, os.environ)

@@ -182,6 +182,38 @@ def tls_problem(protocol: str, host: str, port: int, security: str) -> str | Non
     return None
 
 
+_TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,127}")
+
+
+def tenant(value: str, base: Path) -> str:
+    """A Microsoft Entra tenant: "common", "organizations", a domain or a directory id."""
+    if not _TENANT_RE.fullmatch(value):
+        raise Invalid(f'got {quote(value)}; expected "common", "organizations", the tenant\'s domain '
+                      '(acme.onmicrosoft.com) or its directory id (a GUID)')
+    return value
+
+
+def token_url(value: str, base: Path) -> str:
+    """An OAuth2 token endpoint: https, or http on a loopback host only (RFC 6749 section 3.2)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid(f"got {quote(value)}; expected the token endpoint's URL, e.g. "
+                      '"https://login.example/oauth2/token"')
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise Invalid(f"got {quote(value)}; the token endpoint receives the client secret and refresh "
+                      "token, so https is required (plain http only on 127.0.0.1, ::1 or localhost)")
+    if parts.password is not None or parts.username is not None:
+        raise Invalid("contains a user name or password; give the client secret with client_secret_file, "
+                      "client_secret_env or client_secret instead")
+    return value
+
+
+def scope(value: str, base: Path) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise Invalid('expected one scope without spaces, e.g. "https://mail.google.com/"')
+    return value
+
+
 def folder(value: str, base: Path) -> str:
     if not value:
         raise Invalid('is empty; name the folder to read, e.g. "INBOX"')

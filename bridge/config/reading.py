@@ -470,6 +470,25 @@ class Nested(Reader):
 
 
 @dataclass(frozen=True)
+class OptionalNested(Reader):
+    """A sub-table that may be left out: None when absent (``oauth2: OAuth2Settings | None``).
+    Given, it is read into the settings class like :class:`Nested`."""
+
+    def table_class(self, decl: Declared) -> type | None:
+        (cls,) = [t for t in typing.get_args(decl.type) if t is not type(None)]
+        assert isinstance(cls, type)
+        return cls
+
+    def read(self, tbl: Table, decl: Declared) -> Any:
+        cls = self.table_class(decl)
+        assert cls is not None
+        if isinstance(tbl.get(decl.name), _Missing):
+            return None
+        sub = tbl.child(decl.name, cls)
+        return None if sub.broken else build(cls, sub)
+
+
+@dataclass(frozen=True)
 class Tables(Reader):
     """An array of tables (``[[accounts]]``), each read into the settings class of the
     field's ``tuple[cls, ...]`` type; at least one. Each is named in messages by its

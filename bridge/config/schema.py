@@ -23,6 +23,7 @@ from bridge.config.reading import (
     Integer,
     Modes,
     Nested,
+    OptionalNested,
     Seconds,
     Strings,
     Table,
@@ -32,13 +33,64 @@ from bridge.config.reading import (
     key,
     retire,
 )
-from bridge.config.secrets import Secret, SecretKeys, source_key, source_names
+from bridge.config.secrets import Secret, SecretKeys, given_anywhere, missing, source_key
+from bridge.domain import oauth2 as oauth2_rules
 from bridge.domain.feedback import DAYS
 from bridge.domain.marketplaces import ATTACHMENT_TYPES, MARKETPLACES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's own; config only names them
 
 Security = Literal["tls", "starttls", "none"]
 SentCopies = Literal["append", "server", "none"]
+LogFormat = Literal["text", "json"]
+Auth = Literal["password", "oauth2"]
+OAuth2Provider = Literal["microsoft", "google", ""]
+
+NO_SECRET = Secret("", "none")
+
+
+# --------------------------------------------------------------------------
+# [accounts.imap.oauth2] and [accounts.smtp.oauth2]
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class OAuth2Settings:
+    """``[accounts.imap.oauth2]``: the OAuth2 client that gets access tokens for SASL XOAUTH2 logins.
+
+    After reading, ``token_url`` and ``scopes`` hold the provider's when left empty.
+    """
+
+    provider: OAuth2Provider = field(default="", metadata=key(
+        Choice(), '"microsoft" (Microsoft 365 / Exchange Online), "google" (Google Workspace, Gmail) or "" '
+                  "(any other OAuth2 server: give token_url)"))
+    tenant: str = field(default="common", metadata=key(
+        Text(checks.tenant), 'microsoft only: the Entra tenant, "common", "organizations", a domain or a '
+                             "directory id"))
+    token_url: str = field(default="", metadata=key(
+        Text(checks.token_url), "the token endpoint; https, except on loopback hosts",
+        default_doc="the provider's (required when provider is \"\")"))
+    client_id: str = field(default="", metadata=key(
+        Text(), "the application (client) id of the app registration", required=True))
+    client_secret: Secret = field(default=NO_SECRET, metadata=key(
+        SecretKeys(what="client secret"), "the client secret (public clients have none)",
+        default_doc="none (a public client)"))
+    refresh_token: Secret = field(default=NO_SECRET, metadata=key(
+        SecretKeys(what="refresh token"), "the first refresh token; mailbridge keeps the newest one in its "
+                                          "database, so this only seeds it",
+        default_doc="none: run `mailbridge oauth2 authorize --account NAME`"))
+    scopes: tuple[str, ...] = field(default=(), metadata=key(
+        Strings('an array of scopes such as ["https://mail.google.com/"]', "a scope string", checks.scope),
+        "the scopes asked for", default_doc="the provider's (IMAP and SMTP send, and offline access)"))
+
+
+@across_keys(OAuth2Settings)
+def _oauth2_endpoint(o: OAuth2Settings, tbl: Table) -> OAuth2Settings:
+    if o.provider != "microsoft" and tbl.has("tenant"):
+        tbl.problem("tenant", 'is only used with provider = "microsoft"; remove it')
+    url = o.token_url or oauth2_rules.token_url(o.provider, o.tenant)
+    if not url and not tbl.broken and not tbl.has("token_url"):
+        tbl.problem("token_url", 'missing; with provider = "" (a generic OAuth2 server) give the token endpoint, '
+                                 'or set provider = "microsoft" or "google"')
+    return replace(o, token_url=url, scopes=o.scopes or oauth2_rules.default_scopes(o.provider))
 
 
 # --------------------------------------------------------------------------
@@ -55,8 +107,12 @@ class ImapSettings:
         Choice(), 'TLS from the first byte ("tls", port 993), upgraded ("starttls", port 143) or '
                   'none ("none", loopback hosts only)'))
     username: str = field(default="", metadata=key(Text(), "the IMAP login name", required=True))
-    password: Secret = field(default=Secret(""), metadata=key(
-        SecretKeys(what="password"), "the IMAP password", required=True))
+    auth: Auth = field(default="password", metadata=key(
+        Choice(), '"password" (LOGIN) or "oauth2" (SASL XOAUTH2 with the [accounts.imap.oauth2] client)'))
+    password: Secret = field(default=NO_SECRET, metadata=key(
+        SecretKeys(what="password"), "the IMAP password", default_doc='none; required when auth = "password"'))
+    oauth2: OAuth2Settings | None = field(default=None, metadata=key(
+        OptionalNested(), 'the OAuth2 client, for auth = "oauth2"'))
     folder: str = field(default="INBOX", metadata=key(Text(checks.folder), "the folder buyer mail arrives in"))
     processed_folder: str = field(default="", metadata=key(
         Text(), 'where mail moves once it is safely recorded ("" keeps it in place)'))
@@ -79,6 +135,28 @@ class ImapSettings:
 retire(ImapSettings, "read_ahead",
        "has no effect any more (the read-ahead helper process was removed; mail is read over "
        "one connection per account) and can be deleted")
+
+
+@across_keys(ImapSettings)
+def _password_or_oauth2(settings: ImapSettings, tbl: Table) -> ImapSettings:
+    """A password login needs a password; an OAuth2 login needs its table and no password."""
+    table = f"[{tbl.path}.oauth2]"
+    if settings.auth == "password":
+        if settings.oauth2 is not None:
+            tbl.problem("auth", f'is "password" but {table} is given; set auth = "oauth2" to log in with it, '
+                                "or remove the table")
+        if not given_anywhere(tbl, "password") and not tbl.broken:
+            tbl.problem("password_file", missing("password", "password") +
+                        f'; or log in with OAuth2: auth = "oauth2" and a {table} table')
+    else:
+        if settings.oauth2 is None and not tbl.has("oauth2"):
+            tbl.problem("auth", f'is "oauth2" but there is no {table} table; add one with at least client_id '
+                                "(see config/mailbridge.example.toml and docs/oauth2.md)")
+        if given_anywhere(tbl, "password"):
+            tbl.problem(source_key(settings.password, "password"),
+                        'is set but auth = "oauth2" logs in with an access token; remove the password')
+        settings = replace(settings, password=NO_SECRET)
+    return settings
 
 
 @across_keys(ImapSettings)
@@ -114,8 +192,12 @@ class SmtpSettings:
     username: str = field(default="", metadata=key(
         Text(), 'the SMTP login name; "" sends without authentication (a local relay)',
         default_doc="imap.username"))
-    password: Secret = field(default=Secret(""), metadata=key(
+    auth: Auth = field(default="password", metadata=key(
+        Choice(), '"password" (AUTH PLAIN/LOGIN) or "oauth2" (AUTH XOAUTH2)', default_doc="imap.auth"))
+    password: Secret = field(default=NO_SECRET, metadata=key(
         SecretKeys(what="password"), "the SMTP password", default_doc="the IMAP password"))
+    oauth2: OAuth2Settings | None = field(default=None, metadata=key(
+        OptionalNested(), 'the OAuth2 client, for auth = "oauth2"', default_doc="[accounts.imap.oauth2]"))
     # "append": mailbridge APPENDs a copy of each sent message to imap.sent_folder;
     # "server": the SMTP server files sent mail there itself (Gmail, Microsoft 365);
     # "none": no copies (interrupted sends to buyers then always need a human).
@@ -238,18 +320,41 @@ def _feedback_defaults_to_the_marketplace(acct: AccountSettings, tbl: Table) -> 
 
 @across_keys(AccountSettings)
 def _smtp_logs_in_like_imap(acct: AccountSettings, tbl: Table) -> AccountSettings:
-    """SMTP username and password default to the IMAP ones (same mailbox);
+    """SMTP username, password, auth and OAuth2 client default to the IMAP ones (same mailbox);
     ``username = ""`` means no authentication (a local relay)."""
     smtp_tbl = tbl.children["smtp"]
     username = acct.smtp.username if isinstance(smtp_tbl.get("username"), str) else acct.imap.username
+    auth = acct.smtp.auth if smtp_tbl.has("auth") else acct.imap.auth
     password = acct.smtp.password
-    if not any(smtp_tbl.has(k) for k in source_names("password")):
-        password = acct.imap.password if username else Secret("", "none")
-    elif not username and password.source != "invalid":
-        smtp_tbl.problem(source_key(password, "password"),
-                         'is set but username is ""; set the username, or remove the password '
-                         "to send without authentication")
-    return replace(acct, smtp=replace(acct.smtp, username=username, password=password))
+    oauth2 = acct.smtp.oauth2
+    if auth == "oauth2":
+        oauth2 = oauth2 or acct.imap.oauth2
+        if not username:
+            smtp_tbl.problem("username", 'is "" but auth = "oauth2" logs in as a user; set the username '
+                                         "(default: imap.username)")
+        if oauth2 is None and not smtp_tbl.has("oauth2") and acct.imap.auth != "oauth2":
+            smtp_tbl.problem("auth", 'is "oauth2" but neither [accounts.smtp.oauth2] nor [accounts.imap.oauth2] '
+                                     "is given; add one with at least client_id")
+        if given_anywhere(smtp_tbl, "password"):
+            smtp_tbl.problem(source_key(password, "password"),
+                             'is set but auth = "oauth2" logs in with an access token; remove the password')
+        password = NO_SECRET
+    else:
+        if oauth2 is not None:
+            smtp_tbl.problem("auth", 'is "password" but [accounts.smtp.oauth2] is given; set auth = "oauth2" '
+                                     "to log in with it, or remove the table")
+        if not given_anywhere(smtp_tbl, "password"):
+            password = acct.imap.password if username else NO_SECRET
+            if username and acct.imap.auth == "oauth2" and not smtp_tbl.broken:
+                smtp_tbl.problem("password_file", missing("password", "password") +
+                                 '; the IMAP login uses OAuth2, so there is no password to reuse: set '
+                                 'auth = "oauth2" here too, or username = "" for a local relay')
+        elif not username and password.source != "invalid":
+            smtp_tbl.problem(source_key(password, "password"),
+                             'is set but username is ""; set the username, or remove the password '
+                             "to send without authentication")
+    return replace(acct, smtp=replace(acct.smtp, username=username, password=password, auth=auth,
+                                      oauth2=oauth2 if auth == "oauth2" else None))
 
 
 @across_keys(AccountSettings)
@@ -356,6 +461,9 @@ class Settings:
         toml="templates", section="daemon", default_doc="the templates shipped with mailbridge"))
     log_level: str = field(default="INFO", metadata=key(
         Text(checks.log_level), "how much the daemon logs: DEBUG, INFO, WARNING or ERROR",
+        section="daemon"))
+    log_format: LogFormat = field(default="text", metadata=key(
+        Choice(), 'how log lines look: "text" for people, "json" (one object per line) for log collectors',
         section="daemon"))
     database: DatabaseSettings = field(metadata=key(Nested(), "where mailbridge keeps its state"))
     security: SecuritySettings = field(metadata=key(Nested(), "the key that signs reply tokens"))

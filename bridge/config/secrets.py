@@ -44,6 +44,18 @@ def source_names(name: str) -> tuple[str, str, str]:
     return f"{name}_file", f"{name}_env", name
 
 
+def missing(name: str, what: str) -> str:
+    """The message for secret ``name`` not given at all."""
+    file_key, env_key, inline_key = source_names(name)
+    return (f"no {what} given; set exactly one of {file_key} (a file holding it, e.g. a systemd "
+            f"credential), {env_key} (an environment variable's name) or {inline_key} (inline)")
+
+
+def given_anywhere(tbl: Table, name: str) -> bool:
+    """Whether any of the three keys of secret ``name`` is in ``tbl``."""
+    return any(tbl.has(k) for k in source_names(name))
+
+
 def source_key(secret: Secret, name: str) -> str:
     """The key secret ``name`` was read from."""
     file_key, env_key, inline_key = source_names(name)
@@ -75,9 +87,7 @@ class SecretKeys(Reader):
             if not decl.required:
                 return decl.fallback
             if not tbl.broken:
-                tbl.problem(file_key, f"no {self.what} given; set exactly one of {file_key} (a file "
-                                      f"holding it, e.g. a systemd credential), {env_key} (an "
-                                      f"environment variable's name) or {inline_key} (inline)")
+                tbl.problem(file_key, missing(decl.name, self.what))
             return INVALID
         if len(present) > 1:
             tbl.problem(present[1], f"set only one of {', '.join(present)} (they are alternative "

@@ -59,6 +59,7 @@ from enum import StrEnum
 
 from flufl.bounce import all_failures
 
+from bridge.domain import bounce_signals
 from bridge.domain.marketplaces.protocol import UndeliveredNotice
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.parse import ParsedMail, UnparseableMail, parse_mail
@@ -175,9 +176,8 @@ def _parts(msg: Message) -> list[Message]:
     while stack:
         part = stack.pop()
         out.append(part)
-        payload = getattr(part, "_payload", None)
-        if isinstance(payload, list) and part.get_content_type() not in ("message/rfc822", "message/delivery-status"):
-            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+        if part.is_multipart() and part.get_content_type() not in ("message/rfc822", "message/delivery-status"):
+            stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
     return out
 
 
@@ -187,7 +187,7 @@ def _decoded_text(part: Message) -> str:
     except (ValueError, TypeError, LookupError, UnicodeError):
         data = None
     if not isinstance(data, bytes):
-        payload = getattr(part, "_payload", "")
+        payload = part.get_payload()
         return payload if isinstance(payload, str) else ""
     charset = "utf-8"
     try:
@@ -210,12 +210,12 @@ def _returned_message(msg: Message) -> _Returned:
     for part in _parts(msg):
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
-            payload = getattr(part, "_payload", None)
+            payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
             if inner is None:
                 continue
             texts = [_decoded_text(p) for p in _parts(inner)
-                     if p.get_content_type() == "text/plain" and not isinstance(getattr(p, "_payload", None), list)]
+                     if p.get_content_type() == "text/plain" and not p.is_multipart()]
             return _Returned(_msgid(_header(inner, "message-id")), _header(inner, "subject"),
                              _header(inner, "to"), "\n".join(texts))
         if ctype == "text/rfc822-headers":
@@ -290,7 +290,7 @@ _FAILED_ACTIONS = ("fail", "error")
 
 def _status_blocks(part: Message) -> list[Message]:
     """The header blocks of a message/delivery-status part (first: per-message fields)."""
-    payload = getattr(part, "_payload", None)
+    payload = part.get_payload()
     encoding = _header(part, "content-transfer-encoding").lower()
     if isinstance(payload, list) and payload and encoding not in ("base64", "quoted-printable"):
         return [p for p in payload if isinstance(p, Message)]
@@ -308,7 +308,7 @@ def _status_blocks(part: Message) -> list[Message]:
 def _block_source(block: Message) -> str:
     """The text compat32 split into a header block, put back together."""
     headers = "".join(f"{name}: {value}\n" for name, value in block.items())
-    body = getattr(block, "_payload", "")
+    body = block.get_payload()
     return headers + (body if isinstance(body, str) else "")
 
 
@@ -420,21 +420,6 @@ def _dsn_reason(recipients: tuple[FailedRecipient, ...], permanent: bool) -> str
 
 # --------------------------------------------------------------------------- 2. non-standard MTA bounces
 
-_DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon",
-                            "mail.delivery.system"})
-BOUNCE_SUBJECTS: tuple[str, ...] = (
-    "undelivered mail returned to sender", "mail delivery failed", "delivery status notification",
-    "undeliverable", "undelivered mail", "returned mail", "delivery failure", "failure notice",
-    "mail delivery subsystem", "message not delivered", "delivery has failed", "delivery delayed",
-    "delayed mail", "could not send message", "mail system error", "nondeliverable",
-    "unzustellbar", "nicht zustellbar", "non remis", "non distribuable", "no se puede entregar",
-    "no entregado", "non recapitabile", "配信不能", "配信エラー",
-)
-_BOUNCE_SUBJECT_RE = re.compile(
-    r"^\s*(?:" + "|".join(re.escape(s) for s in BOUNCE_SUBJECTS) + r")"
-    r"|^\s*warning:\s*(?:message\s+\S+\s+delayed|could not send message)",
-    re.IGNORECASE,
-)
 # Where a plain bounce starts quoting the returned message: nothing after it names a failed recipient.
 _COPY_START_RE = re.compile(
     r"^[ \t]*(?:-{2,}\s*)?(?:This is a copy of the message|Below this line is a copy of the message"
@@ -455,13 +440,9 @@ _FAILED_LIST_RE = re.compile(
 )
 
 
-def _is_bounce_like(mail: ParsedMail) -> bool:
-    local = mail.from_addr.partition("@")[0]
-    daemon = local in _DAEMON_LOCALS or local.startswith("microsoftexchange")
-    null_sender = mail.headers.get("return-path", "").replace(" ", "") == "<>"
-    subject = bool(_BOUNCE_SUBJECT_RE.search(mail.subject))
-    return bool(mail.headers.get("x-failed-recipients")) or (subject and (daemon or null_sender)) or (
-        daemon and null_sender)
+def _is_bounce_like(mail: ParsedMail, marketplaces: Registry) -> bool:
+    marketplace = bool(_relay_base(mail.from_addr, marketplaces)) or marketplaces.is_notification_sender(mail.from_addr)
+    return bool(mail.headers.get("x-failed-recipients")) or bounce_signals.mta_report(mail, marketplace) is not None
 
 
 def _notification_text(mail: ParsedMail) -> str:
@@ -494,7 +475,7 @@ def _fallback_recipients(mail: ParsedMail, own: set[str]) -> list[FailedRecipien
     window = text[start.start():start.end() + 1500]
     for m in _ADDR_IN_TEXT_RE.finditer(window):
         address = m.group(0).strip(".").lower()
-        if address in own or address.partition("@")[0] in _DAEMON_LOCALS or address in found:
+        if address in own or address.partition("@")[0] in bounce_signals.DAEMON_LOCALS or address in found:
             continue
         found[address] = _recipient_from_text(address, text, None)
     return list(found.values())
@@ -532,7 +513,7 @@ def _recipient_from_text(address: str, text: str, delayed: bool | None) -> Faile
 
 def _mta_bounce(msg: Message, mail: ParsedMail, returned: _Returned,
                 marketplaces: Registry) -> BounceReport | None:
-    if not _is_bounce_like(mail):
+    if not _is_bounce_like(mail, marketplaces):
         return None
     recipients = _flufl_recipients(msg, mail)
     evidence = "non-standard bounce; recipients by flufl.bounce"
@@ -564,9 +545,9 @@ def _marketplace_notice(mail: ParsedMail, returned: _Returned, marketplaces: Reg
     history = _OUTLOOK_HISTORY_RE.search(text)
     if history is not None:
         text = text[:history.start()]
-    notice = marketplaces.find_undelivered_notice(text, mail.buyer_text)
+    notice = marketplaces.find_undelivered_notice(text, mail.buyer_text, mail.from_addr)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = marketplaces.find_undelivered_notice(mail.html, mail.buyer_text, mail.from_addr)
     if notice is None:
         return None
     kind = _NOTICE_KINDS.get(notice.reason)

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
+from bridge.domain import bounce_signals
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 from bridge.domain.parse import ParsedMail
 from bridge.domain.threads import split_relay_address
@@ -163,44 +164,17 @@ def own_message(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
 
 # --------------------------------------------------------------------------- 2. bounce
 
-_DAEMON_LOCALS = frozenset({"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"})
-_BOUNCE_SUBJECT_RE = re.compile(
-    r"^\s*(?:undelivered mail returned to sender|mail delivery failed|delivery status notification"
-    r"|undeliverable\s*:|undelivered mail|returned mail\s*:|delivery failure|failure notice"
-    r"|mail delivery (?:failure|subsystem)|message not delivered|delivery has failed"
-    r"|unzustellbar\s*:|nicht zustellbar|non remis\s*:|non distribuable|no se puede entregar\s*:"
-    r"|non recapitabile\s*:|配信不能|undeliverable mail)",
-    re.IGNORECASE,
-)
-_REPORT_TYPE_RE = re.compile(r"report-type\s*=\s*\"?([a-z0-9-]+)", re.IGNORECASE)
-
-
-def _report_type(mail: ParsedMail) -> str | None:
-    if mail.content_type != "multipart/report":
-        return None
-    m = _REPORT_TYPE_RE.search(mail.headers.get("content-type", ""))
-    return m.group(1).lower() if m else None
-
-
 def delivery_status_report(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
-    """RFC 3464: multipart/report; report-type=delivery-status."""
-    report_type = _report_type(mail)
-    if report_type == "delivery-status" or (
-            mail.content_type == "multipart/report" and "message/delivery-status" in mail.part_types):
-        return RuleHit("delivery_status_report", Kind.BOUNCE, "multipart/report; report-type=delivery-status")
-    return None
+    """RFC 3464 by structure: a message/delivery-status part anywhere, or multipart/report of that type."""
+    reason = bounce_signals.structural_report(mail)
+    return RuleHit("delivery_status_report", Kind.BOUNCE, reason) if reason else None
 
 
 def mta_bounce(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
-    """A non-RFC 3464 bounce: a bounce subject from a mailer daemon or with a null Return-Path."""
-    if not _BOUNCE_SUBJECT_RE.search(mail.subject):
-        return None
-    local = mail.from_addr.partition("@")[0]
-    null_sender = mail.headers.get("return-path", "").replace(" ", "") == "<>"
-    if local in _DAEMON_LOCALS or local.startswith("microsoftexchange") or null_sender:
-        sender = "null Return-Path" if null_sender else mail.from_addr
-        return RuleHit("mta_bounce", Kind.BOUNCE, f"bounce subject {mail.subject[:60]!r} from {sender}")
-    return None
+    """A report without RFC 3464 structure: delivery-system sender, bounce subject, bounce wording."""
+    marketplace = _relay(mail, ctx) is not None or ctx.marketplaces.is_notification_sender(mail.from_addr)
+    reason = bounce_signals.mta_report(mail, marketplace)
+    return RuleHit("mta_bounce", Kind.BOUNCE, reason) if reason else None
 
 
 def failed_recipients_header(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
@@ -220,9 +194,9 @@ def marketplace_undelivered_notice(mail: ParsedMail, ctx: ClassifyContext) -> Ru
     """
     if _reply_token(mail, ctx) is not None and _is_staff(mail, ctx):
         return None
-    notice = ctx.marketplaces.find_undelivered_notice(mail.text, mail.buyer_text)
+    notice = ctx.marketplaces.find_undelivered_notice(mail.text, mail.buyer_text, mail.from_addr)
     if notice is None and mail.html is not None and not mail.text.strip():
-        notice = ctx.marketplaces.find_undelivered_notice(mail.html, mail.buyer_text)
+        notice = ctx.marketplaces.find_undelivered_notice(mail.html, mail.buyer_text, mail.from_addr)
     if notice is None:
         return None
     return RuleHit("marketplace_undelivered_notice", Kind.BOUNCE,
@@ -289,7 +263,7 @@ def out_of_office_subject(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | N
 
 def disposition_notification(mail: ParsedMail, ctx: ClassifyContext) -> RuleHit | None:
     """RFC 8098 read receipts: automatic, never for a buyer."""
-    if _report_type(mail) == "disposition-notification":
+    if mail.content_type == "multipart/report" and bounce_signals.report_type(mail) == "disposition-notification":
         return _auto_hit("disposition_notification", "multipart/report; report-type=disposition-notification",
                          mail, ctx)
     return None

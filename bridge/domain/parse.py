@@ -13,7 +13,6 @@ Contract used by the pipeline:
 from __future__ import annotations
 
 import binascii
-import codecs
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
-from bridge.domain import htmltext
+from bridge.domain import charsets, htmltext
 from bridge.domain.marketplaces.registry import DEFAULT_REGISTRY, Registry
 
 
@@ -70,6 +69,8 @@ class ParsedMail:
     # RFC 3464 report), so classification need not walk the MIME tree again.
     part_types: tuple[str, ...] = field(default=())
     has_text_body: bool = False        # a non-empty text/plain body part (attached .txt files do not count)
+    from_header: str = ""              # the first From header as written, decoded (from_addr may be "" when
+                                       # it holds no address: "MAILER-DAEMON (Mail Delivery System)", "<>")
 
     @property
     def all_recipients(self) -> tuple[str, ...]:
@@ -99,31 +100,20 @@ _MAX_DEFECTS = 30
 # A header field name (RFC 5322 §3.6.8: printable ASCII except ':'), or an
 # mbox "From " separator line, must start the message.
 _FIRST_LINE_RE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|From ")
+_SEPARATOR_LINE_RE = re.compile(rb"[ \t]*-{2,}[^\r\n]{0,60}-{2,}[ \t]*\r?$")
+_HEADER_FIELD_RE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_BLANK_LINE_RE = re.compile(rb"\n\r?\n")
+_TRAILING_COMMENT_RE = re.compile(r"(?<=\S)\s*\([^()]*\)$")
+_STRUCTURAL_FIELD_RE = re.compile(
+    rb"(?i)(?:x-[\x21-\x39\x3b-\x7e]+|received|return-path|delivered-to|mime-version|content-type"
+    rb"|content-transfer-encoding|message-id|dkim-signature|authentication-results|arc-[a-z-]+)[ \t]*:")
 _FOLD_RE = re.compile(r"\r?\n[ \t]*|\r")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 _BAD_ADDR_RE = re.compile(r"[\s<>()\[\],;\\\x00-\x1f\x7f]")
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_ENCODED_WORDS_RE = re.compile(r"(\?=)\s+(=\?)")
-
-# Labels some mailers use that Python does not know, or knows as a narrower
-# charset than the mail really uses (WHATWG Encoding Standard mappings).
-_CHARSET_ALIASES = {
-    "ks_c_5601-1987": "cp949",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "iso-8859-8-i": "iso-8859-8",
-    "windows-874": "cp874",
-    "x-sjis": "shift_jis",
-    "shift-jis": "shift_jis",
-    "x-mac-roman": "mac_roman",
-    "utf8": "utf-8",
-    "unicode-1-1-utf-8": "utf-8",
-    "x-user-defined": "latin-1",
-}
+_DECLARED_CHARSET_RE = re.compile(r"=\?([A-Za-z0-9_.:-]+)(?:\*[^?]*)?\?[bBqQ]\?")
 
 _DEFECT_TEXT = {
     "NoBoundaryInMultipartDefect": "multipart without a boundary parameter",
@@ -156,9 +146,15 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
     start = raw.lstrip(b"\r\n\t ")
     if not start:
         raise UnparseableMail("empty input")
-    if not _FIRST_LINE_RE.match(start):
-        raise UnparseableMail("no header block: the first line is not a header field")
     defects: list[str] = []
+    if not _FIRST_LINE_RE.match(start):
+        # A mail client's separator above a saved message ("---- Original email message ----").
+        first_line, _, rest = start.partition(b"\n")
+        if not (_SEPARATOR_LINE_RE.match(first_line) and _FIRST_LINE_RE.match(rest)):
+            raise UnparseableMail("no header block: the first line is not a header field")
+        defects.append("a separator line above the header block was skipped")
+        start = rest
+    start = _mend_header_block(start, defects)
     try:
         msg = message_from_bytes(start, policy=compat32)
     except RecursionError:
@@ -169,33 +165,38 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
         raise UnparseableMail("no header block")
 
     first: dict[str, str] = {}
-    lists: dict[str, list[str]] = {"to": [], "cc": []}
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "from": []}
     for name, value in msg.raw_items():
         lname = name.lower()
-        if lname in _LIST_HEADERS:
+        if lname in lists:
             lists[lname].append(value)
-        elif lname not in first and (lname in ROUTING_HEADERS or lname in _ENVELOPE_HEADERS):
+        if lname not in first and (lname in ROUTING_HEADERS or lname in _ENVELOPE_HEADERS):
             first[lname] = value
+    hints = _declared_charsets(msg, first)
+    body = _Body()
+    _walk(msg, body, defects, hints)
+    # Raw 8-bit headers carry no label: what the body turned out to be is the best hint.
+    hints = tuple(dict.fromkeys((*hints, *body.codecs)))
 
-    subject = " ".join(_decode_header_value(first.get("subject", ""), "Subject", defects).split())
-    from_list = _addresses([first["from"]] if "from" in first else [], "From", defects)
+    subject = " ".join(_decode_header_value(first.get("subject", ""), "Subject", defects, hints).split())
+    # The first From that holds an address: a garbled first one ("From: [??????]") is skipped.
+    from_list = next((found for value in lists["from"] if (found := _addresses([value], "From", defects, hints))), [])
     from_name, from_addr = from_list[0] if from_list else ("", "")
-    reply_to = tuple(a for _, a in _addresses([first.get("reply-to", "")], "Reply-To", defects))
-    to_addrs = tuple(a for _, a in _addresses(lists["to"], "To", defects))
-    cc_addrs = tuple(a for _, a in _addresses(lists["cc"], "Cc", defects))
+    reply_to = tuple(a for _, a in _addresses([first.get("reply-to", "")], "Reply-To", defects, hints))
+    to_addrs = tuple(a for _, a in _addresses(lists["to"], "To", defects, hints))
+    cc_addrs = tuple(a for _, a in _addresses(lists["cc"], "Cc", defects, hints))
 
     headers = {
-        name: _decode_header_value(value, name, defects).strip()
+        name: _decode_header_value(value, name, defects, hints).strip()
         for name, value in first.items() if name in ROUTING_HEADERS
     }
+    from_header = _decode_header_value(first.get("from", ""), "From", [], hints).strip()
 
     message_id = _first_msgid(first.get("message-id"))
     in_reply_to = _first_msgid(first.get("in-reply-to"))
     references = tuple(_MSGID_RE.findall(_unfold(first.get("references", ""))))
     date = _parse_date(first.get("date"), defects)
 
-    body = _Body()
-    _walk(msg, body, defects)
     for defect in msg.defects:
         defects.append(_describe_defect(defect))
 
@@ -233,34 +234,55 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
         asins=fields.asins,
         part_types=tuple(body.part_types),
         has_text_body=has_text_body,
+        from_header=from_header,
     )
 
 
 # --------------------------------------------------------------------------- headers
+
+def _mend_header_block(raw: bytes, defects: list[str]) -> bytes:
+    """Continuation lines a broken mailer wrote without indentation (the base64 runs of
+    a long X- header, a Received header's second line) end the header block early and
+    push From and Subject into the body. Such a line is indented when a header field
+    that only mail software writes (Received, Content-Type, X-...) follows it before the
+    blank line; a body that starts without the blank line, even one quoting a
+    From/To/Subject block, stays the body. The block is left as it is when nothing is wrong."""
+    blank = _BLANK_LINE_RE.search(raw)
+    if blank is None:
+        return raw
+    lines = raw[:blank.start()].split(b"\n")
+    last_structural = max((i for i, line in enumerate(lines) if _STRUCTURAL_FIELD_RE.match(line)), default=0)
+    mended = [i for i in range(1, last_structural)
+              if lines[i][:1] not in (b" ", b"\t") and not _HEADER_FIELD_RE.match(lines[i])]
+    if not mended:
+        return raw
+    for i in mended:
+        lines[i] = b" " + lines[i]
+    defects.append(f"{len(mended)} header continuation line(s) without indentation")
+    return b"\n".join(lines) + raw[blank.start():]
+
 
 def _unfold(value: str) -> str:
     """RFC 5322 §2.2.3 unfolding: CRLF + WSP becomes a single space."""
     return _FOLD_RE.sub(" ", value) if ("\n" in value or "\r" in value) else value
 
 
-def _unsurrogate(value: str, name: str, defects: list[str]) -> str:
+def _unsurrogate(value: str, name: str, defects: list[str], hints: tuple[str, ...] = ()) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: read them as UTF-8
-    (RFC 6532), else Windows-1252."""
+    (RFC 6532), else as the charsets the message declares elsewhere, else as
+    a detector says (:func:`_decode_bytes`)."""
     if value.isascii() or not _SURROGATE_RE.search(value):
         return value
     data = value.encode("utf-8", "surrogateescape")
     defects.append(f"8-bit bytes in {name} header")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+    return _decode_bytes(data, None, defects, hints)
 
 
-def _decode_header_value(value: str, name: str, defects: list[str]) -> str:
+def _decode_header_value(value: str, name: str, defects: list[str], hints: tuple[str, ...] = ()) -> str:
     """Unfold and decode RFC 2047 encoded words; never raises."""
     if not value:
         return ""
-    value = _unfold(_unsurrogate(value, name, defects))
+    value = _unfold(_unsurrogate(value, name, defects, hints))
     if "=?" not in value:
         return value
     if value.isascii():
@@ -268,10 +290,10 @@ def _decode_header_value(value: str, name: str, defects: list[str]) -> str:
             return str(make_header(decode_header(value)))
         except (HeaderParseError, LookupError, UnicodeError, ValueError, binascii.Error):
             pass
-    return _lenient_encoded_words(value, name, defects)
+    return _lenient_encoded_words(value, name, defects, hints)
 
 
-def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
+def _lenient_encoded_words(value: str, name: str, defects: list[str], hints: tuple[str, ...] = ()) -> str:
     """Decode each encoded word on its own, with charset fallbacks."""
     failed = False
 
@@ -287,7 +309,7 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
         except (binascii.Error, ValueError):
             failed = True
             return m.group(0)
-        return _decode_bytes(raw, charset, defects)
+        return _decode_bytes(raw, charset, defects, hints)
 
     decoded = _ENCODED_WORD_RE.sub(one, _BETWEEN_ENCODED_WORDS_RE.sub(r"\1\2", value))
     if failed:
@@ -295,10 +317,15 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
     return decoded
 
 
-def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[str, str]]:
-    """(decoded display name, lowercased addr-spec) pairs; empty entries dropped."""
+def _addresses(values: list[str], name: str, defects: list[str],
+               hints: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(decoded display name, lowercased addr-spec) pairs; empty and garbled entries dropped.
+
+    Encoded words are quoted before the addresses are split: a display name
+    such as ``=?iso-8859-1?Q?B=FCrling,=20Andreas?=`` holds a comma that is
+    not a separator. An addr-spec without "@" is never an address."""
     out: list[tuple[str, str]] = []
-    cleaned = [_unfold(_unsurrogate(v, name, defects)) for v in values if v]
+    cleaned = [_protect_encoded_words(_unfold(_unsurrogate(v, name, defects, hints))) for v in values if v]
     if not cleaned:
         return out
     try:
@@ -308,11 +335,29 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[s
         return out
     for display, addr in pairs:
         addr = addr.strip().strip("<>").strip().lower()
-        if not addr or _BAD_ADDR_RE.search(addr):
-            continue  # empty or garbled (an addr-spec has no spaces, brackets or controls)
-        display = _decode_header_value(display, name, defects).strip() if display else ""
+        if not addr or _BAD_ADDR_RE.search(addr) or "@" not in addr.strip("@"):
+            if addr:
+                defects.append(f"{name}: {addr[:60]!r} is not an address")
+            continue  # empty or garbled (an addr-spec has an "@" and no spaces, brackets or controls)
+        display = _decode_header_value(display, name, defects, hints).strip() if display else ""
+        if display.endswith(")") and not any('"' in v for v in cleaned):
+            # "MAILER-DAEMON (Mail Delivery System) <x@y>": an RFC 5322 comment is not the name.
+            display = _TRAILING_COMMENT_RE.sub("", display) or display
         out.append((display, addr))
     return out
+
+
+def _protect_encoded_words(value: str) -> str:
+    """Quote each encoded word holding a comma that is not inside a quoted string already."""
+    if "=?" not in value or "," not in value:
+        return value
+    out: list[str] = []
+    pos = 0
+    for m in _ENCODED_WORD_RE.finditer(value):
+        if "," in m.group(0) and value.count('"', 0, m.start()) % 2 == 0:
+            out += [value[pos:m.start()], f'"{m.group(0)}"']
+            pos = m.end()
+    return "".join(out) + value[pos:]
 
 
 def _first_msgid(value: str | None) -> str | None:
@@ -342,12 +387,13 @@ def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
 @dataclass
 class _Body:
     texts: list[str] = field(default_factory=list)
+    codecs: list[str] = field(default_factory=list)    # what 8-bit text parts turned out to be
     htmls: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     part_types: list[str] = field(default_factory=list)
 
 
-def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
+def _walk(msg: Message, body: _Body, defects: list[str], hints: tuple[str, ...] = ()) -> None:
     """Walk the MIME tree once, iteratively (no recursion limit to hit)."""
     stack: list[Message] = [msg]
     while stack:
@@ -367,14 +413,15 @@ def _walk(msg: Message, body: _Body, defects: list[str]) -> None:
             if part is not msg:
                 defects.extend(_describe_defect(d) for d in part.defects)
             continue
-        _leaf(part, ctype, body, defects)
+        _leaf(part, ctype, body, defects, hints)
         if part is not msg:
             defects.extend(_describe_defect(d) for d in part.defects)
 
 
-def _text(data: bytes, charset: str | None, defects: list[str]) -> str:
+def _text(data: bytes, charset: str | None, defects: list[str], hints: tuple[str, ...] = (),
+          used: list[str] | None = None) -> str:
     """A text part's body as text, line ends as "\n"."""
-    text = _decode_bytes(data, charset, defects)
+    text = _decode_bytes(data, charset, defects, hints, used)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
@@ -382,7 +429,7 @@ def _text(data: bytes, charset: str | None, defects: list[str]) -> str:
     return text
 
 
-def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
+def _leaf(part: Message, ctype: str, body: _Body, defects: list[str], hints: tuple[str, ...] = ()) -> None:
     if ctype.startswith("multipart/"):
         # Boundary missing or never found: the parser left the body as one string.
         ctype = "text/plain"
@@ -391,7 +438,8 @@ def _leaf(part: Message, ctype: str, body: _Body, defects: list[str]) -> None:
     disposition = _disposition(part)
     data = _payload_bytes(part, defects)
     if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
-        (body.texts if ctype == "text/plain" else body.htmls).append(_text(data, _charset(part), defects))
+        (body.texts if ctype == "text/plain" else body.htmls).append(_text(data, _charset(part), defects, hints,
+                                                                                 body.codecs))
         return
     body.attachments.append(Attachment(filename, ctype, len(data)))
 
@@ -432,6 +480,19 @@ def _disposition(part: Message) -> str:
     return str(value).split(";", 1)[0].strip().lower()
 
 
+def _declared_charsets(msg: Message, first: dict[str, str]) -> tuple[str, ...]:
+    """Every charset the message declares (its parts, its encoded words): hints for the bytes it does not label."""
+    found: list[str] = []
+    try:
+        found += [c for c in msg.get_charsets() if isinstance(c, str)]
+    except (ValueError, TypeError, LookupError, UnicodeError, IndexError):
+        pass
+    for value in first.values():
+        if "=?" in value:
+            found += _DECLARED_CHARSET_RE.findall(value)
+    return tuple(dict.fromkeys(c.strip('"').lower() for c in found if c))
+
+
 def _charset(part: Message) -> str | None:
     try:
         charset = part.get_content_charset()
@@ -440,31 +501,17 @@ def _charset(part: Message) -> str | None:
     return charset if isinstance(charset, str) else None
 
 
-def _decode_bytes(data: bytes, charset: str | None, defects: list[str] | None) -> str:
-    """Declared charset, then UTF-8, then Latin-1 (never fails)."""
-    label = (charset or "us-ascii").strip().strip('"').lower()
-    label = _CHARSET_ALIASES.get(label, label)
-    codec: str | None
-    try:
-        codec = codecs.lookup(label).name
-    except (LookupError, ValueError):   # ValueError: a NUL in the label
-        codec = None
-    if codec is not None:
-        try:
-            return data.decode(codec)
-        except LookupError:
-            codec = None   # a codec, but not a text encoding (rot13, base64, zlib ...)
-        except (UnicodeError, ValueError):
-            if defects is not None:
-                defects.append(f"text is not valid {label}")
-    if codec is None and defects is not None:
-        defects.append(f"unknown charset {label[:40]!r}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        if defects is not None:
-            defects.append("text is neither the declared charset nor UTF-8; read as Latin-1")
-        return data.decode("latin-1", "replace")
+def _decode_bytes(data: bytes, charset: str | None, defects: list[str] | None, hints: tuple[str, ...] = (),
+                  used: list[str] | None = None) -> str:
+    """The declared charset, its supersets, UTF-8, the message's other charsets, a detector
+    (:mod:`bridge.domain.charsets`); never fails, and a guess is recorded as a defect.
+    ``used``: where to note the codec the bytes turned out to be (a hint for the headers)."""
+    decoded = charsets.decode(data, charset, hints)
+    if decoded.defect is not None and defects is not None:
+        defects.append(decoded.defect)
+    if used is not None and not data.isascii():
+        used.append(decoded.codec)
+    return decoded.text
 
 
 def _describe_defect(defect: MessageDefect | object) -> str:

@@ -239,10 +239,13 @@ STAFF_CONFIRMATION = TemplateSpec(
         Variable("attachments", "list[str]", "file names of the attachments sent"),
         Variable("tag", "str", "the conversation's tag, `MB-<id>` (`-` when none)"),
         _ACCOUNT,
+        Variable("signature_cut", "list[str]", "lines of the staff member's signature left out because they "
+                                               "carry contact details (phone, website...); empty when none"),
     ),
     samples={"en": {"subject": "Re: Product details inquiry", "buyer": "k3j9x0qma2b7@marketplace.amazon.com",
                     "sent": "2026-11-24 09:31 UTC", "sent_text": "Hi Jane, the footprint is included.",
-                    "attachments": ["manual.pdf"], "tag": _TAG, "account": "acme"}},
+                    "attachments": ["manual.pdf"], "tag": _TAG, "account": "acme",
+                    "signature_cut": ["Tel +1 206 555 0100 | www.acme-outdoor.example"]}},
 )
 
 

@@ -37,6 +37,7 @@ from bridge.sandbox.dovecot_conf import (
     check_credentials,
     check_reachable_by_others,
     render_config,
+    render_oauth2_config,
     run_as_for_current_process,
 )
 from bridge.sandbox.errors import SandboxError, SandboxStartError, SandboxUnavailable
@@ -100,7 +101,11 @@ class DovecotServer:
     per call and are safe to call from any thread.
     """
 
-    def __init__(self, users: Mapping[str, str], root: Path | None = None) -> None:
+    def __init__(self, users: Mapping[str, str], root: Path | None = None,
+                 oauth2_introspection_url: str | None = None) -> None:
+        # With an introspection URL the server also takes SASL XOAUTH2/OAUTHBEARER logins, each
+        # token checked against that URL (an OAuth2 server the caller runs on 127.0.0.1).
+        self._oauth2_introspection_url = oauth2_introspection_url
         self._users: dict[str, str] = {}
         for user, password in users.items():
             check_credentials(user, password)
@@ -459,8 +464,14 @@ class DovecotServer:
         root = self.root
         assert self._base_dir is not None and self._run_as is not None
         config = root / "dovecot.conf"
+        oauth2 = self._oauth2_introspection_url is not None
+        if oauth2:
+            assert self._oauth2_introspection_url is not None
+            oauth2_conf = root / "dovecot-oauth2.conf.ext"
+            oauth2_conf.write_text(render_oauth2_config(self._oauth2_introspection_url), encoding="utf-8")
+            self._protect(oauth2_conf, 0o640)
         config.write_text(
-            render_config(root=root, base_dir=self._base_dir, port=port, run_as=self._run_as),
+            render_config(root=root, base_dir=self._base_dir, port=port, run_as=self._run_as, oauth2=oauth2),
             encoding="utf-8",
         )
         (self._base_dir / "master.pid").unlink(missing_ok=True)

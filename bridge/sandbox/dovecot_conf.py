@@ -81,8 +81,27 @@ def _existing_user(name: str) -> pwd.struct_passwd | None:
         return None
 
 
-def render_config(*, root: Path, base_dir: Path, port: int, run_as: RunAs) -> str:
-    """The whole dovecot.conf for one sandbox (no file from /etc is read)."""
+def render_oauth2_config(introspection_url: str) -> str:
+    """dovecot-oauth2.conf.ext: every XOAUTH2/OAUTHBEARER token is checked by POSTing it to
+    ``introspection_url`` (RFC 7662); the answer's ``username`` must be the login name and
+    ``active`` must be true (Dovecot 2.3, "Open Authentication v2.0 database")."""
+    return f"""\
+introspection_mode = post
+introspection_url = {introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
+def render_config(*, root: Path, base_dir: Path, port: int, run_as: RunAs, oauth2: bool = False) -> str:
+    """The whole dovecot.conf for one sandbox (no file from /etc is read).
+
+    ``oauth2``: also accept SASL XOAUTH2 and OAUTHBEARER, checked by the oauth2 passdb
+    against ``{root}/dovecot-oauth2.conf.ext`` (:func:`render_oauth2_config`); passwords
+    keep working for the same users (deliveries and test helpers log in with them).
+    """
     if run_as.privileged:
         userdb_args = f"uid={run_as.mail_uid} gid={run_as.mail_gid} home={root}/home/%u"
         chroot = ""
@@ -101,7 +120,7 @@ protocols = imap
 listen = {LOOPBACK}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if oauth2 else ""}
 # Wrong passwords answer at once instead of after the default 2 s (see also
 # nodelay below and the anvil penalty switched off further down).
 auth_failure_delay = 0
@@ -122,8 +141,8 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN {root}/users/%u
   override_fields = nodelay=yes
-}}
-userdb {{
+{"  mechanisms = plain login" + chr(10) if oauth2 else ""}}}
+{_oauth2_passdb(root) if oauth2 else ""}userdb {{
   driver = static
   args = {userdb_args}
 }}
@@ -158,6 +177,16 @@ namespace inbox {{
   mailbox Quarantine {{
     auto = create
   }}
+}}
+"""
+
+
+def _oauth2_passdb(root: Path) -> str:
+    return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+  override_fields = nodelay=yes
 }}
 """
 

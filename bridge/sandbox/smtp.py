@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
+import binascii
 import email.parser
 import email.policy
 import hmac
+import json
 import logging
 import socket
 import threading
@@ -84,6 +87,9 @@ class SandboxSMTP:
       to it.
     - ``auth`` (login -> password) makes AUTH PLAIN/LOGIN mandatory before
       MAIL (plaintext: loopback only).
+    - ``bearer`` (login, access token) -> bool makes AUTH mandatory too and
+      accepts SASL XOAUTH2 logins whose token it approves (an OAuth2 server's
+      introspection, say).
     - ``file_sent_copies=True`` also files a \\Seen copy in the authenticated
       user's ``Sent`` folder, as Gmail and Microsoft 365 do (needs ``auth``
       logins that are Dovecot users).
@@ -99,6 +105,7 @@ class SandboxSMTP:
         route: Route | None = None,
         auth: Mapping[str, str] | None = None,
         file_sent_copies: bool = False,
+        bearer: Callable[[str, str], bool] | None = None,
     ) -> None:
         if route is not None and dovecot is None:
             raise ValueError("route needs a DovecotServer to deliver into")
@@ -113,6 +120,7 @@ class SandboxSMTP:
         self._dovecot = dovecot
         self._route = route
         self._auth = dict(auth) if auth else None
+        self._bearer = bearer
         self._file_sent_copies = file_sent_copies
         self._lock = threading.Condition()
         self._received: list[ReceivedMail] = []
@@ -396,7 +404,8 @@ class _Handler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        if self._sandbox._auth is not None and not session.authenticated:
+        needs_auth = self._sandbox._auth is not None or self._sandbox._bearer is not None
+        if needs_auth and not session.authenticated:
             return "530 5.7.0 Authentication required"
         self._sandbox._begin(envelope)
         fault = self._sandbox._fault_at(envelope, "MAIL")
@@ -415,6 +424,30 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 (Google's and Microsoft's documented form): base64 of
+        ``user=U^Aauth=Bearer T^A^A``. A refused token gets the mechanism's JSON error
+        challenge, the client's empty answer, then 535."""
+        bearer = self._sandbox._bearer
+        if len(args) > 1:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            answer = await server.challenge_auth(b"", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part)
+        user, auth = fields.get("user", ""), fields.get("auth", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        if bearer is not None and user and token and bearer(user, token):
+            return AuthResult(success=True, handled=False, auth_data=user)
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         fault = self._sandbox._fault_at(envelope, "DATA")

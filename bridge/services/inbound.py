@@ -77,6 +77,19 @@ class BatchResult:
     processed_uids: list[int] = field(default_factory=list)    # safe to move to processed_folder
     quarantined_uids: list[int] = field(default_factory=list)  # safe to move to quarantine_folder
     kinds: dict[str, int] = field(default_factory=dict)
+    recorded_mail: list[RecordedMail] = field(default_factory=list)   # for the log, once committed
+
+
+@dataclass(frozen=True)
+class RecordedMail:
+    """One message of a batch as recorded: what the log says about it after the commit."""
+
+    uid: int
+    message_id: str | None
+    kind: str
+    disposition: str
+    row_id: int
+    conversation_id: int | None
 
 
 def ingest_batch(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
@@ -126,7 +139,7 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
                 continue
             savepoint = conn.begin_nested() if careful else None
             try:
-                disposition, kind, outbox_rows, row_id = _record_one(
+                disposition, kind, outbox_rows, row_id, conversation_id = _record_one(
                     conn, acct, folder, uidvalidity, prepared, seen, ours, item.uid <= history_until_uid, now)
                 if savepoint is not None:
                     savepoint.commit()
@@ -146,6 +159,8 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
             result.outbox_rows += outbox_rows
             result.kinds[kind] = result.kinds.get(kind, 0) + 1
             result.processed_uids.append(item.uid)
+            result.recorded_mail.append(RecordedMail(item.uid, prepared.mail.message_id if prepared.mail else None,
+                                                     kind, disposition, row_id, conversation_id))
             if disposition == "forwarded":
                 result.forwarded += 1
             elif disposition == "history":
@@ -177,8 +192,8 @@ def _reason(exc: Exception) -> str:
 
 def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, prepared: Prepared,
                 seen: store.SeenContent, ours: set[str], as_history: bool,
-                now: datetime) -> tuple[str, str, int, int]:
-    """Record one message; returns (disposition, kind, outbox rows queued, message row id)."""
+                now: datetime) -> tuple[str, str, int, int, int | None]:
+    """Record one message; returns (disposition, kind, outbox rows queued, message row id, conversation id)."""
     assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
     item, mail, content_hash = prepared.item, prepared.mail, prepared.content_hash
     cls, flags, rec = prepared.cls, prepared.flags, prepared.recording
@@ -227,17 +242,18 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
         disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw, mail), mail, now)
         store.set_disposition(conn, message_row, disposition)
-        return disposition, cls.kind.value, 1, message_row   # alerts may be queued: wake the outbox
+        return disposition, cls.kind.value, 1, message_row, None   # alerts may be queued: wake the outbox
     if cls.kind == Kind.STAFF_REPLY and disposition == "recorded":
         outcome = relay.handle_staff_reply(conn, acct, mail, cls, item.raw, content_hash, message_row, acct.relay,
                                            now)
         disposition = "relayed" if outcome.action == "queued" else outcome.action
         store.set_disposition(conn, message_row, disposition)
-        return disposition, cls.kind.value, 0 if outcome.action == "duplicate" else 1, message_row
+        return disposition, cls.kind.value, 0 if outcome.action == "duplicate" else 1, message_row, None
+    conversation_id = conversation.id if conversation else None
     if staff_message_id is None:
-        return disposition, cls.kind.value, 0, message_row
+        return disposition, cls.kind.value, 0, message_row, conversation_id
     _forward_to_staff(conn, acct, mail, cls, flags, rec, conversation, message_row, now)
-    return disposition, cls.kind.value, 1, message_row
+    return disposition, cls.kind.value, 1, message_row, conversation_id
 
 
 def _json_list(items: tuple[str, ...]) -> str:

@@ -185,6 +185,11 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
     # blocked reply was explained and returned above.
     verdict = "held" if problem else ("warned" if decision.findings else "allowed")
     guard.record(conn, decision=verdict, message_id=message_id, **audit)  # type: ignore[arg-type]
+    if reply.removed_lines:
+        # Contact lines of the staff member's signature: cut before the guard ran; the confirmation lists them.
+        guard.record(conn, account=s.name, now=now, event="signature", decision="cut", category="reply",
+                     message_id=message_id, conversation_id=conv.id, actor=mail.from_addr,
+                     detail="\n".join(reply.removed_lines))
     references = tuple(dict.fromkeys((*original.references, *([original.message_id] if original.message_id else []))))
     out = compose.build_mail(
         account=s.name, origin=tokens.make_origin(acct.secret, s.name, message_id), message_id=message_id,

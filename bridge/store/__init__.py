@@ -11,6 +11,7 @@
 - ``orders``: orders and their items, merged from reports and notices; the buyer link
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
+- ``oauth2_grants``: the newest (rotated) refresh token of each OAuth2 login, and revocations
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
 Functions take a Connection that is already inside a transaction: the caller
@@ -21,7 +22,7 @@ the names below are its whole public surface.
 
 from __future__ import annotations
 
-from bridge.store.audit import audit_rows, latest_send_decision, record_audit
+from bridge.store.audit import audit_rows, latest_send_decision, record_audit, signature_cut
 from bridge.store.buyers import (
     ContactState,
     buyer_by_order,
@@ -96,11 +97,13 @@ from bridge.store.models import (
     INFO,
     MAILBOX,
     MESSAGE,
+    OAUTH2_GRANT,
     ORDER_ITEM,
     ORDERS,
     OUTBOX,
     QUARANTINE,
 )
+from bridge.store.oauth2_grants import GrantState, grant_state, revoke_grant, rotate_refresh_token, seed_grant
 from bridge.store.orders import (
     UpsertCounts,
     link_buyer,
@@ -131,12 +134,12 @@ from bridge.store.outbox import (
     outbox_known_ids,
     resolve_interrupted,
 )
-from bridge.store.status import account_status
+from bridge.store.status import account_status, queued_outbox
 from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM", "ORDERS", "OUTBOX",
     "QUARANTINE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
@@ -164,7 +167,9 @@ __all__ = [
     "release_stale_claims", "request_of_message", "request_of_order", "schedule_key", "schedule_request",
     "sent_between",
     # audit log
-    "audit_rows", "latest_send_decision", "record_audit",
+    "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
+    # OAuth2 refresh tokens
+    "GrantState", "grant_state", "revoke_grant", "rotate_refresh_token", "seed_grant",
     # status, secrets, times
-    "account_status", "token_secret", "utc",
+    "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -48,6 +48,17 @@ def latest_send_decision(conn: Connection, message_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+_SIGNATURE_CUT = select(AUDIT.c.detail).where(
+    AUDIT.c.message_id == bindparam("message_id"), AUDIT.c.event == "signature",
+).order_by(AUDIT.c.id.desc()).limit(1)
+
+
+def signature_cut(conn: Connection, message_id: str) -> list[str]:
+    """The signature lines left out of this buyer mail (recorded by the relay), for the staff's confirmation."""
+    row = conn.execute(_SIGNATURE_CUT, {"message_id": message_id}).first()
+    return str(row[0]).splitlines() if row is not None and row[0] else []
+
+
 def audit_rows(conn: Connection, accounts: list[str], since: datetime | None, limit: int) -> list[dict[str, object]]:
     """Entries of these accounts, oldest first, from ``since`` on; for ``mailbridge audit`` and its JSON export."""
     q = select(AUDIT).where(AUDIT.c.account.in_(accounts))

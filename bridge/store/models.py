@@ -300,6 +300,27 @@ class FeedbackRequest(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
+class OAuth2Grant(SQLModel, table=True):
+    """The newest refresh token of one OAuth2 login (an account's IMAP client, and its SMTP client
+    when that is a separate one), kept because providers rotate them: each refresh may answer
+    with a new refresh token and the old one stops working.
+
+    ``grant``: "<account>" or "<account>:smtp". ``seed``: a fingerprint of the configured
+    refresh token this row started from, so a new one in the file seeds again.
+    ``revoked_at``: the provider answered invalid_grant for ``refresh_token``; nothing is
+    tried with it again until a new one is authorized or configured. Never shown by status.
+    """
+
+    __tablename__ = "oauth2_grant"
+    grant: str = Field(primary_key=True)
+    account: str = Field(index=True)
+    refresh_token: str
+    seed: str | None = None
+    updated_at: datetime = Field(sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    revoked_reason: str | None = None
+
+
 def _table(model: type[SQLModel]) -> Table:
     # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
     table = model.__table__  # type: ignore[attr-defined]
@@ -320,6 +341,7 @@ AUDIT = _table(AuditLog)
 ORDERS = _table(Order)
 ORDER_ITEM = _table(OrderItem)
 FEEDBACK = _table(FeedbackRequest)
+OAUTH2_GRANT = _table(OAuth2Grant)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

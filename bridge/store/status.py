@@ -39,3 +39,8 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
         "quarantined": count(QUARANTINE, QUARANTINE.c.released_at.is_(None)),
         "feedback": feedback_counts(conn, account),
     }
+
+
+def queued_outbox(conn: Connection) -> int:
+    """Rows waiting to be sent, all accounts (the service manager's status line)."""
+    return int(conn.execute(select(func.count()).select_from(OUTBOX).where(OUTBOX.c.state == "queued")).scalar_one())

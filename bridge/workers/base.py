@@ -58,16 +58,25 @@ class Heartbeat:
         self.allowed_silence = allowed_silence
         self._monotonic = monotonic
         self._last = monotonic()
+        self._due = self._last + allowed_silence   # one float, so a reader never sees half a beat
 
-    def beat(self) -> None:
-        self._last = self._monotonic()
+    def beat(self, within: float | None = None) -> None:
+        """Alive now; the next beat is due within ``within`` seconds (default: ``allowed_silence``).
+
+        A worker about to take a step shorter than its longest (waiting in IDLE,
+        whose end the server must answer within the IMAP timeout) says so, and
+        counts as stuck sooner when the step overruns.
+        """
+        now = self._monotonic()
+        self._last = now
+        self._due = now + (self.allowed_silence if within is None else within)
 
     def silent_for(self) -> float:
         return max(0.0, self._monotonic() - self._last)
 
     @property
     def stuck(self) -> bool:
-        return self.silent_for() > self.allowed_silence
+        return self._monotonic() > self._due
 
 
 class StuckReport:

@@ -76,13 +76,3 @@ class FeedbackDispatcher:
             self.on_queued()
         return result
 
-
-def dispatchers(engine: Engine, accounts: list[AccountContext], clock: Clock,
-                on_queued: Callable[[str], None] | None = None,
-                stale_after: timedelta = feedback.STALE_CLAIM) -> list[FeedbackDispatcher]:
-    """A dispatcher for every account that has feedback requests turned on; ``on_queued(account name)``."""
-    def waker(name: str) -> Callable[[], None] | None:
-        return None if on_queued is None else lambda: on_queued(name)
-
-    return [FeedbackDispatcher(engine, a, clock=clock, on_queued=waker(a.name), stale_after=stale_after)
-            for a in accounts if a.settings.feedback.enabled]

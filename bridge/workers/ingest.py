@@ -32,6 +32,11 @@ from bridge.workers.base import Backoff, Heartbeat
 
 log = logging.getLogger(__name__)
 
+# An account whose OAuth2 grant was revoked waits for a new authorization: it looks this often
+# (the token source answers from the database, without asking the provider).
+REAUTHORIZE_POLL_SECONDS = 300.0
+
+
 @dataclass
 class IngestStats:
     recorded: int = 0
@@ -63,6 +68,28 @@ def allowed_silence(imap: ImapSettings) -> float:
     return 4 * imap.timeout_seconds + 30.0
 
 
+#: While waiting in IDLE the loop beats every second, each beat saying the next is due within
+#: the IMAP timeout plus this: the end of IDLE (DONE) must be answered within the timeout. The
+#: margin is for a thread the machine is slow to schedule.
+IDLE_GRACE_SECONDS = 5.0
+
+
+def server_went_silent(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a server that stopped answering (a timeout), not one that said no.
+
+    An account whose server went silent mid-IDLE or mid-command is hung: its loop
+    stops beating until the server answers again, so the service manager's
+    watchdog can restart the daemon. A refusal or a reset is a reported failure:
+    the loop waits its backoff and keeps beating.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
@@ -75,6 +102,12 @@ class AccountIngest:
         self.forward_existing = acct.settings.forward_existing if forward_existing is None else forward_existing
         self.stats = IngestStats()
         self.heartbeat = heartbeat or Heartbeat(f"ingest-{acct.name}", allowed_silence(acct.settings.imap))
+        # For the service manager (bridge.workers.service_state): logged in now, the last error,
+        # and whether the first attempt has had an outcome (connected, or failed and said why).
+        self.connected = False
+        self.last_error: str | None = None
+        self.reported = threading.Event()
+        self.reauthorize_poll_seconds = REAUTHORIZE_POLL_SECONDS
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -121,6 +154,7 @@ class AccountIngest:
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
+            self._log_recorded(folder, result)
             if result.outbox_rows:
                 self.on_committed()
             # Only now, after commit, may mail leave the folder.
@@ -132,6 +166,16 @@ class AccountIngest:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, folder, self.clock(), None)
         return self.stats
+
+    def _log_recorded(self, folder: str, result: BatchResult) -> None:
+        """One line per message, once its batch is committed: the ids an operator searches the log for."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for mail in result.recorded_mail:
+            where = f"conversation {mail.conversation_id}" if mail.conversation_id else "no conversation"
+            log.info("account %s: %s UID %d <%s> %s: %s (%s, message %d)", self.acct.name, folder, mail.uid,
+                     mail.message_id or "no Message-ID", mail.kind, mail.disposition, where, mail.row_id,
+                     extra={"conversation": mail.conversation_id, "message_id": mail.message_id, "uid": mail.uid})
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
         if self.imap.processed_folder and processed:
@@ -164,6 +208,8 @@ class AccountIngest:
             self.record_error(str(exc))
 
     def record_error(self, message: str) -> None:
+        self.last_error = message
+        self.reported.set()
         try:
             with self.engine.begin() as conn:
                 store.record_fetch(conn, self.acct.name, self.imap.folder, self.clock(), message)
@@ -188,6 +234,9 @@ class AccountIngest:
                 with MailboxSession(self.imap, self.factory) as session:
                     log.info("account %s: connected to %s (IDLE %s)", self.acct.name, self.imap.host,
                              "on" if session.can_idle and self.imap.idle else "off, polling")
+                    self.connected, self.last_error = True, None
+                    self.reported.set()
+                    self.heartbeat.beat()
                     self._ensure_folders(session)
                     while not stop.is_set():
                         handled = self.stats.recorded + self.stats.quarantined
@@ -200,22 +249,40 @@ class AccountIngest:
                             # (Dovecot does not): look again, and wait only after a pass that
                             # found nothing new.
                             continue
-                        session.wait(self.imap.poll_seconds, stop, self.heartbeat.beat)
+                        session.wait(self.imap.poll_seconds, stop, self._waiting_beat)
+                        self.heartbeat.beat()   # the server answered the end of the wait
             except ImapError as exc:
+                self.connected, silent = False, server_went_silent(exc)
+                if exc.revoked:
+                    # Logged once, as an error, where the revocation was found (services/access_tokens.py);
+                    # status shows it. Look again now and then: `oauth2 authorize` needs no restart.
+                    # Waiting for an operator is not being hung: the pause beats.
+                    self.record_error(str(exc))
+                    self._pause(self.reauthorize_poll_seconds, stop)
+                    continue
                 # A refused login or a missing folder will not mend itself within seconds.
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)
                 self.record_error(str(exc))
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
+                self.connected, silent = False, server_went_silent(exc)
                 delay = backoff.next_delay()
                 log.exception("account %s: ingest failed; retrying in %.0f s", self.acct.name, delay)
                 self.record_error(f"{type(exc).__name__}: {exc}")
             else:
                 break
-            self._pause(delay, stop)
+            self._pause(delay, stop, beat=not silent)
 
-    def _pause(self, seconds: float, stop: threading.Event) -> None:
-        """Wait ``seconds`` or until stopped, beating: waiting on purpose is not being stuck."""
+    def _waiting_beat(self) -> None:
+        self.heartbeat.beat(within=self.imap.timeout_seconds + IDLE_GRACE_SECONDS)
+
+    def _pause(self, seconds: float, stop: threading.Event, beat: bool = True) -> None:
+        """Wait ``seconds`` or until stopped, beating: waiting on purpose is not being stuck.
+
+        Not beating (``beat=False``) after a server went silent: the account stays hung
+        until its server answers again (see :func:`server_went_silent`).
+        """
         end = time.monotonic() + seconds
         while not stop.wait(max(0.0, min(1.0, end - time.monotonic()))) and time.monotonic() < end:
-            self.heartbeat.beat()
+            if beat:
+                self.heartbeat.beat()

@@ -184,7 +184,8 @@ class OutboxWorker:
         await asyncio.to_thread(self._record_sent, item)
         self.sent += 1
         log.info("account %s: sent %s <%s> to %s", self.acct.name, item.purpose, item.message_id,
-                 ", ".join(item.recipients))
+                 ", ".join(item.recipients), extra={"outbox_id": item.id, "message_id": item.message_id,
+                                                    "conversation": item.conversation_id})
         if self.acct.settings.smtp.sent_copies == "append" and self.acct.settings.imap.sent_folder:
             await asyncio.to_thread(self._append_copy, item)
         return True
@@ -290,7 +291,7 @@ class OutboxWorker:
         queue_staff_mail(conn, self.acct, "staff_confirmation", {
             "subject": item.subject, "buyer": ", ".join(item.recipients), "sent": now.strftime("%Y-%m-%d %H:%M UTC"),
             "sent_text": text.strip(), "attachments": attachments, "tag": f"MB-{conv.id}" if conv else "-",
-            "account": s.name,
+            "account": s.name, "signature_cut": store.signature_cut(conn, item.message_id),
         }, now, purpose="staff_confirmation", in_reply_to=chain[-1] if chain else None, references=chain,
             conversation_id=item.conversation_id)
 

@@ -11,14 +11,19 @@
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
+- SIGHUP re-reads the configuration (``bridge.workers.reload``): accounts added
+  start, removed ones stop after the work in hand, changed ones restart; a file
+  that does not load is refused with one log line and the daemon runs on.
+- The service manager hears of it all (``bridge.workers.service_state``): ready,
+  a status line, watchdog pings while every worker beats, reloading, stopping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
@@ -26,14 +31,18 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.adapters.imap import ClientFactory, default_client
-from bridge.adapters.templates import Templates
-from bridge.config import Settings
+from bridge.adapters.imap import ClientFactory, default_client, oauth2_client
+from bridge.adapters.templates import TemplateError, Templates
+from bridge.config import AccountSettings, Settings
 from bridge.domain.clock import Clock, utcnow
+from bridge.services.access_tokens import AccessTokens, grant_name, smtp_has_own_grant
 from bridge.services.account import AccountContext
+from bridge.services.notify import queue_staff_alert
 from bridge.store.engine import open_database
 from bridge.workers.base import StuckReport
 from bridge.workers.ingest import AccountIngest, IngestStats
+from bridge.workers.running_account import RunningAccount
+from bridge.workers.service_state import ServiceState, status_line
 
 if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster without them
     from bridge.adapters.smtp import SmtpConnection
@@ -60,19 +69,58 @@ class Daemon:
         self.clock = clock
         self.imap_factory = imap_factory
         self.smtp_factory = smtp_factory
-        secret = settings.security.secret.reveal() if settings.security.secret else None
-        key = store.token_secret(self.engine, secret)
-        templates = Templates(settings.templates_dir)
+        self._key = self._token_key(settings)
+        self._templates_dir, self._templates = settings.templates_dir, Templates(settings.templates_dir)
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
-        self.accounts = [AccountContext.build(a, key, templates, settings.relay, settings.policy)
-                         for a in settings.accounts]
+        # One token source per OAuth2 login, shared by all connections of its account.
+        self.tokens: dict[str, AccessTokens] = {}
+        self.accounts = [self._context(a) for a in settings.accounts]
+        self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
+        self.service = ServiceState()
+        self.log_level_override: str | None = None   # --log-level: a reload keeps it
+
+    def _token_key(self, settings: Settings) -> bytes:
+        secret = settings.security.secret.reveal() if settings.security.secret else None
+        return store.token_secret(self.engine, secret)
+
+    def _context(self, acct: AccountSettings) -> AccountContext:
+        ctx = AccountContext.build(acct, self._key, self._templates, self.settings.relay, self.settings.policy)
+        self._add_tokens(ctx)
+        return ctx
+
+    def _add_tokens(self, acct: AccountContext) -> None:
+        """The account's OAuth2 token sources (a reload that changes the account makes them anew)."""
+        s = acct.settings
+        if s.imap.auth == "oauth2" and s.imap.oauth2 is not None:
+            self.tokens[grant_name(acct.name)] = AccessTokens(
+                self.engine, acct.name, s.imap.oauth2, clock=self.clock, on_revoked=_alert_staff(acct))
+        if smtp_has_own_grant(s) and s.smtp.oauth2 is not None:
+            self.tokens[grant_name(acct.name, smtp=True)] = AccessTokens(
+                self.engine, acct.name, s.smtp.oauth2, smtp=True, clock=self.clock, on_revoked=_alert_staff(acct))
+
+    def imap_factory_for(self, acct: AccountContext) -> ClientFactory:
+        """How this account's IMAP connections log in: the factory given, else password or XOAUTH2."""
+        tokens = self.tokens.get(grant_name(acct.name))
+        if self.imap_factory is not default_client or tokens is None:
+            return self.imap_factory
+        return oauth2_client(tokens)
+
+    def smtp_connection_for(self, acct: AccountContext) -> "SmtpConnection":
+        from bridge.adapters.smtp import SmtpConnection
+
+        s = acct.settings
+        tokens = None
+        if s.smtp.auth == "oauth2":
+            tokens = self.tokens.get(grant_name(acct.name, smtp=smtp_has_own_grant(s)))
+        return SmtpConnection(s.smtp, tokens=tokens)
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
         from bridge.workers.outbox import OutboxWorker
 
-        factory = (lambda: self.smtp_factory(acct)) if self.smtp_factory else None  # type: ignore[misc]
+        factory = ((lambda: self.smtp_factory(acct)) if self.smtp_factory  # type: ignore[misc]
+                   else (lambda: self.smtp_connection_for(acct)))
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
-                            imap_factory=self.imap_factory, smtp_factory=factory)
+                            imap_factory=self.imap_factory_for(acct), smtp_factory=factory)
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -86,7 +134,7 @@ class Daemon:
         report = OnceReport()
 
         async def one(acct: AccountContext) -> None:
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock)
+            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock)
             try:
                 report.ingest[acct.name] = await asyncio.to_thread(ingest.run_once)
             except Exception as exc:  # noqa: BLE001 - report per account, keep the others going
@@ -113,8 +161,26 @@ class Daemon:
 
     # -- forever -------------------------------------------------------------------
 
+    def _start_account(self, acct: AccountContext, loop: asyncio.AbstractEventLoop) -> RunningAccount:
+        from bridge.workers.feedback import FeedbackDispatcher
+
+        wake = asyncio.Event()
+        ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
+                               on_committed=lambda: loop.call_soon_threadsafe(wake.set))
+        feedback = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim,
+                                      on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
+            if acct.settings.feedback.enabled else None
+        running = RunningAccount(acct, ingest, self._outbox(acct), feedback, wake)
+        running.start()
+        return running
+
+    def _heartbeats_changed(self) -> None:
+        self.health.heartbeats = [hb for r in self.running.values() for hb in r.heartbeats]
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        from bridge.workers.feedback import TICK_SECONDS
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -123,36 +189,19 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig, stop)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        reloads: asyncio.Queue[None] = asyncio.Queue()
         try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: log.info(
-                "SIGHUP: templates are re-read automatically when their files change; "
-                "restart to apply configuration changes"))
+            loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         except (NotImplementedError, RuntimeError):
             pass
 
-        thread_stop = threading.Event()
-        wakes = {a.name: asyncio.Event() for a in self.accounts}
-        threads = []
-        heartbeats = []
-        for acct in self.accounts:
-            wake = wakes[acct.name]
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock,
-                                   on_committed=lambda w=wake: loop.call_soon_threadsafe(w.set))
-            heartbeats.append(ingest.heartbeat)
-            t = threading.Thread(target=ingest.run_forever, args=(thread_stop,), name=f"ingest-{acct.name}",
-                                 daemon=True)
-            t.start()
-            threads.append(t)
-        workers = [self._outbox(a) for a in self.accounts]
-        heartbeats += [w.heartbeat for w in workers]
-        self.health = StuckReport(heartbeats)
-        tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
-                 for w in workers]
+        self.running = {a.name: self._start_account(a, loop) for a in self.accounts}
+        self._heartbeats_changed()
 
         async def wake_outboxes() -> None:
             # A coroutine job runs on the loop itself: asyncio.Event is not thread-safe.
-            for event in wakes.values():
-                event.set()
+            for r in self.running.values():
+                r.wake.set()
 
         async def report_stuck_workers() -> None:
             newly, recovered = self.health.changes()
@@ -162,51 +211,140 @@ class Daemon:
                           hb.name, hb.silent_for(), hb.allowed_silence)
             for hb in recovered:
                 log.warning("%s is working again", hb.name)
-
-        from bridge.workers.feedback import TICK_SECONDS, dispatchers
-
-        feedback = dispatchers(self.engine, self.accounts, self.clock,
-                               on_queued=lambda name: loop.call_soon_threadsafe(wakes[name].set),
-                               stale_after=self._stale_claim)
-        heartbeats += [d.heartbeat for d in feedback]
+            if self.service.notifier.enabled:
+                self.service.status(await self._status_line())
 
         async def dispatch_feedback() -> None:
-            for dispatcher in feedback:
+            for r in list(self.running.values()):
+                if r.feedback is None:
+                    continue
                 try:
-                    await asyncio.to_thread(dispatcher.tick)
+                    await asyncio.to_thread(r.feedback.tick)
                 except Exception:  # noqa: BLE001 - one account's failure must not stop the others
-                    log.exception("account %s: feedback dispatch failed; trying again next tick",
-                                  dispatcher.acct.name)
+                    log.exception("account %s: feedback dispatch failed; trying again next tick", r.name)
 
         scheduler = AsyncIOScheduler(event_loop=loop)
         # misfire_grace_time: APScheduler's default (1 s) silently skips a run the loop was too busy to start.
         for job, name in ((wake_outboxes, "outbox-due"), (report_stuck_workers, "heartbeats")):
             scheduler.add_job(job, "interval", seconds=15, id=name, coalesce=True, max_instances=1,
                               misfire_grace_time=30)
-        if feedback:
-            # None: a late tick runs however late it is (never dropped); coalesce: missed ticks run once.
-            # The first tick at start: requests that fell due while the daemon was down go out now.
-            scheduler.add_job(dispatch_feedback, "interval", seconds=TICK_SECONDS, id="feedback-dispatch",
-                              coalesce=True, max_instances=1, misfire_grace_time=None,
-                              next_run_time=datetime.now(timezone.utc))
+        # None: a late tick runs however late it is (never dropped); coalesce: missed ticks run once.
+        # The first tick at start: requests that fell due while the daemon was down go out now.
+        # Always scheduled (it does nothing without feedback accounts): a reload may add one.
+        scheduler.add_job(dispatch_feedback, "interval", seconds=TICK_SECONDS, id="feedback-dispatch",
+                          coalesce=True, max_instances=1, misfire_grace_time=None,
+                          next_run_time=datetime.now(timezone.utc))
         scheduler.start()
-        log.info("mailbridge running: %d account(s)", len(self.accounts))
+        log.info("mailbridge running: %d account(s)", len(self.running))
+        service_tasks = [
+            asyncio.create_task(self.service.announce_ready(lambda: list(self.running.values()), stop,
+                                                            self._status_line), name="sd-ready"),
+            asyncio.create_task(self.service.watchdog(lambda: self.health, stop), name="sd-watchdog"),
+            asyncio.create_task(self._serve_reloads(reloads, stop), name="reload"),
+        ]
         try:
             await stop.wait()
         finally:
             log.info("stopping: finishing the work in hand")
+            self.service.stopping()
             scheduler.shutdown(wait=False)
-            thread_stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for r in self.running.values():
+                r.signal_stop()
+            await asyncio.gather(*service_tasks, return_exceptions=True)
             deadline = loop.time() + 60   # one budget for all accounts (systemd's TimeoutStopSec is 90)
-            for t in threads:
-                await asyncio.to_thread(t.join, max(0.1, deadline - loop.time()))
-            stuck = [t.name for t in threads if t.is_alive()]
+            stuck = [f"ingest-{r.name}" for r in self.running.values() if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            self.service.close()
             log.info("stopped")
+
+    # -- reload (SIGHUP) -----------------------------------------------------------------
+
+    async def _serve_reloads(self, requests: "asyncio.Queue[None]", stop: asyncio.Event) -> None:
+        """Reload once per SIGHUP, one at a time, until stop."""
+        while not stop.is_set():
+            getter = asyncio.ensure_future(requests.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+            getter.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                return
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file and apply it (see ``bridge.workers.reload``); False when refused."""
+        from bridge.adapters import logformat
+        from bridge.config import ConfigError, load_settings
+        from bridge.workers.reload import one_line, plan_reload
+
+        self.service.reloading()
+        loop = asyncio.get_running_loop()
+        path = self.settings.path
+        log.info("SIGHUP: reloading %s", path)
+        try:
+            new = await asyncio.to_thread(load_settings, path)
+            plan = plan_reload(self.settings, new)
+            if plan.refused:
+                raise ConfigError(f"{path}: {plan.refused}")
+            # Everything the new accounts need is built before any account stops: a failure
+            # here leaves the daemon as it was.
+            key = await asyncio.to_thread(self._token_key, new) if new.security != self.settings.security \
+                else self._key
+            templates = Templates(new.templates_dir) if new.templates_dir != self._templates_dir else self._templates
+            contexts = [AccountContext.build(a, key, templates, new.relay, new.policy) for a in new.accounts]
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the daemon runs on
+            log.error("reload refused, still running the configuration loaded before: %s", one_line(exc))
+            self.service.reloaded(await self._status_line())
+            return False
+        for name in plan.stop + plan.restart:
+            self.running[name].signal_stop()
+        for name in plan.stop + plan.restart:
+            await self.running.pop(name).stop()
+        self.settings, self._key = new, key
+        self._templates_dir, self._templates = new.templates_dir, templates
+        self.accounts = contexts
+        for acct in self.accounts:
+            if acct.name in plan.start or acct.name in plan.restart:
+                self.running[acct.name] = self._start_account(acct, loop)
+        self.running = {a.name: self.running[a.name] for a in self.accounts}   # the file's order
+        self._heartbeats_changed()
+        logformat.configure(self.log_level_override or new.log_level, new.log_format, os.environ)
+        log.info("reloaded %s: %s", path, plan.summary())
+        self.service.reloaded(await self._status_line())
+        return True
+
+    # -- what systemd is told ------------------------------------------------------------
+
+    async def _status_line(self) -> str:
+        try:
+            queued: int | None = await asyncio.to_thread(self._queued)
+        except Exception:  # noqa: BLE001 - the status line must not fail for a busy database
+            queued = None
+        return status_line(list(self.running.values()), queued)
+
+    def _queued(self) -> int:
+        with self.engine.begin() as conn:
+            return store.queued_outbox(conn)
 
     @staticmethod
     def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
         log.info("received %s", sig.name)
         stop.set()
+
+
+def _alert_staff(acct: AccountContext) -> Callable[..., None]:
+    """Tell staff, in the transaction that marks the grant revoked, that the account stopped.
+
+    The alert goes out through the account's own SMTP server: when SMTP shares the revoked
+    grant it waits in the outbox until the account is authorized again (the operator error
+    in the log and in `mailbridge status` is what reaches someone at once).
+    """
+    def alert(conn: object, text: str, now: datetime) -> None:
+        try:
+            queue_staff_alert(conn, acct, "Mailbox login stopped: OAuth2 authorization revoked",  # type: ignore[arg-type]
+                              text, now)
+        except TemplateError as exc:
+            log.error("account %s: cannot render the staff alert about the revoked grant: %s", acct.name, exc)
+
+    return alert

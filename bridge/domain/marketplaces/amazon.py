@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bridge.domain.marketplaces import amazon_orders, layout
+from bridge.domain.marketplaces import amazon_orders, layout, notice_words
 from bridge.domain.marketplaces.layout import (
     between_markers,
     clean_block,
@@ -288,18 +288,30 @@ def notice_region(text: str, buyer_text: str | None) -> str:
     return layout.notice_region(text, buyer_text, (BEGIN_MARKER_RE, END_MARKER_RE))
 
 
-def find_undelivered_notice(text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
+def find_undelivered_notice(text: str, buyer_text: str | None = None, sender: str = "") -> UndeliveredNotice | None:
     """Recognise an opt-out / not-delivered / guidelines / restricted notice by content.
 
-    Detected by wording, never by sender alone (the notice's sender address is
-    unverified). Words a buyer wrote, and quoted history, are ignored: a buyer
-    saying "I opted out" is not a notice.
+    Two ways, never by sender alone (the notice's sender address is unverified).
+    Words a buyer wrote, and quoted history, are ignored: a buyer saying "I opted
+    out" is not a notice.
+
+    1. The sentences Amazon is known to write (``UNDELIVERED_FINGERPRINTS``), from any sender.
+    2. Vocabulary (:mod:`bridge.domain.marketplaces.notice_words`: the ideas an
+       opt-out or restriction notice must hold, in each marketplace language) when
+       the mail also comes from one of Amazon's notification domains (exact match)
+       and names an order: how reworded and translated notices are recognised.
     """
-    index = layout.first_fingerprint(notice_region(text, buyer_text), _SQUASHED_FINGERPRINTS)
-    if index is None:
+    region = notice_region(text, buyer_text)
+    index = layout.first_fingerprint(region, _SQUASHED_FINGERPRINTS)
+    if index is not None:
+        reason, lt = UNDELIVERED_FINGERPRINTS[index]
+        return UndeliveredNotice(reason, lt.language, lt.text, lt.verified, "amazon")
+    if not (sender and is_notification_sender(sender) and ORDER_ID_RE.search(region)):
         return None
-    reason, lt = UNDELIVERED_FINGERPRINTS[index]
-    return UndeliveredNotice(reason, lt.language, lt.text, lt.verified, "amazon")
+    words = notice_words.match(region)
+    if words is None:
+        return None
+    return UndeliveredNotice(words.reason, words.language, " + ".join(words.words), False, "amazon")
 
 
 # --------------------------------------------------------------------------- all fields at once
@@ -437,8 +449,9 @@ class Amazon:
     def notice_topic(self, subject: str) -> str | None:
         return notice_topic(subject)
 
-    def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
-        return find_undelivered_notice(text, buyer_text)
+    def find_undelivered_notice(self, text: str, buyer_text: str | None = None,
+                                sender: str = "") -> UndeliveredNotice | None:
+        return find_undelivered_notice(text, buyer_text, sender)
 
     def read_order_notices(self, subject: str, text: str) -> tuple[OrderNotice, ...]:
         return amazon_orders.read_order_notices(notice_topic(subject), subject, text, ORDER_ID_RE)

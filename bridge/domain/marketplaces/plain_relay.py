@@ -80,7 +80,8 @@ class PlainRelay:
     def notice_topic(self, subject: str) -> str | None:
         return next((topic for topic, pattern in self.notice_subjects if pattern.search(subject)), None)
 
-    def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
+    def find_undelivered_notice(self, text: str, buyer_text: str | None = None,
+                                sender: str = "") -> UndeliveredNotice | None:
         if not self._squashed:
             return None
         index = layout.first_fingerprint(layout.notice_region(text, buyer_text), self._squashed)

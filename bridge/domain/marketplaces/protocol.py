@@ -186,10 +186,13 @@ class Marketplace(Protocol):
         """"sold_ship_now", "feedback", "claim", ... for one of its notification subjects, else ``None``."""
         ...
 
-    def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
+    def find_undelivered_notice(self, text: str, buyer_text: str | None = None,
+                                sender: str = "") -> UndeliveredNotice | None:
         """Its opt-out / not-delivered / guidelines / restricted notice, recognised by wording.
 
         Never by sender alone; the buyer's own words and quoted history are not searched.
+        ``sender``: the From address, which may let a marketplace trust vocabulary where
+        it would otherwise need its known sentences (its own notification domains only).
         """
         ...
 

@@ -130,10 +130,11 @@ class Registry:
         m = self.for_address(alias) if alias else None
         return (m or self.default).find_order_id(subject, text)
 
-    def find_undelivered_notice(self, text: str, buyer_text: str | None = None) -> UndeliveredNotice | None:
-        """The first marketplace's notice whose wording ``text`` carries (by content, never by sender)."""
+    def find_undelivered_notice(self, text: str, buyer_text: str | None = None,
+                                sender: str = "") -> UndeliveredNotice | None:
+        """The first marketplace's notice whose wording ``text`` carries (by content, never by sender alone)."""
         for m in self.marketplaces:
-            notice = m.find_undelivered_notice(text, buyer_text)
+            notice = m.find_undelivered_notice(text, buyer_text, sender)
             if notice is not None:
                 return notice
         return None

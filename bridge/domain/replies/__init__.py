@@ -11,9 +11,10 @@ this order (each rule has a name, reported in ``ReplyText.cut_at``/``hits``):
    found even when quoted ("> > ##- ..."), re-spaced, re-cased or wrapped
    over up to three lines. Everything from it down is our notification.
 2. Client quote headers above it (the earliest wins):
-   ``original_message`` ("-----Original Message-----" and its de/fr/es/it/ja
-   forms), ``outlook_header_block`` (From/Sent/To/Subject blocks in en, de,
-   fr, es, it, ja, with or without the "____" separator line above), and the
+   ``original_message`` ("-----Original Message-----" and its forms in the
+   marketplaces' languages), ``outlook_header_block`` (From/Sent/To/Subject
+   blocks in en, de, fr, es, it, ja, da, no, sv, nl, pl, pt, tr, ru, zh, with
+   or without the "____" separator line above), and the
    attribution line "On <date>, X wrote:" (also "Am ... schrieb ...:",
    "Le ... a écrit :", "El ... escribió:", "Il ... ha scritto:", Japanese
    "2026年11月23日(月) 14:02 X <x@y>:" / "...さんは書きました:"), labelled by
@@ -40,6 +41,7 @@ this order (each rule has a name, reported in ``ReplyText.cut_at``/``hits``):
 HTML-only replies (empty ``text``) are rendered by the project's one HTML
 converter (:mod:`bridge.domain.htmltext`), told to cut at the client's quote
 container (Gmail ``gmail_quote``, Outlook ``divRplyFwdMsg``/``appendonsend``,
+Hotmail's ``<hr id="stopSpelling">`` and Outlook on the web's ``<hr tabindex="-1">``,
 Yahoo ``yahoo_quoted``: the rule is ``html_*``), to leave out the signature
 blocks Gmail and Thunderbird mark (``gmail_signature``, ``moz-signature``),
 and to leave each ``<blockquote>`` as one ">" line so the text rules see where

@@ -9,7 +9,7 @@ from bridge.domain.replies.html_quotes import html_to_text
 from bridge.domain.replies.library import library_header
 from bridge.domain.replies.lines import Doc
 from bridge.domain.replies.marker import find_marker
-from bridge.domain.replies.signatures import strip_signature
+from bridge.domain.replies.signatures import contact_signature, strip_signature
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class ReplyText:
     ``html_outlook_reply``, ``html_yahoo_quote``, ``quote_prefix``,
     ``inline``, ``signature`` when only a signature was removed, ``none``).
     ``removed_signature``: a signature or "Sent from ..." line was dropped.
+    ``removed_lines``: the contact lines of a signature without a "-- " line
+    that were cut below a closing phrase (phone, website...): tell the staff.
     ``empty``: nothing is left; the caller must not send anything to the
     buyer and should tell the staff member. ``hits``: every rule that fired,
     in the order they ran, for the message's audit trail.
@@ -34,6 +36,7 @@ class ReplyText:
     removed_signature: bool
     empty: bool
     hits: tuple[str, ...] = ()
+    removed_lines: tuple[str, ...] = ()
 
 
 def extract_reply(text: str, html: str | None = None) -> ReplyText:
@@ -118,10 +121,15 @@ def _extract(doc: Doc, hits: list[str], html_cut: str | None, html_signature: bo
         blocks.append((current, current_after_quote))
 
     removed_signature = html_signature
+    removed_lines: list[str] = []
     kept: list[tuple[str, bool]] = []
-    for block, after_quote in blocks:
+    for number, (block, after_quote) in enumerate(blocks):
         first = next((k for k, i in enumerate(block) if doc.bare[i]), len(block))
         block, removed = strip_signature(doc, block[first:])
+        if number == len(blocks) - 1:       # a sign-off ends the reply: only its last block has one
+            block, cut_lines = contact_signature(doc, block)
+            removed_lines += cut_lines
+            removed = removed or bool(cut_lines)
         removed_signature = removed_signature or removed
         text = "\n".join(doc.raw[i] for i in block).strip("\n")
         if text.strip():
@@ -143,6 +151,8 @@ def _extract(doc: Doc, hits: list[str], html_cut: str | None, html_signature: bo
         hits.append(cut_at)
     if removed_signature:
         hits.append("signature")
+    if removed_lines:
+        hits.append("contact_signature")
     result = "\n\n".join(text for text, _ in kept).strip()
     return ReplyText(text=result, cut_at=cut_at, removed_signature=removed_signature,
-                     empty=not result, hits=tuple(hits))
+                     empty=not result, hits=tuple(hits), removed_lines=tuple(removed_lines))

@@ -2,7 +2,7 @@
 
 ``original_message`` ("-----Original Message-----" and localised forms),
 ``outlook_header_block`` (From/Sent/To/Subject blocks in en, de, fr, es, it,
-ja), the attribution line ("On <date>, X wrote:" and its de, fr, es, it, ja
+ja, da, no, sv, nl, pl, pt, tr, ru, zh), the attribution line ("On <date>, X wrote:" and its de, fr, es, it, ja
 forms) labelled ``apple_mail``, ``thunderbird`` or ``gmail_on_wrote`` by its
 shape, and, as the last resort, ``attribution``: any "...:" line with a time
 or an address just above the quote.
@@ -24,6 +24,12 @@ _ORIGINAL_MESSAGE = frozenset({
     # Outlook in Danish, Swedish and Dutch (mail-parser-reply's "da" rules miss
     # the Danish one, as its own Danish test mail shows).
     "oprindelig meddelelse", "ursprungligt meddelande", "oorspronkelijk bericht",
+    # Norwegian, Swedish (Apple/Thunderbird), Dutch, Polish, Portuguese, Turkish,
+    # Russian, Chinese (simplified and traditional) forms of the same line.
+    "opprinnelig melding", "originalmeddelande", "origineel bericht", "wiadomość oryginalna",
+    "oryginalna wiadomość", "mensagem original", "özgün ileti", "orijinal mesaj", "asıl ileti",
+    "исходное сообщение", "пересылаемое сообщение", "原始邮件", "原始郵件", "原始消息",
+    "original email message", "forwarded email",
 })
 
 # Outlook header-block keys (lower case) -> what they say.
@@ -45,6 +51,24 @@ _HEADER_KEYS: dict[str, str] = {
     # ja (Outlook)
     "差出人": "from", "送信者": "from", "送信日時": "sent", "日付": "sent", "宛先": "to",
     "件名": "subject", "重要度": "cc",
+    # da, no
+    "fra": "from", "sendt": "sent", "dato": "sent", "til": "to", "emne": "subject", "kopi": "cc",
+    # sv
+    "från": "from", "skickat": "sent", "till": "to", "ämne": "subject", "kopia": "cc",
+    # nl
+    "van": "from", "verzonden": "sent", "aan": "to", "onderwerp": "subject",
+    # pl
+    "od": "from", "wysłano": "sent", "wysłane": "sent", "do": "to", "temat": "subject", "dw": "cc",
+    # pt
+    "enviada": "sent", "enviada em": "sent", "enviado em": "sent", "assunto": "subject",
+    # tr
+    "kimden": "from", "gönderildi": "sent", "gönderilme tarihi": "sent", "tarih": "sent", "kime": "to",
+    "konu": "subject", "bilgi": "cc",
+    # ru
+    "от": "from", "отправлено": "sent", "дата": "sent", "кому": "to", "тема": "subject", "копия": "cc",
+    # zh (simplified, traditional)
+    "发件人": "from", "发送时间": "sent", "日期": "sent", "收件人": "to", "主题": "subject", "抄送": "cc",
+    "寄件者": "from", "寄件日期": "sent", "收件者": "to", "主旨": "subject", "副本": "cc",
 }
 
 
@@ -84,7 +108,8 @@ def _outlook_block(doc: Doc, i: int, limit: int) -> int | None:
 def _original_message(bare: str) -> bool:
     if not bare.startswith("--") or len(bare) > 80:
         return False
-    return bare.strip("- ").lower() in _ORIGINAL_MESSAGE
+    # Turkish "İ" lowercases to "i" plus a combining dot (U+0307).
+    return bare.strip("- ").lower().replace("\u0307", "") in _ORIGINAL_MESSAGE
 
 
 _FR_WROTE = re.compile(r"a [ée]crit ?:$")
@@ -184,10 +209,17 @@ def _header_at(doc: Doc, i: int, limit: int, marker: Cut | None) -> Cut | None:
 
 
 def find_header(doc: Doc, limit: int, marker: Cut | None) -> Cut | None:
-    """The earliest quote header above ``limit`` that one of our own rules knows."""
+    """The earliest quote header above ``limit`` that one of our own rules knows.
+
+    An Outlook header block on the very first line, with no marker of ours
+    below, heads a forwarded message rather than a quote: nothing was written
+    above it, so it is the text itself (mail-parser-reply's Polish fixture)."""
+    first = doc.next_nonblank(0, limit)
     for i in range(limit):
         cut = _header_at(doc, i, limit, marker)
         if cut is not None:
+            if i == first and marker is None and cut.rule == "outlook_header_block":
+                continue
             return cut
     return None
 

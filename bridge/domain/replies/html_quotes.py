@@ -20,6 +20,11 @@ def _quote_container(tag: str, attrs: Mapping[str, str]) -> str | None:
         "appendonsend", "mail-editor-reference-message-container"
     ):
         return "html_outlook_reply"
+    # Hotmail/Outlook.com: <hr id="stopSpelling"> and then the Date/Subject/From/To
+    # block; Outlook on the web: an <hr tabindex="-1"> above divRplyFwdMsg. A
+    # plain <hr> the staff member typed is not a quote.
+    if tag == "hr" and (element_id == "stopspelling" or attrs.get("tabindex", "").strip() == "-1"):
+        return "html_outlook_reply"
     return None
 
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bridge.domain import feedback as fb
-from bridge.domain.feedback import BuyerFacts, OrderFacts, Schedule, SendWindow
+from bridge.domain.feedback import BuyerFacts, Schedule, SendWindow
+from bridge.domain.orders import ItemFacts, OrderFacts
 
 UTC = timezone.utc
 DELIVERED = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)          # a Monday
@@ -16,7 +17,8 @@ ANY_TIME = SendWindow.parse("00:00-24:00")
 
 def order(**kw: object) -> OrderFacts:
     values: dict[str, object] = dict(order_id="111-2223334-4445556", status="delivered", delivered_at=DELIVERED,
-                                     buyer_alias="k3j9x0qma2b7@marketplace.amazon.com", skus=("TENT-2",))
+                                     buyer_alias="k3j9x0qma2b7@marketplace.amazon.com",
+                                     items=(ItemFacts("1", "TENT-2"),))
     values.update(kw)
     return OrderFacts(**values)  # type: ignore[arg-type]
 
@@ -94,7 +96,7 @@ def test_a_delivery_date_wins_over_the_estimate() -> None:
     (dict(status="returned"), "order_ended"),
     (dict(open_claim=True), "open_claim"),
     (dict(buyer_alias=None), "no_buyer_alias"),
-    (dict(skus=("OK-1", "SECRET-9")), "excluded_sku"),
+    (dict(items=(ItemFacts("1", "OK-1"), ItemFacts("2", "SECRET-9"))), "excluded_sku"),
 ])
 def test_order_exclusions(kw: dict[str, object], rule: str) -> None:
     now = DELIVERED + timedelta(days=6)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bridgekit import insert_order
-from sqlalchemy import insert, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, insert, inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from bridge import store
@@ -150,3 +152,58 @@ def test_an_opt_out_cancels_only_scheduled_requests_and_status_counts_them(engin
                       "not_delivered_opted_out": 1}
     assert [(r["order_id"][-1], r["state"], r["reason"]) for r in listed] == [
         ("2", "sent", store.NOT_DELIVERED_OPTED_OUT), ("1", "cancelled", "buyer opted out")]
+
+
+def _plans(engine: Engine, run: Callable[[Connection], object]) -> list[str]:
+    """EXPLAIN QUERY PLAN (SQLite) of every SELECT ``run`` makes, with the parameters it made it with."""
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    with engine.begin() as conn:
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            run(conn)
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        return [" | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                for sql, params in seen]
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (lambda conn: store.orders_to_schedule(conn, "acme", NOW - timedelta(days=30), limit=100),
+     r"ix_orders_account_delivery \(account=\? AND <expr>>\?\)"),
+    (lambda conn: store.claim_due_requests(conn, "acme", "w", NOW, 20),
+     r"ix_feedback_due \(account=\? AND state=\? AND due_at<\?\)"),
+    (lambda conn: store.last_buyer_message_at(conn, "acme", ALIAS), r"ix_conversation_buyer \(buyer_id=\?\)"),
+    (lambda conn: store.orders_since(conn, "acme", NOW),
+     r"ix_orders_account_purchased \(account=\? AND purchased_at>\?\)"),
+])
+def test_the_schedule_and_the_dispatcher_read_by_index(tmp_path: Path, query: Callable[[Connection], object],
+                                                       index: str) -> None:
+    """Their work grows with the orders in the window, the due rows, the buyer's conversations, not with all."""
+    engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+    try:
+        insert_order(engine, "111-0000000-0000001", delivered_at=NOW - timedelta(days=3))
+        schedule(engine, "111-0000000-0000002")
+        first = _plans(engine, query)[0]
+        assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX {index}", first), first
+        assert "SCAN orders" not in first and "SCAN feedback_request" not in first, first
+    finally:
+        engine.dispose()
+
+
+def test_a_database_made_before_the_delivery_index_gets_it(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_orders_account_delivery")
+    engine.dispose()
+    engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+    try:
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                        "name = 'ix_orders_account_delivery'").all()
+    finally:
+        engine.dispose()

@@ -167,3 +167,44 @@ def test_preview_of_a_broken_template_says_why(tmp_path: Path, capsys: pytest.Ca
     replace(folder / "staff_alert.txt.j2", "{{ body }}", "{{ bdy }}")
     assert mailbridge("templates", "preview", "staff_alert", "--dir", str(folder)) == 1
     assert "'bdy' is undefined" in capsys.readouterr().err
+
+
+def test_preview_of_an_order_renders_its_own_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridgekit import insert_order
+
+    from bridge.store.engine import open_database
+
+    config = write_config(tmp_path, None)
+    engine = open_database(f"sqlite:///{tmp_path}/mb.db")
+    insert_order(engine, "305-7654321-1234567", marketplace="amazon.de", language="de", buyer_name="Max Muster",
+                 items=(("LAMP-1", "Acme Stirnlampe"), ("TENT-2", "Acme Zelt")))
+    engine.dispose()
+
+    assert mailbridge("-c", str(config), "templates", "preview", "feedback_request", "--order",
+                      "305-7654321-1234567") == 0
+    out = capsys.readouterr().out
+    assert "(order 305-7654321-1234567 of account acme, language de)" in out
+    assert "Subject: Ihre Meinung zur Bestellung 305-7654321-1234567" in out
+    assert "Max Muster" in out and "Acme Stirnlampe" in out and "Acme Zelt" in out
+    assert "302-1234567-7654321" not in out and "Jana Schmidt" not in out        # no sample value left
+
+    assert mailbridge("-c", str(config), "templates", "preview", "feedback_request", "--order",
+                      "305-7654321-1234567", "--lang", "fr") == 0
+    out = capsys.readouterr().out
+    assert "language fr)" in out and "305-7654321-1234567" in out and "Ihre Meinung" not in out
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (("feedback_request", "--order", "999-0000000-0000000"), "no order 999-0000000-0000000 in account acme"),
+    (("staff_alert", "--order", "305-7654321-1234567"), "template 'staff_alert' is not made from an order"),
+])
+def test_preview_of_an_order_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                argv: tuple[str, ...], error: str) -> None:
+    config = write_config(tmp_path, None)
+    assert mailbridge("-c", str(config), "templates", "preview", *argv) == 2
+    assert error in capsys.readouterr().err
+
+
+def test_preview_of_an_order_needs_the_configuration(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mailbridge("templates", "preview", "feedback_request", "--order", "305-7654321-1234567") == 2
+    assert "give the configuration with -c FILE" in capsys.readouterr().err

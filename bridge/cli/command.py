@@ -150,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "run the content rules over buyer templates; exit 0 clean, 1 problems, 2 unusable folder")
     tlint.add_argument("dir", nargs="?", metavar="DIR",
                        help="the folder (default: [daemon] templates of the configuration, else the shipped ones)")
-    tpreview = command(tpl_actions, "preview", "print a template rendered with its sample values")
+    tpreview = command(tpl_actions, "preview", "print a template rendered with its sample values, or with "
+                       "a stored order's data (--order)")
     tpreview.add_argument("name", metavar="NAME", help="the template, e.g. feedback_request")
-    tpreview.add_argument("--lang", help="the buyer's language (en, de, fr, es, it, ja; default en)")
+    tpreview.add_argument("--order", metavar="ID", help="render with this order's data (from the database)")
+    tpreview.add_argument("--account", metavar="NAME", help="the order's account (when there are several)")
+    tpreview.add_argument("--lang", help="the buyer's language (en, de, fr, es, it, ja; default: the order's, "
+                          "else en)")
     tpreview.add_argument("--dir", help="the folder (default: as for lint)")
 
     demo = command(commands, "demo", "run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow", "demo")

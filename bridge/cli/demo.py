@@ -4,7 +4,9 @@ A real Dovecot IMAP server holds the seller's and the support team's
 mailboxes; a local SMTP server accepts mailbridge's mail and delivers it into
 Dovecot. Buyer mail is appended to the seller's INBOX as if the marketplace had
 relayed it; the daemon runs for real (IDLE, outbox), and the summary shows
-what the support team received.
+what the support team received. Then feedback requests: a shipments report
+imported, requests scheduled, one sent and the others held back, each saying
+why (:mod:`bridge.cli.demo_feedback`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from bridge import store
+from bridge.cli.demo_feedback import show_feedback_requests
 from bridge.cli.settings import setup_logging
 from bridge.config import load_settings
 from bridge.sandbox import (
@@ -78,7 +81,8 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         smtp_port=smtp.port, imap_password_file=f"{root}/imap-password", name="acme-us", smtp_login=True,
         sections={"daemon": {"log_level": "WARNING"}, "outbox": {"retry_base_seconds": 1},
                   "imap": {"processed_folder": "Processed", "poll_seconds": 30},
-                  "smtp": {"password_file": f"{root}/smtp-password", "sent_copies": "server"}}))
+                  "smtp": {"password_file": f"{root}/smtp-password", "sent_copies": "server"},
+                  "feedback": {"enabled": True, "send_window": "00:00-24:00"}}))
     settings = load_settings(root / "mailbridge.toml")
     _say(f"Sandbox: Dovecot IMAP on 127.0.0.1:{dovecot.port}, SMTP on 127.0.0.1:{smtp.port}, files in {root}")
 
@@ -173,6 +177,8 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         _say(f"Amazon's opt-out notice for {optout} arrived: the buyer is now opted out (replies to their own "
              "messages still go out; nothing unsolicited does).")
 
+    asked = show_feedback_requests(root, dovecot, smtp, daemon, SELLER, _say)
+
     with daemon.engine.begin() as conn:
         status = store.account_status(conn, "acme-us")
         decisions = guard.audit_rows(conn, ["acme-us"], None, 1000)
@@ -196,7 +202,8 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
         rules = ", ".join(f["rule"] for f in entry["findings"]) or "-"  # type: ignore[union-attr]
         _say(f"  {entry['event']:<8} {entry['decision']:<9} {entry['category'] or '-':<8} buyer {entry['buyer']}  "
              f"rules: {rules}  by {entry['actor']}")
-    return 0 if len(received) >= expected and relayed is not None and blocked is not None and optout else 1
+    return 0 if len(received) >= expected and relayed is not None and blocked is not None and optout and asked \
+        else 1
 
 
 def _wait_for_mail(smtp: SandboxSMTP, start: int, match, timeout: float = 30):  # type: ignore[no-untyped-def]

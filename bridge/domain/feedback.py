@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bridge.domain.orders import FINAL_STATUSES, OrderFacts
+
 #: The marketplace's window, counted from the delivery (docs/marketplaces.md). Never a setting.
 WINDOW_OPENS = timedelta(days=5)
 WINDOW_CLOSES = timedelta(days=30)
@@ -39,28 +41,13 @@ CAP_BASE = 600
 CAP_AVERAGE_DAYS = 30
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")     # datetime.weekday() order
-ENDED_STATUSES = ("cancelled", "refunded", "returned")
+ENDED_STATUSES = tuple(sorted(FINAL_STATUSES))
 
 _WINDOW_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 _MINUTES_PER_DAY = 24 * 60
 
 
 # --------------------------------------------------------------------------- values in
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderFacts:
-    """What is known of one order now (UTC datetimes)."""
-
-    order_id: str
-    status: str                                  # pending | shipped | delivered | cancelled | refunded | returned
-    open_claim: bool = False
-    buyer_alias: str | None = None
-    shipped_at: datetime | None = None
-    delivered_at: datetime | None = None
-    estimated_delivery_from: datetime | None = None
-    estimated_delivery_to: datetime | None = None
-    skus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,7 +283,7 @@ def no_buyer_alias(f: Facts) -> Iterator[Exclusion]:
 def not_delivered(f: Facts) -> Iterator[Exclusion]:
     if f.order.status in ENDED_STATUSES:
         return
-    if f.order.status == "pending" and f.order.delivered_at is None:
+    if f.order.status in (None, "pending") and f.order.delivered_at is None:
         yield Exclusion("not_delivered", "the order has not shipped yet")
     elif request_window(f.order) is None:
         yield Exclusion("not_delivered", "no delivery date or estimated delivery is known yet")

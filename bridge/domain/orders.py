@@ -60,9 +60,11 @@ class ItemFacts:
 
 @dataclass(frozen=True, slots=True)
 class OrderFacts:
-    """What one source (a report row, a notice, a merge of several) says about one order.
+    """What one source (a report row, a notice, a merge of several), or the orders table, says about one order.
 
-    ``None`` means "this source does not say": merging keeps what is known.
+    ``None`` means "this source does not say": merging keeps what is known. The
+    same value is what the feedback rules (:mod:`bridge.domain.feedback`) judge:
+    an order read from the table always has a status.
     """
 
     order_id: str
@@ -79,6 +81,16 @@ class OrderFacts:
     estimated_delivery_from: datetime | None = None
     estimated_delivery_to: datetime | None = None
     items: tuple[ItemFacts, ...] = ()
+
+    @property
+    def skus(self) -> tuple[str, ...]:
+        """The SKUs of its items, in item order (the feedback rules' ``exclude_skus`` reads them)."""
+        return tuple(i.sku for i in self.items if i.sku)
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        """The product names of its items, in item order."""
+        return tuple(i.title for i in self.items if i.title)
 
 
 # Every field of an order but its id and items: what the orders table holds beside them.

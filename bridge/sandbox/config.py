@@ -18,14 +18,14 @@ def config_toml(*, database: str, seller: str, staff: str, imap_port: int, smtp_
     """A complete mailbridge TOML file for one account served by this sandbox (loopback, no TLS).
 
     ``sections`` adds or overrides keys per table: ``{"outbox": {...}, "account": {...},
-    "imap": {...}, "smtp": {...}}``; "account" holds the ``[[accounts]]`` keys themselves.
+    "imap": {...}, "smtp": {...}, "feedback": {...}}``; "account" holds the ``[[accounts]]`` keys themselves.
     With ``smtp_login`` mailbridge authenticates to SandboxSMTP with the IMAP credentials.
     """
     extra = {k: dict(v) for k, v in (sections or {}).items()}
     password = {"password_file": imap_password_file} if imap_password_file else {"password": imap_password or ""}
     tables: dict[str, dict[str, TomlValue]] = {
         "database": {"url": database},
-        **{k: v for k, v in extra.items() if k not in ("account", "imap", "smtp")},
+        **{k: v for k, v in extra.items() if k not in ("account", "imap", "smtp", "feedback")},
     }
     account: dict[str, TomlValue] = {
         "name": name, "marketplace": "amazon.com", "seller_name": seller_name, "seller_address": seller,
@@ -40,7 +40,9 @@ def config_toml(*, database: str, seller: str, staff: str, imap_port: int, smtp_
     for table, values in tables.items():
         lines += [f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
     lines += ["[[accounts]]", *(f"{k} = {_toml(v)}" for k, v in account.items()), ""]
-    for table, values in (("accounts.imap", imap), ("accounts.smtp", smtp)):
+    sub = [("accounts.imap", imap), ("accounts.smtp", smtp)]
+    sub += [("accounts.feedback", dict(extra["feedback"]))] if "feedback" in extra else []
+    for table, values in sub:
         lines += [f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
     return "\n".join(lines)
 

@@ -199,3 +199,35 @@ def amazon_optout_notice(*, seller_address: str, buyer_relay: str, order: str, m
         f"\r\nYour message:\r\nTo: {buyer_relay}\r\nSubject: How was your order? (Order: {order})\r\n"
         "Would you take a minute to leave a review?\r\n\r\nSincerely,\r\nAmazon Seller Services\r\n"
     ).encode()
+
+
+# --------------------------------------------------------------------------- order reports
+
+#: Amazon's report columns the demo and the tests fill (a report may have more; the import matches by name).
+SHIPMENTS_COLUMNS = ("amazon-order-id", "amazon-order-item-id", "purchase-date", "shipment-date", "buyer-email",
+                     "buyer-name", "sku", "product-name", "quantity-shipped", "estimated-arrival-date",
+                     "sales-channel")
+ALL_ORDERS_COLUMNS = ("amazon-order-id", "merchant-order-id", "purchase-date", "last-updated-date", "order-status",
+                      "fulfillment-channel", "sales-channel", "product-name", "sku", "asin", "item-status",
+                      "quantity")
+
+
+def shipment_row(order: str, *, buyer: str, arrived: datetime, buyer_name: str = "Jane Doe",
+                 sku: str = "TENT-2P", title: str = "Alpine 2-Person Tent", channel: str = "Amazon.com",
+                 ) -> tuple[str, ...]:
+    """One *Amazon Fulfilled Shipments* row: shipped two days before it ``arrived`` (estimated arrival)."""
+    return (order, f"4{order.replace('-', '')[-13:]}", (arrived - timedelta(days=4)).isoformat(),
+            (arrived - timedelta(days=2)).isoformat(), buyer, buyer_name, sku, title, "1", arrived.isoformat(),
+            channel)
+
+
+def all_orders_row(order: str, status: str, *, purchased: datetime, sku: str = "TENT-2P",
+                   title: str = "Alpine 2-Person Tent", channel: str = "Amazon.com") -> tuple[str, ...]:
+    """One *All Orders* row; ``status`` as Amazon writes it ("Pending", "Cancelled", "Shipped - Delivered to Buyer")."""
+    return (order, "", purchased.isoformat(), purchased.isoformat(), status, "Amazon", channel, title, sku,
+            "B0TENT0001", status, "1")
+
+
+def order_report(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A tab-separated flat-file report, as Seller Central writes them (no quoting)."""
+    return "".join("\t".join(cells) + "\n" for cells in [columns, *rows])

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -109,6 +111,25 @@ def language_of(acct: AccountContext, record: store.OrderRecord) -> str:
     return tag.replace("_", "-").split("-")[0].lower() or FALLBACK_LANGUAGE
 
 
+def request_context(acct: AccountContext, record: store.OrderRecord) -> dict[str, Any]:
+    """The documented, plain context of ``feedback_request`` for one order (docs/templates.md)."""
+    s = acct.settings
+    site = MARKETPLACES.get(record.marketplace or s.marketplace) or MARKETPLACES.get(s.marketplace)
+    marketplace = DEFAULT_REGISTRY.family(site.family).name if site else s.marketplace
+    return {
+        "order_id": record.facts.order_id, "buyer_name": record.buyer_name, "items": list(record.titles),
+        "seller_name": s.seller_name, "marketplace": marketplace, "language": language_of(acct, record),
+    }
+
+
+def order_context(conn: Connection, acct: AccountContext, template: str, order_id: str) -> dict[str, Any] | None:
+    """The context ``template`` gets for the stored order ``order_id`` (None: no such order); raises
+    KeyError for a template not made from an order (see :data:`ORDER_TEMPLATES`)."""
+    build = ORDER_TEMPLATES[template]
+    record = store.order_record(conn, acct.name, order_id)
+    return None if record is None else build(acct, record)
+
+
 def render(acct: AccountContext, record: store.OrderRecord, *, conn: Connection | None = None,
            now: datetime | None = None) -> tuple[Rendered, str]:
     """The request as the buyer would read it, and the template used; raises TemplateError.
@@ -117,19 +138,18 @@ def render(acct: AccountContext, record: store.OrderRecord, *, conn: Connection 
     ``feedback_request``. Given ``conn`` and ``now`` (the dispatcher), a broken edit
     rendered with the last good version also queues the one staff alert about it.
     """
-    s = acct.settings
-    site = MARKETPLACES.get(record.marketplace or s.marketplace) or MARKETPLACES.get(s.marketplace)
-    marketplace = DEFAULT_REGISTRY.family(site.family).name if site else s.marketplace
-    language = language_of(acct, record)
-    context = {
-        "order_id": record.facts.order_id, "buyer_name": record.buyer_name, "items": list(record.titles),
-        "seller_name": s.seller_name, "marketplace": marketplace, "language": language,
-    }
+    context = request_context(acct, record)
+    language = context["language"]
     if conn is not None and now is not None:
         rendered = notify.render(conn, acct, TEMPLATE, context, now, lang=language)
     else:
         rendered = acct.templates.render_localized(TEMPLATE, language, context)
     return rendered, rendered.template
+
+
+#: The templates rendered from one order, and how their context is made from it.
+ORDER_TEMPLATES: dict[str, Callable[[AccountContext, store.OrderRecord], dict[str, Any]]] = {
+    TEMPLATE: request_context}
 
 
 def _completed_at(facts: feedback.OrderFacts) -> datetime | None:
@@ -163,11 +183,18 @@ class _LostClaim(Exception):
     """Another dispatcher took the request over: nothing of this transaction may commit."""
 
 
+def recent_orders(conn: Connection, acct: AccountContext, now: datetime) -> int:
+    """The account's orders of the last 30 days: what the default daily cap averages."""
+    return store.orders_since(conn, acct.name, now - timedelta(days=feedback.CAP_AVERAGE_DAYS))
+
+
 def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int, *, worker: str,
-                 stale_after: timedelta = STALE_CLAIM) -> DispatchResult:
+                 stale_after: timedelta = STALE_CLAIM, orders_30_days: int | None = None) -> DispatchResult:
     """Send every due request of the account, ``limit`` claimed at a time; one transaction per request.
 
     Claims another dispatcher has held for ``stale_after`` are its dead predecessor's: released first.
+    ``orders_30_days``: :func:`recent_orders` when the caller counted them lately (it is an average over
+    30 days: counting them at every tick would read every recent order each time); else counted here.
     """
     result = DispatchResult()
     s = acct.settings.feedback
@@ -178,8 +205,9 @@ def dispatch_due(engine: Engine, acct: AccountContext, now: datetime, limit: int
             return result
         day_start, day_end = feedback.local_day(now, s.timezone)
         sent_today = store.sent_between(conn, acct.name, day_start, day_end)
-        cap = feedback.daily_cap(s.daily_cap, store.orders_since(
-            conn, acct.name, now - timedelta(days=feedback.CAP_AVERAGE_DAYS)))
+        if orders_30_days is None:
+            orders_30_days = recent_orders(conn, acct, now)
+        cap = feedback.daily_cap(s.daily_cap, orders_30_days)
     while True:
         if sent_today >= cap:
             result.capped = True

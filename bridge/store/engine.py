@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel, create_engine
 
 from bridge.store import models
@@ -80,6 +81,12 @@ def init_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
     info = models.INFO
     with engine.begin() as conn:
+        # create_all makes a table's indexes only with the table: an index added to a table
+        # an older mailbridge made (an additive change) is made here.
+        # (IF NOT EXISTS, which SQLite and PostgreSQL both have: reflection skips expression indexes.)
+        for table in models.INDEXED_LATER:
+            for index in SQLModel.metadata.tables[table].indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
         row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
         if row is None:
             conn.execute(info.insert().values(key="schema_version", value=str(models.SCHEMA_VERSION)))

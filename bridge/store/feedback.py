@@ -16,8 +16,10 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from bridge.domain.feedback import ENDED_STATUSES, OrderFacts
-from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_ITEM, ORDERS, OUTBOX
+from bridge.domain.feedback import ENDED_STATUSES
+from bridge.domain.orders import OrderFacts
+from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_DELIVERY, ORDERS, OUTBOX
+from bridge.store.orders import facts_of_rows
 from bridge.store.times import iso, utc
 
 REQUEST_STATES = ("scheduled", "claimed", "sent", "skipped", "cancelled")
@@ -27,14 +29,26 @@ NOT_DELIVERED_OPTED_OUT = "not delivered: buyer opted out"
 
 @dataclass(frozen=True)
 class OrderRecord:
-    """An order as the feedback rules and templates need it."""
+    """An order as the feedback rules and templates need it: its facts and its row."""
 
     facts: OrderFacts
     row_id: int
-    marketplace: str | None
-    language: str | None
-    buyer_name: str | None
-    titles: tuple[str, ...]
+
+    @property
+    def marketplace(self) -> str | None:
+        return self.facts.marketplace
+
+    @property
+    def language(self) -> str | None:
+        return self.facts.language
+
+    @property
+    def buyer_name(self) -> str | None:
+        return self.facts.buyer_name
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        return self.facts.titles
 
 
 @dataclass(frozen=True)
@@ -63,33 +77,12 @@ def _request(row: Any) -> Request:
 
 # --- orders, as the rules read them ----------------------------------------------------------
 
-_ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.order_id, ORDERS.c.status, ORDERS.c.open_claim, ORDERS.c.buyer_alias,
-                  ORDERS.c.buyer_name, ORDERS.c.marketplace, ORDERS.c.language, ORDERS.c.shipped_at,
-                  ORDERS.c.delivered_at, ORDERS.c.estimated_delivery_from, ORDERS.c.estimated_delivery_to)
-
-
 def _records(conn: Connection, rows: list[Any]) -> list[OrderRecord]:
-    items: dict[int, list[tuple[str | None, str | None]]] = {}
-    if rows:
-        for order_row, sku, title in conn.execute(
-                select(ORDER_ITEM.c.order_row, ORDER_ITEM.c.sku, ORDER_ITEM.c.title).where(
-                    ORDER_ITEM.c.order_row.in_([r.id for r in rows])).order_by(ORDER_ITEM.c.id)):
-            items.setdefault(int(order_row), []).append((sku, title))
-    out = []
-    for r in rows:
-        lines = items.get(int(r.id), [])
-        facts = OrderFacts(
-            order_id=r.order_id, status=r.status, open_claim=bool(r.open_claim), buyer_alias=r.buyer_alias,
-            shipped_at=utc(r.shipped_at), delivered_at=utc(r.delivered_at),
-            estimated_delivery_from=utc(r.estimated_delivery_from), estimated_delivery_to=utc(r.estimated_delivery_to),
-            skus=tuple(sku for sku, _ in lines if sku))
-        out.append(OrderRecord(facts, int(r.id), r.marketplace, r.language, r.buyer_name,
-                               tuple(title for _, title in lines if title)))
-    return out
+    return [OrderRecord(facts, int(r.id)) for facts, r in zip(facts_of_rows(conn, rows), rows)]
 
 
 def order_record(conn: Connection, account: str, order_id: str) -> OrderRecord | None:
-    rows = conn.execute(select(*_ORDER_COLUMNS).where(ORDERS.c.account == account,
+    rows = conn.execute(select(ORDERS).where(ORDERS.c.account == account,
                                                       ORDERS.c.order_id == order_id)).all()
     found = _records(conn, list(rows))
     return found[0] if found else None
@@ -103,9 +96,9 @@ def orders_to_schedule(conn: Connection, account: str, delivered_since: datetime
     Bounded by the window: an order delivered longer ago than the marketplace's
     window can never be asked, so the query never reads the account's whole history.
     """
-    delivery = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_delivery_to, ORDERS.c.estimated_delivery_from)
+    delivery = ORDER_DELIVERY
     has_request = exists().where(FEEDBACK.c.account == ORDERS.c.account, FEEDBACK.c.order_id == ORDERS.c.order_id)
-    query = select(*_ORDER_COLUMNS).where(
+    query = select(ORDERS).where(
         ORDERS.c.account == account, ORDERS.c.status.not_in(ENDED_STATUSES), delivery >= delivered_since,
         ~has_request)
     if after is not None:
@@ -130,8 +123,9 @@ def orders_since(conn: Connection, account: str, since: datetime) -> int:
 
 def last_buyer_message_at(conn: Connection, account: str, alias: str) -> datetime | None:
     """When the buyer last wrote to the account (any conversation)."""
-    return utc(conn.execute(select(func.max(CONV.c.last_message_at)).join(BUYER, CONV.c.buyer_id == BUYER.c.id)
-                            .where(CONV.c.account == account, BUYER.c.alias == alias)).scalar())
+    # The buyer first, then their conversations (ix_conversation_buyer): never the account's all.
+    buyer = select(BUYER.c.id).where(BUYER.c.account == account, BUYER.c.alias == alias).scalar_subquery()
+    return utc(conn.execute(select(func.max(CONV.c.last_message_at)).where(CONV.c.buyer_id == buyer)).scalar())
 
 
 # --- scheduling ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, LargeBinary, Table, UniqueConstraint
+from sqlalchemy import Index, LargeBinary, Table, UniqueConstraint, func
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Column, DateTime, Field, SQLModel
 
@@ -69,7 +69,9 @@ class Buyer(SQLModel, table=True):
 
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversation"
-    __table_args__ = (UniqueConstraint("account", "key"),)
+    __table_args__ = (UniqueConstraint("account", "key"),
+                      # When a buyer last wrote (the feedback rules ask it for each request sent).
+                      Index("ix_conversation_buyer", "buyer_id", "last_message_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str
     key: str                  # threads.conversation_key(alias, order_id)
@@ -226,7 +228,9 @@ class Order(SQLModel, table=True):
 
     __tablename__ = "orders"   # ORDER is an SQL keyword
     __table_args__ = (UniqueConstraint("account", "order_id"),
-                      Index("ix_orders_account_buyer", "account", "buyer_alias"))
+                      Index("ix_orders_account_buyer", "account", "buyer_alias"),
+                      # The feedback daily cap's average: orders purchased in the last 30 days.
+                      Index("ix_orders_account_purchased", "account", "purchased_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str
     order_id: str                              # 123-1234567-1234567
@@ -383,3 +387,16 @@ def inserted_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None, "not the result of a single-row INSERT"
     return int(key[0])
+
+
+#: When an order was delivered, else when it is expected (latest estimate, then earliest): what the
+#: feedback schedule counts the marketplace's window from and reads the orders in.
+ORDER_DELIVERY = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_delivery_to,
+                               ORDERS.c.estimated_delivery_from)
+# The feedback schedule's query (store.feedback.orders_to_schedule): an account's orders delivered
+# since a date, in delivery order. An index on the expression itself (SQLite and PostgreSQL both
+# have them), so the query reads only the orders inside the window, never the account's history.
+Index("ix_orders_account_delivery", ORDERS.c.account, ORDER_DELIVERY)
+
+#: Tables that gained an index after a database was first made with them: ``init_schema`` makes the missing ones.
+INDEXED_LATER = ("orders", "conversation")

@@ -176,10 +176,15 @@ def _upsert_items(conn: Connection, items_by_row: dict[int, tuple[ItemFacts, ...
 def order_by_id(conn: Connection, account: str, order_id: str) -> OrderFacts | None:
     """The stored order with its items, or ``None``."""
     row = conn.execute(select(ORDERS).where(ORDERS.c.account == account, ORDERS.c.order_id == order_id)).first()
-    if row is None:
-        return None
-    items = conn.execute(select(ORDER_ITEM).where(ORDER_ITEM.c.order_row == row.id).order_by(ORDER_ITEM.c.id))
-    return _facts(row, tuple(ItemFacts(i.item_key, i.sku, i.asin, i.title, i.quantity) for i in items))
+    return None if row is None else facts_of_rows(conn, [row])[0]
+
+
+def facts_of_rows(conn: Connection, rows: list[Row[Any]]) -> list[OrderFacts]:
+    """Rows of the orders table (all its columns) -> their facts with their items, in the same order."""
+    items: dict[int, list[ItemFacts]] = {}
+    for i in _select_in(conn, _ITEMS_BY_ROWS.order_by(ORDER_ITEM.c.id), [r.id for r in rows]):
+        items.setdefault(int(i.order_row), []).append(ItemFacts(i.item_key, i.sku, i.asin, i.title, i.quantity))
+    return [_facts(r, tuple(items.get(int(r.id), ()))) for r in rows]
 
 
 def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime,

@@ -5,7 +5,8 @@ for every account with ``[accounts.feedback] enabled``; ``run --once`` calls it
 once. The durable state is only the ``feedback_request`` table: the timer
 holds nothing a restart could lose, and a tick that comes late (or twice)
 finds the same rows. Scheduling reads the recent orders, so it runs at most
-every :data:`SCHEDULE_EVERY`; dispatching reads only the due rows, every tick.
+every :data:`SCHEDULE_EVERY` (and counts the last 30 days' orders for the daily
+cap then); dispatching reads only the due rows, every tick.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class FeedbackDispatcher:
         # predecessor's claims for its own.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:feedback:{uuid.uuid4().hex[:8]}"
         self.last_scheduled: datetime | None = None
+        # Counted with each scheduling pass, for the daily cap (an average over 30 days).
+        self.orders_30_days: int | None = None
         self.sent = 0
         self.heartbeat = Heartbeat(f"feedback-{acct.name}", allowed_silence=40 * TICK_SECONDS)
 
@@ -58,11 +61,12 @@ class FeedbackDispatcher:
         if self.last_scheduled is None or now - self.last_scheduled >= SCHEDULE_EVERY or now < self.last_scheduled:
             with self.engine.begin() as conn:
                 made = feedback.schedule(conn, self.acct, now)
+                self.orders_30_days = feedback.recent_orders(conn, self.acct, now)
             self.last_scheduled = now
             if made:
                 log.info("account %s: %d feedback request(s) scheduled", self.acct.name, made)
         result = feedback.dispatch_due(self.engine, self.acct, now, CLAIM_BATCH, worker=self.worker_id,
-                                       stale_after=self.stale_after)
+                                       stale_after=self.stale_after, orders_30_days=self.orders_30_days)
         self.heartbeat.beat()
         if result.paused_until is not None:
             log.info("account %s: feedback requests paused until %s (account restricted)", self.acct.name,

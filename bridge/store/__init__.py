@@ -11,6 +11,7 @@
 - ``orders``: orders and their items, merged from reports and notices; the buyer link
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
+- ``monitoring``: what ``/metrics`` and ``mailbridge health`` read; quarantine acknowledgement
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
 Functions take a Connection that is already inside a transaction: the caller
@@ -100,6 +101,22 @@ from bridge.store.models import (
     ORDERS,
     OUTBOX,
     QUARANTINE,
+    QUARANTINE_ACK,
+)
+from bridge.store.monitoring import (
+    AuditDecision,
+    MailboxFetch,
+    Overdue,
+    acknowledge_quarantine,
+    audit_decisions_after,
+    feedback_by_state,
+    list_quarantine,
+    mailbox_fetches,
+    oldest_queued,
+    optouts,
+    outbox_by_state,
+    overdue_outbox,
+    quarantine_counts,
 )
 from bridge.store.orders import (
     UpsertCounts,
@@ -137,7 +154,7 @@ from bridge.store.times import utc
 __all__ = [
     # tables
     "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "ORDER_ITEM", "ORDERS", "OUTBOX",
-    "QUARANTINE",
+    "QUARANTINE", "QUARANTINE_ACK",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -165,6 +182,10 @@ __all__ = [
     "sent_between",
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
+    # monitoring: /metrics, health, quarantine acknowledgement
+    "AuditDecision", "MailboxFetch", "Overdue", "acknowledge_quarantine", "audit_decisions_after",
+    "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
+    "overdue_outbox", "quarantine_counts",
     # status, secrets, times
     "account_status", "token_secret", "utc",
 ]

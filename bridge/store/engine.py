@@ -69,10 +69,21 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE takes the write lock up front: two writers (ingest and
         # outbox) then wait on busy_timeout instead of failing on lock upgrade.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # A reader() begins deferred: in WAL mode it reads a snapshot and waits for no writer.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     return engine
+
+
+_READER = "mailbridge_reader"
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read (``/metrics`` scrapes): on SQLite they do not take
+    the write lock, so they neither wait behind an ingest batch nor hold up a writer."""
+    return engine.execution_options(**{_READER: True})
 
 
 def init_schema(engine: Engine) -> None:

@@ -146,6 +146,20 @@ class Quarantine(SQLModel, table=True):
     released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
+class QuarantineAck(SQLModel, table=True):
+    """An operator has seen a quarantined message (``mailbridge quarantine ack``).
+
+    A table of its own, not a column of ``quarantine``, so that an existing
+    database gains it by table creation alone. ``mailbridge health`` warns about
+    quarantined mail until it is acknowledged; the mail itself stays kept.
+    """
+
+    __tablename__ = "quarantine_ack"
+    quarantine_id: int = Field(primary_key=True, foreign_key="quarantine.id")
+    acknowledged_at: datetime = Field(sa_column=_ts())
+    acknowledged_by: str
+
+
 class Outbox(SQLModel, table=True):
     """Outbound mail. Content and Message-ID are fixed when the row is created.
 
@@ -310,6 +324,7 @@ BUYER = _table(Buyer)
 CONV = _table(Conversation)
 MESSAGE = _table(Message)
 QUARANTINE = _table(Quarantine)
+QUARANTINE_ACK = _table(QuarantineAck)
 OUTBOX = _table(Outbox)
 ACCOUNT_STATE = _table(AccountState)
 AUDIT = _table(AuditLog)

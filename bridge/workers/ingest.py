@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 
@@ -29,6 +29,9 @@ from bridge.services.account import AccountContext
 from bridge.services.inbound import BatchResult, ingest_batch
 from bridge.services.notify import queue_staff_alert
 from bridge.workers.base import Backoff, Heartbeat
+
+if TYPE_CHECKING:  # prometheus_client only where metrics are served (not for `run --once`)
+    from bridge.workers.metrics import Meter
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,8 @@ def allowed_silence(imap: ImapSettings) -> float:
 class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
-                 forward_existing: bool | None = None, heartbeat: Heartbeat | None = None) -> None:
+                 forward_existing: bool | None = None, heartbeat: Heartbeat | None = None,
+                 meter: Meter | None = None) -> None:
         self.engine = engine
         self.acct = acct
         self.factory = factory
@@ -75,6 +79,7 @@ class AccountIngest:
         self.forward_existing = acct.settings.forward_existing if forward_existing is None else forward_existing
         self.stats = IngestStats()
         self.heartbeat = heartbeat or Heartbeat(f"ingest-{acct.name}", allowed_silence(acct.settings.imap))
+        self.meter = meter
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -121,6 +126,8 @@ class AccountIngest:
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
+            if self.meter:
+                self.meter.ingested(self.acct.name, result.kinds)
             if result.outbox_rows:
                 self.on_committed()
             # Only now, after commit, may mail leave the folder.
@@ -188,6 +195,8 @@ class AccountIngest:
                 with MailboxSession(self.imap, self.factory) as session:
                     log.info("account %s: connected to %s (IDLE %s)", self.acct.name, self.imap.host,
                              "on" if session.can_idle and self.imap.idle else "off, polling")
+                    if self.meter:
+                        self.meter.imap_session(self.acct.name)
                     self._ensure_folders(session)
                     while not stop.is_set():
                         handled = self.stats.recorded + self.stats.quarantined
@@ -206,10 +215,15 @@ class AccountIngest:
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)
                 self.record_error(str(exc))
+                if self.meter:
+                    self.meter.imap_error(self.acct.name, "permanent" if exc.permanent else
+                                          "connection" if isinstance(exc, ConnectionLost) else "command")
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
                 delay = backoff.next_delay()
                 log.exception("account %s: ingest failed; retrying in %.0f s", self.acct.name, delay)
                 self.record_error(f"{type(exc).__name__}: {exc}")
+                if self.meter:
+                    self.meter.imap_error(self.acct.name, "other")
             else:
                 break
             self._pause(delay, stop)

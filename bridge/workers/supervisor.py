@@ -8,6 +8,8 @@
 - Another timer fires the feedback dispatcher of every account with feedback
   requests on (``bridge.workers.feedback``); its durable state is the
   ``feedback_request`` table, and it wakes the account's outbox when it queues.
+- With ``[metrics] listen`` set, ``/metrics`` is served for as long as the
+  workers run (``bridge.workers.metrics``): started before them, stopped after.
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
@@ -37,6 +39,7 @@ from bridge.workers.ingest import AccountIngest, IngestStats
 
 if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster without them
     from bridge.adapters.smtp import SmtpConnection
+    from bridge.workers.metrics import Meter
     from bridge.workers.outbox import OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -64,13 +67,18 @@ class Daemon:
         key = store.token_secret(self.engine, secret)
         templates = Templates(settings.templates_dir)
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
+        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts
         self.accounts = [AccountContext.build(a, key, templates, settings.relay, settings.policy)
                          for a in settings.accounts]
 
-    def _outbox(self, acct: AccountContext) -> "OutboxWorker":
+    def _outbox(self, acct: AccountContext, meter: "Meter | None" = None) -> "OutboxWorker":
         from bridge.workers.outbox import OutboxWorker
 
         factory = (lambda: self.smtp_factory(acct)) if self.smtp_factory else None  # type: ignore[misc]
+        if factory is None and meter is not None:
+            from bridge.workers.metrics import MeteredSmtp
+
+            factory = lambda: MeteredSmtp(acct.settings.smtp, meter, acct.name)  # noqa: E731
         return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
                             imap_factory=self.imap_factory, smtp_factory=factory)
 
@@ -116,8 +124,17 @@ class Daemon:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+        from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
+
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Its own registry, read by nobody when [metrics] listen is unset: counting costs next to nothing.
+        meter = self.meter = Meter()
+        metrics = None
+        if self.settings.metrics.listen:
+            meter.registry.register(DatabaseCollector(self.engine, [a.name for a in self.accounts], self.clock))
+            metrics = MetricsServer(self.settings.metrics.listen, meter.registry, self.settings.path)
+            metrics.start()   # before any worker: a port in use stops the start, with nothing begun
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig, stop)
@@ -137,13 +154,13 @@ class Daemon:
         for acct in self.accounts:
             wake = wakes[acct.name]
             ingest = AccountIngest(self.engine, acct, factory=self.imap_factory, clock=self.clock,
-                                   on_committed=lambda w=wake: loop.call_soon_threadsafe(w.set))
+                                   on_committed=lambda w=wake: loop.call_soon_threadsafe(w.set), meter=meter)
             heartbeats.append(ingest.heartbeat)
             t = threading.Thread(target=ingest.run_forever, args=(thread_stop,), name=f"ingest-{acct.name}",
                                  daemon=True)
             t.start()
             threads.append(t)
-        workers = [self._outbox(a) for a in self.accounts]
+        workers = [self._outbox(a, meter) for a in self.accounts]
         heartbeats += [w.heartbeat for w in workers]
         self.health = StuckReport(heartbeats)
         tasks = [asyncio.create_task(w.run(stop, wakes[w.acct.name]), name=f"outbox-{w.acct.name}")
@@ -204,6 +221,8 @@ class Daemon:
             stuck = [t.name for t in threads if t.is_alive()]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            if metrics is not None:
+                await asyncio.to_thread(metrics.stop)
             log.info("stopped")
 
     @staticmethod

@@ -9,19 +9,30 @@ port must close when the daemon stops.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bridgekit import running_daemon
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import store
+from bridge.config import ConfigError, load_settings
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
+from bridge.store.engine import open_database
+from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
+from bridge.workers.supervisor import Daemon
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
 #: Every family /metrics must list, with its type.
 FAMILIES = {
@@ -153,5 +164,114 @@ def test_metrics_of_a_running_daemon_list_every_family_with_what_happened(
         wait_for(port, "an IMAP reconnect", lambda s: s.value(
             "mailbridge_imap_reconnects_total", account="acme") >= 1, log)
     # Stopped with the daemon: nothing listens any more.
+    with pytest.raises(urllib.error.URLError):
+        scrape(port)
+
+
+# --- the collector and the server, on a database without mail servers -------------------------
+
+def _decision(engine: Any, decision: str, rules: tuple[str, ...] = (), account: str = "acme",
+              row_id: int | None = None) -> None:
+    with engine.begin() as conn:
+        if row_id is None:
+            store.record_audit(conn, account=account, now=NOW, event="outbound", decision=decision,
+                               category="reply", findings=[{"rule": r, "severity": "block"} for r in rules])
+        else:   # an id handed out earlier, committed only now (PostgreSQL, two daemons)
+            conn.execute(store.AUDIT.insert().values(id=row_id, at=NOW, account=account, event="outbound",
+                                                     decision=decision, rules="[]", evaluated="[]"))
+
+
+def collected(registry: CollectorRegistry) -> Scrape:
+    return Scrape(generate_latest(registry).decode())
+
+
+def test_policy_decisions_are_counted_once_each_also_when_committed_out_of_order(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path}/mb.db")
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(engine, ["acme", "idle"], lambda: NOW))
+    _decision(engine, "allowed")
+    _decision(engine, "blocked", ("no_links", "no_contact_details"))
+    _decision(engine, "warned", ("no_links", "no_links"))          # one rule found twice: one hit
+    with engine.begin() as conn:                                    # not a policy decision
+        store.record_audit(conn, account="acme", now=NOW, event="optout", decision="opted_out", category=None)
+    page = collected(registry)
+    assert page.value("mailbridge_policy_decisions_total", account="acme") == 3
+    assert page.value("mailbridge_policy_decisions_total", decision="blocked") == 1
+    assert page.value("mailbridge_policy_rule_hits_total", rule="no_links") == 2
+    assert page.value("mailbridge_policy_rule_hits_total", rule="no_links", decision="warned") == 1
+    assert page.value("mailbridge_policy_rule_hits_total", rule="no_contact_details", decision="blocked") == 1
+
+    for n in range(5):
+        _decision(engine, "allowed", account="other")
+    _decision(engine, "held", row_id=100)
+    page = collected(registry)
+    assert page.value("mailbridge_policy_decisions_total", account="other") == 5
+    assert page.value("mailbridge_policy_decisions_total", decision="held") == 1
+    _decision(engine, "allowed", row_id=50)        # below the highest id counted, committed after it
+    page = collected(registry)
+    assert page.value("mailbridge_policy_decisions_total", account="acme", decision="allowed") == 2
+    assert collected(registry).value("mailbridge_policy_decisions_total") == 10   # a scrape again counts nothing twice
+
+    # A new process (a restart) counts the whole log from the start: right at once.
+    fresh = CollectorRegistry()
+    fresh.register(DatabaseCollector(engine, ["acme"], lambda: NOW))
+    assert collected(fresh).value("mailbridge_policy_decisions_total") == 10
+
+
+def test_state_is_zero_filled_for_configured_accounts_and_an_unreadable_database_says_so(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path}/mb.db")
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(engine, ["acme"], lambda: NOW))
+    with engine.begin() as conn:
+        conn.execute(store.OUTBOX.insert().values(
+            account="acme", message_id="m1@mailbridge", purpose="staff_notification", audience="staff",
+            envelope_from="s@acme.example", recipients="[]", subject="s", raw=b"x", state="queued",
+            next_attempt_at=NOW, created_at=NOW - timedelta(seconds=90)))
+    page = collected(registry)
+    assert page.value("mailbridge_outbox_messages", account="acme", state="queued") == 1
+    assert page.value("mailbridge_outbox_messages", account="acme", state="failed") == 0
+    assert page.value("mailbridge_outbox_oldest_queued_age_seconds", account="acme") == 90
+    assert page.value("mailbridge_quarantined_messages", account="acme", acknowledged="false") == 0
+    assert "mailbridge_imap_last_fetch_timestamp_seconds" in page.families   # listed, no sample before a fetch
+    assert page.value("mailbridge_database_up") == 1
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE outbox")
+    page = collected(registry)
+    assert page.value("mailbridge_database_up") == 0
+    assert "mailbridge_outbox_messages" not in page.families
+
+
+def test_a_port_in_use_stops_the_daemon_before_it_starts_any_worker(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "mailbridge.toml"
+        config.write_text(config_toml(database=f"sqlite:///{tmp_path}/mb.db", seller="seller@acme.example",
+                                      staff="staff@acme.example", imap_port=1, smtp_port=1, imap_password="x",
+                                      sections={"metrics": {"listen": f"127.0.0.1:{port}"},
+                                                "smtp": {"sent_copies": "none"}}))
+        daemon = Daemon(load_settings(config))
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(daemon.run(asyncio.Event()))
+    assert str(refused.value).startswith(f"{config}: metrics.listen: cannot listen on 127.0.0.1:{port}: ")
+    assert "choose a free port" in str(refused.value)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ingest-")]
+
+
+def test_the_server_serves_its_own_registry_and_stops(tmp_path: Path) -> None:
+    meter = Meter()
+    meter.ingested("acme", {"buyer": 2, "bounce": 0})
+    port = free_port()
+    server = MetricsServer(f"127.0.0.1:{port}", meter.registry)
+    server.start()
+    try:
+        page = scrape(port)
+        assert page.value("mailbridge_messages_ingested_total", kind="buyer") == 2
+        assert page.value("mailbridge_messages_ingested_total", kind="bounce") == 0
+        assert "python_gc_objects_collected" not in page.families    # not the library's global registry
+    finally:
+        server.stop()
     with pytest.raises(urllib.error.URLError):
         scrape(port)

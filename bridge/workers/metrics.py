@@ -254,12 +254,6 @@ class MetricsServer:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        """The port listened on (the one asked for; the one given, when that was 0)."""
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
     def start(self) -> None:
         host, port = split_listen(self.listen)
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,7 +27,7 @@ from bridge.domain.health import (
     summary,
 )
 from bridge.services.health import Watched, assess
-from bridge.store.engine import DatabaseError, open_database
+from bridge.store.engine import DatabaseError, open_database, reader
 
 
 def duration(text: str) -> timedelta:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                            or default_fetch_age(a.imap.poll_seconds, a.imap.timeout_seconds)) for a in accounts]
         engine = open_database(settings.database.url)
         try:
-            with engine.begin() as conn:
+            with reader(engine).begin() as conn:   # a snapshot: never waits for the daemon's batch in hand
                 findings = assess(conn, watched, now, args.max_outbox_delay or OUTBOX_DELAY_DEFAULT)
         finally:
             engine.dispose()
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, findings, None, now)
 
 
-def _report(args: argparse.Namespace, findings: list[Finding], unknown: str | None, now) -> int:  # type: ignore[no-untyped-def]
+def _report(args: argparse.Namespace, findings: list[Finding], unknown: str | None, now: datetime) -> int:
     status = Status.UNKNOWN if unknown else overall(findings)
     line = f"MAILBRIDGE UNKNOWN - {unknown}" if unknown else summary(findings)
     if args.json:

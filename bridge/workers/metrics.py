@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
+import aiosmtplib
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_wsgi_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -121,7 +122,8 @@ class MeteredSmtp(SmtpConnection):
         self.meter = meter
         self.account = account
 
-    async def _connect(self):  # type: ignore[no-untyped-def]
+    async def _connect(self) -> aiosmtplib.SMTP:
+        # Every session the connection opens goes through here (the first and each reconnect).
         client = await super()._connect()
         self.meter.smtp_session(self.account)
         return client

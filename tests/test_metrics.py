@@ -275,3 +275,13 @@ def test_the_server_serves_its_own_registry_and_stops(tmp_path: Path) -> None:
         server.stop()
     with pytest.raises(urllib.error.URLError):
         scrape(port)
+
+
+def test_a_database_made_before_the_outbox_count_index_gains_it_when_opened(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/mb.db"
+    with open_database(url).begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_outbox_account_state")   # as an older mailbridge left it
+    with open_database(url).begin() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN SELECT account, state, count(*) FROM outbox "
+                                    "GROUP BY account, state").all()
+    assert "COVERING INDEX ix_outbox_account_state" in str(plan)

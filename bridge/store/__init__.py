@@ -108,7 +108,9 @@ from bridge.store.monitoring import (
     MailboxFetch,
     Overdue,
     acknowledge_quarantine,
-    audit_decisions_after,
+    audit_decision_counts,
+    audit_decisions,
+    audit_high_id,
     feedback_by_state,
     list_quarantine,
     mailbox_fetches,
@@ -183,7 +185,8 @@ __all__ = [
     # audit log
     "audit_rows", "latest_send_decision", "record_audit",
     # monitoring: /metrics, health, quarantine acknowledgement
-    "AuditDecision", "MailboxFetch", "Overdue", "acknowledge_quarantine", "audit_decisions_after",
+    "AuditDecision", "MailboxFetch", "Overdue", "acknowledge_quarantine", "audit_decision_counts",
+    "audit_decisions", "audit_high_id",
     "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
     "overdue_outbox", "quarantine_counts",
     # status, secrets, times

@@ -87,8 +87,11 @@ def reader(engine: Engine) -> Engine:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create missing tables and check the schema version."""
+    """Create missing tables (and indexes added to existing tables since) and check the schema version."""
     SQLModel.metadata.create_all(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)   # create_all makes indexes only with their table
     info = models.INFO
     with engine.begin() as conn:
         row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()

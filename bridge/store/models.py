@@ -170,7 +170,10 @@ class Outbox(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),
+                      # Counts by account and state (/metrics, health) read this index, never the
+                      # rows, which hold whole messages.
+                      Index("ix_outbox_account_state", "account", "state", "created_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
     message_id: str = Field(unique=True)   # without brackets

@@ -2,10 +2,9 @@
 
 Every read is one aggregate statement over all accounts (grouped by account),
 so a scrape costs a handful of statements whatever the number of accounts;
-each uses an index where the tables have one (``ix_outbox_due``,
-``ix_feedback_due``). The audit log only grows, so it is read incrementally:
-:func:`audit_decisions_after` returns the rows after an id the caller has
-already counted.
+the outbox counts read the index ``ix_outbox_account_state`` only, never the
+rows (which hold whole messages). The audit log only grows, so it is read on
+from the highest id a reader has counted.
 """
 
 from __future__ import annotations
@@ -93,6 +92,12 @@ def feedback_by_state(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 # --- the audit log, read on from where the reader stopped ------------------------------------
+# Only outbound decisions count; the log only grows, so a reader keeps the highest id it has
+# counted and reads on from there: in bulk (grouped in SQL) for what is new, row by row for a
+# short window below, where rows committed late (PostgreSQL) may still appear.
+
+_OUTBOUND = AUDIT.c.event == "outbound"
+
 
 @dataclass(frozen=True)
 class AuditDecision:
@@ -102,12 +107,26 @@ class AuditDecision:
     rules: tuple[str, ...]        # the rule ids of its findings
 
 
-def audit_decisions_after(conn: Connection, after_id: int, limit: int = 5000) -> list[AuditDecision]:
-    """Outbound decisions with an id above ``after_id``, lowest first, at most ``limit``."""
-    rows = conn.execute(select(AUDIT.c.id, AUDIT.c.account, AUDIT.c.decision, AUDIT.c.rules)
-                        .where(AUDIT.c.event == "outbound", AUDIT.c.id > after_id)
-                        .order_by(AUDIT.c.id).limit(limit)).all()
-    return [AuditDecision(r.id, r.account, r.decision, _rule_ids(r.rules)) for r in rows]
+def audit_high_id(conn: Connection) -> int:
+    """The highest id in the audit log (0: empty)."""
+    return int(conn.execute(select(func.coalesce(func.max(AUDIT.c.id), 0))).scalar_one())
+
+
+def audit_decisions(conn: Connection, after_id: int, upto_id: int, *, with_findings_only: bool = False
+                    ) -> list[AuditDecision]:
+    """Outbound decisions with ``after_id < id <= upto_id``, lowest first (only those with findings, if asked)."""
+    query = (select(AUDIT.c.id, AUDIT.c.account, AUDIT.c.decision, AUDIT.c.rules)
+             .where(_OUTBOUND, AUDIT.c.id > after_id, AUDIT.c.id <= upto_id).order_by(AUDIT.c.id))
+    if with_findings_only:
+        query = query.where(AUDIT.c.rules != "[]")
+    return [AuditDecision(r.id, r.account, r.decision, _rule_ids(r.rules)) for r in conn.execute(query).all()]
+
+
+def audit_decision_counts(conn: Connection, after_id: int, upto_id: int) -> dict[tuple[str, str], int]:
+    """Outbound decisions per (account, decision) with ``after_id < id <= upto_id``."""
+    return {(a, d): int(n) for a, d, n in conn.execute(
+        select(AUDIT.c.account, AUDIT.c.decision, func.count())
+        .where(_OUTBOUND, AUDIT.c.id > after_id, AUDIT.c.id <= upto_id).group_by(AUDIT.c.account, AUDIT.c.decision))}
 
 
 def _rule_ids(text: str | None) -> tuple[str, ...]:

@@ -138,11 +138,10 @@ class MeteredSmtp(SmtpConnection):
         self.meter.smtp_send(self.account, time.perf_counter() - started, None)
 
 
-# The audit log is read on from the last row counted. Ids are handed out in order, but on
-# PostgreSQL a transaction may commit after a later one: the last AUDIT_OVERLAP ids are
-# read again each time, and rows already counted skipped.
+# The audit log is read on from the highest id counted. Ids are handed out in order, but on
+# PostgreSQL a transaction may commit after a later one: the AUDIT_OVERLAP ids below the
+# highest are read again at each scrape, and rows not counted yet counted then.
 AUDIT_OVERLAP = 1000
-AUDIT_PAGE = 5000
 
 
 class DatabaseCollector(Collector):
@@ -154,7 +153,7 @@ class DatabaseCollector(Collector):
         self.clock = clock
         self._lock = threading.Lock()      # scrapes may overlap (one thread each)
         self._high = 0                     # the highest audit id counted
-        self._counted: set[int] = set()    # counted ids above _high - AUDIT_OVERLAP
+        self._counted: set[int] = set()    # the ids from _high - AUDIT_OVERLAP to _high, all counted
         self._decisions: Tally[tuple[str, str]] = Tally()
         self._rule_hits: Tally[tuple[str, str, str]] = Tally()
 
@@ -228,22 +227,23 @@ class DatabaseCollector(Collector):
         yield counter
 
     def _count_audit(self, conn: Connection) -> None:
-        after = max(0, self._high - AUDIT_OVERLAP)
-        while True:
-            rows = store.audit_decisions_after(conn, after, AUDIT_PAGE)
-            for row in rows:
-                if row.id in self._counted or row.id <= self._high - AUDIT_OVERLAP:
-                    continue
-                self._counted.add(row.id)
+        """Count the outbound decisions not counted yet: new ones in bulk, late ones in the window below."""
+        high = store.audit_high_id(conn)
+        for row in store.audit_decisions(conn, max(0, self._high - AUDIT_OVERLAP), self._high):
+            if row.id not in self._counted:   # committed after a higher id was counted
                 self._decisions[(row.account, row.decision)] += 1
-                for rule in dict.fromkeys(row.rules):
-                    self._rule_hits[(row.account, rule, row.decision)] += 1
-            if rows:
-                after = rows[-1].id
-                self._high = max(self._high, after)
-                self._counted = {i for i in self._counted if i > self._high - AUDIT_OVERLAP}
-            if len(rows) < AUDIT_PAGE:
-                return
+                self._count_rules(row)
+        if high > self._high:
+            for (account, decision), n in store.audit_decision_counts(conn, self._high, high).items():
+                self._decisions[(account, decision)] += n
+            for row in store.audit_decisions(conn, self._high, high, with_findings_only=True):
+                self._count_rules(row)
+            self._high = high
+        self._counted = {r.id for r in store.audit_decisions(conn, max(0, high - AUDIT_OVERLAP), high)}
+
+    def _count_rules(self, row: store.AuditDecision) -> None:
+        for rule in dict.fromkeys(row.rules):   # a rule found twice in one message: one hit
+            self._rule_hits[(row.account, rule, row.decision)] += 1
 
 
 class MetricsServer:

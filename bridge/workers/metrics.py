@@ -227,23 +227,31 @@ class DatabaseCollector(Collector):
         yield counter
 
     def _count_audit(self, conn: Connection) -> None:
-        """Count the outbound decisions not counted yet: new ones in bulk, late ones in the window below."""
+        """Count the outbound decisions not counted yet: new ones in bulk, late ones in the window below.
+
+        Counted into local tallies first, kept only once every read succeeded: a
+        failed scrape must not count anything twice at the next.
+        """
+        decisions: Tally[tuple[str, str]] = Tally()
+        hits: Tally[tuple[str, str, str]] = Tally()
+
+        def rule_hits(row: store.AuditDecision) -> None:
+            for rule in dict.fromkeys(row.rules):   # a rule found twice in one message: one hit
+                hits[(row.account, rule, row.decision)] += 1
+
         high = store.audit_high_id(conn)
         for row in store.audit_decisions(conn, max(0, self._high - AUDIT_OVERLAP), self._high):
             if row.id not in self._counted:   # committed after a higher id was counted
-                self._decisions[(row.account, row.decision)] += 1
-                self._count_rules(row)
+                decisions[(row.account, row.decision)] += 1
+                rule_hits(row)
         if high > self._high:
-            for (account, decision), n in store.audit_decision_counts(conn, self._high, high).items():
-                self._decisions[(account, decision)] += n
+            decisions.update(store.audit_decision_counts(conn, self._high, high))
             for row in store.audit_decisions(conn, self._high, high, with_findings_only=True):
-                self._count_rules(row)
-            self._high = high
-        self._counted = {r.id for r in store.audit_decisions(conn, max(0, high - AUDIT_OVERLAP), high)}
-
-    def _count_rules(self, row: store.AuditDecision) -> None:
-        for rule in dict.fromkeys(row.rules):   # a rule found twice in one message: one hit
-            self._rule_hits[(row.account, rule, row.decision)] += 1
+                rule_hits(row)
+        counted = {r.id for r in store.audit_decisions(conn, max(0, high - AUDIT_OVERLAP), high)}
+        self._decisions.update(decisions)
+        self._rule_hits.update(hits)
+        self._high, self._counted = max(high, self._high), counted
 
 
 class MetricsServer:

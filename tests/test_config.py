@@ -72,6 +72,7 @@ def valid() -> dict[str, Any]:
         "relay": {"confirm_to_staff": True, "attachment_types": ["pdf", "png"], "max_attachment_bytes": 10485760,
                   "max_attachments": 5},
         "policy": {"rules": {"no_links": "warn"}, "link_domains": ["ups.com"], "max_text_chars": 2000},
+        "metrics": {"listen": "127.0.0.1:9464"},
         "accounts": [
             {
                 "name": "acme-us",
@@ -368,6 +369,16 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("database in memory", put("database.url", "sqlite:///:memory:"), "database.url: names no database file"),
     ("database sqlite two slashes", put("database.url", "sqlite://mb.db"), 'database.url: unsupported database (scheme "sqlite")'),
     ("database url not a string", put("database.url", 5), "database.url: expected a string, got an integer (5)"),
+    # metrics
+    ("metrics listen without port", put("metrics", {"listen": "127.0.0.1"}), 'metrics.listen: got "127.0.0.1"; expected an address and a port such as "127.0.0.1:9464"'),
+    ("metrics listen port only", put("metrics", {"listen": ":9464"}), 'metrics.listen: got ":9464"; expected an address and a port'),
+    ("metrics listen bad port", put("metrics", {"listen": "127.0.0.1:99999"}), "metrics.listen: got \"127.0.0.1:99999\": the port must be a number from 1 to 65535"),
+    ("metrics listen port not a number", put("metrics", {"listen": "localhost:http"}), "the port must be a number from 1 to 65535"),
+    ("metrics listen IPv6 without brackets", put("metrics", {"listen": "::1:9464"}), 'metrics.listen: got "::1:9464"; put an IPv6 address in brackets: "[::1]:9464"'),
+    ("metrics listen bad IPv6", put("metrics", {"listen": "[fe80::zz]:9464"}), 'is not an IPv6 address'),
+    ("metrics listen a URL", put("metrics", {"listen": "http://127.0.0.1:9464"}), 'metrics.listen: got "http://127.0.0.1:9464"; expected an address and a port'),
+    ("metrics listen not a string", put("metrics", {"listen": 9464}), "metrics.listen: expected a string, got an integer (9464)"),
+    ("metrics unknown key", put("metrics", {"port": 9464}), "metrics.port: unknown key"),
 ]
 
 
@@ -535,6 +546,20 @@ def test_database_urls_are_resolved(given: str, stored: str) -> None:
 ])
 def test_templates_resolve_against_the_config_folder(given: str, stored: Path) -> None:
     assert parse(mutated(put("daemon.templates", given))).templates_dir == stored
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    (None, ""),                               # absent: no metrics
+    ("", ""),
+    ("127.0.0.1:9464", "127.0.0.1:9464"),
+    (" 127.0.0.1:9464 ", "127.0.0.1:9464"),
+    ("[::1]:9464", "[::1]:9464"),
+    ("0.0.0.0:1", "0.0.0.0:1"),
+    ("localhost:65535", "localhost:65535"),
+])
+def test_metrics_listen_is_off_by_default_and_normalised(given: str | None, stored: str) -> None:
+    data = mutated(drop("metrics") if given is None else put("metrics.listen", given))
+    assert parse(data).metrics.listen == stored
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "info", "Warning", "ERROR"])

@@ -77,6 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
                      "status")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    health = command(commands, "health", "a check for monitoring systems: exit 0 OK, 1 WARNING, 2 CRITICAL, "
+                                         "3 UNKNOWN, with the reason (README.md, \"Health\")", "health")
+    health.add_argument("--json", action="store_true", help="machine-readable output")
+    health.add_argument("--account", help="only this account")
+    health.add_argument("--max-fetch-age", type=_duration, metavar="AGE",
+                        help="CRITICAL when an account's folder has not been fetched for longer (90s, 15m, 2h, 1d; "
+                             "default: 15m, or 3 poll intervals plus 4 IMAP timeouts when that is longer)")
+    health.add_argument("--max-outbox-delay", type=_duration, metavar="AGE",
+                        help="CRITICAL when outbox rows have been due, or sending, for longer (default: 1h)")
+
+    quarantine = command(commands, "quarantine", "mail that could not be processed; acknowledge it once seen",
+                         "quarantine")
+    quarantine.add_argument("--account", help="only this account")
+    quarantine_actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    qlist = command(quarantine_actions, "list", "quarantined mail not yet acknowledged (--all: all of it)")
+    qlist.add_argument("--all", action="store_true", help="also what was acknowledged")
+    qlist.add_argument("--limit", type=int, default=1000)
+    qlist.add_argument("--json", action="store_true", help="machine-readable output")
+    qack = command(quarantine_actions, "ack", "record that a person has seen this quarantined mail "
+                                              "(`mailbridge health` stops warning about it; the mail stays kept)")
+    qack.add_argument("ids", type=int, nargs="*", metavar="ID")
+    qack.add_argument("--all", action="store_true", help="every quarantined message not yet acknowledged")
+
     outbox = command(commands, "outbox", "list outgoing mail; retry or cancel held, failed or unknown rows", "outbox")
     outbox.add_argument("--account", help="only this account")
     outbox_actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -162,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(commands, "demo", "run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow", "demo")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
     return p
+
+
+def _duration(text: str) -> Any:
+    """The thresholds of ``health``; the parsing lives with the checks (imported only then)."""
+    from bridge.cli.health import duration
+
+    return duration(text)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -220,6 +220,35 @@ def folder(value: str, base: Path) -> str:
     return value
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (IPv6 as ``"[::1]:PORT"``) -> (host, port); raises :class:`Invalid`."""
+    shape = 'expected an address and a port such as "127.0.0.1:9464" or "[::1]:9464"'
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in value or any(c.isspace() for c in value):
+        raise Invalid(f"got {quote(value)}; {shape}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise Invalid(f"got {quote(value)}: {quote(host)} is not an IPv6 address; {shape}") from None
+    elif ":" in host:
+        raise Invalid(f"got {quote(value)}; put an IPv6 address in brackets: \"[{host}]:{port}\"")
+    if not host:
+        raise Invalid(f"got {quote(value)}; {shape}")
+    if not port.isdecimal() or not 1 <= int(port) <= 65535:
+        raise Invalid(f"got {quote(value)}: the port must be a number from 1 to 65535; {shape}")
+    return host, int(port)
+
+
+def listen_address(value: str, base: Path) -> str:
+    """Where ``/metrics`` is served; "" turns metrics off."""
+    if value == "":
+        return value
+    host, port = split_listen(value.strip())
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # --------------------------------------------------------------------------
 # Database
 # --------------------------------------------------------------------------

@@ -468,6 +468,15 @@ class PolicySettings:
         Integer(1), "the longest text of our own in one message, in characters"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings:
+    """``[metrics]``: Prometheus metrics over HTTP (bridge.workers.metrics); off unless ``listen`` is set."""
+
+    listen: str = field(default="", metadata=key(
+        Text(checks.listen_address), 'the address and port /metrics is served on, e.g. "127.0.0.1:9464" '
+                                     'or "[::1]:9464" ("" or absent: no metrics)'))
+
+
 # --------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------
@@ -493,6 +502,7 @@ class Settings:
     outbox: OutboxSettings = field(metadata=key(Nested(), "retries of outgoing mail"))
     relay: RelaySettings = field(default=RelaySettings(), metadata=key(Nested(), "staff replies to buyers"))
     policy: PolicySettings = field(default=PolicySettings(), metadata=key(Nested(), "the compliance guard"))
+    metrics: MetricsSettings = field(default=MetricsSettings(), metadata=key(Nested(), "Prometheus metrics"))
     accounts: tuple[AccountSettings, ...] = field(metadata=key(
         Tables(named_by="name"), "the marketplace seller accounts bridged"))
 

@@ -13,6 +13,7 @@
 - ``audit``: the append-only audit log of outbound decisions, opt-outs and overrides
 - ``status``: the per-account report of ``mailbridge status``
 - ``oauth2_grants``: the newest (rotated) refresh token of each OAuth2 login, and revocations
+- ``monitoring``: what ``/metrics`` and ``mailbridge health`` read; quarantine acknowledgement
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
 Functions take a Connection that is already inside a transaction: the caller
@@ -104,7 +105,25 @@ from bridge.store.models import (
     ORDERS,
     OUTBOX,
     QUARANTINE,
+    QUARANTINE_ACK,
     REMINDER,
+)
+from bridge.store.monitoring import (
+    AuditDecision,
+    MailboxFetch,
+    Overdue,
+    acknowledge_quarantine,
+    audit_decision_counts,
+    audit_decisions,
+    audit_high_id,
+    feedback_by_state,
+    list_quarantine,
+    mailbox_fetches,
+    oldest_queued,
+    optouts,
+    outbox_by_state,
+    overdue_outbox,
+    quarantine_counts,
 )
 from bridge.store.oauth2_grants import GrantState, grant_state, revoke_grant, rotate_refresh_token, seed_grant
 from bridge.store.orders import (
@@ -155,7 +174,7 @@ from bridge.store.times import utc
 __all__ = [
     # tables
     "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM",
-    "ORDERS", "OUTBOX", "QUARANTINE", "REMINDER",
+    "ORDERS", "OUTBOX", "QUARANTINE", "QUARANTINE_ACK", "REMINDER",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -188,6 +207,11 @@ __all__ = [
     "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
     # OAuth2 refresh tokens
     "GrantState", "grant_state", "revoke_grant", "rotate_refresh_token", "seed_grant",
+    # monitoring: /metrics, health, quarantine acknowledgement
+    "AuditDecision", "MailboxFetch", "Overdue", "acknowledge_quarantine", "audit_decision_counts",
+    "audit_decisions", "audit_high_id",
+    "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
+    "overdue_outbox", "quarantine_counts",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -70,22 +70,33 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE takes the write lock up front: two writers (ingest and
         # outbox) then wait on busy_timeout instead of failing on lock upgrade.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # A reader() begins deferred: in WAL mode it reads a snapshot and waits for no writer.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     return engine
 
 
+_READER = "mailbridge_reader"
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read (``/metrics`` scrapes): on SQLite they do not take
+    the write lock, so they neither wait behind an ingest batch nor hold up a writer."""
+    return engine.execution_options(**{_READER: True})
+
+
 def init_schema(engine: Engine) -> None:
-    """Create missing tables and check the schema version."""
+    """Create missing tables (and indexes added to existing tables since) and check the schema version."""
     SQLModel.metadata.create_all(engine)
     info = models.INFO
     with engine.begin() as conn:
         # create_all makes a table's indexes only with the table: an index added to a table
         # an older mailbridge made (an additive change) is made here.
         # (IF NOT EXISTS, which SQLite and PostgreSQL both have: reflection skips expression indexes.)
-        for table in models.INDEXED_LATER:
-            for index in SQLModel.metadata.tables[table].indexes:
+        for table in SQLModel.metadata.sorted_tables:
+            for index in table.indexes:
                 conn.execute(CreateIndex(index, if_not_exists=True))
         row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
         if row is None:

@@ -148,6 +148,20 @@ class Quarantine(SQLModel, table=True):
     released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
+class QuarantineAck(SQLModel, table=True):
+    """An operator has seen a quarantined message (``mailbridge quarantine ack``).
+
+    A table of its own, not a column of ``quarantine``, so that an existing
+    database gains it by table creation alone. ``mailbridge health`` warns about
+    quarantined mail until it is acknowledged; the mail itself stays kept.
+    """
+
+    __tablename__ = "quarantine_ack"
+    quarantine_id: int = Field(primary_key=True, foreign_key="quarantine.id")
+    acknowledged_at: datetime = Field(sa_column=_ts())
+    acknowledged_by: str
+
+
 class Outbox(SQLModel, table=True):
     """Outbound mail. Content and Message-ID are fixed when the row is created.
 
@@ -158,7 +172,10 @@ class Outbox(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),
+                      # Counts by account and state (/metrics, health) read this index, never the
+                      # rows, which hold whole messages.
+                      Index("ix_outbox_account_state", "account", "state", "created_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
     message_id: str = Field(unique=True)   # without brackets
@@ -372,6 +389,7 @@ BUYER = _table(Buyer)
 CONV = _table(Conversation)
 MESSAGE = _table(Message)
 QUARANTINE = _table(Quarantine)
+QUARANTINE_ACK = _table(QuarantineAck)
 OUTBOX = _table(Outbox)
 ACCOUNT_STATE = _table(AccountState)
 AUDIT = _table(AuditLog)
@@ -397,6 +415,3 @@ ORDER_DELIVERY = func.coalesce(ORDERS.c.delivered_at, ORDERS.c.estimated_deliver
 # since a date, in delivery order. An index on the expression itself (SQLite and PostgreSQL both
 # have them), so the query reads only the orders inside the window, never the account's history.
 Index("ix_orders_account_delivery", ORDERS.c.account, ORDER_DELIVERY)
-
-#: Tables that gained an index after a database was first made with them: ``init_schema`` makes the missing ones.
-INDEXED_LATER = ("orders", "conversation")

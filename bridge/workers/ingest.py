@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 
@@ -29,6 +29,9 @@ from bridge.services.account import AccountContext
 from bridge.services.inbound import BatchResult, ingest_batch
 from bridge.services.notify import queue_staff_alert
 from bridge.workers.base import Backoff, Heartbeat
+
+if TYPE_CHECKING:  # prometheus_client only where metrics are served (not for `run --once`)
+    from bridge.workers.metrics import Meter
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,8 @@ def server_went_silent(exc: BaseException) -> bool:
 class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
-                 forward_existing: bool | None = None, heartbeat: Heartbeat | None = None) -> None:
+                 forward_existing: bool | None = None, heartbeat: Heartbeat | None = None,
+                 meter: Meter | None = None) -> None:
         self.engine = engine
         self.acct = acct
         self.factory = factory
@@ -108,6 +112,7 @@ class AccountIngest:
         self.last_error: str | None = None
         self.reported = threading.Event()
         self.reauthorize_poll_seconds = REAUTHORIZE_POLL_SECONDS
+        self.meter = meter
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -155,6 +160,8 @@ class AccountIngest:
                                   checkpoint.history_until_uid, self.clock())
             self.stats.add(result)
             self._log_recorded(folder, result)
+            if self.meter:
+                self.meter.ingested(self.acct.name, result.kinds)
             if result.outbox_rows:
                 self.on_committed()
             # Only now, after commit, may mail leave the folder.
@@ -237,6 +244,8 @@ class AccountIngest:
                     self.connected, self.last_error = True, None
                     self.reported.set()
                     self.heartbeat.beat()
+                    if self.meter:
+                        self.meter.imap_session(self.acct.name)
                     self._ensure_folders(session)
                     while not stop.is_set():
                         handled = self.stats.recorded + self.stats.quarantined
@@ -264,11 +273,16 @@ class AccountIngest:
                 delay = backoff.next_delay(at_least=60.0 if exc.permanent else 0.0)
                 log.warning("account %s: %s; retrying in %.0f s", self.acct.name, exc, delay)
                 self.record_error(str(exc))
+                if self.meter:
+                    self.meter.imap_error(self.acct.name, "permanent" if exc.permanent else
+                                          "connection" if isinstance(exc, ConnectionLost) else "command")
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
                 self.connected, silent = False, server_went_silent(exc)
                 delay = backoff.next_delay()
                 log.exception("account %s: ingest failed; retrying in %.0f s", self.acct.name, delay)
                 self.record_error(f"{type(exc).__name__}: {exc}")
+                if self.meter:
+                    self.meter.imap_error(self.acct.name, "other")
             else:
                 break
             self._pause(delay, stop, beat=not silent)

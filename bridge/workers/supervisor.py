@@ -11,6 +11,8 @@
 - A third timer fires the response-time reminders of every account that has
   them (``bridge.workers.reminders``); their durable state is the
   ``response_reminder`` table.
+- With ``[metrics] listen`` set, ``/metrics`` is served for as long as the
+  workers run (``bridge.workers.metrics``): started before them, stopped after.
 - SIGTERM/SIGINT set a stop flag: the ingest threads finish the batch in hand
   (it commits or rolls back as a whole), the outbox tasks finish the message in
   hand, and the process exits 0.
@@ -49,6 +51,7 @@ from bridge.workers.service_state import ServiceState, status_line
 
 if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster without them
     from bridge.adapters.smtp import SmtpConnection
+    from bridge.workers.metrics import DatabaseCollector, Meter
     from bridge.workers.outbox import OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,8 @@ class Daemon:
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
         # One token source per OAuth2 login, shared by all connections of its account.
         self.tokens: dict[str, AccessTokens] = {}
+        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts
+        self._collector: DatabaseCollector | None = None   # /metrics' database reads
         self.accounts = [self._context(a) for a in settings.accounts]
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
         self.service = ServiceState()
@@ -135,6 +140,10 @@ class Daemon:
         tokens = None
         if s.smtp.auth == "oauth2":
             tokens = self.tokens.get(grant_name(acct.name, smtp=smtp_has_own_grant(s)))
+        if self.meter is not None:
+            from bridge.workers.metrics import MeteredSmtp
+
+            return MeteredSmtp(s.smtp, self.meter, acct.name, tokens=tokens)
         return SmtpConnection(s.smtp, tokens=tokens)
 
     def _outbox(self, acct: AccountContext) -> "OutboxWorker":
@@ -195,7 +204,7 @@ class Daemon:
 
         wake = asyncio.Event()
         ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
-                               on_committed=lambda: loop.call_soon_threadsafe(wake.set))
+                               on_committed=lambda: loop.call_soon_threadsafe(wake.set), meter=self.meter)
         feedback = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim,
                                       on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
             if acct.settings.feedback.enabled else None
@@ -214,9 +223,18 @@ class Daemon:
 
         from bridge.workers.feedback import TICK_SECONDS
         from bridge.workers.reminders import TICK_SECONDS as REMINDER_TICK_SECONDS
+        from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Its own registry, read by nobody when [metrics] listen is unset: counting costs next to nothing.
+        meter = self.meter = Meter()
+        metrics = None
+        if self.settings.metrics.listen:
+            self._collector = DatabaseCollector(self.engine, [a.name for a in self.accounts], self.clock)
+            meter.registry.register(self._collector)
+            metrics = MetricsServer(self.settings.metrics.listen, meter.registry, self.settings.path)
+            metrics.start()   # before any worker: a port in use stops the start, with nothing begun
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig, stop)
@@ -287,6 +305,8 @@ class Daemon:
             stuck = [f"ingest-{r.name}" for r in self.running.values() if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            if metrics is not None:
+                await asyncio.to_thread(metrics.stop)
             self.service.close()
             log.info("stopped")
 
@@ -336,6 +356,8 @@ class Daemon:
         self.settings, self._key = new, key
         self._templates_dir, self._templates = new.templates_dir, templates
         self.accounts = contexts
+        if self._collector is not None:   # /metrics fills zeros for the configured accounts
+            self._collector.accounts = [a.name for a in self.accounts]
         for acct in self.accounts:
             if acct.name in plan.start or acct.name in plan.restart:
                 self.running[acct.name] = self._start_account(acct, loop)

@@ -14,7 +14,7 @@ from bridge.store.engine import open_database
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
-    engine = open_database(settings.database.url)
+    engine = open_database(settings.database.url, config=settings.path)
     with engine.begin() as conn:
         report = [store.account_status(conn, a.name) for a in settings.accounts]
     if args.json:

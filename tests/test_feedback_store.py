@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import insert_order
+from bridgekit import insert_order, postgres_database
 from sqlalchemy import insert, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +17,6 @@ from bridge.store.engine import open_database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 ALIAS = "k3j9x0qma2b7@marketplace.amazon.com"
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -29,22 +26,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    name = f"mailbridge_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        engine = open_database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with postgres_database() as url:
+        engine = open_database(url)
+        yield engine
+        engine.dispose()
 
 
 def schedule(engine: Engine, order_id: str, due: datetime = NOW, account: str = "acme") -> bool:

@@ -15,8 +15,11 @@ from bridge.store.engine import open_database
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
     engine = open_database(settings.database.url, config=settings.path)
-    with engine.begin() as conn:
-        report = [store.account_status(conn, a.name) for a in settings.accounts]
+    try:
+        with engine.begin() as conn:
+            report = [store.account_status(conn, a.name) for a in settings.accounts]
+    finally:
+        engine.dispose()
     if args.json:
         print(json.dumps({"accounts": report}, indent=2))
     else:

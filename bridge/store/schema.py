@@ -172,6 +172,7 @@ def upgrade(conn: Connection, where: str) -> Upgrade:
     take_migration_lock(conn)
     state = read_state(conn)
     config = alembic_config(conn)
+    broken_before = _broken_references(conn)
     if state.status == "empty":
         create_at_head(conn)
         action: Literal["created", "upgraded", "adopted", "none"] = "created"
@@ -186,21 +187,23 @@ def upgrade(conn: Connection, where: str) -> Upgrade:
         action = "adopted"
     else:
         raise SchemaNotCurrent(refusal(state, where, "mailbridge db upgrade"), upgradable=False)
-    _check_foreign_keys(conn, where)
+    broken = _broken_references(conn) - broken_before
+    if broken:
+        table, row, parent, _ = sorted(broken)[0]
+        raise DatabaseError(f"upgrading {where} would leave {len(broken)} broken references (first: table {table}, "
+                            f"row {row}, to {parent}); nothing was changed")
     return Upgrade(action, state, head_revision())
 
 
-def _check_foreign_keys(conn: Connection, where: str) -> None:
+def _broken_references(conn: Connection) -> set[tuple[str, int, str, int]]:
     # On SQLite migrations run with foreign keys off, as SQLite's own procedure for
     # rebuilding a table wants (https://sqlite.org/lang_altertable.html, "Making Other
-    # Kinds Of Table Schema Changes"): so a batch rebuild of a table others refer to does
-    # not cascade or fail. Then every reference is checked before the commit.
+    # Kinds Of Table Schema Changes"): a batch rebuild of a table that others refer to must
+    # neither cascade nor fail halfway. So the upgrade checks, before its commit, that it
+    # broke no reference (PostgreSQL checks every statement itself).
     if conn.dialect.name != "sqlite":
-        return
-    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-    if broken:
-        raise DatabaseError(f"upgrading {where} would leave {len(broken)} broken references (first: table "
-                            f"{broken[0][0]}, row {broken[0][1]}, to {broken[0][2]}); nothing was changed")
+        return set()
+    return {tuple(row) for row in conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}  # type: ignore[misc]
 
 
 def refusal(state: SchemaState, where: str, upgrade_command: str) -> str:

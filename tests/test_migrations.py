@@ -252,10 +252,11 @@ def test_a_new_database_is_created_at_head(url: str) -> None:
 def test_migrations_form_one_line() -> None:
     """One head, and every revision numbered in order: two branches merged each with a new revision must be
     renumbered (docs/architecture.md, "Changing the schema")."""
-    scripts = list(reversed(list(schema._scripts().walk_revisions())))
-    assert [s.revision for s in scripts] == [f"{n:04d}" for n in range(1, len(scripts) + 1)]
-    assert [s.down_revision for s in scripts] == [None, *[s.revision for s in scripts[:-1]]]
-    assert set(schema.UNVERSIONED) <= {s.revision for s in scripts}
+    numbers = [revision for revision, _ in schema.revisions()]
+    assert numbers == [f"{n:04d}" for n in range(1, len(numbers) + 1)]
+    assert [follows for _, follows in schema.revisions()] == [None, *numbers[:-1]]
+    assert numbers[-1] == schema.head_revision()
+    assert set(schema.UNVERSIONED) <= set(numbers)
 
 
 def _sqlite_file(tmp_path: Path) -> str:

@@ -95,10 +95,6 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _where(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
-
-
 @contextmanager
 def _said(engine: Engine, doing: str, after: str = "") -> Iterator[None]:
     """SQLAlchemy's and Alembic's many errors as one DatabaseError naming the database; the engine closed."""
@@ -108,7 +104,7 @@ def _said(engine: Engine, doing: str, after: str = "") -> Iterator[None]:
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
-        raise DatabaseError(f"cannot {doing} the database {_where(engine)}: {exc}{after}") from exc
+        raise DatabaseError(f"cannot {doing} the database {display_url(str(engine.url))}: {exc}{after}") from exc
 
 
 def open_database(url: str, *, config: Path | str | None = None) -> Engine:
@@ -119,7 +115,7 @@ def open_database(url: str, *, config: Path | str | None = None) -> Engine:
     """
     engine = make_engine(url)
     with _said(engine, "open"), engine.begin() as conn:
-        schema.open_schema(conn, _where(engine), upgrade_command(config))
+        schema.open_schema(conn, display_url(url), upgrade_command(config))
     return engine
 
 
@@ -136,7 +132,7 @@ def upgrade_database(url: str) -> Upgrade:
     """Bring the database at ``url`` to the newest revision, in one transaction (``mailbridge db upgrade``)."""
     engine = make_engine(url, foreign_keys=False)
     with _said(engine, "upgrade", "; nothing was changed"), engine.begin() as conn:
-        done = schema.upgrade(conn, _where(engine))
+        done = schema.upgrade(conn, display_url(url))
     engine.dispose()
     return done
 

@@ -28,7 +28,7 @@ never seen half done.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -55,6 +55,7 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"mailbrdg", "big")
 UNVERSIONED = ("0001", "0002")
 
 Status = Literal["empty", "current", "behind", "unknown", "unversioned"]
+Action = Literal["created", "upgraded", "adopted", "none"]
 Tables = Mapping[str, frozenset[str]]   # table name -> its column names
 
 
@@ -76,7 +77,7 @@ class SchemaState:
 class Upgrade:
     """What ``upgrade`` did: ``action`` is created | upgraded | adopted (unversioned, stamped, upgraded) | none."""
 
-    action: Literal["created", "upgraded", "adopted", "none"]
+    action: Action
     before: SchemaState
     revision: str
 
@@ -100,6 +101,12 @@ def head_revision() -> str:
     head = _scripts().get_current_head()
     assert head is not None, "bridge/store/migrations has no revisions"
     return head
+
+
+def revisions() -> list[tuple[str, str | Sequence[str] | None]]:
+    """Every revision, oldest first, with the one it follows (``down_revision``; several for a merge)."""
+    scripts = reversed(list(_scripts().walk_revisions()))
+    return [(script.revision, script.down_revision) for script in scripts]
 
 
 def take_migration_lock(conn: Connection) -> None:
@@ -133,13 +140,13 @@ def tables_at(revision: str) -> Tables:
 
 def read_state(conn: Connection) -> SchemaState:
     head = head_revision()
-    tables = table_columns(conn)
     revision = MigrationContext.configure(conn).get_current_revision()
     if revision is not None:
         if revision == head:
             return SchemaState("current", revision, head)
-        known = {script.revision for script in _scripts().walk_revisions()}
+        known = {known for known, _ in revisions()}
         return SchemaState("behind" if revision in known else "unknown", revision, head)
+    tables = table_columns(conn)
     if not tables:
         return SchemaState("empty", None, head)
     matches = next((r for r in UNVERSIONED if tables_at(r) == tables), None)
@@ -175,7 +182,7 @@ def upgrade(conn: Connection, where: str) -> Upgrade:
     broken_before = _broken_references(conn)
     if state.status == "empty":
         create_at_head(conn)
-        action: Literal["created", "upgraded", "adopted", "none"] = "created"
+        action: Action = "created"
     elif state.status == "current":
         action = "none"
     elif state.status == "behind":
@@ -203,7 +210,7 @@ def _broken_references(conn: Connection) -> set[tuple[str, int, str, int]]:
     # broke no reference (PostgreSQL checks every statement itself).
     if conn.dialect.name != "sqlite":
         return set()
-    return {tuple(row) for row in conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}  # type: ignore[misc]
+    return {tuple(row) for row in conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}
 
 
 def refusal(state: SchemaState, where: str, upgrade_command: str) -> str:

@@ -27,10 +27,11 @@ ACTIONS = {
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
     if args.action == "upgrade":
-        # Alembic says each revision it runs at INFO ("Running upgrade 0001 -> 0002").
-        setup_logging(args.log_level or "INFO")
+        setup_logging(args.log_level or settings.log_level)
         done = upgrade_database(settings.database.url)
         before = done.before.revision or done.before.matches
+        for revision in done.ran:
+            print(f"ran revision {revision.id}: {revision.doc}")
         print(ACTIONS[done.action].format(before=before, revision=done.revision))
         return 0
     state = schema_state(settings.database.url)

@@ -39,3 +39,6 @@ def setup_logging(level: str) -> None:
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Alembic says at INFO what it is set up with, each time mailbridge checks the schema;
+    # mailbridge db upgrade prints what it ran itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

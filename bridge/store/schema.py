@@ -80,6 +80,7 @@ class Upgrade:
     action: Action
     before: SchemaState
     revision: str
+    ran: tuple[Revision, ...] = ()   # the revisions run, oldest first
 
 
 def alembic_config(conn: Connection) -> Config:
@@ -103,10 +104,17 @@ def head_revision() -> str:
     return head
 
 
-def revisions() -> list[tuple[str, str | Sequence[str] | None]]:
-    """Every revision, oldest first, with the one it follows (``down_revision``; several for a merge)."""
-    scripts = reversed(list(_scripts().walk_revisions()))
-    return [(script.revision, script.down_revision) for script in scripts]
+@dataclass(frozen=True)
+class Revision:
+    id: str
+    follows: str | Sequence[str] | None   # down_revision: the one before (several for a merge)
+    doc: str                              # the first line of its docstring
+
+
+def revisions() -> list[Revision]:
+    """Every revision, oldest first."""
+    return [Revision(script.revision, script.down_revision, script.doc)
+            for script in reversed(list(_scripts().walk_revisions()))]
 
 
 def take_migration_lock(conn: Connection) -> None:
@@ -144,7 +152,7 @@ def read_state(conn: Connection) -> SchemaState:
     if revision is not None:
         if revision == head:
             return SchemaState("current", revision, head)
-        known = {known for known, _ in revisions()}
+        known = {known.id for known in revisions()}
         return SchemaState("behind" if revision in known else "unknown", revision, head)
     tables = table_columns(conn)
     if not tables:
@@ -199,7 +207,10 @@ def upgrade(conn: Connection, where: str) -> Upgrade:
         table, row, parent, _ = sorted(broken)[0]
         raise DatabaseError(f"upgrading {where} would leave {len(broken)} broken references (first: table {table}, "
                             f"row {row}, to {parent}); nothing was changed")
-    return Upgrade(action, state, head_revision())
+    start = state.revision or state.matches
+    ids = [r.id for r in revisions()]
+    ran = revisions()[ids.index(start) + 1:] if action in ("upgraded", "adopted") and start else []
+    return Upgrade(action, state, head_revision(), tuple(ran))
 
 
 def _broken_references(conn: Connection) -> set[tuple[str, int, str, int]]:

@@ -1,4 +1,4 @@
-"""Orders, their items and feedback requests (issue 13); the pre-migration schema number to 2.
+"""Orders, their items and feedback requests (issue 13).
 
 Only new tables: no existing row changes but schema_info's ``schema_version``, raised
 from 1 to 2 so that the previous release, which compares that number with its own,

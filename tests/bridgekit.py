@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Update, event, select, update
 
 from bridge import store
@@ -279,3 +282,28 @@ def insert_order(engine: Any, order_id: str, *, account: str = "acme", status: s
             conn.execute(store.ORDER_ITEM.insert().values(order_row=row_id, item_key=f"{sku}-{n}", sku=sku,
                                                           title=title, quantity=1))
     return row_id
+
+
+# --- PostgreSQL (127.0.0.1:5432, trust) --------------------------------------------------------
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database (its SQLAlchemy URL), dropped afterwards; skips the test
+    when the server is not reachable (fails it on CI)."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    name = f"mailbridge_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import insert_order
+from bridgekit import insert_order, postgres_database
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,6 @@ from bridge.store.engine import open_database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 ALIAS = "k3j9x0qma2b7@marketplace.amazon.com"
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,22 +30,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    name = f"mailbridge_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        engine = open_database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with postgres_database() as url:
+        engine = open_database(url)
+        yield engine
+        engine.dispose()
 
 
 def schedule(engine: Engine, order_id: str, due: datetime = NOW, account: str = "acme") -> bool:
@@ -191,19 +178,5 @@ def test_the_schedule_and_the_dispatcher_read_by_index(tmp_path: Path, query: Ca
         first = _plans(engine, query)[0]
         assert re.search(rf"SEARCH \w+ USING (COVERING )?INDEX {index}", first), first
         assert "SCAN orders" not in first and "SCAN feedback_request" not in first, first
-    finally:
-        engine.dispose()
-
-
-def test_a_database_made_before_the_delivery_index_gets_it(tmp_path: Path) -> None:
-    engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP INDEX ix_orders_account_delivery")
-    engine.dispose()
-    engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
-    try:
-        with engine.begin() as conn:
-            assert conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND "
-                                        "name = 'ix_orders_account_delivery'").all()
     finally:
         engine.dispose()

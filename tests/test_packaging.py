@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
+from bridge.store import schema
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +78,38 @@ def test_the_installed_package_finds_its_templates(installed: Installed) -> None
     package, folder = probe.stdout.split()
     assert Path(package).is_relative_to(installed.venv)          # the installed package, not the checkout
     assert sorted(p.name for p in Path(folder).glob("*.j2")) == SHIPPED
+
+
+def test_the_wheel_carries_the_migrations(installed: Installed) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    shipped = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "bridge" / "store" / "migrations").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
+    assert "bridge/store/migrations/script.py.mako" in shipped
+    assert [n for n in names if n.startswith("bridge/store/migrations/")] == shipped
+
+
+def test_an_installed_mailbridge_upgrades_the_previous_releases_database(installed: Installed,
+                                                                        tmp_path: Path) -> None:
+    db = tmp_path / "mailbridge.db"
+    with sqlite3.connect(db) as conn:      # as the previous release made it (tests/test_migrations.py has more)
+        conn.executescript((REPO / "tests" / "data" / "schema_previous_release.sqlite.sql").read_text())
+        conn.execute("INSERT INTO schema_info VALUES ('schema_version', '1'), ('token_secret', 'abc')")
+    (tmp_path / "imap-password").write_text("unused\n")
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(config_toml(database=f"sqlite:///{db}", seller="seller@acme.example",
+                                  staff="support@acme.example", imap_port=9, smtp_port=9,
+                                  imap_password_file="imap-password"))
+
+    refused = installed.run("mailbridge", "-c", str(config), "run", "--once")
+    assert refused.returncode == 2
+    assert f"mailbridge db upgrade -c {config}" in refused.stderr
+    upgraded = installed.run("mailbridge", "-c", str(config), "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"upgraded to {schema.head_revision()}" in upgraded.stdout
+    current = installed.run("mailbridge", "-c", str(config), "db", "current")
+    assert (current.returncode, current.stdout.strip()) == (0, f"revision {schema.head_revision()} (the newest): up to date")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM schema_info WHERE key = 'token_secret'").fetchone() == ("abc",)
 
 
 def readme_minimal_config() -> str:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import Clock, make_settings, outbox_states, row_moves_on_before_update, rows
+from bridgekit import Clock, make_settings, outbox_states, postgres_database, row_moves_on_before_update, rows
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
@@ -19,7 +17,6 @@ from bridge.store.engine import open_database
 from bridge.workers.supervisor import Daemon
 
 psycopg = pytest.importorskip("psycopg")
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = pytest.mark.postgres
 
@@ -27,19 +24,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A brand-new database for one test, dropped afterwards."""
-    name = f"mailbridge_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with postgres_database() as url:
+        yield url
 
 
 def test_ingest_and_forward_on_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,

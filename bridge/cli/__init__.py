@@ -2,7 +2,7 @@
 
 ``command`` holds the parser and :func:`main`; each command's work is in the
 module of its name (``run``, ``check``, ``status``, ``outbox``, ``optout``, ``orders``,
-``feedback``, ``audit``, ``policy``, ``templates``, ``demo``), imported only when
+``feedback``, ``audit``, ``policy``, ``templates``, ``db``, ``demo``), imported only when
 that command runs.
 """
 

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mailbridge: --since {args.since!r}: expected a date/time such as 2026-11-01 or "
                   "2026-11-01T08:00, or an age such as 24h or 7d", file=sys.stderr)
             return 2
-    engine = open_database(settings.database.url)
+    engine = open_database(settings.database.url, config=settings.path)
     with engine.begin() as conn:
         listed = guard.audit_rows(conn, accounts, since, args.limit)
     if args.json:

@@ -182,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "else en)")
     tpreview.add_argument("--dir", help="the folder (default: as for lint)")
 
+    db = command(commands, "db", "the database's schema: show its revision, upgrade it to this mailbridge's", "db")
+    db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(db_actions, "current", "show the schema revision and whether this mailbridge can use it "
+                                   "(exit 0 yes, 1 after mailbridge db upgrade, 2 no)")
+    command(db_actions, "upgrade", "bring the schema to this mailbridge's revision in one transaction (back the "
+                                   "database up first); creates an empty database; safe to run twice")
+
     demo = command(commands, "demo", "run a local sandbox (Dovecot + SMTP on 127.0.0.1) and show the flow", "demo")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
     return p
@@ -198,7 +205,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix (config, database, templates): said in one line, exit status 2."""
     from bridge.adapters.templates import TemplateError
     from bridge.config import ConfigError
-    from bridge.store.engine import DatabaseError
+    from bridge.store.errors import DatabaseError
 
     return ConfigError, DatabaseError, TemplateError
 

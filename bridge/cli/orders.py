@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url)
+    engine = open_database(settings.database.url, config=settings.path)
     try:
         if args.action == "import":
             return _import(engine, accounts[0], args)

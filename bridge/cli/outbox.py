@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url)
+    engine = open_database(settings.database.url, config=settings.path)
     if args.action == "list":
         return _list(engine, accounts, args)
     who = f"{getpass.getuser()} (mailbridge outbox {args.action})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -36,3 +37,6 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     """Log to stderr at ``level`` (``--log-level``, else ``[daemon] log_level``) in ``[daemon] log_format``."""
     # Under systemd the journal adds timestamps; elsewhere they help (bridge.adapters.logformat).
     logformat.configure(level, log_format, os.environ)
+    # Alembic says at INFO what it is set up with, each time mailbridge checks the schema;
+    # mailbridge db upgrade prints what it ran itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -17,11 +17,14 @@ from bridge.store.engine import open_database
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
-    engine = open_database(settings.database.url)
+    engine = open_database(settings.database.url, config=settings.path)
     now = utcnow()
-    with engine.begin() as conn:
-        # Buyers whose 24 hours ran out within the last day are still shown, as overdue.
-        report = [store.account_status(conn, a.name, now, now - RESPONSE_WINDOW) for a in settings.accounts]
+    try:
+        with engine.begin() as conn:
+            # Buyers whose 24 hours ran out within the last day are still shown, as overdue.
+            report = [store.account_status(conn, a.name, now, now - RESPONSE_WINDOW) for a in settings.accounts]
+    finally:
+        engine.dispose()
     if args.json:
         print(json.dumps({"accounts": report}, indent=2))
     else:

@@ -1,4 +1,4 @@
-"""Engine, sessions and schema creation.
+"""Engine, SQLite pragmas, and opening the database under the schema rule of ``schema.py``.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so a
 committed checkpoint survives power loss as well as a crash: a checkpoint lost
@@ -8,21 +8,21 @@ after its staff notification went out would mean a duplicate notification.
 from __future__ import annotations
 
 import logging
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.schema import CreateIndex
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import create_engine
 
-from bridge.store import models
+from bridge.store import schema
+from bridge.store.errors import DatabaseError, SchemaNotCurrent
+from bridge.store.schema import SchemaState, Upgrade
 
 log = logging.getLogger(__name__)
-
-
-class DatabaseError(Exception):
-    """Raised when the database cannot be opened or has an unknown schema."""
 
 
 # A new SQLite database gets 16 KiB pages (SQLite's default is 4 KiB): a message row
@@ -53,8 +53,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url``; creates the SQLite file's folder if needed."""
+def _sqlite_foreign_keys_off(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA foreign_keys=OFF")   # outside any transaction, where SQLite honours it
+
+
+def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
+    """Create the engine for ``url``; creates the SQLite file's folder if needed.
+
+    ``foreign_keys=False`` (SQLite only) is for migrations: see ``schema.upgrade``.
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
@@ -68,6 +75,8 @@ def make_engine(url: str) -> Engine:
         # hide_parameters: error messages must not carry mail text, addresses or keys into logs.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if not foreign_keys:
+            event.listen(engine, "connect", _sqlite_foreign_keys_off)
         # BEGIN IMMEDIATE takes the write lock up front: two writers (ingest and
         # outbox) then wait on busy_timeout instead of failing on lock upgrade.
         # A reader() begins deferred: in WAL mode it reads a snapshot and waits for no writer.
@@ -87,33 +96,57 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**{_READER: True})
 
 
-def init_schema(engine: Engine) -> None:
-    """Create missing tables (and indexes added to existing tables since) and check the schema version."""
-    SQLModel.metadata.create_all(engine)
-    info = models.INFO
-    with engine.begin() as conn:
-        # create_all makes a table's indexes only with the table: an index added to a table
-        # an older mailbridge made (an additive change) is made here.
-        # (IF NOT EXISTS, which SQLite and PostgreSQL both have: reflection skips expression indexes.)
-        for table in SQLModel.metadata.sorted_tables:
-            for index in table.indexes:
-                conn.execute(CreateIndex(index, if_not_exists=True))
-        row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
-        if row is None:
-            conn.execute(info.insert().values(key="schema_version", value=str(models.SCHEMA_VERSION)))
-        elif int(row[0]) > models.SCHEMA_VERSION:
-            raise DatabaseError(
-                f"the database has schema version {row[0]}, newer than this mailbridge "
-                f"({models.SCHEMA_VERSION}); upgrade mailbridge"
-            )
+def upgrade_command(config: Path | str | None) -> str:
+    """The command that upgrades the database of the configuration file ``config``, to show an operator."""
+    return f"mailbridge db upgrade -c {shlex.quote(str(config)) if config else 'FILE'}"
 
 
-def open_database(url: str) -> Engine:
-    engine = make_engine(url)
+def display_url(url: str) -> str:
+    """``url`` as messages show it: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def _said(engine: Engine, doing: str, after: str = "") -> Iterator[None]:
+    """SQLAlchemy's and Alembic's many errors as one DatabaseError naming the database; the engine closed."""
     try:
-        init_schema(engine)
-    except DatabaseError:
-        raise
-    except Exception as exc:  # sqlalchemy raises many kinds; say which database failed
-        raise DatabaseError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+        yield
+    except Exception as exc:
+        engine.dispose()
+        if isinstance(exc, DatabaseError):
+            raise
+        raise DatabaseError(f"cannot {doing} the database {display_url(str(engine.url))}: {exc}{after}") from exc
+
+
+def open_database(url: str, *, config: Path | str | None = None) -> Engine:
+    """The engine for ``url``, its schema checked: a new, empty database is created at the newest revision.
+
+    Raises SchemaNotCurrent, naming ``mailbridge db upgrade -c <config>``, for a schema
+    that is behind or unknown; DatabaseError when the database cannot be opened.
+    """
+    engine = make_engine(url)
+    with _said(engine, "open"), engine.begin() as conn:
+        schema.open_schema(conn, display_url(url), upgrade_command(config))
     return engine
+
+
+def schema_state(url: str) -> SchemaState:
+    """The schema of the database at ``url``, changing nothing (``mailbridge db current``)."""
+    engine = make_engine(url)
+    with _said(engine, "read"), engine.connect() as conn:
+        state = schema.read_state(conn)
+    engine.dispose()
+    return state
+
+
+def upgrade_database(url: str) -> Upgrade:
+    """Bring the database at ``url`` to the newest revision, in one transaction (``mailbridge db upgrade``)."""
+    engine = make_engine(url, foreign_keys=False)
+    with _said(engine, "upgrade", "; nothing was changed"), engine.begin() as conn:
+        done = schema.upgrade(conn, display_url(url))
+    engine.dispose()
+    return done
+
+
+__all__ = ["DatabaseError", "SchemaNotCurrent", "display_url", "make_engine", "open_database", "schema_state",
+           "upgrade_command", "upgrade_database"]

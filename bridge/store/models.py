@@ -13,7 +13,11 @@ from sqlalchemy import Index, LargeBinary, Table, UniqueConstraint, func
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Column, DateTime, Field, SQLModel
 
-SCHEMA_VERSION = 1
+# The schema number releases from before Alembic kept in schema_info ("schema_version");
+# they refuse a database whose number is larger than theirs (1). Revision 0002 raised it to
+# 2, so the previous release never runs on a database it has not the tables for. Later
+# revisions leave it: alembic_version says the rest (bridge/store/schema.py).
+SCHEMA_VERSION = 2
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]

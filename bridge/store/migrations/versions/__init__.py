@@ -1,0 +1,1 @@
+"""One module per schema revision, oldest first by their four-digit numbers (Alembic skips this file)."""

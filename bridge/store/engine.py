@@ -78,6 +78,10 @@ def make_engine(url: str) -> Engine:
 def init_schema(engine: Engine) -> None:
     """Create missing tables and check the schema version."""
     SQLModel.metadata.create_all(engine)
+    # create_all makes the indexes of new tables only: an index added to an existing
+    # table (ix_outbox_sent) is made here, once, on a database created before it.
+    for index in models.OUTBOX.indexes:
+        index.create(engine, checkfirst=True)
     info = models.INFO
     with engine.begin() as conn:
         row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()

@@ -156,7 +156,8 @@ class Outbox(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    # ix_outbox_sent: the sending limits count an account's recent sends (bridge.domain.delivery).
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"), Index("ix_outbox_sent", "account", "sent_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
     message_id: str = Field(unique=True)   # without brackets
@@ -190,6 +191,20 @@ class AccountState(SQLModel, table=True):
     account: str = Field(primary_key=True)
     restricted_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     restricted_reason: str | None = None
+
+
+class SendPause(SQLModel, table=True):
+    """Per account: sending paused after the SMTP server said to slow down (bridge.domain.delivery).
+
+    A row exists only while the account is (or was last) throttled; a send that
+    goes through removes it. Kept in the database so a restart keeps the pause.
+    """
+
+    __tablename__ = "send_pause"
+    account: str = Field(primary_key=True)
+    paused_until: datetime = Field(sa_column=_ts())
+    reason: str
+    in_a_row: int = 1
 
 
 class AuditLog(SQLModel, table=True):
@@ -312,6 +327,7 @@ MESSAGE = _table(Message)
 QUARANTINE = _table(Quarantine)
 OUTBOX = _table(Outbox)
 ACCOUNT_STATE = _table(AccountState)
+SEND_PAUSE = _table(SendPause)
 AUDIT = _table(AuditLog)
 ORDERS = _table(Order)
 ORDER_ITEM = _table(OrderItem)

@@ -380,7 +380,7 @@ class SentFolder:
         self.factory = factory
         self.folder = settings.sent_folder
         self._session: MailboxSession | None = None
-        self.created = False     # this object created the folder (it does so at most once)
+        self.create_tried = False     # the folder is created at most once in this object's life
 
     def _open(self) -> MailboxSession:
         if self._session is None:
@@ -412,11 +412,11 @@ class SentFolder:
         try:
             _append_all(session, self.folder, messages)
         except ImapError as exc:
-            if self.created or "TRYCREATE" not in str(exc).upper():
+            if self.create_tried or "TRYCREATE" not in str(exc).upper():
                 raise
+            self.create_tried = True
             log.info("the Sent folder %r does not exist; creating it", self.folder)
             session.ensure_folder(self.folder)
-            self.created = True
             _append_all(session, self.folder, messages)
 
 

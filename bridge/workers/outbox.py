@@ -449,11 +449,10 @@ class OutboxWorker:
         try:
             self.sent_folder.append([item.raw for item in items])
         except ImapError as exc:
-            problem = str(exc)
-            if problem != self._copy_problem:
+            if self._copy_problem is None:    # servers vary the text (Dovecot adds timings): said once in all
                 log.warning("account %s: sent mail is not being copied to %r: %s (said once until it works again)",
-                            self.acct.name, self.sent_folder.folder, problem)
-                self._copy_problem = problem
+                            self.acct.name, self.sent_folder.folder, exc)
+            self._copy_problem = str(exc)
             return
         if self._copy_problem is not None:
             log.info("account %s: copies of sent mail reach %r again", self.acct.name, self.sent_folder.folder)

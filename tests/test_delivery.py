@@ -100,16 +100,20 @@ def test_send_budget_takes_the_tighter_window(limits: SendLimits, minute: Window
     assert send_budget(limits, minute, day, NOW) == expected
 
 
-@pytest.mark.parametrize(("queued", "limits", "budget", "expected"), [
-    (0, SendLimits(), Budget(None, None), 0.0),
-    (100, SendLimits(), Budget(None, None), None),                         # no limit: the server sets the pace
-    (10, SendLimits(30), Budget(30, None), 0.0),                           # all may go now
-    (240, SendLimits(120), Budget(120, None), 60.0),                       # 120 now, 120 more a minute later
-    (240, SendLimits(120), Budget(0, NOW + timedelta(seconds=15)), 135.0),  # wait 15 s, then 2 minutes
-    (1_000, SendLimits(30, 500), Budget(30, None), 970 / (500 / 86400)),   # the day's limit is the slower pace
+@pytest.mark.parametrize(("queued", "limits", "minute", "day", "expected"), [
+    (0, SendLimits(), WindowUse(0), WindowUse(0), 0.0),
+    (100, SendLimits(), WindowUse(0), WindowUse(0), None),                 # no limit: the server sets the pace
+    (10, SendLimits(30), WindowUse(0), WindowUse(0), 0.0),                 # all may go now
+    (240, SendLimits(120), WindowUse(0), WindowUse(0), 60.0),              # 120 now, 120 at 2 a second
+    (240, SendLimits(120), WindowUse(120, ago(45)), WindowUse(120), 135.0),  # 15 s to wait, then 2 minutes
+    (20, SendLimits(10, 1000), WindowUse(10, ago(15)), WindowUse(10), 45.0 + 120.0),   # the day is no brake
+    # 30 now, 470 more at 30 a minute, the 500 over the day's limit at 1,000 a day.
+    (1_000, SendLimits(30, 1_000), WindowUse(0), WindowUse(500), 470 * 2.0 + 500 * 86.4),
+    (100, SendLimits(None, 50), WindowUse(0), WindowUse(0), 50 * 1728.0),   # 50 now, 50 over the day
 ])
-def test_drain_seconds(queued: int, limits: SendLimits, budget: Budget, expected: float | None) -> None:
-    result = drain_seconds(queued, limits, budget, NOW)
+def test_drain_seconds(queued: int, limits: SendLimits, minute: WindowUse, day: WindowUse,
+                       expected: float | None) -> None:
+    result = drain_seconds(queued, limits, minute, day, NOW)
     assert result == (pytest.approx(expected) if expected is not None else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +20,10 @@ from sqlalchemy import event
 from bridge import store
 from bridge.adapters.imap import default_client
 from bridge.adapters.smtp import SmtpConnection
-from bridge.config import ImapSettings
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
-from bridge.services.account import AccountContext
+from bridge.cli.command import main
+from bridge.config import ImapSettings, load_settings
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
+from bridge.store.times import iso
 from bridge.workers.outbox import OutboxWorker
 from bridge.workers.supervisor import Daemon
 
@@ -267,3 +269,44 @@ def test_a_plain_4xx_still_retries_only_that_row(tmp_path: Path, dovecot: Doveco
     assert drain(daemon._outbox(daemon.accounts[0])) == 4
     assert outbox_states(daemon.engine) == {"sent": 3, "queued": 1}
     assert rows(daemon.engine, store.SEND_PAUSE) == []
+
+
+def test_status_shows_the_rate_the_limits_a_pause_and_the_time_to_drain(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    (tmp_path / "imap-password").write_text(fresh_mailbox.password + "\n")
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(config_toml(
+        database=f"sqlite:///{tmp_path}/mailbridge.db", seller=fresh_mailbox.user, staff=staff.user,
+        imap_port=fresh_mailbox.port, smtp_port=smtp_server.port, imap_password_file="imap-password",
+        sections={"account": {"forward_existing": True},
+                  "smtp": {"sent_copies": "none", "max_per_minute": 10, "max_per_day": 1000}}))
+    daemon = Daemon(load_settings(config), clock=clock)
+    queue_notifications(daemon, dovecot, fresh_mailbox, 30, seed=39)
+    assert drain(daemon._outbox(daemon.accounts[0])) == 10
+    clock.advance(15)
+
+    def status() -> dict[str, Any]:
+        assert main(["-c", str(config), "status", "--json"], clock=clock) == 0
+        (acct,) = json.loads(capsys.readouterr().out)["accounts"]
+        return dict(acct["sending"])
+
+    sending = status()
+    assert sending == {
+        "sent_last_minute": 10, "sent_last_day": 10, "limit_per_minute": 10, "limit_per_day": 1000, "queued": 20,
+        "may_send_now": 0, "limited_until": iso(clock() + timedelta(seconds=45)), "paused_until": None,
+        "pause_reason": None, "drain_seconds": 45.0 + 20 * 6.0,   # the minute's end, then 10 a minute
+    }
+    assert main(["-c", str(config), "status"], clock=clock) == 0
+    human = capsys.readouterr().out
+    assert "sending: 10 in the last minute (limit 10), 10 in the last 24 h (limit 1,000)" in human
+    assert "20 queued: sent in about 3 min at the limits" in human
+
+    with daemon.engine.begin() as conn:
+        store.pause_sending(conn, "acme", clock() + timedelta(seconds=120), "451 4.7.0 rate exceeded", 1)
+    sending = status()
+    assert sending["paused_until"] == iso(clock() + timedelta(seconds=120))
+    assert sending["drain_seconds"] == 45.0 + 120 + 20 * 6.0
+    assert main(["-c", str(config), "status"], clock=clock) == 0
+    assert "paused until" in capsys.readouterr().out

@@ -21,7 +21,6 @@ Pure: values in, values out, the time passed in. The outbox worker and
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -154,24 +153,29 @@ def send_budget(limits: SendLimits, minute: WindowUse, day: WindowUse, now: date
     return Budget(min(allowed) if allowed else None, None)
 
 
-def drain_seconds(queued: int, limits: SendLimits, budget: Budget, now: datetime) -> float | None:
+def drain_seconds(queued: int, limits: SendLimits, minute: WindowUse, day: WindowUse, now: datetime) -> float | None:
     """About how long until ``queued`` messages have gone at the limits; None when no limit sets the pace.
 
-    What the budget allows now goes at once; the rest at the slower of the two
-    rates (a day's limit, once used up, lets through that many a day).
+    What the budget allows now goes at once; the rest of what the day still allows
+    at the minute's pace; what is over the day's limit at the day's pace (that
+    many a day). An estimate for people: sends are not spread evenly in fact.
     """
     if queued <= 0:
         return 0.0
     if not limits.any:
         return None
+    budget = send_budget(limits, minute, day, now)
     start = max(0.0, (budget.next_at - now).total_seconds()) if budget.next_at is not None else 0.0
-    rest = queued - (budget.allowed or 0)
-    if rest <= 0:
-        return start
-    per_second = min(rate for rate in (
-        limits.per_minute / MINUTE.total_seconds() if limits.per_minute else math.inf,
-        limits.per_day / DAY.total_seconds() if limits.per_day else math.inf))
-    return start + rest / per_second
+    day_left = max(0, limits.per_day - day.count) if limits.per_day is not None else queued
+    within_day = min(queued, day_left)
+    at_minute_pace = max(0, within_day - (budget.allowed or 0))
+    seconds = start
+    if limits.per_minute:
+        seconds += at_minute_pace * MINUTE.total_seconds() / limits.per_minute
+    over_day = queued - within_day
+    if over_day and limits.per_day:
+        seconds += over_day * DAY.total_seconds() / limits.per_day
+    return seconds
 
 
 # --------------------------------------------------------------------------- throttle replies

@@ -52,7 +52,7 @@ def sending_status(conn: Connection, account: str, smtp: SmtpSettings, now: date
     pause = store.send_pause(conn, account)
     paused = pause is not None and pause.until > now
     queued = store.queued_count(conn, account)
-    drain = drain_seconds(queued, limits, allowance, now)
+    drain = drain_seconds(queued, limits, minute, day, now)
     if paused and drain is not None:
         assert pause is not None
         drain += (pause.until - now).total_seconds()

@@ -157,7 +157,9 @@ class Outbox(SQLModel, table=True):
 
     __tablename__ = "outbox"
     # ix_outbox_sent: the sending limits count an account's recent sends (bridge.domain.delivery).
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"), Index("ix_outbox_sent", "account", "sent_at"))
+    # ix_outbox_queue: a batch claim reads the queue in order, one priority at a time (store/outbox.py).
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"), Index("ix_outbox_sent", "account", "sent_at"),
+                      Index("ix_outbox_queue", "account", "state", "audience", "next_attempt_at", "id"))
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
     message_id: str = Field(unique=True)   # without brackets

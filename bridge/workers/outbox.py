@@ -129,12 +129,14 @@ class OutboxWorker:
         # Where the Sent folder cannot tell whether a send happened, a crash must leave at most one
         # buyer message of unknown outcome: a batch then holds at most one.
         self._max_buyer = None if s.smtp.sent_copies == "server" and s.imap.sent_folder else 1
+        self._next: _Claim | None = None    # the next batch, claimed in the transaction that recorded the last
 
     async def _imap(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._imap_thread, call)
 
     async def close(self) -> None:
-        """Wait for the copies in hand, then close both connections."""
+        """Give back a batch claimed ahead, wait for the copies in hand, then close both connections."""
+        await self.release_next()
         await self.flush_copies()
         await self.smtp.close()
         if self.sent_folder is not None:
@@ -223,11 +225,12 @@ class OutboxWorker:
         now = self.clock()
         if self._paused_until is not None and now < self._paused_until:
             return 0
-        claim = await asyncio.to_thread(self._claim, now)
+        claim, self._next = self._next or await asyncio.to_thread(self._claim, now), None
         self.limited_until = claim.wait_until
         if not claim.items:
             return claim.handled
         batch = _Batch(claim.items)
+        finished = False
         try:
             for item in claim.items:
                 if stop is not None and stop.is_set():
@@ -244,28 +247,43 @@ class OutboxWorker:
                     log.info("account %s: sent %s <%s> to %s", self.acct.name, item.purpose, item.message_id,
                              ", ".join(item.recipients))
                 self.heartbeat.beat()
+            finished = True
         finally:
-            # Also when cancelled: what went out is recorded, what did not goes back.
-            await asyncio.to_thread(self._record, batch)
+            # Also when cancelled: what went out is recorded, what did not goes back. The next batch is
+            # claimed in the same transaction (one commit per batch, not two), unless the worker stops.
+            go_on = finished and batch.halted is None and not (stop is not None and stop.is_set())
+            self._next = await asyncio.to_thread(self._record, batch, go_on)
         self.sent += len(batch.sent)
         if batch.sent and self.acct.settings.smtp.sent_copies == "append" and self.sent_folder is not None:
             await self._copy_to_sent([item for item, _ in batch.sent])
         return len(batch.sent) + len(batch.failed)
 
     def _claim(self, now: datetime) -> _Claim:
-        """Claim what the limits allow now, up to a batch, in one transaction; settle the buyer rows' checks."""
         with self.engine.begin() as conn:
-            pause = store.send_pause(conn, self.acct.name)
-            if pause is not None and now < pause.until:
-                return _Claim([], 0, pause.until)
-            budget = pace.budget(conn, self.acct.name, self.limits, now)
-            if budget.allowed == 0:
-                return _Claim([], 0, budget.next_at)
-            size = self.settings.batch_size if budget.allowed is None else min(self.settings.batch_size,
-                                                                              budget.allowed)
-            claimed = store.claim_batch(conn, self.acct.name, self.worker_id, now, size, max_buyer=self._max_buyer)
-            items = [item for item in claimed if item.audience != "buyer" or self._may_go(conn, item, now)]
-            return _Claim(items, len(claimed), None)
+            return self._claim_in(conn, now)
+
+    def _claim_in(self, conn: Connection, now: datetime) -> _Claim:
+        """Claim what the limits allow now, up to a batch; settle the buyer rows' checks."""
+        pause = store.send_pause(conn, self.acct.name)
+        if pause is not None and now < pause.until:
+            return _Claim([], 0, pause.until)
+        budget = pace.budget(conn, self.acct.name, self.limits, now)
+        if budget.allowed == 0:
+            return _Claim([], 0, budget.next_at)
+        size = self.settings.batch_size if budget.allowed is None else min(self.settings.batch_size, budget.allowed)
+        claimed = store.claim_batch(conn, self.acct.name, self.worker_id, now, size, max_buyer=self._max_buyer)
+        items = [item for item in claimed if item.audience != "buyer" or self._may_go(conn, item, now)]
+        return _Claim(items, len(claimed), None)
+
+    async def release_next(self) -> None:
+        """Give back a batch claimed ahead that will not be sent now (the worker stops)."""
+        claim, self._next = self._next, None
+        if claim is not None and claim.items:
+            await asyncio.to_thread(self._release_rows, [item.id for item in claim.items])
+
+    def _release_rows(self, ids: list[int]) -> None:
+        with self.engine.begin() as conn:
+            store.release_claims(conn, ids, self.worker_id)
 
     def _may_go(self, conn: Connection, item: store.OutboxItem, now: datetime) -> bool:
         """The checks a buyer row passes when claimed; False when they settled it (waiting, cancelled, blocked)."""
@@ -299,18 +317,21 @@ class OutboxWorker:
         log.error("account %s: outbox %s to a buyer has no allowing decision; blocked", self.acct.name, item.id)
         return False
 
-    def _record(self, batch: _Batch) -> None:
-        """Every outcome of a batch in one transaction; retried, since the mail is out.
+    def _record(self, batch: _Batch, claim_next: bool) -> _Claim | None:
+        """Every outcome of a batch in one transaction, and the next batch claimed in it; retried, since
+        the mail is out.
 
         Sent rows are marked sent (with their staff confirmations), failures
         retried later or failed, and what was not sent goes back to the queue as
-        it was. Only rows still claimed by this worker are changed.
+        it was. Only rows still claimed by this worker are changed. A crash before
+        the commit leaves the batch in 'sending' and the next one unclaimed, as if
+        it had come before a separate claim.
         """
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
                     self._record_in(conn, batch)
-                return
+                    return self._claim_in(conn, self.clock()) if claim_next else None
             except OperationalError:
                 if attempt == 4:
                     # The rows stay 'sending' and are reconciled via the Sent folder after a restart.
@@ -318,6 +339,7 @@ class OutboxWorker:
                                   len(batch.sent))
                     raise
                 time.sleep(0.5 * (attempt + 1))
+        return None
 
     def _record_in(self, conn: Connection, batch: _Batch) -> None:
         now = self.clock()
@@ -483,6 +505,7 @@ class OutboxWorker:
                 break
             await asyncio.sleep(wait)
             self.heartbeat.beat()
+        await self.release_next()
         await self.flush_copies()
         return handled
 

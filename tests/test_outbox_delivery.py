@@ -220,6 +220,28 @@ def test_the_limit_holds_across_a_restart(tmp_path: Path, dovecot: DovecotServer
     assert len(smtp_server.received) == 12
 
 
+def test_run_once_does_not_wait_for_the_limit_when_nothing_is_left(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    # The limit is used up by the last message: nothing is held back, so nothing to wait for (the clock
+    # stands still here, so waiting would never end: the timeout says so).
+    clock = Clock()
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
+                             smtp_opts={"max_per_minute": 3})
+    daemon = Daemon(settings, clock=clock)
+    queue_notifications(daemon, dovecot, fresh_mailbox, 3, seed=40)
+    worker = daemon._outbox(daemon.accounts[0])
+
+    async def once() -> int:
+        try:
+            return await asyncio.wait_for(worker.drain(wait_for_limits=True), 20)
+        finally:
+            await worker.close()
+
+    assert asyncio.run(once()) == 3
+    assert outbox_states(daemon.engine) == {"sent": 3}
+
+
 def test_a_throttle_reply_pauses_the_whole_account_not_each_row(
         tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
         smtp_server: SandboxSMTP) -> None:

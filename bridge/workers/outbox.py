@@ -269,7 +269,9 @@ class OutboxWorker:
             return _Claim([], 0, pause.until)
         budget = pace.budget(conn, self.acct.name, self.limits, now)
         if budget.allowed == 0:
-            return _Claim([], 0, budget.next_at)
+            # Held back only if something is due: an empty queue must not make `run --once` wait a minute.
+            due = store.next_due_time(conn, self.acct.name)
+            return _Claim([], 0, budget.next_at if due is not None and due <= now else None)
         size = self.settings.batch_size if budget.allowed is None else min(self.settings.batch_size, budget.allowed)
         claimed = store.claim_batch(conn, self.acct.name, self.worker_id, now, size, max_buyer=self._max_buyer)
         items = [item for item in claimed if item.audience != "buyer" or self._may_go(conn, item, now)]

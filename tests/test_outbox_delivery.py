@@ -46,6 +46,15 @@ def queue_notifications(daemon: Daemon, dovecot: DovecotServer, seller: SandboxA
     assert outbox_states(daemon.engine) == {"queued": n}
 
 
+def queued_daemon(tmp_path: Path, dovecot: DovecotServer, seller: SandboxAccount, staff: SandboxAccount,
+                  smtp: SandboxSMTP, n: int, seed: int, clock: Clock, **settings_kw: Any) -> Daemon:
+    """A daemon on the injected clock with ``n`` staff notifications queued (``settings_kw``: make_settings's)."""
+    daemon = Daemon(make_settings(tmp_path, seller, staff, smtp, account={"forward_existing": True}, **settings_kw),
+                    clock=clock)
+    queue_notifications(daemon, dovecot, seller, n, seed)
+    return daemon
+
+
 def drain(worker: OutboxWorker, **kw: Any) -> int:
     async def go() -> int:
         try:
@@ -185,10 +194,9 @@ def test_an_interrupted_batch_is_reconciled_with_one_search(
 def test_the_limit_holds_across_a_restart(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount,
                                           staff: SandboxAccount, smtp_server: SandboxSMTP) -> None:
     clock = Clock()
-    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
-                             smtp_opts={"max_per_minute": 4, "max_per_day": 10}, outbox={"batch_size": 3})
-    first = Daemon(settings, clock=clock)
-    queue_notifications(first, dovecot, fresh_mailbox, 12, seed=35)
+    first = queued_daemon(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, 12, 35, clock,
+                          smtp_opts={"max_per_minute": 4, "max_per_day": 10}, outbox={"batch_size": 3})
+    settings = first.settings
     assert drain(first._outbox(first.accounts[0])) == 4
     clock.advance(20)
     first.engine.dispose()
@@ -226,10 +234,8 @@ def test_run_once_does_not_wait_for_the_limit_when_nothing_is_left(
     # The limit is used up by the last message: nothing is held back, so nothing to wait for (the clock
     # stands still here, so waiting would never end: the timeout says so).
     clock = Clock()
-    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
-                             smtp_opts={"max_per_minute": 3})
-    daemon = Daemon(settings, clock=clock)
-    queue_notifications(daemon, dovecot, fresh_mailbox, 3, seed=40)
+    daemon = queued_daemon(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, 3, 40, clock,
+                           smtp_opts={"max_per_minute": 3})
     worker = daemon._outbox(daemon.accounts[0])
 
     async def once() -> int:
@@ -246,10 +252,8 @@ def test_a_throttle_reply_pauses_the_whole_account_not_each_row(
         tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
         smtp_server: SandboxSMTP) -> None:
     clock = Clock()
-    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
-                             outbox={"batch_size": 5})
-    daemon = Daemon(settings, clock=clock)
-    queue_notifications(daemon, dovecot, fresh_mailbox, 8, seed=36)
+    daemon = queued_daemon(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, 8, 36, clock,
+                           outbox={"batch_size": 5})
     before = {r.id: r.next_attempt_at for r in rows(daemon.engine, store.OUTBOX)}
     smtp_server.fail_next(451, "4.7.0 Message submission rate for this client has exceeded the configured limit",
                           times=1, stage="DATA")
@@ -285,9 +289,7 @@ def test_a_plain_4xx_still_retries_only_that_row(tmp_path: Path, dovecot: Doveco
                                                  fresh_mailbox: SandboxAccount, staff: SandboxAccount,
                                                  smtp_server: SandboxSMTP) -> None:
     clock = Clock()
-    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True})
-    daemon = Daemon(settings, clock=clock)
-    queue_notifications(daemon, dovecot, fresh_mailbox, 4, seed=37)
+    daemon = queued_daemon(tmp_path, dovecot, fresh_mailbox, staff, smtp_server, 4, 37, clock)
     smtp_server.fail_next(452, "4.2.2 Mailbox full", stage="DATA")
     assert drain(daemon._outbox(daemon.accounts[0])) == 4
     assert outbox_states(daemon.engine) == {"sent": 3, "queued": 1}

@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import statistics

@@ -6,8 +6,8 @@ Exactly-once rules:
 - rows are claimed (queued -> sending) by a conditional UPDATE, a small batch
   (``[outbox] batch_size``) in one transaction, before the SMTP conversation
   starts; they are sent one after another over the reused connection and the
-  outcomes recorded together right after the batch (one transaction: one fsync
-  per batch, not two per message). Where the Sent folder cannot tell whether a
+  outcomes recorded together right after the batch, in the transaction that
+  claims the next batch (one fsync per batch, not two per message). Where the Sent folder cannot tell whether a
   send happened (``sent_copies`` other than "server"), a batch holds at most one
   message to a buyer, so a crash leaves at most one buyer message of unknown outcome;
 - a row found in ``sending`` at start-up was interrupted by a crash. It is
@@ -74,8 +74,8 @@ def allowed_silence(acct: AccountContext) -> float:
 
     It beats after every message and every pass. Its longest step is a wait
     between passes, or one message: connect, log in and send over SMTP, then
-    append a copy to Sent or look for interrupted sends there over IMAP, each
-    command bounded by its server's timeout.
+    record the batch, wait for the last batch's copies in Sent or look for
+    interrupted sends there over IMAP, each command bounded by its server's timeout.
     """
     s = acct.settings
     return IDLE_PASS_SECONDS + 4 * s.smtp.timeout_seconds + 2 * s.imap.timeout_seconds + 30.0
@@ -119,6 +119,8 @@ class OutboxWorker:
         self._paused_until: datetime | None = None   # after a failed connect/login: the server is down
         s = acct.settings
         self.limits = pace.limits_of(s.smtp)
+        if self.limits.any:
+            log.info("account %s: sending limits %s", acct.name, self.limits.describe())
         self.limited_until: datetime | None = None   # the last claim found the limits (or a pause) reached
         # The Sent folder: one IMAP connection kept for the worker's life, used from one
         # thread of its own (imapclient is blocking and not thread-safe).

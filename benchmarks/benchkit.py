@@ -9,11 +9,14 @@ the terminal reaches only the benchmark, which then stops the daemon itself
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
-from bridge.sandbox import DovecotServer, config_toml
+from bridge.sandbox import DovecotServer, config_toml, samples
 
 PASSWORD = "bench-pass"
 ACCOUNT = "bench"
@@ -51,7 +54,44 @@ def until(check: Callable[[], bool], timeout: float, what: str, interval: float 
         time.sleep(interval)
 
 
+def machine_line() -> str:
+    """What the machine is doing as a benchmark starts: the figures that matter are ratios within a run."""
+    return (f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+            f"at the start; Python {sys.version.split()[0]}")
+
+
+@contextmanager
+def bench_folder(keep: bool) -> Iterator[Path]:
+    """A temporary folder for a benchmark's servers, configs and databases; removed after unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix="mailbridge-bench-"))
+    try:
+        root.chmod(0o755)   # Dovecot's processes must reach the mail folders under it
+        yield root
+    finally:
+        if keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_benchmark(main: Callable[[], None]) -> None:
+    """Run ``main``; Ctrl-C (or SIGTERM, with :func:`stop_on_sigterm`) ends it with status 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\nbenchmark: interrupted; daemons stopped and the temporary folder removed", file=sys.stderr)
+        sys.exit(130)
+
+
 # --- mail --------------------------------------------------------------------------------
+
+
+def sized(count: int, size: int, seller: str, seed: int) -> list[bytes]:
+    """``count`` buyer messages averaging about ``size`` bytes (samples pads the buyer's text)."""
+    trial = samples.buyer_backlog(20, seller_address=seller, seed=seed, size=size)
+    pad = size + (size - sum(map(len, trial)) // len(trial))
+    return samples.buyer_backlog(count, seller_address=seller, seed=seed, size=pad)
+
 
 
 def client(dovecot: DovecotServer, user: str) -> IMAPClient:
@@ -74,8 +114,14 @@ class SmtpSink:
     message costs a few lines of reading. Runs its own event loop in a thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, record_ids: bool = False, limit_per_minute: int | None = None) -> None:
         self.accepted = 0
+        # ``record_ids``: count the Message-IDs accepted (to find duplicates). ``limit_per_minute``:
+        # refuse MAIL with "451 4.7.0" once that many were accepted in the last 60 s, as a provider does.
+        self.message_ids: collections.Counter[str] | None = collections.Counter() if record_ids else None
+        self.limit_per_minute = limit_per_minute
+        self.refused = 0
+        self._accepted_at: collections.deque[float] = collections.deque()
         self._loop = asyncio.new_event_loop()
         self._server = self._loop.run_until_complete(asyncio.start_server(self._session, "127.0.0.1", 0))
         self.port = self._server.sockets[0].getsockname()[1]
@@ -89,11 +135,23 @@ class SmtpSink:
                 verb = line[:4].upper()
                 if verb == b"EHLO":
                     writer.write(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                elif verb == b"MAIL" and self._over_limit():
+                    self.refused += 1
+                    writer.write(b"451 4.7.0 Message rate exceeded, try again later\r\n")
                 elif verb == b"DATA":
                     writer.write(b"354 go ahead\r\n")
-                    while await reader.readline() not in (b".\r\n", b""):
-                        pass
+                    in_header, message_id = True, None
+                    while (data := await reader.readline()) not in (b".\r\n", b""):
+                        if in_header and self.message_ids is not None:
+                            if data == b"\r\n":
+                                in_header = False
+                            elif data[:11].lower() == b"message-id:":
+                                message_id = data[11:].strip().strip(b"<>").decode("ascii", "replace")
                     self.accepted += 1
+                    if self.limit_per_minute is not None:
+                        self._accepted_at.append(time.monotonic())
+                    if self.message_ids is not None and message_id:
+                        self.message_ids[message_id] += 1
                     writer.write(b"250 2.0.0 OK\r\n")
                 elif verb == b"QUIT":
                     writer.write(b"221 bye\r\n")
@@ -106,6 +164,13 @@ class SmtpSink:
             pass
         finally:
             writer.close()
+
+    def _over_limit(self) -> bool:
+        if self.limit_per_minute is None:
+            return False
+        while self._accepted_at and self._accepted_at[0] < time.monotonic() - 60:
+            self._accepted_at.popleft()
+        return len(self._accepted_at) >= self.limit_per_minute
 
     def close(self) -> None:
         async def shut() -> None:

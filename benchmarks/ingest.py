@@ -63,12 +63,13 @@ from benchkit import (
     database_path,
     fill,
     running_daemon,
+    sized,
     stop_on_sigterm,
     until,
     write_config,
 )
 
-from bridge.sandbox import DovecotServer, samples
+from bridge.sandbox import DovecotServer
 
 SELLER, STAFF = "seller@bench.example", "staff@bench.example"
 BURST_CHUNK = 50          # messages per MULTIAPPEND in the burst
@@ -123,13 +124,6 @@ class Rounds:
                f"mailbridge {min(self.bridge_cpu) / self.messages * 1000:.2f} ms (least of the rounds)")
         return (f"{label}: ratio {self.best_ratio():.2f}x best-of ({rates}); per round {per_round} "
                 f"(median {statistics.median(self.ratios()):.2f}x)\n    {cpu}")
-
-
-def sized(count: int, size: int, seller: str, seed: int) -> list[bytes]:
-    """``count`` buyer messages averaging about ``size`` bytes (samples pads the buyer's text)."""
-    trial = samples.buyer_backlog(20, seller_address=seller, seed=seed, size=size)
-    pad = size + (size - sum(map(len, trial)) // len(trial))
-    return samples.buyer_backlog(count, seller_address=seller, seed=seed, size=pad)
 
 
 @dataclass(frozen=True)

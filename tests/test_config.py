@@ -68,7 +68,7 @@ def valid() -> dict[str, Any]:
         "database": {"url": "sqlite:////var/lib/mailbridge/mailbridge.db"},
         "security": {"secret_file": "/run/secrets/token"},
         "outbox": {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600,
-                   "reconcile_after_seconds": 120},
+                   "reconcile_after_seconds": 120, "batch_size": 20},
         "relay": {"confirm_to_staff": True, "attachment_types": ["pdf", "png"], "max_attachment_bytes": 10485760,
                   "max_attachments": 5},
         "policy": {"rules": {"no_links": "warn"}, "link_domains": ["ups.com"], "max_text_chars": 2000},
@@ -107,6 +107,8 @@ def valid() -> dict[str, Any]:
                     "password_file": "/run/secrets/smtp-us",
                     "sent_copies": "append",
                     "timeout_seconds": 60,
+                    "max_per_minute": 30,
+                    "max_per_day": 10000,
                 },
                 "feedback": {
                     "enabled": True,

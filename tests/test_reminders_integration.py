@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from bridge import store
 from bridge.adapters.templates import shipped_templates
 from bridge.cli import status as status_command
+from bridge.services.pace import sending_status
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
 from bridge.workers.reminders import ReminderTimer
 from bridge.workers.supervisor import Daemon
@@ -281,7 +282,9 @@ def test_status_shows_the_buyers_waiting_closest_to_the_deadline(desk: Desk, cap
     assert (status["reminders"]["sent"], status["reminders"]["overtaken"]) == (1, 1)
     assert desk.reminder_states() == [(12, "overtaken"), (20, "sent")]
     assert len(desk.reminders()) == 1
-    status_command._print_account(status)   # noqa: SLF001 - what `mailbridge status` prints for it
+    with desk.daemon.engine.begin() as conn:
+        sending = sending_status(conn, "acme", desk.daemon.settings.accounts[0].smtp, desk.clock.now)
+    status_command._print_account({**status, "sending": sending})   # noqa: SLF001 - what `mailbridge status` prints
     out = capsys.readouterr().out
     assert "awaiting an answer: 1" in out
     assert f"{waiting['conversation']} {ALIAS}: 4 h 00 min left (deadline 2026-11-24T12:00:00+00:00, " \

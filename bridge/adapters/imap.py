@@ -8,12 +8,13 @@ protocol; what to do with the mail is the pipeline's business.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -25,6 +26,8 @@ from bridge.domain.prepare import FetchedMail
 log = logging.getLogger(__name__)
 
 MOVE_CHUNK = 500
+# Message-IDs per SEARCH when looking for sent mail: a line of about 3 KB, well within servers' limits.
+SEARCH_CHUNK = 50
 
 # RFC 2177: servers may drop an IDLE after 30 minutes of inactivity; re-issue well before.
 IDLE_REISSUE_SECONDS = 25 * 60
@@ -52,6 +55,7 @@ class FolderInfo:
 
 
 ClientFactory = Callable[[ImapSettings], imapclient.IMAPClient]
+T = TypeVar("T")
 
 
 def tls_context(settings: ImapSettings) -> ssl.SSLContext | None:
@@ -186,6 +190,7 @@ class MailboxSession:
         self.can_idle = "IDLE" in caps
         self.can_move = "MOVE" in caps
         self.can_uidplus = "UIDPLUS" in caps
+        self.can_multiappend = "MULTIAPPEND" in caps
         self.folder: str | None = None
 
     def close(self) -> None:
@@ -293,18 +298,50 @@ class MailboxSession:
         except OSError as exc:
             raise ConnectionLost(f"connection lost appending to {folder!r}: {exc}") from exc
 
-    def contains_message_id(self, folder: str, message_id: str) -> bool:
-        """Is a message with this Message-ID in ``folder``? (Selects the folder read-only.)
+    def multiappend(self, folder: str, messages: Sequence[bytes], flags: Sequence[bytes] = (b"\\Seen",)) -> None:
+        """APPEND several messages in one command (RFC 3502: all or none are stored)."""
+        try:
+            # imapclient returns a NO answer to MULTIAPPEND (such as [TRYCREATE]) instead of raising it.
+            typ, data = self.client.multiappend(folder, [{"msg": raw, "flags": list(flags)} for raw in messages])
+            if typ != "OK":
+                text = b" ".join(d for d in data if isinstance(d, bytes)).decode(errors="replace")
+                raise ImapError(f"cannot append to {folder!r}: {typ} {text}")
+        except IMAPClientError as exc:
+            raise ImapError(f"cannot append to {folder!r}: {_text(exc)}") from exc
+        except OSError as exc:
+            raise ConnectionLost(f"connection lost appending to {folder!r}: {exc}") from exc
 
-        A missing folder raises: "not found" must mean "not there", never "we looked in the wrong place".
+    def find_message_ids(self, folder: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of these Message-IDs are in ``folder``: one SEARCH per chunk of IDs, not one per ID.
+
+        (Selects the folder read-only.) SEARCH HEADER is a substring match
+        (RFC 3501 6.4.4), so the Message-ID headers of the hits are fetched and
+        compared exactly. A missing folder raises: "not found" must mean "not
+        there", never "we looked in the wrong place".
         """
+        wanted = {mid.strip("<>") for mid in message_ids}
+        if not wanted:
+            return set()
         try:
             if not self.client.folder_exists(folder):
                 raise ImapError(f"the Sent folder {folder!r} does not exist; set imap.sent_folder to the folder "
                                 "where sent mail is kept", permanent=True)
             self.client.select_folder(folder, readonly=True)
             self.folder = None
-            return bool(self.client.search(["HEADER", "Message-ID", f"<{message_id}>"]))
+            found: set[str] = set()
+            ordered = sorted(wanted)
+            for start in range(0, len(ordered), SEARCH_CHUNK):
+                chunk = ordered[start:start + SEARCH_CHUNK]
+                # OR is binary and prefix (RFC 3501 6.4.4): OR OR a b c matches any of a, b, c.
+                criteria: list[str] = ["OR"] * (len(chunk) - 1)
+                for mid in chunk:
+                    criteria += ["HEADER", "Message-ID", f"<{mid}>"]
+                hits = self.client.search(criteria)
+                if hits:
+                    headers = self.client.fetch(hits, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+                    for data in headers.values():
+                        found |= _message_ids_in(next((v for k, v in data.items() if k.startswith(b"BODY[")), b""))
+            return found & wanted
         except IMAPClientError as exc:
             raise ImapError(f"cannot search {folder!r}: {_text(exc)}") from exc
         except OSError as exc:
@@ -358,9 +395,82 @@ class MailboxSession:
             raise ConnectionLost(f"ending IDLE failed: {exc}") from exc
 
 
+def _message_ids_in(header: bytes) -> set[str]:
+    """The Message-IDs in a fetched ``Message-ID:`` header field (unfolded, brackets removed)."""
+    text = header.decode("ascii", errors="replace")
+    return {m.strip() for m in re.findall(r"<([^<>\s]+)>", text)}
+
+
 def _is_change(response: tuple[object, ...]) -> bool:
     return len(response) >= 2 and response[1] in (b"EXISTS", b"EXPUNGE", b"RECENT", b"FETCH")
 
 
 def _is_bye(response: tuple[object, ...]) -> bool:
     return bool(response) and response[0] == b"BYE"
+
+
+class SentFolder:
+    """The account's Sent folder over one long-lived IMAP connection, for the outbox.
+
+    Copies of sent mail are appended in batches (MULTIAPPEND, RFC 3502, when
+    offered) and interrupted sends are looked up by Message-ID, all on one
+    connection opened when first needed and kept: a login per message cost more
+    than the send. A dropped connection is opened again once per call.
+
+    A missing folder answers an APPEND with ``[TRYCREATE]`` (RFC 3501 6.3.11):
+    it is created, once, and the APPEND tried again.
+
+    Not thread-safe: the outbox calls it from one thread of its own.
+    """
+
+    def __init__(self, settings: ImapSettings, factory: ClientFactory = default_client) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.folder = settings.sent_folder
+        self._session: MailboxSession | None = None
+        self.create_tried = False     # the folder is created at most once in this object's life
+
+    def _open(self) -> MailboxSession:
+        if self._session is None:
+            self._session = MailboxSession(self.settings, self.factory)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _again_after_drop(self, action: Callable[[MailboxSession], T]) -> T:
+        try:
+            return action(self._open())
+        except ConnectionLost:
+            self.close()              # a connection kept open may have timed out on the server's side
+            return action(self._open())
+
+    def find(self, message_ids: Sequence[str]) -> set[str]:
+        """Which of these Message-IDs are in the Sent folder. Raises ImapError."""
+        return self._again_after_drop(lambda session: session.find_message_ids(self.folder, message_ids))
+
+    def append(self, messages: Sequence[bytes]) -> None:
+        """Append copies (seen) of ``messages``; creates the folder on TRYCREATE, once. Raises ImapError."""
+        if messages:
+            self._again_after_drop(lambda session: self._append(session, messages))
+
+    def _append(self, session: MailboxSession, messages: Sequence[bytes]) -> None:
+        try:
+            _append_all(session, self.folder, messages)
+        except ImapError as exc:
+            if self.create_tried or "TRYCREATE" not in str(exc).upper():
+                raise
+            self.create_tried = True
+            log.info("the Sent folder %r does not exist; creating it", self.folder)
+            session.ensure_folder(self.folder)
+            _append_all(session, self.folder, messages)
+
+
+def _append_all(session: MailboxSession, folder: str, messages: Sequence[bytes]) -> None:
+    if len(messages) > 1 and session.can_multiappend:
+        session.multiappend(folder, messages)
+    else:
+        for raw in messages:
+            session.append(folder, raw)

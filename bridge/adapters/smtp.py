@@ -22,17 +22,20 @@ log = logging.getLogger(__name__)
 class SendError(Exception):
     """A send failed. ``connection``: the session itself failed (connect, TLS, login),
     so the failure says nothing about the message and must not use up its attempts.
+    ``code`` and ``reply``: the server's reply code and text, when it answered (the
+    outbox tells a throttle reply from a failure by them).
     ``revoked``: the account's OAuth2 grant was revoked; nothing can be sent until it is
     authorized again (already logged once, as an error, where it was found)."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False,
-                 connection: bool = False, revoked: bool = False) -> None:
+                 connection: bool = False, reply: str = "", revoked: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.ambiguous = ambiguous
         self.connection = connection
         self.revoked = revoked
+        self.reply = reply
 
 
 class SmtpConnection:
@@ -69,7 +72,8 @@ class SmtpConnection:
         except aiosmtplib.SMTPResponseException as exc:
             await _close(client)
             raise SendError(f"SMTP server {s.host} refused the session: {exc.code} {exc.message}",
-                            permanent=exc.code >= 500 and exc.code != 554, code=exc.code, connection=True) from exc
+                            permanent=exc.code >= 500 and exc.code != 554, code=exc.code, connection=True,
+                            reply=exc.message) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _close(client)
             raise SendError(f"cannot connect to SMTP server {s.host}:{s.port}: {exc}", permanent=False,
@@ -109,17 +113,21 @@ class SmtpConnection:
         try:
             await client.mail(envelope_from)
             refused: list[str] = []
-            code = 0
+            code, reply = 0, ""
+            # RCPT one by one, not sendmail(): sendmail() raises SMTPRecipientsRefused (not an
+            # SMTPResponseException) only when every recipient is refused, and returns a partial
+            # refusal in its result, where it is easily missed.
             for rcpt in recipients:
                 try:
                     await client.rcpt(rcpt)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     refused.append(f"{rcpt}: {exc.code} {exc.message}")
-                    code = exc.code
+                    code, reply = exc.code, exc.message
             if refused:
                 # Partial acceptance is not delivery: abandon the transaction and report.
                 await client.rset()
-                raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code)
+                raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code,
+                                reply=reply)
             data_started = True
             await client.data(raw)
         except SendError:
@@ -127,7 +135,8 @@ class SmtpConnection:
         except aiosmtplib.SMTPResponseException as exc:
             # A reply code, even after DATA: the server told us it did not take the message.
             await self._reset_after_error(exc.code)
-            raise SendError(f"{exc.code} {exc.message}", permanent=exc.code >= 500, code=exc.code) from exc
+            raise SendError(f"{exc.code} {exc.message}", permanent=exc.code >= 500, code=exc.code,
+                            reply=exc.message) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
             raise SendError(f"connection failed during {'DATA' if data_started else 'the transaction'}: {exc}",

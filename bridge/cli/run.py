@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.once:
         asyncio.run(daemon.run())   # until SIGTERM/SIGINT: the work in hand is finished, then exit 0
         return 0
-    report = asyncio.run(daemon.run_once(send=not args.no_send))
+    report = asyncio.run(daemon.run_once(send=not args.no_send, wait_for_limits=True))
     for name, stats in report.ingest.items():
         log.info("account %s: %d recorded (%d forwarded, %d history, %d duplicates, %d quarantined); %d sent, "
                  "%d failed", name, stats.recorded, stats.forwarded, stats.history, stats.duplicates,

@@ -207,6 +207,14 @@ class SmtpSettings:
         Choice(), "how copies of sent mail reach imap.sent_folder"))
     timeout_seconds: float = field(default=60.0, metadata=key(
         Seconds(), "how long to wait for the server before giving up"))
+    # None: the provider's documented limit for a known host (bridge.domain.delivery), none otherwise.
+    max_per_minute: int | None = field(default=None, metadata=key(
+        Integer(0), "messages sent in any minute at most; 0 for no limit",
+        default_doc="the provider's limit for a known host (smtp.office365.com: 30), else no limit"))
+    max_per_day: int | None = field(default=None, metadata=key(
+        Integer(0), "messages sent in any 24 hours at most; 0 for no limit",
+        default_doc="the provider's limit for a known host (smtp.office365.com: 10000; smtp.gmail.com: 2000, "
+                    "or 500 for a gmail.com login), else no limit"))
 
 
 @across_keys(SmtpSettings)
@@ -424,6 +432,10 @@ class OutboxSettings:
         Seconds(), "the longest delay between retries"))
     # A send interrupted by a crash is judged only after this long, so the Sent
     # folder has had time to receive the server's copy (see bridge.workers.outbox).
+    # Small on purpose: a crash leaves at most this many rows in 'sending' to reconcile
+    # (docs/architecture.md, "Stopping and crashing").
+    batch_size: int = field(default=20, metadata=key(
+        Integer(1, 200), "messages claimed together and sent one after another over one connection"))
     reconcile_after_seconds: float = field(default=120.0, metadata=key(
         Seconds(), "how old an interrupted send must be before it is looked up in the Sent folder (and a "
                    "feedback request claim before it counts as a dead process's)"))

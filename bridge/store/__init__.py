@@ -107,6 +107,7 @@ from bridge.store.models import (
     QUARANTINE,
     QUARANTINE_ACK,
     REMINDER,
+    SEND_PAUSE,
 )
 from bridge.store.monitoring import (
     AuditDecision,
@@ -139,9 +140,12 @@ from bridge.store.outbox import (
     OUTBOX_STATES,
     RETRYABLE,
     OutboxItem,
+    SendPause,
     cancel_unsolicited,
+    claim_batch,
     claim_due,
     dedupe_key_used,
+    end_pause,
     enqueue,
     finish_send,
     interrupted_sends,
@@ -154,7 +158,12 @@ from bridge.store.outbox import (
     operator_retry,
     outbox_by_message_id,
     outbox_known_ids,
+    pause_sending,
+    queued_count,
+    release_claims,
     resolve_interrupted,
+    send_pause,
+    window_use,
 )
 from bridge.store.reminders import (
     REMINDER_STATES,
@@ -174,7 +183,7 @@ from bridge.store.times import utc
 __all__ = [
     # tables
     "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM",
-    "ORDERS", "OUTBOX", "QUARANTINE", "QUARANTINE_ACK", "REMINDER",
+    "ORDERS", "OUTBOX", "QUARANTINE", "QUARANTINE_ACK", "REMINDER", "SEND_PAUSE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
     "start_mailbox",
@@ -188,10 +197,11 @@ __all__ = [
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
     "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",
     # outbox
-    "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "cancel_unsolicited", "claim_due", "dedupe_key_used",
-    "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
-    "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
-    "outbox_known_ids", "resolve_interrupted",
+    "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "SendPause", "cancel_unsolicited", "claim_batch",
+    "claim_due", "dedupe_key_used", "end_pause", "enqueue", "finish_send", "interrupted_sends", "list_outbox",
+    "mark_copied_to_sent", "next_due_time", "note_bounce", "oldest_foreign_claim", "operator_cancel",
+    "operator_retry", "outbox_by_message_id", "outbox_known_ids", "pause_sending", "queued_count",
+    "release_claims", "resolve_interrupted", "send_pause", "window_use",
     # orders
     "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
     # feedback requests

@@ -176,9 +176,12 @@ class Outbox(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),
-                      # Counts by account and state (/metrics, health) read this index, never the
-                      # rows, which hold whole messages.
+    # ix_outbox_sent: the sending limits count an account's recent sends (bridge.domain.delivery).
+    # ix_outbox_queue: a batch claim reads the queue in order, one priority at a time (store/outbox.py).
+    # ix_outbox_account_state: counts by account and state (/metrics, health) read this index, never
+    # the rows, which hold whole messages.
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"), Index("ix_outbox_sent", "account", "sent_at"),
+                      Index("ix_outbox_queue", "account", "state", "audience", "next_attempt_at", "id"),
                       Index("ix_outbox_account_state", "account", "state", "created_at"))
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(index=True)
@@ -213,6 +216,20 @@ class AccountState(SQLModel, table=True):
     account: str = Field(primary_key=True)
     restricted_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     restricted_reason: str | None = None
+
+
+class SendPause(SQLModel, table=True):
+    """Per account: sending paused after the SMTP server said to slow down (bridge.domain.delivery).
+
+    A row exists only while the account is (or was last) throttled; a send that
+    goes through removes it. Kept in the database so a restart keeps the pause.
+    """
+
+    __tablename__ = "send_pause"
+    account: str = Field(primary_key=True)
+    paused_until: datetime = Field(sa_column=_ts())
+    reason: str
+    in_a_row: int = 1
 
 
 class AuditLog(SQLModel, table=True):
@@ -396,6 +413,7 @@ QUARANTINE = _table(Quarantine)
 QUARANTINE_ACK = _table(QuarantineAck)
 OUTBOX = _table(Outbox)
 ACCOUNT_STATE = _table(AccountState)
+SEND_PAUSE = _table(SendPause)
 AUDIT = _table(AuditLog)
 ORDERS = _table(Order)
 ORDER_ITEM = _table(OrderItem)

@@ -161,8 +161,12 @@ class Daemon:
 
     # -- one pass ------------------------------------------------------------------
 
-    async def run_once(self, send: bool = True) -> OnceReport:
-        """Ingest all new mail of every account, then drain the outboxes; for cron and tests."""
+    async def run_once(self, send: bool = True, wait_for_limits: bool = False) -> OnceReport:
+        """Ingest all new mail of every account, then drain the outboxes; for cron and tests.
+
+        ``wait_for_limits``: drain what the sending limits hold back too, at their pace
+        (``mailbridge run --once``), rather than leave it for the next pass.
+        """
         report = OnceReport()
 
         async def one(acct: AccountContext) -> None:
@@ -187,9 +191,9 @@ class Daemon:
                 worker = self._outbox(acct)
                 try:
                     await worker.reconcile()
-                    await worker.drain()
+                    await worker.drain(wait_for_limits=wait_for_limits)
                 finally:
-                    await worker.smtp.close()
+                    await worker.close()
                 report.sent[acct.name] = worker.sent
                 report.failed[acct.name] = worker.failed
 

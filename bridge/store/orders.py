@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.orders import (
@@ -182,6 +183,36 @@ def order_by_id(conn: Connection, account: str, order_id: str) -> OrderFacts | N
     return _facts(row, tuple(ItemFacts(i.item_key, i.sku, i.asin, i.title, i.quantity) for i in items))
 
 
+def _link_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE (SQLite 3.24+, PostgreSQL 9.5+): the buyer link in one statement.
+
+    It is what :func:`upsert_orders` does with a link (:func:`bridge.domain.orders.merge_order`:
+    the alias replaces the stored one, a site or language the link gives replaces the stored
+    one, nothing else changes; a new order is pending), written for one order so that it costs
+    one statement: a buyer message that names an order runs it, and most of them do.
+    The WHERE leaves an order that already says all of it untouched (no row counted).
+    """
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(ORDERS)
+    new = insert.excluded
+    return insert.values(
+        account=bindparam("account"), order_id=bindparam("order_id"), buyer_alias=bindparam("alias"),
+        marketplace=bindparam("marketplace", type_=ORDERS.c.marketplace.type),
+        language=bindparam("language", type_=ORDERS.c.language.type), status="pending", open_claim=False,
+        created_at=bindparam("now", type_=ORDERS.c.created_at.type),
+        updated_at=bindparam("now", type_=ORDERS.c.updated_at.type),
+    ).on_conflict_do_update(
+        index_elements=[ORDERS.c.account, ORDERS.c.order_id],
+        set_={"buyer_alias": new.buyer_alias, "marketplace": func.coalesce(new.marketplace, ORDERS.c.marketplace),
+              "language": func.coalesce(new.language, ORDERS.c.language), "updated_at": new.updated_at},
+        where=or_(ORDERS.c.buyer_alias.is_distinct_from(new.buyer_alias),
+                  and_(new.marketplace.is_not(None), ORDERS.c.marketplace.is_distinct_from(new.marketplace)),
+                  and_(new.language.is_not(None), ORDERS.c.language.is_distinct_from(new.language))),
+    ).returning(ORDERS.c.id)   # a row back when one was made or changed (rowcount is not as plain on every driver)
+
+
+_LINK = {dialect: _link_statement(dialect) for dialect in ("sqlite", "postgresql")}
+
+
 def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime,
                link: OrderFacts | None = None) -> bool:
     """Record ``alias`` (a base relay alias) as the buyer of an order; an order not known yet is made, pending.
@@ -189,12 +220,22 @@ def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: d
     True when something changed. The alias a buyer writes from is the buyer's:
     it replaces one a report gave. ``link``: more the mail tells (its site and
     language, :func:`bridge.domain.orders.buyer_link`); its alias must be ``alias``.
+    Another writer making the same order at the same moment (a report import) is
+    no error: the database merges the two.
     """
     link = link or OrderFacts(order_id, buyer_alias=alias)
     if (link.order_id, link.buyer_alias) != (order_id, alias):
         raise ValueError(f"the link is about {link.order_id} and {link.buyer_alias}, not {order_id} and {alias}")
-    counts = upsert_orders(conn, account, [link], now)
-    return bool(counts.created or counts.updated)
+    if link.items or any(getattr(link, name) is not None
+                         for name in ORDER_FIELDS if name not in ("buyer_alias", "marketplace", "language")):
+        raise ValueError(f"a buyer link tells the buyer, site and language only, not {link}")
+    statement = _LINK.get(conn.dialect.name)
+    if statement is None:   # a database without ON CONFLICT: the general merge, a few statements more
+        counts = upsert_orders(conn, account, [link], now)
+        return bool(counts.created or counts.updated)
+    return conn.execute(statement, {"account": account, "order_id": order_id, "alias": alias,
+                                    "marketplace": link.marketplace, "language": link.language,
+                                    "now": now}).first() is not None
 
 
 def set_order_status(conn: Connection, account: str, order_id: str, status: str | None, now: datetime, *,

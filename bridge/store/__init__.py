@@ -35,6 +35,7 @@ from bridge.store.buyers import (
     set_opt_out,
 )
 from bridge.store.conversations import (
+    BatchThreads,
     BuyerMessage,
     ConversationInfo,
     ConversationRef,
@@ -43,7 +44,6 @@ from bridge.store.conversations import (
     conversation_of_notification,
     newest_conversation,
     raise_flags,
-    thread_message,
 )
 from bridge.store.feedback import (
     NOT_DELIVERED_OPTED_OUT,
@@ -118,6 +118,7 @@ from bridge.store.outbox import (
     claim_due,
     dedupe_key_used,
     enqueue,
+    enqueue_many,
     finish_send,
     interrupted_sends,
     list_outbox,
@@ -129,6 +130,7 @@ from bridge.store.outbox import (
     operator_retry,
     outbox_by_message_id,
     outbox_known_ids,
+    outbox_row,
     resolve_interrupted,
 )
 from bridge.store.status import account_status
@@ -145,16 +147,16 @@ __all__ = [
     "SeenContent", "insert_message", "insert_quarantine", "quarantined_before", "quarantined_uids", "recorded_uids",
     "set_disposition",
     # conversations
-    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "conversation_info",
-    "conversation_of_notification", "newest_conversation", "raise_flags", "thread_message",
+    "BatchThreads", "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote",
+    "conversation_info", "conversation_of_notification", "newest_conversation", "raise_flags",
     # buyers and account restrictions
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
     "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",
     # outbox
     "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "cancel_unsolicited", "claim_due", "dedupe_key_used",
-    "enqueue", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent", "next_due_time",
-    "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry", "outbox_by_message_id",
-    "outbox_known_ids", "resolve_interrupted",
+    "enqueue", "enqueue_many", "finish_send", "interrupted_sends", "list_outbox", "mark_copied_to_sent",
+    "next_due_time", "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry",
+    "outbox_by_message_id", "outbox_known_ids", "outbox_row", "resolve_interrupted",
     # orders
     "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
     # feedback requests

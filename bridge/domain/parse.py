@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -297,22 +298,33 @@ def _lenient_encoded_words(value: str, name: str, defects: list[str]) -> str:
 
 def _addresses(values: list[str], name: str, defects: list[str]) -> list[tuple[str, str]]:
     """(decoded display name, lowercased addr-spec) pairs; empty entries dropped."""
+    pairs, found = _address_list(tuple(v for v in values if v), name)
+    defects.extend(found)
+    return list(pairs)
+
+
+# getaddresses reads a header character by character, and it is the dearest part of
+# parsing a small message. The same values come again and again (every buyer message's To
+# is the seller; a buyer writes several times), so results are kept, with the defects
+# found: the function is pure. Bounded, so a flood of distinct senders costs no memory.
+@functools.lru_cache(maxsize=4096)
+def _address_list(values: tuple[str, ...], name: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    defects: list[str] = []
     out: list[tuple[str, str]] = []
-    cleaned = [_unfold(_unsurrogate(v, name, defects)) for v in values if v]
+    cleaned = [_unfold(_unsurrogate(v, name, defects)) for v in values]
     if not cleaned:
-        return out
+        return (), ()
     try:
         pairs = getaddresses(cleaned)
     except (ValueError, IndexError, TypeError):  # pragma: no cover - getaddresses is lenient
-        defects.append(f"unreadable {name} header")
-        return out
+        return (), (*defects, f"unreadable {name} header")
     for display, addr in pairs:
         addr = addr.strip().strip("<>").strip().lower()
         if not addr or _BAD_ADDR_RE.search(addr):
             continue  # empty or garbled (an addr-spec has no spaces, brackets or controls)
         display = _decode_header_value(display, name, defects).strip() if display else ""
         out.append((display, addr))
-    return out
+    return tuple(out), tuple(defects)
 
 
 def _first_msgid(value: str | None) -> str | None:

@@ -14,13 +14,13 @@ change are not written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.orders import (
@@ -32,6 +32,7 @@ from bridge.domain.orders import (
     merge_order,
     merge_status,
 )
+from bridge.store.dialects import UPSERT_DIALECTS, dialect_insert
 from bridge.store.models import ORDER_ITEM, ORDERS
 from bridge.store.times import iso, utc
 
@@ -183,6 +184,7 @@ def order_by_id(conn: Connection, account: str, order_id: str) -> OrderFacts | N
     return _facts(row, tuple(ItemFacts(i.item_key, i.sku, i.asin, i.title, i.quantity) for i in items))
 
 
+@functools.cache
 def _link_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE (SQLite 3.24+, PostgreSQL 9.5+): the buyer link in one statement.
 
@@ -192,7 +194,9 @@ def _link_statement(dialect: str) -> Any:
     one statement: a buyer message that names an order runs it, and most of them do.
     The WHERE leaves an order that already says all of it untouched (no row counted).
     """
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(ORDERS)
+    if dialect not in UPSERT_DIALECTS:
+        return None
+    insert = dialect_insert(dialect, ORDERS)
     new = insert.excluded
     return insert.values(
         account=bindparam("account"), order_id=bindparam("order_id"), buyer_alias=bindparam("alias"),
@@ -209,8 +213,6 @@ def _link_statement(dialect: str) -> Any:
                   and_(new.language.is_not(None), ORDERS.c.language.is_distinct_from(new.language))),
     ).returning(ORDERS.c.id)   # a row back when one was made or changed (rowcount is not as plain on every driver)
 
-
-_LINK = {dialect: _link_statement(dialect) for dialect in ("sqlite", "postgresql")}
 
 
 def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime,
@@ -229,7 +231,7 @@ def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: d
     if link.items or any(getattr(link, name) is not None
                          for name in ORDER_FIELDS if name not in ("buyer_alias", "marketplace", "language")):
         raise ValueError(f"a buyer link tells the buyer, site and language only, not {link}")
-    statement = _LINK.get(conn.dialect.name)
+    statement = _link_statement(conn.dialect.name)
     if statement is None:   # a database without ON CONFLICT: the general merge, a few statements more
         counts = upsert_orders(conn, account, [link], now)
         return bool(counts.created or counts.updated)

@@ -127,6 +127,34 @@ def test_link_buyer_is_the_general_merge_in_one_statement(engine: Engine, stored
     check_link_buyer(engine, stored, link)
 
 
+OTHER = "other0000@marketplace.amazon.com"
+LINK_BATCHES = [
+    [OrderFacts(TENT, buyer_alias=ALIAS)],
+    [OrderFacts(TENT, buyer_alias=ALIAS, marketplace="amazon.de"), OrderFacts(STOVE, buyer_alias=OTHER),
+     OrderFacts(TENT, buyer_alias=OTHER, language="de"), OrderFacts(TENT, buyer_alias=ALIAS)],
+    [OrderFacts(STOVE, buyer_alias=OTHER, language="ja"), OrderFacts(STOVE, buyer_alias=OTHER, language="en"),
+     OrderFacts(STOVE, buyer_alias=OTHER)],
+]
+
+
+def check_link_buyers(engine: Engine, links: list[OrderFacts]) -> None:
+    """Links held and written together (link_buyers) leave the orders as one link_buyer after another."""
+    with engine.begin() as conn:
+        for account in ("one-by-one", "together"):
+            store.upsert_orders(conn, account, [OrderFacts(TENT, status="shipped", buyer_alias="report00@x.example",
+                                                           marketplace="amazon.com")], NOW)
+        for link in links:
+            store.link_buyer(conn, "one-by-one", link.order_id, link.buyer_alias or "", NOW, link)
+        store.link_buyers(conn, "together", links, NOW)
+        assert store.orders_for_account(conn, "together") == [
+            {**o, "account": "together"} for o in store.orders_for_account(conn, "one-by-one")]
+
+
+@pytest.mark.parametrize("links", LINK_BATCHES)
+def test_links_written_together_end_as_one_after_another(engine: Engine, links: list[OrderFacts]) -> None:
+    check_link_buyers(engine, links)
+
+
 @pytest.mark.parametrize("link", [OrderFacts(TENT, buyer_alias="other0000@marketplace.amazon.com"),
                                   OrderFacts(STOVE, buyer_alias=ALIAS),
                                   OrderFacts(TENT, buyer_alias=ALIAS, status="shipped")])

@@ -32,6 +32,7 @@ from bridge.adapters.templates import TemplateContextError, TemplateError
 from bridge.domain import bounces, compose, tokens
 from bridge.domain.classify import Classification, ClassifyContext, Kind, classify
 from bridge.domain.marketplaces import MARKETPLACES
+from bridge.domain.orders import OrderFacts
 from bridge.domain.parse import ParsedMail
 from bridge.domain.prepare import (
     FORWARDED_KINDS,
@@ -107,7 +108,8 @@ class _RetryCarefully(Exception):
 
 @dataclass
 class _HeldWrites:
-    """Writes of the forwarded path held back to go out together: conversation touches and staff notifications.
+    """Writes of the forwarded path held back to go out together: conversation touches, buyer links to orders
+    and staff notifications.
 
     Each is one executemany statement per flush instead of one statement per
     message. They are flushed before a message of another kind is recorded (its
@@ -117,16 +119,20 @@ class _HeldWrites:
     """
 
     threads: store.BatchThreads
+    links: list[OrderFacts] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
 
     def flush(self, conn: Connection, now: datetime) -> None:
         self.threads.flush(conn, now)
+        store.link_buyers(conn, self.threads.account, self.links, now)
+        self.links.clear()
         store.enqueue_many(conn, self.notifications)
         self.notifications.clear()
 
     def forget(self) -> None:
         """A SAVEPOINT rolled back what was written; what is held is of the failed message only: drop it."""
         self.threads.forget()
+        self.links.clear()
         self.notifications.clear()
 
 
@@ -259,9 +265,12 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         defects=_json_list(mail.defects), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
-    if duplicate_of is None and cls.kind in (Kind.NOTICE, Kind.BUYER):
-        # Order notices and buyers naming an order update the orders; never a thread, never staff.
+    if duplicate_of is None and cls.kind == Kind.NOTICE:
+        # Order notices update the orders; never a thread, never staff.
         orders.apply_order_mail(conn, acct.name, mail, cls, now, acct.prepare_context.marketplaces)
+    link = orders.buyer_order_link(mail, cls, acct.prepare_context.marketplaces) if duplicate_of is None else None
+    if link is not None:
+        held.links.append(link)   # a buyer naming an order is linked to it
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
         disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw, mail), mail, now)
         store.set_disposition(conn, message_row, disposition)

@@ -104,6 +104,7 @@ from bridge.store.models import (
 from bridge.store.orders import (
     UpsertCounts,
     link_buyer,
+    link_buyers,
     order_by_id,
     orders_for_account,
     set_order_status,
@@ -158,7 +159,8 @@ __all__ = [
     "next_due_time", "note_bounce", "oldest_foreign_claim", "operator_cancel", "operator_retry",
     "outbox_by_message_id", "outbox_known_ids", "outbox_row", "resolve_interrupted",
     # orders
-    "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
+    "UpsertCounts", "link_buyer", "link_buyers", "order_by_id", "orders_for_account", "set_order_status",
+    "upsert_orders",
     # feedback requests
     "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
     "cancel_unsent_requests", "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",

@@ -159,6 +159,19 @@ def test_from_address(from_header: str, addr: str, name: str) -> None:
     assert (mail.from_addr, mail.from_name) == (addr, name)
 
 
+@pytest.mark.parametrize("headers", [
+    "From: \"Zo\udcc3\udcab\" <z@example.org>\nTo: seller@example.org",          # 8-bit bytes: a defect
+    "From: =?utf-8?q?J=C3=BCrgen?= <j@example.org>\nTo: <<<not an address>>>",
+    "From: a@example.org\nTo: =?x-unknown?q?S=E9ller?= <seller@example.org>",         # undecodable charset
+])
+def test_addresses_read_again_give_the_same_fields_and_defects(headers: str) -> None:
+    # Address lists are kept once read (they repeat from message to message): a header seen
+    # before must give what it gave the first time, its defects too.
+    first, again = _headers_only(headers), _headers_only(headers)
+    assert (again.from_addr, again.from_name, again.to_addrs, again.defects) == \
+        (first.from_addr, first.from_name, first.to_addrs, first.defects)
+
+
 def test_recipient_lists_tolerate_garbage_and_repeats() -> None:
     mail = _headers_only("From: a@example.org\nTo: A@X.example, ,, \"B, b\" <b@x.example>\n"
                          "To: c@x.example\nCc: undisclosed-recipients:;\nReply-To: R@x.example")

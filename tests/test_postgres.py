@@ -125,6 +125,23 @@ def test_order_upserts_on_postgres(pg_url: str) -> None:
         engine.dispose()
 
 
+def test_buyer_links_on_postgres(pg_url: str) -> None:
+    from test_store_orders import LINK_BATCHES, LINK_CASES, check_link_buyer, check_link_buyers
+
+    engine = open_database(pg_url)
+    try:
+        for stored, link in LINK_CASES:
+            with engine.begin() as conn:
+                conn.execute(store.ORDERS.delete().where(store.ORDERS.c.account.in_(["linked", "merged"])))
+            check_link_buyer(engine, stored, link)
+        for links in LINK_BATCHES:
+            with engine.begin() as conn:
+                conn.execute(store.ORDERS.delete().where(store.ORDERS.c.account.in_(["one-by-one", "together"])))
+            check_link_buyers(engine, links)
+    finally:
+        engine.dispose()
+
+
 def test_order_report_import_on_postgres(pg_url: str) -> None:
     from bridge.services.orders import import_report
 

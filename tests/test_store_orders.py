@@ -89,6 +89,80 @@ def test_link_buyer_and_set_order_status(engine: Engine) -> None:
     assert listed["buyer_alias"] == ALIAS and listed["status"] == "shipped" and listed["open_claim"] is True
 
 
+LINK_CASES = [
+    # (what is stored before, the link a buyer message gives)
+    (None, OrderFacts(TENT, buyer_alias=ALIAS)),                                          # not known yet: made
+    (None, OrderFacts(TENT, buyer_alias=ALIAS, marketplace="amazon.de", language="de")),
+    (OrderFacts(TENT, status="shipped", buyer_alias=ALIAS), OrderFacts(TENT, buyer_alias=ALIAS)),   # nothing new
+    (OrderFacts(TENT, status="shipped", buyer_alias="old0000000@marketplace.amazon.com", marketplace="amazon.de",
+                language="de"), OrderFacts(TENT, buyer_alias=ALIAS)),                     # the writer's alias wins
+    (OrderFacts(TENT, status="delivered", buyer_alias=ALIAS, marketplace="amazon.de", language="de"),
+     OrderFacts(TENT, buyer_alias=ALIAS, marketplace="amazon.co.uk", language="en")),
+    (OrderFacts(TENT, status="cancelled", buyer_alias=ALIAS, marketplace="amazon.de"),
+     OrderFacts(TENT, buyer_alias=ALIAS, marketplace="amazon.de", language="de")),
+    (OrderFacts(TENT, status="pending", open_claim=True, purchased_at=NOW - timedelta(days=2)),
+     OrderFacts(TENT, buyer_alias=ALIAS, language="ja")),
+]
+
+
+def check_link_buyer(engine: Engine, stored: OrderFacts | None, link: OrderFacts) -> None:
+    """link_buyer (one statement) leaves an order exactly as the general merge (upsert_orders) does."""
+    later = NOW + timedelta(hours=1)
+    with engine.begin() as conn:
+        for account in ("linked", "merged"):
+            if stored is not None:
+                store.upsert_orders(conn, account, [stored], NOW - timedelta(days=1))
+        changed = store.link_buyer(conn, "linked", TENT, ALIAS, later, link)
+        counts = store.upsert_orders(conn, "merged", [link], later)
+        linked, merged = store.order_by_id(conn, "linked", TENT), store.order_by_id(conn, "merged", TENT)
+        assert changed is bool(counts.created or counts.updated)
+        assert linked == merged
+        assert store.link_buyer(conn, "linked", TENT, ALIAS, later, link) is False     # said once is enough
+        assert len(store.orders_for_account(conn, "linked")) == 1
+
+
+@pytest.mark.parametrize("stored, link", LINK_CASES)
+def test_link_buyer_is_the_general_merge_in_one_statement(engine: Engine, stored: OrderFacts | None,
+                                                          link: OrderFacts) -> None:
+    check_link_buyer(engine, stored, link)
+
+
+OTHER = "other0000@marketplace.amazon.com"
+LINK_BATCHES = [
+    [OrderFacts(TENT, buyer_alias=ALIAS)],
+    [OrderFacts(TENT, buyer_alias=ALIAS, marketplace="amazon.de"), OrderFacts(STOVE, buyer_alias=OTHER),
+     OrderFacts(TENT, buyer_alias=OTHER, language="de"), OrderFacts(TENT, buyer_alias=ALIAS)],
+    [OrderFacts(STOVE, buyer_alias=OTHER, language="ja"), OrderFacts(STOVE, buyer_alias=OTHER, language="en"),
+     OrderFacts(STOVE, buyer_alias=OTHER)],
+]
+
+
+def check_link_buyers(engine: Engine, links: list[OrderFacts]) -> None:
+    """Links held and written together (link_buyers) leave the orders as one link_buyer after another."""
+    with engine.begin() as conn:
+        for account in ("one-by-one", "together"):
+            store.upsert_orders(conn, account, [OrderFacts(TENT, status="shipped", buyer_alias="report00@x.example",
+                                                           marketplace="amazon.com")], NOW)
+        for link in links:
+            store.link_buyer(conn, "one-by-one", link.order_id, link.buyer_alias or "", NOW, link)
+        store.link_buyers(conn, "together", links, NOW)
+        assert store.orders_for_account(conn, "together") == [
+            {**o, "account": "together"} for o in store.orders_for_account(conn, "one-by-one")]
+
+
+@pytest.mark.parametrize("links", LINK_BATCHES)
+def test_links_written_together_end_as_one_after_another(engine: Engine, links: list[OrderFacts]) -> None:
+    check_link_buyers(engine, links)
+
+
+@pytest.mark.parametrize("link", [OrderFacts(TENT, buyer_alias="other0000@marketplace.amazon.com"),
+                                  OrderFacts(STOVE, buyer_alias=ALIAS),
+                                  OrderFacts(TENT, buyer_alias=ALIAS, status="shipped")])
+def test_link_buyer_refuses_a_link_about_something_else(engine: Engine, link: OrderFacts) -> None:
+    with engine.begin() as conn, pytest.raises(ValueError):
+        store.link_buyer(conn, "acme", TENT, ALIAS, NOW, link)
+
+
 def test_listing_is_plain_values_newest_first(engine: Engine) -> None:
     with engine.begin() as conn:
         store.upsert_orders(conn, "acme", [

@@ -13,6 +13,7 @@ Contract used by the pipeline:
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -324,15 +325,27 @@ def _addresses(values: list[str], name: str, defects: list[str],
     Encoded words are quoted before the addresses are split: a display name
     such as ``=?iso-8859-1?Q?B=FCrling,=20Andreas?=`` holds a comma that is
     not a separator. An addr-spec without "@" is never an address."""
+    pairs, found = _address_list(tuple(v for v in values if v), name, hints)
+    defects.extend(found)
+    return list(pairs)
+
+
+# getaddresses reads a header character by character, and it is the dearest part of
+# parsing a small message. The same values come again and again (every buyer message's To
+# is the seller; a buyer writes several times), so results are kept, with the defects
+# found: the function is pure. Bounded, so a flood of distinct senders costs no memory.
+@functools.lru_cache(maxsize=4096)
+def _address_list(values: tuple[str, ...], name: str,
+                  hints: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    defects: list[str] = []
     out: list[tuple[str, str]] = []
-    cleaned = [_protect_encoded_words(_unfold(_unsurrogate(v, name, defects, hints))) for v in values if v]
+    cleaned = [_protect_encoded_words(_unfold(_unsurrogate(v, name, defects, hints))) for v in values]
     if not cleaned:
-        return out
+        return (), ()
     try:
         pairs = getaddresses(cleaned)
     except (ValueError, IndexError, TypeError):  # pragma: no cover - getaddresses is lenient
-        defects.append(f"unreadable {name} header")
-        return out
+        return (), (*defects, f"unreadable {name} header")
     for display, addr in pairs:
         addr = addr.strip().strip("<>").strip().lower()
         if not addr or _BAD_ADDR_RE.search(addr) or "@" not in addr.strip("@"):
@@ -344,7 +357,7 @@ def _addresses(values: list[str], name: str, defects: list[str],
             # "MAILER-DAEMON (Mail Delivery System) <x@y>": an RFC 5322 comment is not the name.
             display = _TRAILING_COMMENT_RE.sub("", display) or display
         out.append((display, addr))
-    return out
+    return tuple(out), tuple(defects)
 
 
 def _protect_encoded_words(value: str) -> str:

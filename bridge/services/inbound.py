@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
@@ -32,6 +32,7 @@ from bridge.adapters.templates import TemplateContextError, TemplateError
 from bridge.domain import bounces, compose, tokens
 from bridge.domain.classify import Classification, ClassifyContext, Kind, classify
 from bridge.domain.marketplaces import MARKETPLACES
+from bridge.domain.orders import OrderFacts
 from bridge.domain.parse import ParsedMail
 from bridge.domain.prepare import (
     FORWARDED_KINDS,
@@ -118,6 +119,36 @@ class _RetryCarefully(Exception):
     """A message failed in a batch run without savepoints."""
 
 
+@dataclass
+class _HeldWrites:
+    """Writes of the forwarded path held back to go out together: conversation touches, buyer links to orders
+    and staff notifications.
+
+    Each is one executemany statement per flush instead of one statement per
+    message. They are flushed before a message of another kind is recorded (its
+    handling may read conversations or the outbox), after every message of a
+    careful run (inside its SAVEPOINT), and before the checkpoint moves, so they
+    commit with the rows and the checkpoint as before.
+    """
+
+    threads: store.BatchThreads
+    links: list[OrderFacts] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+
+    def flush(self, conn: Connection, now: datetime) -> None:
+        self.threads.flush(conn, now)
+        store.link_buyers(conn, self.threads.account, self.links, now)
+        self.links.clear()
+        store.enqueue_many(conn, self.notifications)
+        self.notifications.clear()
+
+    def forget(self) -> None:
+        """A SAVEPOINT rolled back what was written; what is held is of the failed message only: drop it."""
+        self.threads.forget()
+        self.links.clear()
+        self.notifications.clear()
+
+
 def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[Prepared],
             history_until_uid: int, now: datetime, careful: bool) -> BatchResult:
     result = BatchResult()
@@ -126,6 +157,8 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
         seen = store.SeenContent(conn, acct.name, (p.content_hash for p in items))
         ours = store.outbox_known_ids(conn, (i for p in items if p.mail for i in (
             p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
+        held = _HeldWrites(store.BatchThreads(conn, acct.name, (
+            p.recording.conversation_key for p in items if p.recording and p.recording.conversation_key)))
         last_uid = 0
         for prepared in items:
             item = prepared.item
@@ -140,8 +173,10 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
             savepoint = conn.begin_nested() if careful else None
             try:
                 disposition, kind, outbox_rows, row_id, conversation_id = _record_one(
-                    conn, acct, folder, uidvalidity, prepared, seen, ours, item.uid <= history_until_uid, now)
+                    conn, acct, folder, uidvalidity, prepared, seen, ours, held, item.uid <= history_until_uid,
+                    now)
                 if savepoint is not None:
+                    held.flush(conn, now)
                     savepoint.commit()
                 if prepared.mail is not None:
                     seen.add(prepared.content_hash, prepared.mail.message_id, row_id)
@@ -153,6 +188,7 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
                 if savepoint is None:
                     raise _RetryCarefully() from exc
                 savepoint.rollback()
+                held.forget()
                 _set_aside(conn, acct, folder, uidvalidity, prepared, _reason(exc), now, result)
                 continue
             result.recorded += 1
@@ -169,6 +205,12 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
                 result.duplicates += 1
             elif disposition == "relayed":
                 result.relayed += 1
+        try:
+            held.flush(conn, now)   # a careful run has flushed after every message: nothing is left
+        except SYSTEMIC_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a held write of some message failed: find which, carefully
+            raise _RetryCarefully() from exc
         if last_uid:
             store.advance_checkpoint(conn, acct.name, folder, uidvalidity, last_uid)
             store.record_fetch(conn, acct.name, folder, now, None)
@@ -191,7 +233,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity: int, prepared: Prepared,
-                seen: store.SeenContent, ours: set[str], as_history: bool,
+                seen: store.SeenContent, ours: set[str], held: _HeldWrites, as_history: bool,
                 now: datetime) -> tuple[str, str, int, int, int | None]:
     """Record one message; returns (disposition, kind, outbox rows queued, message row id, conversation id)."""
     assert prepared.mail is not None and prepared.cls is not None   # prepare() set an error otherwise
@@ -207,6 +249,8 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
                                              **acct.classify_base))
         flags = buyer_flags(mail, cls)
         rec = recording(acct.prepare_context, mail, cls)
+    if cls.kind not in FORWARDED_KINDS:
+        held.flush(conn, now)   # what follows may read the conversations and the outbox
 
     duplicate_of = seen.find(content_hash, mail.message_id)
     if duplicate_of is not None:
@@ -222,7 +266,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     staff_message_id = rec.staff_message_id if disposition == "forwarded" else None
     conversation: store.ConversationRef | None = None
     if rec.conversation_key and cls.buyer_alias and duplicate_of is None:
-        conversation = _thread(conn, acct, mail, cls, rec, now, staff_message_id)
+        conversation = _thread(conn, held.threads, mail, cls, rec, now, staff_message_id)
 
     message_row = store.insert_message(
         conn,
@@ -236,9 +280,12 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
         defects=_json_list(mail.defects), conversation_id=conversation.id if conversation else None,
         duplicate_of=duplicate_of, raw=item.raw if cls.kind == Kind.STAFF_REPLY else None,
     )
-    if duplicate_of is None and cls.kind in (Kind.NOTICE, Kind.BUYER):
-        # Order notices and buyers naming an order update the orders; never a thread, never staff.
+    if duplicate_of is None and cls.kind == Kind.NOTICE:
+        # Order notices update the orders; never a thread, never staff.
         orders.apply_order_mail(conn, acct.name, mail, cls, now, acct.prepare_context.marketplaces)
+    link = orders.buyer_order_link(mail, cls, acct.prepare_context.marketplaces) if duplicate_of is None else None
+    if link is not None:
+        held.links.append(link)   # a buyer naming an order is linked to it
     if cls.kind == Kind.BOUNCE and disposition == "recorded":
         disposition = bounce_effects.apply(conn, acct, bounces.analyse(item.raw, mail), mail, now)
         store.set_disposition(conn, message_row, disposition)
@@ -252,7 +299,7 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     conversation_id = conversation.id if conversation else None
     if staff_message_id is None:
         return disposition, cls.kind.value, 0, message_row, conversation_id
-    _forward_to_staff(conn, acct, mail, cls, flags, rec, conversation, message_row, now)
+    held.notifications.append(_notification(conn, acct, mail, cls, flags, rec, conversation, message_row, now))
     if cls.kind == Kind.BUYER and conversation is not None:
         # The marketplace's 24 hours run from now on (from when the buyer sent it): remind staff in time.
         reminders.schedule_for_message(conn, acct, conversation_id=conversation.id, message_row=message_row,
@@ -269,19 +316,20 @@ def _clean(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
-def _thread(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification, rec: Recording,
-            now: datetime, staff_message_id: str | None) -> store.ConversationRef:
+def _thread(conn: Connection, threads: store.BatchThreads, mail: ParsedMail, cls: Classification,
+            rec: Recording, now: datetime, staff_message_id: str | None) -> store.ConversationRef:
     alias = cls.buyer_alias or ""
     assert rec.conversation_key is not None
-    return store.thread_message(
-        conn, account=acct.name, marketplace=alias.rpartition("@")[2], alias=alias, buyer_name=rec.buyer_name,
+    return threads.thread(
+        conn, marketplace=alias.rpartition("@")[2], alias=alias, buyer_name=rec.buyer_name,
         key=rec.conversation_key, order_id=mail.order_id, comm_mgr_tok=mail.comm_mgr_tok,
         subject=rec.thread_subject, now=now, staff_message_id=staff_message_id)
 
 
-def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
-                      flags: tuple[str, ...], rec: Recording, conversation: store.ConversationRef | None,
-                      message_row: int, now: datetime) -> None:
+def _notification(conn: Connection, acct: AccountContext, mail: ParsedMail, cls: Classification,
+                  flags: tuple[str, ...], rec: Recording, conversation: store.ConversationRef | None,
+                  message_row: int, now: datetime) -> dict[str, Any]:
+    """The staff notification of a forwarded message, as an outbox row to queue."""
     s = acct.settings
     assert rec.staff_message_id is not None and rec.staff_origin is not None
     message_id = rec.staff_message_id
@@ -324,9 +372,10 @@ def _forward_to_staff(conn: Connection, acct: AccountContext, mail: ParsedMail, 
         subject=rendered.subject, text=rendered.text, reply_to=reply_to, in_reply_to=in_reply_to,
         references=references,
     )
-    store.enqueue(conn, account=s.name, message_id=out.message_id, purpose="staff_notification", audience="staff",
-                  envelope_from=out.envelope_from, recipients=out.recipients, subject=out.subject, raw=out.raw,
-                  now=now, conversation_id=conversation.id if conversation else None, source_message_id=message_row)
+    return store.outbox_row(account=s.name, message_id=out.message_id, purpose="staff_notification",
+                            audience="staff", envelope_from=out.envelope_from, recipients=out.recipients,
+                            subject=out.subject, raw=out.raw, now=now,
+                            conversation_id=conversation.id if conversation else None, source_message_id=message_row)
 
 
 @functools.lru_cache(maxsize=4)

@@ -172,8 +172,15 @@ def apply_order_mail(conn: Connection, account: str, mail: ParsedMail, cls: Clas
         orders = merge_rows(order_from_notice(n) for n in notices)
         store.upsert_orders(conn, account, orders.values(), now)
         return f"{notices[0].topic} notice: order(s) {', '.join(orders)}"
+    link = buyer_order_link(mail, cls, registry)
+    if link is not None and store.link_buyer(conn, account, link.order_id, cls.buyer_alias or "", now, link):
+        return f"order {mail.order_id} linked to buyer {cls.buyer_alias}"
+    return None
+
+
+def buyer_order_link(mail: ParsedMail, cls: Classification,
+                     registry: Registry = DEFAULT_REGISTRY) -> OrderFacts | None:
+    """The link of a buyer message naming an order (for :func:`bridge.store.link_buyers`), else ``None``."""
     if cls.kind == Kind.BUYER and cls.buyer_alias and mail.order_id:
-        link = buyer_link(mail.order_id, cls.buyer_alias, registry)
-        if store.link_buyer(conn, account, mail.order_id, cls.buyer_alias, now, link):
-            return f"order {mail.order_id} linked to buyer {cls.buyer_alias}"
+        return buyer_link(mail.order_id, cls.buyer_alias, registry)
     return None

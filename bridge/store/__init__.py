@@ -38,6 +38,7 @@ from bridge.store.buyers import (
     set_opt_out,
 )
 from bridge.store.conversations import (
+    BatchThreads,
     BuyerMessage,
     ConversationInfo,
     ConversationRef,
@@ -47,7 +48,6 @@ from bridge.store.conversations import (
     conversation_of_notification,
     newest_conversation,
     raise_flags,
-    thread_message,
 )
 from bridge.store.feedback import (
     NOT_DELIVERED_OPTED_OUT,
@@ -130,6 +130,7 @@ from bridge.store.oauth2_grants import GrantState, grant_state, revoke_grant, ro
 from bridge.store.orders import (
     UpsertCounts,
     link_buyer,
+    link_buyers,
     order_by_id,
     orders_for_account,
     set_order_status,
@@ -147,6 +148,7 @@ from bridge.store.outbox import (
     dedupe_key_used,
     end_pause,
     enqueue,
+    enqueue_many,
     finish_send,
     interrupted_sends,
     list_outbox,
@@ -161,6 +163,7 @@ from bridge.store.outbox import (
     pause_sending,
     queued_count,
     release_claims,
+    outbox_row,
     resolve_interrupted,
     send_pause,
     window_use,
@@ -191,19 +194,20 @@ __all__ = [
     "SeenContent", "insert_message", "insert_quarantine", "quarantined_before", "quarantined_uids", "recorded_uids",
     "set_disposition",
     # conversations
-    "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote", "close_conversation", "conversation_info",
-    "conversation_of_notification", "newest_conversation", "raise_flags", "thread_message",
+    "BatchThreads", "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote",
+    "close_conversation", "conversation_info", "conversation_of_notification", "newest_conversation", "raise_flags",
     # buyers and account restrictions
     "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
     "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",
     # outbox
     "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "SendPause", "cancel_unsolicited", "claim_batch",
-    "claim_due", "dedupe_key_used", "end_pause", "enqueue", "finish_send", "interrupted_sends", "list_outbox",
+    "claim_due", "dedupe_key_used", "end_pause", "enqueue", "enqueue_many", "finish_send", "interrupted_sends", "list_outbox",
     "mark_copied_to_sent", "next_due_time", "note_bounce", "oldest_foreign_claim", "operator_cancel",
-    "operator_retry", "outbox_by_message_id", "outbox_known_ids", "pause_sending", "queued_count",
+    "operator_retry", "outbox_by_message_id", "outbox_known_ids", "outbox_row", "pause_sending", "queued_count",
     "release_claims", "resolve_interrupted", "send_pause", "window_use",
     # orders
-    "UpsertCounts", "link_buyer", "order_by_id", "orders_for_account", "set_order_status", "upsert_orders",
+    "UpsertCounts", "link_buyer", "link_buyers", "order_by_id", "orders_for_account", "set_order_status",
+    "upsert_orders",
     # feedback requests
     "NOT_DELIVERED_OPTED_OUT", "REQUEST_STATES", "OrderRecord", "Request", "cancel_scheduled_of_buyer",
     "cancel_unsent_requests", "claim_due_requests", "feedback_counts", "finish_request", "last_buyer_message_at", "list_requests",

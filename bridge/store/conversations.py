@@ -20,14 +20,18 @@ from bridge.store.buyers import rename_buyer, upsert_buyer
 from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX, inserted_id
 from bridge.store.times import utc
 
-_CONV = select(CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count, BUYER.c.id,
-               BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
-    CONV.c.account == bindparam("account"), CONV.c.key == bindparam("key"))
+_CONVS = select(CONV.c.key, CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count,
+                BUYER.c.id, BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
+    CONV.c.account == bindparam("account"), CONV.c.key.in_(bindparam("keys", expanding=True)))
+# ``n`` messages of one batch joined the conversation: the same as ``n`` single touches in their order
+# (``tok``: the first token any of them gave; ``first_staff``/``last_staff``: the first and last
+# notification Message-IDs among them). Relative to what is stored, so nothing another writer did is lost.
 _CONV_TOUCH = update(CONV).where(CONV.c.id == bindparam("conv_id")).values(
-    last_message_at=bindparam("now"), status="open", message_count=CONV.c.message_count + 1,
+    last_message_at=bindparam("now", type_=CONV.c.last_message_at.type), status="open",
+    message_count=CONV.c.message_count + bindparam("n", type_=CONV.c.message_count.type),
     comm_mgr_tok=func.coalesce(CONV.c.comm_mgr_tok, bindparam("tok", type_=CONV.c.comm_mgr_tok.type)),
-    staff_last_id=func.coalesce(bindparam("staff_id", type_=CONV.c.staff_last_id.type), CONV.c.staff_last_id),
-    staff_root_id=func.coalesce(CONV.c.staff_root_id, bindparam("staff_id", type_=CONV.c.staff_root_id.type)),
+    staff_last_id=func.coalesce(bindparam("last_staff", type_=CONV.c.staff_last_id.type), CONV.c.staff_last_id),
+    staff_root_id=func.coalesce(CONV.c.staff_root_id, bindparam("first_staff", type_=CONV.c.staff_root_id.type)),
 )
 
 
@@ -41,29 +45,100 @@ class ConversationRef:
     message_count: int
 
 
-def thread_message(conn: Connection, *, account: str, marketplace: str, alias: str, buyer_name: str | None,
-                   key: str, order_id: str | None, comm_mgr_tok: str | None, subject: str, now: datetime,
-                   staff_message_id: str | None = None) -> ConversationRef:
-    """Find or open the buyer's conversation for ``key`` and count the new message in it.
+@dataclass
+class _Known:
+    """A conversation as the batch has made it so far (stored, plus the touches not yet written)."""
 
-    ``staff_message_id``: the Message-ID of the staff notification about to be
-    queued for this message; it becomes the newest of the staff thread (and
-    its root when it is the first), so the next one chains to it.
+    ref: ConversationRef
+    buyer_id: int
+    buyer_name: str | None
+
+
+@dataclass
+class _Touch:
+    n: int = 0
+    tok: str | None = None
+    first_staff: str | None = None
+    last_staff: str | None = None
+
+
+class BatchThreads:
+    """Threading for one inbound batch: the batch's conversations read in one SELECT, touches written in one.
+
+    :meth:`thread` finds or opens the buyer's conversation for a key and counts
+    a message in it. A new conversation (and buyer) is inserted at once (its id is
+    needed); a known one is touched in memory, and :meth:`flush` writes all touches
+    with one executemany UPDATE. Flush before anything else reads the conversations
+    (a staff reply, a bounce) and before the transaction commits.
+    After a SAVEPOINT rolls back, call :meth:`forget`: what the batch knows is no
+    longer sure, so each key is read again from the database.
     """
-    row = conn.execute(_CONV, {"account": account, "key": key}).first()
-    if row is None:
-        buyer_id = upsert_buyer(conn, account, marketplace, alias, buyer_name, now)
-        conv_id = inserted_id(conn.execute(CONV.insert(), {
-            "account": account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
-            "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
-            "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
-            "staff_last_id": staff_message_id,
-        }))
-        return ConversationRef(conv_id, None, None, 0)
-    conn.execute(_CONV_TOUCH, {"conv_id": row[0], "now": now, "tok": comm_mgr_tok, "staff_id": staff_message_id})
-    if buyer_name and row[5] != buyer_name:
-        rename_buyer(conn, int(row[4]), buyer_name)
-    return ConversationRef(int(row[0]), row[1], row[2], int(row[3]))
+
+    def __init__(self, conn: Connection, account: str, keys: Iterable[str]) -> None:
+        self.account = account
+        self._known: dict[str, _Known] = {}
+        self._absent: set[str] = set()        # keys known to have no conversation yet
+        self._touches: dict[int, _Touch] = {}
+        self._load(conn, set(keys))
+
+    def _load(self, conn: Connection, keys: set[str]) -> None:
+        if not keys:
+            return
+        for key, conv_id, root, last, count, buyer_id, name in conn.execute(
+                _CONVS, {"account": self.account, "keys": list(keys)}):
+            self._known[key] = _Known(ConversationRef(int(conv_id), root, last, int(count)), int(buyer_id), name)
+        self._absent |= keys - self._known.keys()
+
+    def thread(self, conn: Connection, *, marketplace: str, alias: str, buyer_name: str | None, key: str,
+               order_id: str | None, comm_mgr_tok: str | None, subject: str, now: datetime,
+               staff_message_id: str | None = None) -> ConversationRef:
+        """Find or open the buyer's conversation for ``key`` and count the new message in it.
+
+        ``staff_message_id``: the Message-ID of the staff notification about to be
+        queued for this message; it becomes the newest of the staff thread (and
+        its root when it is the first), so the next one chains to it.
+        """
+        if key not in self._known and key not in self._absent:
+            self._load(conn, {key})
+        known = self._known.get(key)
+        if known is None:
+            buyer_id = upsert_buyer(conn, self.account, marketplace, alias, buyer_name, now)
+            conv_id = inserted_id(conn.execute(CONV.insert(), {
+                "account": self.account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
+                "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
+                "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
+                "staff_last_id": staff_message_id,
+            }))
+            self._absent.discard(key)
+            self._known[key] = _Known(ConversationRef(conv_id, staff_message_id, staff_message_id, 1), buyer_id,
+                                      buyer_name)
+            return ConversationRef(conv_id, None, None, 0)
+        before = known.ref
+        touch = self._touches.setdefault(before.id, _Touch())
+        touch.n += 1
+        touch.tok = touch.tok or comm_mgr_tok
+        touch.first_staff = touch.first_staff or staff_message_id
+        touch.last_staff = staff_message_id or touch.last_staff
+        known.ref = ConversationRef(before.id, before.staff_root_id or staff_message_id,
+                                    staff_message_id or before.staff_last_id, before.message_count + 1)
+        if buyer_name and known.buyer_name != buyer_name:
+            rename_buyer(conn, known.buyer_id, buyer_name)
+            known.buyer_name = buyer_name
+        return before
+
+    def flush(self, conn: Connection, now: datetime) -> None:
+        """Write the touches made since the last flush (one statement)."""
+        if self._touches:
+            conn.execute(_CONV_TOUCH, [{"conv_id": conv_id, "now": now, "n": t.n, "tok": t.tok,
+                                        "first_staff": t.first_staff, "last_staff": t.last_staff}
+                                       for conv_id, t in self._touches.items()])
+            self._touches.clear()
+
+    def forget(self) -> None:
+        """Drop what the batch knows and the touches not written (a SAVEPOINT rolled them back)."""
+        self._known.clear()
+        self._absent.clear()
+        self._touches.clear()
 
 
 def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> None:

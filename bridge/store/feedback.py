@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bridge.domain.feedback import ENDED_STATUSES
 from bridge.domain.orders import OrderFacts
+from bridge.store.dialects import dialect_insert
 from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_DELIVERY, ORDERS, OUTBOX
 from bridge.store.orders import facts_of_rows
 from bridge.store.times import iso, utc
@@ -131,7 +131,7 @@ def last_buyer_message_at(conn: Connection, account: str, alias: str) -> datetim
 # --- scheduling ---------------------------------------------------------------------------------
 
 def _insert(conn: Connection) -> Any:
-    return (postgresql.insert(FEEDBACK) if conn.dialect.name == "postgresql" else sqlite.insert(FEEDBACK))
+    return dialect_insert("postgresql" if conn.dialect.name == "postgresql" else "sqlite", FEEDBACK)
 
 
 def schedule_request(conn: Connection, account: str, order_id: str, buyer_alias: str | None, due_at: datetime,

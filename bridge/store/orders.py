@@ -14,12 +14,13 @@ change are not written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.orders import (
@@ -29,8 +30,10 @@ from bridge.domain.orders import (
     find_line,
     merge_item,
     merge_order,
+    merge_rows,
     merge_status,
 )
+from bridge.store.dialects import UPSERT_DIALECTS, dialect_insert
 from bridge.store.models import ORDER_ITEM, ORDERS
 from bridge.store.times import iso, utc
 
@@ -187,6 +190,53 @@ def facts_of_rows(conn: Connection, rows: list[Row[Any]]) -> list[OrderFacts]:
     return [_facts(r, tuple(items.get(int(r.id), ()))) for r in rows]
 
 
+@functools.cache
+def _link_statement(dialect: str, returning: bool = True) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE (SQLite 3.24+, PostgreSQL 9.5+): the buyer link in one statement.
+
+    It is what :func:`upsert_orders` does with a link (:func:`bridge.domain.orders.merge_order`:
+    the alias replaces the stored one, a site or language the link gives replaces the stored
+    one, nothing else changes; a new order is pending), written for one order so that it costs
+    one statement: a buyer message that names an order runs it, and most of them do.
+    The WHERE leaves an order that already says all of it untouched (no row returned).
+    Without ``returning``, for an executemany of links to distinct orders.
+    """
+    if dialect not in UPSERT_DIALECTS:
+        return None
+    insert = dialect_insert(dialect, ORDERS)
+    new = insert.excluded
+    statement = insert.values(
+        account=bindparam("account"), order_id=bindparam("order_id"), buyer_alias=bindparam("alias"),
+        marketplace=bindparam("marketplace", type_=ORDERS.c.marketplace.type),
+        language=bindparam("language", type_=ORDERS.c.language.type), status="pending", open_claim=False,
+        created_at=bindparam("now", type_=ORDERS.c.created_at.type),
+        updated_at=bindparam("now", type_=ORDERS.c.updated_at.type),
+    ).on_conflict_do_update(
+        index_elements=[ORDERS.c.account, ORDERS.c.order_id],
+        set_={"buyer_alias": new.buyer_alias, "marketplace": func.coalesce(new.marketplace, ORDERS.c.marketplace),
+              "language": func.coalesce(new.language, ORDERS.c.language), "updated_at": new.updated_at},
+        where=or_(ORDERS.c.buyer_alias.is_distinct_from(new.buyer_alias),
+                  and_(new.marketplace.is_not(None), ORDERS.c.marketplace.is_distinct_from(new.marketplace)),
+                  and_(new.language.is_not(None), ORDERS.c.language.is_distinct_from(new.language))),
+    )
+    # A row back when one was made or changed (rowcount is not as plain on every driver).
+    return statement.returning(ORDERS.c.id) if returning else statement
+
+
+def _check_link(link: OrderFacts) -> None:
+    if not link.buyer_alias:
+        raise ValueError(f"a buyer link without a buyer alias: {link}")
+    if link.items or any(getattr(link, name) is not None
+                         for name in ORDER_FIELDS if name not in ("buyer_alias", "marketplace", "language")):
+        raise ValueError(f"a buyer link tells the buyer, site and language only, not {link}")
+
+
+def _link_values(account: str, link: OrderFacts, now: datetime) -> dict[str, Any]:
+    return {"account": account, "order_id": link.order_id, "alias": link.buyer_alias,
+            "marketplace": link.marketplace, "language": link.language, "now": now}
+
+
+
 def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: datetime,
                link: OrderFacts | None = None) -> bool:
     """Record ``alias`` (a base relay alias) as the buyer of an order; an order not known yet is made, pending.
@@ -194,12 +244,35 @@ def link_buyer(conn: Connection, account: str, order_id: str, alias: str, now: d
     True when something changed. The alias a buyer writes from is the buyer's:
     it replaces one a report gave. ``link``: more the mail tells (its site and
     language, :func:`bridge.domain.orders.buyer_link`); its alias must be ``alias``.
+    Another writer making the same order at the same moment (a report import) is
+    no error: the database merges the two.
     """
     link = link or OrderFacts(order_id, buyer_alias=alias)
     if (link.order_id, link.buyer_alias) != (order_id, alias):
         raise ValueError(f"the link is about {link.order_id} and {link.buyer_alias}, not {order_id} and {alias}")
-    counts = upsert_orders(conn, account, [link], now)
-    return bool(counts.created or counts.updated)
+    _check_link(link)
+    statement = _link_statement(conn.dialect.name)
+    if statement is None:   # a database without ON CONFLICT: the general merge, a few statements more
+        counts = upsert_orders(conn, account, [link], now)
+        return bool(counts.created or counts.updated)
+    return conn.execute(statement, _link_values(account, link, now)).first() is not None
+
+
+def link_buyers(conn: Connection, account: str, links: Iterable[OrderFacts], now: datetime) -> None:
+    """:func:`link_buyer` for several links (each made by :func:`bridge.domain.orders.buyer_link`) in
+    one executemany: links to the same order are merged first, in their order, as one after the
+    other would have left it (one row of a statement must not meet another's conflict)."""
+    checked = list(links)
+    for link in checked:
+        _check_link(link)
+    merged = merge_rows(checked)
+    if not merged:
+        return
+    statement = _link_statement(conn.dialect.name, returning=False)
+    if statement is None:
+        upsert_orders(conn, account, merged.values(), now)
+        return
+    conn.execute(statement, [_link_values(account, link, now) for link in merged.values()])
 
 
 def set_order_status(conn: Connection, account: str, order_id: str, status: str | None, now: datetime, *,

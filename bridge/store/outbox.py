@@ -35,20 +35,32 @@ OutboxRow: TypeAlias = "Row[Unpack[tuple[Any, ...]]]"
 _OUTBOX_IDS = select(OUTBOX.c.message_id).where(OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)))
 
 
-def enqueue(conn: Connection, *, account: str, message_id: str, purpose: str, audience: str,
-            envelope_from: str, recipients: tuple[str, ...], subject: str, raw: bytes, now: datetime,
-            conversation_id: int | None = None, source_message_id: int | None = None,
-            state: str = "queued", dedupe_key: str | None = None, note: str | None = None,
-            category: str | None = None) -> int:
+def enqueue(conn: Connection, **row: Any) -> int:
+    """Queue one message (the arguments of :func:`outbox_row`); returns its row id."""
+    return inserted_id(conn.execute(OUTBOX.insert(), outbox_row(**row)))
+
+
+def enqueue_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Queue several messages (each made by :func:`outbox_row`) with one executemany INSERT."""
+    if rows:
+        conn.execute(OUTBOX.insert(), rows)
+
+
+def outbox_row(*, account: str, message_id: str, purpose: str, audience: str, envelope_from: str,
+               recipients: tuple[str, ...], subject: str, raw: bytes, now: datetime,
+               conversation_id: int | None = None, source_message_id: int | None = None, state: str = "queued",
+               dedupe_key: str | None = None, note: str | None = None,
+               category: str | None = None) -> dict[str, Any]:
+    """The values of a new outbox row, for :func:`enqueue` or :func:`enqueue_many`."""
     if audience not in AUDIENCES:    # the queue's order and crash reconciliation both go by it
         raise ValueError(f"outbox audience must be one of {AUDIENCES}, not {audience!r}")
-    return inserted_id(conn.execute(OUTBOX.insert(), dict(
+    return dict(
         account=account, message_id=message_id, purpose=purpose, audience=audience,
         conversation_id=conversation_id, source_message_id=source_message_id,
         envelope_from=envelope_from, recipients=json.dumps(list(recipients)), subject=subject, raw=raw,
         state=state, attempts=0, next_attempt_at=now, created_at=now, copied_to_sent=False,
         dedupe_key=dedupe_key, last_error=note, category=category,
-    )))
+    )
 
 
 def dedupe_key_used(conn: Connection, key: str) -> bool:

@@ -10,6 +10,7 @@ clock: expiry is decided by moving it, not by waiting.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -226,3 +227,45 @@ def test_a_revoked_account_waits_quietly_and_resumes_after_authorize_without_a_r
     assert token_server.refused[refused:] == ["invalid_grant"]           # one request, then the database answers
     revoked_lines = [r for r in caplog.records if "was revoked" in r.getMessage()]
     assert len(revoked_lines) == 1 and revoked_lines[0].levelno == logging.ERROR
+
+
+def test_an_oauth2_account_added_by_a_reload_logs_in_with_its_tokens(
+        tmp_path: Path, oauth2_dovecot: DovecotServer, token_server: OAuth2TestServer, clock: Clock,
+        mail: tuple[Any, ...]) -> None:
+    """SIGHUP's reload builds the new account's token source: it logs in with XOAUTH2, not a password."""
+    from bridge.config import load_settings
+    from bridge.sandbox import config_toml
+
+    seller, staff, smtp = mail
+    other = oauth2_dovecot.new_account("other")
+    config = tmp_path / "mailbridge.toml"
+    first = config_toml(database=f"sqlite:///{tmp_path}/mailbridge.db", seller=other.user, staff=staff.user,
+                        imap_port=other.port, smtp_port=smtp.port, imap_password=other.password, name="other",
+                        staff_senders=[f"*@{staff.user.rpartition('@')[2]}"],
+                        sections={"imap": {"poll_seconds": 5}, "smtp": {"sent_copies": "none"}})
+    config.write_text(first)
+    acme = oauth2_account(seller, staff, smtp, f"{token_server.url}/token", token_server.grant(seller.user))
+    oauth2 = acme["imap"].pop("oauth2")
+    added = ["", "[[accounts]]", *(f"{k} = {json.dumps(v)}" for k, v in acme.items() if not isinstance(v, dict))]
+    for table in ("imap", "smtp"):
+        added += ["", f"[accounts.{table}]", *(f"{k} = {json.dumps(v)}" for k, v in acme[table].items())]
+    added += ["", "[accounts.imap.oauth2]", *(f"{k} = {json.dumps(v)}" for k, v in oauth2.items())]
+
+    daemon = Daemon(load_settings(config), clock=clock)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(daemon.run(stop),), daemon=True)
+    runner.start()
+    try:
+        config.write_text(first + "\n".join(added) + "\n")
+        assert asyncio.run_coroutine_threadsafe(daemon.reload(), loop).result(60) is True
+        buyer_writes(oauth2_dovecot, seller, 1)
+        deadline = time.monotonic() + 60
+        while forwarded(smtp, staff) < 1:
+            assert time.monotonic() < deadline, "the account added by the reload forwarded nothing"
+            time.sleep(0.1)
+        assert "acme" in daemon.tokens
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(90)
+        loop.close()

@@ -362,8 +362,12 @@ class Daemon:
         self.accounts = contexts
         if self._collector is not None:   # /metrics fills zeros for the configured accounts
             self._collector.accounts = [a.name for a in self.accounts]
+        for name in plan.stop:
+            for grant in (grant_name(name), grant_name(name, smtp=True)):
+                self.tokens.pop(grant, None)
         for acct in self.accounts:
             if acct.name in plan.start or acct.name in plan.restart:
+                self._add_tokens(acct)   # an OAuth2 account added or changed logs in with its own tokens
                 self.running[acct.name] = self._start_account(acct, loop)
         self.running = {a.name: self.running[a.name] for a in self.accounts}   # the file's order
         self._heartbeats_changed()

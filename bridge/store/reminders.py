@@ -70,12 +70,16 @@ class DueReminder:
     held: int           # staff replies held for an operator since the buyer's message (not answers)
 
 
+# Asked for every buyer message ingest forwards: built once (a statement built per call costs
+# more than running it).
+_CLOCK_RUNNING = select(REMINDER.c.id).where(
+    REMINDER.c.conversation_id == bindparam("conversation_id"), REMINDER.c.state == "scheduled",
+    REMINDER.c.deadline_at > bindparam("now", type_=REMINDER.c.deadline_at.type), ~_ANSWERED).limit(1)
+
+
 def clock_running(conn: Connection, conversation_id: int, now: datetime) -> bool:
     """Whether the conversation already has reminders waiting for an unanswered buyer message."""
-    q = select(REMINDER.c.id).where(
-        REMINDER.c.conversation_id == conversation_id, REMINDER.c.state == "scheduled",
-        REMINDER.c.deadline_at > now, ~_ANSWERED).limit(1)
-    return conn.execute(q).first() is not None
+    return conn.execute(_CLOCK_RUNNING, {"conversation_id": conversation_id, "now": now}).first() is not None
 
 
 def schedule_reminders(conn: Connection, *, account: str, conversation_id: int, message_row: int,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli.command import build_parser
+from bridge.cli.command import build_parser, main
 from bridge.sandbox import (
     DovecotServer,
     SandboxAccount,
@@ -227,3 +227,13 @@ def test_check_config_connect_reports_a_refused_smtp_login(tmp_path: Path, dovec
     assert "IMAP login OK" in checked.stdout
     assert "SMTP FAILED" in checked.stdout and "refused" in checked.stdout and "password_file" in checked.stdout
     assert fresh_mailbox.password not in checked.stdout + checked.stderr
+
+
+def test_run_puts_back_the_signal_handlers_it_found(tmp_path: Path) -> None:
+    """`run` installs start-up handlers for SIGTERM and SIGHUP; a process that calls main() and goes
+    on (this test process) gets its own back, so a later SIGTERM is not taken for mailbridge's."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    assert main(["-c", str(tmp_path / "missing.toml"), "run", "--once"]) == 2
+    assert {sig: signal.getsignal(sig) for sig in before} == before

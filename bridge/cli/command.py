@@ -222,8 +222,12 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _
     """Run one command; ``clock`` is the time every command reads (tests pass their own)."""
     args = build_parser().parse_args(argv)
     args.clock = clock
+    previous: dict[int, Any] = {}
     try:
         if args.command == "run":
+            # Put back when the command returns: a process that calls main() and goes on
+            # (the tests do) must not keep start-up's handlers.
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
             # Until the daemon installs its own handlers (after imports and opening the
             # database), SIGTERM simply ends start-up cleanly: nothing has begun yet.
             # Installed before the command's module is imported, which takes most of start-up.
@@ -242,3 +246,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] = _
             print(f"mailbridge: {exc}", file=sys.stderr)
             return 2
         raise
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)

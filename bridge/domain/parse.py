@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
-from email.errors import HeaderParseError, MessageDefect
+from email.errors import HeaderParseError, MessageDefect, MissingHeaderBodySeparatorDefect
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
@@ -155,13 +155,12 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
             raise UnparseableMail("no header block: the first line is not a header field")
         defects.append("a separator line above the header block was skipped")
         start = rest
-    start = _mend_header_block(start, defects)
-    try:
-        msg = message_from_bytes(start, policy=compat32)
-    except RecursionError:
-        # Absurdly deep MIME nesting: keep the headers, treat the body as text.
-        defects.append("MIME nesting too deep; body read as plain text")
-        msg = BytesParser(policy=compat32).parsebytes(start, headersonly=True)
+    msg = _message(start, defects)
+    if any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        # The header block ended before its blank line: only then is it worth mending.
+        mended = _mend_header_block(start, defects)
+        if mended is not start:
+            msg = _message(mended, defects)
     if not msg.keys():
         raise UnparseableMail("no header block")
 
@@ -240,6 +239,15 @@ def parse_mail(raw: bytes, marketplaces: Registry = DEFAULT_REGISTRY) -> ParsedM
 
 
 # --------------------------------------------------------------------------- headers
+
+def _message(raw: bytes, defects: list[str]) -> Message:
+    try:
+        return message_from_bytes(raw, policy=compat32)
+    except RecursionError:
+        # Absurdly deep MIME nesting: keep the headers, treat the body as text.
+        defects.append("MIME nesting too deep; body read as plain text")
+        return BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+
 
 def _mend_header_block(raw: bytes, defects: list[str]) -> bytes:
     """Continuation lines a broken mailer wrote without indentation (the base64 runs of

@@ -8,9 +8,8 @@ import sys
 from datetime import datetime, timedelta
 
 from bridge import store
-from bridge.cli.settings import load
+from bridge.cli.settings import load, open_store
 from bridge.services import guard
-from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mailbridge: --since {args.since!r}: expected a date/time such as 2026-11-01 or "
                   "2026-11-01T08:00, or an age such as 24h or 7d", file=sys.stderr)
             return 2
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     with engine.begin() as conn:
         listed = guard.audit_rows(conn, accounts, since, args.limit)
     if args.json:

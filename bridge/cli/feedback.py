@@ -11,10 +11,9 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.adapters.templates import Templates
-from bridge.cli.settings import load, one_account, selected_accounts
+from bridge.cli.settings import load, one_account, open_store, selected_accounts
 from bridge.services import feedback
 from bridge.services.account import AccountContext
-from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     if args.action == "list":
         return _list(engine, accounts, args)
     account = one_account(accounts)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge.cli.settings import load
+from bridge.cli.settings import load, open_store
 from bridge.config import ConfigError
 from bridge.domain.health import (
     OUTBOX_DELAY_DEFAULT,
@@ -27,7 +27,7 @@ from bridge.domain.health import (
     summary,
 )
 from bridge.services.health import Watched, assess
-from bridge.store.engine import DatabaseError, open_database, reader
+from bridge.store.engine import DatabaseError, reader
 
 
 def duration(text: str) -> timedelta:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             return _report(args, [], f"no account {args.account!r} in {settings.path}", now)
         watched = [Watched(a.name, a.imap.folder, args.max_fetch_age
                            or default_fetch_age(a.imap.poll_seconds, a.imap.timeout_seconds)) for a in accounts]
-        engine = open_database(settings.database.url)
+        engine = open_store(settings)
         try:
             with reader(engine).begin() as conn:   # a snapshot: never waits for the daemon's batch in hand
                 findings = assess(conn, watched, now, args.max_outbox_delay or OUTBOX_DELAY_DEFAULT)

@@ -26,11 +26,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bridge import store
 from bridge.adapters.oauth2 import exchange_code
-from bridge.cli.settings import load
+from bridge.cli.settings import load, open_store
 from bridge.config import AccountSettings, OAuth2Settings
 from bridge.domain.oauth2 import PROVIDERS, TokenRefused, fingerprint, msal_scopes, pkce_pair
 from bridge.services.access_tokens import grant_name, smtp_has_own_grant
-from bridge.store.engine import open_database
 
 LOOPBACK_TIMEOUT_SECONDS = 300.0
 
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except AuthorizeError as exc:
         print(f"mailbridge: account {acct.name}: {exc}", file=sys.stderr)
         return 1
-    engine = open_database(settings.database.url)
+    engine = open_store(settings)
     seed = client.refresh_token.reveal()
     with engine.begin() as conn:
         store.seed_grant(conn, grant_name(acct.name, smtp=args.smtp), acct.name, refresh_token,

@@ -11,11 +11,10 @@ from datetime import datetime, timezone
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
-from bridge.cli.settings import load, one_account, selected_accounts
+from bridge.cli.settings import load, one_account, open_store, selected_accounts
 from bridge.domain.marketplaces import ALL_RELAY_DOMAINS
 from bridge.domain.threads import split_relay_address
 from bridge.services import feedback, guard
-from bridge.store.engine import open_database
 
 #: A Do-Not-Solicit entry added without ``--until`` never expires.
 FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
@@ -26,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     if args.action == "list":
         _list(engine, accounts, args.json)
         return 0

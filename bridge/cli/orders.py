@@ -13,9 +13,8 @@ import sys
 from typing import Any
 
 from bridge import store
-from bridge.cli.settings import load, selected_accounts
+from bridge.cli.settings import load, open_store, selected_accounts
 from bridge.services.orders import ImportSummary, UnreadableReport, import_report
-from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     try:
         if args.action == "import":
             return _import(engine, accounts[0], args)

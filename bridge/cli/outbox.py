@@ -11,9 +11,8 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.cli.settings import load, selected_accounts
+from bridge.cli.settings import load, open_store, selected_accounts
 from bridge.services import guard
-from bridge.store.engine import open_database
 
 #: What ``outbox list`` shows without ``--state``: rows waiting, and rows that need a person.
 DEFAULT_STATES = ["queued", "sending", "held", "failed", "unknown"]
@@ -24,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     if args.action == "list":
         return _list(engine, accounts, args)
     who = f"{getpass.getuser()} (mailbridge outbox {args.action})"

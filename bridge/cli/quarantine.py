@@ -13,8 +13,7 @@ import json
 import sys
 
 from bridge import store
-from bridge.cli.settings import load, selected_accounts
-from bridge.store.engine import open_database
+from bridge.cli.settings import load, open_store, selected_accounts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = selected_accounts(settings, args.account)
     if accounts is None:
         return 2
-    engine = open_database(settings.database.url)
+    engine = open_store(settings)
     if args.action == "list":
         with engine.begin() as conn:
             listed = store.list_quarantine(conn, accounts, args.all, args.limit)

@@ -6,14 +6,27 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from bridge.adapters import logformat
 from bridge.config import Settings, find_config_path, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def load(args: argparse.Namespace) -> Settings:
     """The settings from ``-c/--config``, else ``$MAILBRIDGE_CONFIG``, else the default path; raises ConfigError."""
     return load_settings(find_config_path(args.config, os.environ))
+
+
+def open_store(settings: Settings) -> "Engine":
+    """The configuration's database, as every command opens it: a schema that is not this
+    version's is refused with the upgrade command naming this configuration file."""
+    # Imported here: commands that need no database start without SQLAlchemy.
+    from bridge.store.engine import open_database
+
+    return open_database(settings.database.url, config=settings.path)
 
 
 def selected_accounts(settings: Settings, name: str | None) -> list[str] | None:

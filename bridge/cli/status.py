@@ -10,15 +10,14 @@ from datetime import timedelta
 from typing import Any
 
 from bridge import store
-from bridge.cli.settings import load
+from bridge.cli.settings import load, open_store
 from bridge.domain.reminders import RESPONSE_WINDOW, describe_left
 from bridge.services.pace import sending_status
-from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
-    engine = open_database(settings.database.url, config=settings.path)
+    engine = open_store(settings)
     now = args.clock()
     try:
         with engine.begin() as conn:

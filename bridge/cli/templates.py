@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bridge.adapters.templates import TemplateError, Templates, shipped_templates
-from bridge.cli.settings import one_account, selected_accounts
+from bridge.cli.settings import one_account, open_store, selected_accounts
 from bridge.config import Settings, find_config_path, load_settings
 from bridge.domain import policy
 from bridge.domain.template_contexts import LANGUAGES, TEMPLATES, sample
 from bridge.services import feedback, guard
 from bridge.services.account import AccountContext
 from bridge.services.template_lint import UnusableFolder, lint
-from bridge.store.engine import open_database
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +115,7 @@ def _order_context(templates: Templates, settings: Settings | None, name: str, a
     if account is None:
         return 2
     acct = AccountContext.build(settings.account(account), b"", templates, settings.relay, settings.policy)
-    engine = open_database(settings.database.url)
+    engine = open_store(settings)
     try:
         with engine.begin() as conn:
             context = feedback.order_context(conn, acct, name, args.order)

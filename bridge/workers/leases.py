@@ -9,8 +9,8 @@ loop, one round at a time:
    counted from the monotonic time taken *before* the round trip.
 2. **What to stop now** (``domain.leases.to_stop``): a lease the renewal did not keep
    (taken over: its workers stop at once); when the renewal failed (database
-   unreachable), the accounts whose local deadline has come, before any other
-   daemon may take them. Workers also check the deadline themselves before every
+   unreachable), the accounts on which no operation may start any more, long
+   before any other daemon may take them. Workers also check the deadline themselves before every
    IMAP batch, move and SMTP send (:meth:`AccountLease.check`), so nothing new starts
    between the deadline and the keeper's next look.
 3. **Balance** (``domain.leases.plan_round``): free leases taken up to the daemon's
@@ -137,7 +137,7 @@ class LeaseKeeper:
             if renewed is not None and lease.account in renewed:
                 lease.renewed(started)
         deadlines = {name: lease.deadline for name, lease in self.held.items()}
-        for name in to_stop(deadlines, renewed, self.monotonic()):
+        for name in to_stop(deadlines, renewed, self.monotonic(), self.timing.operation_seconds):
             self.held.pop(name)
             why = "its lease was not renewed in time" if renewed is None else "its lease is no longer this daemon's"
             log.warning("account %s: stopping: %s (holder %s)", name, why, self.holder)

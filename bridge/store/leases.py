@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from bridge.store.dialects import dialect_insert
 from bridge.store.errors import LeaseLost
 from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
-from bridge.store.times import utc
+from bridge.store.times import iso, utc
 
 _TS = DateTime(timezone=True)
 
@@ -245,14 +245,18 @@ def lease_history(conn: Connection, account: str | None = None) -> list[dict[str
             for r in conn.execute(query)]
 
 
-def account_leases(conn: Connection) -> dict[str, dict[str, Any]]:
-    """For ``mailbridge status``: each leased account's holder, expiry, and whether that holder is live."""
-    live = set(live_daemons(conn))
-    return {s.account: {"holder": s.holder, "expires_at": s.expires_at, "held": s.live,
-                        "holder_live": s.holder in live}
-            for s in lease_states(conn).values()}
+def account_lease(conn: Connection, account: str) -> dict[str, Any] | None:
+    """For ``mailbridge status``: the account's lease holder, its expiry, whether it is live and whether the
+    holder daemon's heartbeat is; None when no daemon has held the account yet."""
+    state = lease_states(conn, [account]).get(account)
+    if state is None:
+        return None
+    beating = conn.execute(select(DAEMON.c.holder).where(DAEMON.c.holder == state.holder,
+                                                         DAEMON.c.expires_at > _now(conn))).first() is not None
+    return {"holder": state.holder, "expires_at": iso(state.expires_at), "live": state.live,
+            "holder_live": beating}
 
 
-__all__ = ["LeaseLost", "LeaseState", "Taken", "account_leases", "beat", "database_time", "fence",
+__all__ = ["LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence",
            "fence_on_begin", "fenced", "forget_daemon", "lease_history", "lease_states", "live_daemons", "release",
            "renew", "take"]

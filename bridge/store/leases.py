@@ -196,14 +196,22 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     return sorted(r.account for r in released)
 
 
-def fence(conn: Connection, account: str, holder: str) -> None:
+def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None) -> None:
     """Raise LeaseLost unless ``holder`` holds ``account``'s lease now; the first statement of a fenced transaction.
 
     On PostgreSQL the row stays locked ``FOR KEY SHARE`` until the transaction ends, so
-    nobody takes the lease while the transaction may still write.
+    nobody takes the lease while the transaction may still write. ``stall_seconds``: a
+    transaction left idle longer than that (its process stopped, paused, cut off) is
+    ended by the server (``idle_in_transaction_session_timeout``, for this transaction
+    only), so its lock does not keep the account from being taken over for longer.
     """
-    query = select(LEASE.c.expires_at).where(LEASE.c.account == account, LEASE.c.holder == holder,
-                                             LEASE.c.expires_at > _now(conn))
+    columns: list[Any] = [LEASE.c.expires_at]
+    if conn.dialect.name == "postgresql" and stall_seconds is not None:
+        # In the same statement: no extra round trip per transaction.
+        columns.append(func.set_config("idle_in_transaction_session_timeout",
+                                       str(max(1, round(stall_seconds * 1000))), True))
+    query = select(*columns).where(LEASE.c.account == account, LEASE.c.holder == holder,
+                                   LEASE.c.expires_at > _now(conn))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True, read=True)
     if conn.execute(query).first() is None:
@@ -214,7 +222,7 @@ def fence(conn: Connection, account: str, holder: str) -> None:
 _FENCE_OPTION = "mailbridge_lease"
 
 
-def fenced(engine: Engine, account: str, holder: str) -> Engine:
+def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None) -> Engine:
     """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine).
 
     SQLite: ``engine`` itself. One daemon works a SQLite database (the file lock keeps a
@@ -223,7 +231,7 @@ def fenced(engine: Engine, account: str, holder: str) -> Engine:
     """
     if engine.dialect.name == "sqlite":
         return engine
-    return engine.execution_options(**{_FENCE_OPTION: (account, holder)})
+    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds)})
 
 
 def fence_on_begin(conn: Connection) -> None:

@@ -166,7 +166,10 @@ class Daemon:
 
     def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
         """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
-        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder)
+        # A transaction stalled for a whole lease (the process stopped) is ended by the server: its
+        # fence lock must not hold off a takeover for longer than a dead daemon's would.
+        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
+                                                              stall_seconds=lease.timing.lease_seconds)
 
     @property
     def _stale_claim(self) -> timedelta:

@@ -127,6 +127,7 @@ def test_two_daemons_split_the_accounts_and_one_takes_all_when_the_other_stops(
     async def scenario() -> None:
         one = Running(Daemon(config))
         await one.ready()
+        assert len(one.accounts) == 4   # alone: everything; the second daemon joining takes half
         two = Running(Daemon(config))
         await until(lambda: len(one.accounts) == 2 and len(two.accounts) == 2, "two accounts each")
         assert one.accounts.isdisjoint(two.accounts)

@@ -188,7 +188,12 @@ class LeaseKeeper:
             log.info("account %s: lease taken by %s%s", t.account, self.holder,
                      f" (after {t.previous_holder})" if t.previous_holder and t.previous_holder != self.holder
                      else "")
-            await self._start(t.account, lease)
+            try:
+                await self._start(t.account, lease)
+            except Exception:  # noqa: BLE001 - an account nobody works must not stay leased to this daemon
+                log.exception("account %s: cannot start its workers; giving its lease back", t.account)
+                self.held.pop(t.account, None)
+                await asyncio.to_thread(self._release, [t.account])
 
     def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
         with self.engine.begin() as conn:

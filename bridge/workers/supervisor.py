@@ -356,7 +356,8 @@ class Daemon:
                 r.signal_stop()
             await asyncio.gather(*service_tasks, return_exceptions=True)
             deadline = loop.time() + 60   # one budget for all accounts (systemd's TimeoutStopSec is 90)
-            stuck = [f"ingest-{r.name}" for r in self.running.values() if not await r.wait_stopped(deadline)]
+            # A copy: the keeper, still renewing, may stop an account whose lease was lost meanwhile.
+            stuck = [f"ingest-{r.name}" for r in list(self.running.values()) if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
             keeping.set()

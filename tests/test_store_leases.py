@@ -3,6 +3,10 @@ releasing, the fence of a worker's transaction, and the history that shows holde
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bridge import store
 from bridge.store.engine import open_database
+from bridge.workers.leases import gone
 
 LEASE = 20.0
 
@@ -181,3 +186,23 @@ def test_a_stalled_fenced_transaction_is_ended_by_the_server_and_the_lease_taken
             stalled.close()
         finally:
             engine.dispose()
+
+
+def test_a_dead_holders_live_lease_is_taken_and_its_holding_ends_then(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.take(conn, "dead", ["a"], LEASE)
+        assert store.take(conn, "d2", ["a"], LEASE) == []
+        [taken] = store.take(conn, "d2", ["a"], LEASE, dead_holders=["dead"])
+        history = store.lease_history(conn, "a")
+    assert taken.previous_holder == "dead"
+    assert [h["holder"] for h in history] == ["dead", "d2"]
+    assert history[0]["until"] <= history[1]["acquired_at"]
+
+
+def test_gone_knows_an_ended_process_from_a_running_one() -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    host = socket.gethostname()
+    assert gone(f"{host}:{ended.stdout.strip()}:abcd1234")
+    assert not gone(f"{host}:{os.getpid()}:abcd1234")
+    assert not gone(f"another-{host}:{ended.stdout.strip()}:abcd1234")   # another machine's: cannot tell

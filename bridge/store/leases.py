@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import DateTime, delete, func, insert, literal, select, update
+from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -137,8 +137,10 @@ def renew(conn: Connection, holder: str, seconds: float) -> dict[str, datetime]:
     return {r.account: utc(r.expires_at) for r in renewed}  # type: ignore[misc]
 
 
-def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float) -> list[Taken]:
-    """Take the leases of ``accounts`` that are free: never leased, expired, or released.
+def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
+         dead_holders: Iterable[str] = ()) -> list[Taken]:
+    """Take the leases of ``accounts`` that are free: never leased, expired, released, or held by one of
+    ``dead_holders`` (processes known to be gone: see bridge.workers.leases).
 
     Returns the ones won; an account another daemon holds, or takes first, is left out.
     On PostgreSQL a lease row is locked before it is judged (``FOR UPDATE SKIP
@@ -157,19 +159,28 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float)
     won += [Taken(r.account, utc(r.expires_at), None, None) for r in fresh]  # type: ignore[arg-type]
     rest = [a for a in wanted if a not in {t.account for t in won}]
     if rest:
-        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at).where(
-            LEASE.c.account.in_(rest), LEASE.c.expires_at <= _now(conn))
+        dead = sorted(set(dead_holders))
+        free = or_(LEASE.c.expires_at <= _now(conn), LEASE.c.holder.in_(dead)) if dead \
+            else LEASE.c.expires_at <= _now(conn)
+        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id).where(
+            LEASE.c.account.in_(rest), free)
         if conn.dialect.name == "postgresql":
             expired = expired.with_for_update(skip_locked=True)
         before = {r.account: r for r in conn.execute(expired)}
         if before:
             taken = conn.execute(
-                update(LEASE).where(LEASE.c.account.in_(list(before)), LEASE.c.expires_at <= _now(conn))
+                update(LEASE).where(LEASE.c.account.in_(list(before)), free)
                 .values(holder=holder, expires_at=_in(conn, seconds), acquired_at=_now(conn),
                         renewed_at=_now(conn), history_id=None)
                 .returning(LEASE.c.account, LEASE.c.expires_at)).all()
             won += [Taken(r.account, utc(r.expires_at), before[r.account].holder,  # type: ignore[arg-type]
                           utc(before[r.account].expires_at)) for r in taken]
+            # A dead holder's holding ends now, not when its lease would have run out.
+            ended = [before[r.account].history_id for r in taken if before[r.account].history_id is not None]
+            if ended:
+                conn.execute(update(LEASE_HISTORY).where(LEASE_HISTORY.c.id.in_(ended),
+                                                         LEASE_HISTORY.c.valid_until > _now(conn))
+                             .values(valid_until=_now(conn)))
     for t in won:
         history_id = conn.execute(insert(LEASE_HISTORY).values(
             account=t.account, holder=holder, acquired_at=_now(conn), valid_until=t.expires_at)

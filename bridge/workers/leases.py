@@ -47,6 +47,26 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def gone(holder: str) -> bool:
+    """Whether the process of ``holder`` (host:pid:id) is known to have ended: on this host, no such pid.
+
+    Asked on SQLite only, where every process sharing the database file runs on one
+    machine: a daemon restarted after a crash takes its dead predecessor's leases at
+    once instead of waiting for them to expire. A reused pid only makes it wait.
+    """
+    host, _, rest = holder.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # exists, another user's
+        return False
+    return False
+
+
 class AccountLease:
     """This daemon's hold on one account, as its workers see it: may an operation start now?
 
@@ -113,6 +133,7 @@ class LeaseKeeper:
         self._stopping: set[asyncio.Task[None]] = set()
         self.lock = asyncio.Lock()   # one round, reload or stop at a time
         self.rounds = 0
+        self._dead: set[str] = set()   # SQLite: holders whose process is gone (see gone())
         # False (``run --once``): renew what is held, take and give up nothing. Set ``closing``
         # when the daemon stops: its leases are renewed while the workers finish, no more are taken.
         self.balance = balance
@@ -169,10 +190,13 @@ class LeaseKeeper:
             return list(store.renew(conn, self.holder, self.timing.lease_seconds))
 
     def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
+        """(the live daemons, the accounts others hold live); on SQLite, gone processes count for neither."""
         with self.engine.begin() as conn:
             daemons = store.live_daemons(conn)
             states = store.lease_states(conn, accounts)
-        return daemons, [a for a, s in states.items() if s.live and s.holder != self.holder]
+        self._dead = set() if self.local else {h for h in daemons + [s.holder for s in states.values()] if gone(h)}
+        return ([d for d in daemons if d not in self._dead],
+                [a for a, s in states.items() if s.live and s.holder != self.holder and s.holder not in self._dead])
 
     async def _take(self, accounts: tuple[str, ...]) -> None:
         started = self.monotonic()
@@ -197,7 +221,7 @@ class LeaseKeeper:
 
     def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
         with self.engine.begin() as conn:
-            return store.take(conn, self.holder, accounts, self.timing.lease_seconds)
+            return store.take(conn, self.holder, accounts, self.timing.lease_seconds, dead_holders=self._dead)
 
     def _release(self, accounts: list[str] | None) -> list[str]:
         with self.engine.begin() as conn:
@@ -246,6 +270,7 @@ class LeaseKeeper:
         accounts = self.accounts()
         started = self.monotonic()
         await asyncio.to_thread(self._beat)
+        await asyncio.to_thread(self._view, accounts)   # which holders are gone (SQLite)
         taken = {t.account: t for t in await asyncio.to_thread(self._take_in, tuple(accounts))}
         for name, t in taken.items():
             self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),

@@ -43,6 +43,7 @@ class ConversationRef:
     staff_root_id: str | None
     staff_last_id: str | None
     message_count: int
+    opened_in_batch: bool = False   # opened by a message of the batch being recorded (this one or an earlier)
 
 
 @dataclass
@@ -110,9 +111,9 @@ class BatchThreads:
                 "staff_last_id": staff_message_id,
             }))
             self._absent.discard(key)
-            self._known[key] = _Known(ConversationRef(conv_id, staff_message_id, staff_message_id, 1), buyer_id,
-                                      buyer_name)
-            return ConversationRef(conv_id, None, None, 0)
+            self._known[key] = _Known(ConversationRef(conv_id, staff_message_id, staff_message_id, 1, True),
+                                      buyer_id, buyer_name)
+            return ConversationRef(conv_id, None, None, 0, True)
         before = known.ref
         touch = self._touches.setdefault(before.id, _Touch())
         touch.n += 1
@@ -120,7 +121,8 @@ class BatchThreads:
         touch.first_staff = touch.first_staff or staff_message_id
         touch.last_staff = staff_message_id or touch.last_staff
         known.ref = ConversationRef(before.id, before.staff_root_id or staff_message_id,
-                                    staff_message_id or before.staff_last_id, before.message_count + 1)
+                                    staff_message_id or before.staff_last_id, before.message_count + 1,
+                                    before.opened_in_batch)
         if buyer_name and known.buyer_name != buyer_name:
             rename_buyer(conn, known.buyer_id, buyer_name)
             known.buyer_name = buyer_name

@@ -155,7 +155,8 @@ class _HeldWrites:
 def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[Prepared],
             history_until_uid: int, now: datetime, careful: bool) -> BatchResult:
     result = BatchResult()
-    with engine.begin() as conn:
+    # Templates are checked for edits once per batch: a stat per file and message costs more than it is worth.
+    with acct.templates.checked_once(), engine.begin() as conn:
         done = store.recorded_uids(conn, acct.name, folder, uidvalidity, [p.item.uid for p in items])
         seen = store.SeenContent(conn, acct.name, (p.content_hash for p in items))
         ours = store.outbox_known_ids(conn, (i for p in items if p.mail for i in (

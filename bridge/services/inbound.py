@@ -161,8 +161,10 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
         seen = store.SeenContent(conn, acct.name, (p.content_hash for p in items))
         ours = store.outbox_known_ids(conn, (i for p in items if p.mail for i in (
             p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
-        held = _HeldWrites(store.BatchThreads(conn, acct.name, (
-            p.recording.conversation_key for p in items if p.recording and p.recording.conversation_key)))
+        threaded = [p for p in items if p.recording and p.recording.conversation_key and p.cls]
+        held = _HeldWrites(store.BatchThreads(
+            conn, acct.name, (p.recording.conversation_key for p in threaded if p.recording),
+            (p.cls.buyer_alias for p in threaded if p.cls and p.cls.buyer_alias)))
         last_uid = 0
         for prepared in items:
             item = prepared.item

@@ -21,6 +21,7 @@ _BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("ac
                                                 BUYER.c.alias == bindparam("alias"))
 _BUYERS = select(BUYER.c.alias, BUYER.c.id, BUYER.c.name).where(
     BUYER.c.account == bindparam("account"), BUYER.c.alias.in_(bindparam("aliases", expanding=True)))
+_BUYER_INSERT = BUYER.insert()
 _BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
 _CONTACT_STATE = select(BUYER.c.opted_out_at, BUYER.c.do_not_solicit_until).where(
     BUYER.c.account == bindparam("account"), BUYER.c.alias == bindparam("alias"))
@@ -41,7 +42,7 @@ def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, n
 def insert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
                  now: datetime) -> int:
     """A new buyer's id: for a caller that knows the alias has no buyer yet (else :func:`upsert_buyer`)."""
-    return inserted_id(conn.execute(BUYER.insert(), {
+    return inserted_id(conn.execute(_BUYER_INSERT, {
         "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
     }))
 

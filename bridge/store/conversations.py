@@ -23,6 +23,7 @@ from bridge.store.times import utc
 _CONVS = select(CONV.c.key, CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count,
                 BUYER.c.id, BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
     CONV.c.account == bindparam("account"), CONV.c.key.in_(bindparam("keys", expanding=True)))
+_CONV_INSERT = CONV.insert()
 # ``n`` messages of one batch joined the conversation: the same as ``n`` single touches in their order
 # (``tok``: the first token any of them gave; ``first_staff``/``last_staff``: the first and last
 # notification Message-IDs among them). Relative to what is stored, so nothing another writer did is lost.
@@ -114,7 +115,7 @@ class BatchThreads:
         known = self._known.get(key)
         if known is None:
             buyer_id = self._buyer(conn, marketplace, alias, buyer_name, now)
-            conv_id = inserted_id(conn.execute(CONV.insert(), {
+            conv_id = inserted_id(conn.execute(_CONV_INSERT, {
                 "account": self.account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
                 "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
                 "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,

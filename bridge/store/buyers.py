@@ -19,6 +19,9 @@ from bridge.store.times import iso, utc
 
 _BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
                                                 BUYER.c.alias == bindparam("alias"))
+_BUYERS = select(BUYER.c.alias, BUYER.c.id, BUYER.c.name).where(
+    BUYER.c.account == bindparam("account"), BUYER.c.alias.in_(bindparam("aliases", expanding=True)))
+_BUYER_INSERT = BUYER.insert()
 _BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
 _CONTACT_STATE = select(BUYER.c.opted_out_at, BUYER.c.do_not_solicit_until).where(
     BUYER.c.account == bindparam("account"), BUYER.c.alias == bindparam("alias"))
@@ -33,9 +36,24 @@ def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, n
         if name and row[1] != name:
             rename_buyer(conn, int(row[0]), name)
         return int(row[0])
-    return inserted_id(conn.execute(BUYER.insert(), {
+    return insert_buyer(conn, account, marketplace, alias, name, now)
+
+
+def insert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
+                 now: datetime) -> int:
+    """A new buyer's id: for a caller that knows the alias has no buyer yet (else :func:`upsert_buyer`)."""
+    return inserted_id(conn.execute(_BUYER_INSERT, {
         "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
     }))
+
+
+def buyers_by_alias(conn: Connection, account: str, aliases: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+    """alias -> (buyer id, display name) of those of ``aliases`` that have a buyer."""
+    wanted = list(set(aliases))
+    if not wanted:
+        return {}
+    return {alias: (int(buyer_id), name)
+            for alias, buyer_id, name in conn.execute(_BUYERS, {"account": account, "aliases": wanted})}
 
 
 def rename_buyer(conn: Connection, buyer_id: int, name: str) -> None:

@@ -57,21 +57,34 @@ def _sqlite_foreign_keys_off(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA foreign_keys=OFF")   # outside any transaction, where SQLite honours it
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url``; None for any other database, or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
+def make_folder(database: Path) -> None:
+    """Create the folder of the SQLite file ``database`` if needed."""
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot create the folder for the database {str(database)!r}: {exc}; "
+            "set [database] url to a writable location"
+        ) from exc
+
+
 def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """Create the engine for ``url``; creates the SQLite file's folder if needed.
 
     ``foreign_keys=False`` (SQLite only) is for migrations: see ``schema.upgrade``.
     """
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(
-                    f"cannot create the folder for the database {path!r}: {exc}; "
-                    "set [database] url to a writable location"
-                ) from exc
+        path = sqlite_file(url)
+        if path is not None:
+            make_folder(path)
         # hide_parameters: error messages must not carry mail text, addresses or keys into logs.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)

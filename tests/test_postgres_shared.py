@@ -9,17 +9,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import mailbridge_process, postgres_database
+from bridgekit import mailbridge_process, make_settings, postgres_database
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
 from bridge.store.engine import open_database
+from bridge.workers.supervisor import Daemon
 
 pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
@@ -144,3 +146,13 @@ def test_a_row_made_by_two_transactions_at_once_is_made_once(pg_url: str, write:
     with engine.connect() as conn:
         assert read(conn) == second   # the second write is the last word
     engine.dispose()
+
+
+def test_a_daemons_pool_is_sized_from_its_accounts(tmp_path: Path, pg_url: str, fresh_mailbox: SandboxAccount,
+                                                   smtp_server: SandboxSMTP, staff: SandboxAccount) -> None:
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url)
+    (acme,) = settings.accounts
+    settings = replace(settings, accounts=tuple(replace(acme, name=name) for name in ("acme", "bolt", "cask")))
+    daemon = Daemon(settings)
+    assert daemon.engine.pool.size() == 3 + 4     # bridge.store.engine.pool_limits
+    daemon.engine.dispose()

@@ -38,8 +38,10 @@ def test_a_postgresql_engine_has_the_same_pool(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("command", ["status", "check-config", "run"])
 def test_postgresql_without_psycopg_names_the_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               command: str) -> None:
     """A mailbridge installed without the postgres extra, given a PostgreSQL URL: one line, exit status 2."""
     monkeypatch.setitem(sys.modules, "psycopg", None)      # what `import psycopg` does when it is not installed
     config = tmp_path / "mailbridge.toml"
@@ -49,7 +51,7 @@ def test_postgresql_without_psycopg_names_the_extra_to_install(tmp_path: Path, m
                       'staff_senders = ["*@acme.example"]\n'
                       '[accounts.imap]\nhost = "imap.acme.example"\nusername = "s"\npassword = "p"\n'
                       '[accounts.smtp]\nhost = "smtp.acme.example"\n')
-    assert main(["-c", str(config), "status"]) == 2
+    assert main(["-c", str(config), command]) == 2
     said = capsys.readouterr().err
     assert said == ("mailbridge: the database postgresql+psycopg://mailbridge@db.example/mailbridge is PostgreSQL, "
                     "and its driver, psycopg 3, is not installed; install mailbridge with its postgres extra: "

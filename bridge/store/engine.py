@@ -119,16 +119,25 @@ def make_engine(url: str, *, foreign_keys: bool = True, accounts: int = 1) -> En
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
             "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
-        try:
-            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
-        except ModuleNotFoundError as exc:
-            if exc.name != "psycopg":
-                raise
-            # psycopg is an optional dependency: a daemon on SQLite does not need it.
-            raise DatabaseError(
-                f"the database {display_url(url)} is PostgreSQL, and its driver, psycopg 3, is not installed; "
-                "install mailbridge with its postgres extra: pip install 'mailbridge[postgres]'") from exc
+        require_driver(url)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
     return engine
+
+
+def require_driver(url: str) -> None:
+    """Raise DatabaseError, naming the extra to install, when the driver of ``url`` is missing.
+
+    psycopg is an optional dependency (``mailbridge[postgres]``): a daemon on SQLite does not need it.
+    Nothing is connected to.
+    """
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ModuleNotFoundError as exc:
+        if exc.name != "psycopg":
+            raise
+        raise DatabaseError(
+            f"the database {display_url(url)} is PostgreSQL, and its driver, psycopg 3, is not installed; "
+            "install mailbridge with its postgres extra: pip install 'mailbridge[postgres]'") from exc
 
 
 _READER = "mailbridge_reader"

@@ -12,11 +12,11 @@ from bridge.store.engine import make_engine, pool_limits
 
 
 @pytest.mark.parametrize(("accounts", "kept", "burst"), [
-    # kept = accounts + 4 shared (timers, /metrics, lease keeper); burst: one more per account
-    (0, 5, 1),      # a command (status, outbox ...) without accounts is given the pool of one
-    (1, 5, 1),
-    (3, 7, 3),
-    (20, 24, 20),   # at most 44 connections: 2 per account + 4
+    # kept = accounts + 4 shared (timers, /metrics, lease keeper); as many again for bursts
+    (0, 5, 5),      # a command (status, outbox ...) without accounts is given the pool of one
+    (1, 5, 5),
+    (3, 7, 7),
+    (20, 24, 24),   # at the busiest 2 per account + 4 = 44 at once; at most 48
 ])
 def test_the_pool_is_sized_from_the_accounts(accounts: int, kept: int, burst: int) -> None:
     assert pool_limits(accounts) == {"pool_size": kept, "max_overflow": burst}
@@ -24,7 +24,7 @@ def test_the_pool_is_sized_from_the_accounts(accounts: int, kept: int, burst: in
 
 def test_a_daemon_of_20_accounts_gets_its_44_connections_at_once(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/mailbridge.db", accounts=20)
-    held = [engine.connect() for _ in range(2 * 20 + 4)]       # a full pool waits for none of them
+    held = [engine.connect() for _ in range(2 * 20 + 4)]       # the busiest moment waits for none of them
     assert engine.pool.size() == 24 and engine.pool.overflow() == 20 and engine.pool.checkedout() == 44
     for conn in held:
         conn.close()

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
+from bridge.store.dialects import upsert
 from bridge.store.models import ACCOUNT_STATE, BUYER, CONV, inserted_id
 from bridge.store.times import iso, utc
 
@@ -91,15 +92,17 @@ def buyer_contact_state(conn: Connection, account: str, alias: str) -> ContactSt
 def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, source: str, now: datetime,
                 marketplace: str | None = None) -> bool:
     """Mark a buyer opted out (or back in). Creates the buyer row if needed. True when the state changed."""
-    row = conn.execute(select(BUYER.c.id, BUYER.c.opted_out_at).where(
-        BUYER.c.account == account, BUYER.c.alias == alias)).first()
+    query = select(BUYER.c.id, BUYER.c.opted_out_at).where(BUYER.c.account == account, BUYER.c.alias == alias)
+    row = conn.execute(query).first()
     if row is None:
         if not opted_out:
             return False
-        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now, opted_out_at=now,
-                                           opted_out_source=source,
-                                           marketplace=marketplace or alias.rpartition("@")[2]))
-        return True
+        # `mailbridge optout add` and the daemon's bounce handling may both make the buyer at once.
+        if upsert(conn, BUYER, dict(account=account, alias=alias, created_at=now, opted_out_at=now,
+                                    opted_out_source=source, marketplace=marketplace or alias.rpartition("@")[2]),
+                  ["account", "alias"]):
+            return True
+        row = conn.execute(query).one()   # made meanwhile by the other one
     if (row[1] is not None) == opted_out:
         return False
     conn.execute(update(BUYER).where(BUYER.c.id == row[0]).values(
@@ -109,9 +112,8 @@ def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, 
 
 def set_do_not_solicit(conn: Connection, account: str, alias: str, until: datetime | None, now: datetime) -> None:
     """Do-Not-Solicit: ``until`` None removes it; far future for "no expiry"."""
-    if not buyer_exists(conn, account, alias):
-        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now,
-                                           marketplace=alias.rpartition("@")[2]))
+    upsert(conn, BUYER, dict(account=account, alias=alias, created_at=now, marketplace=alias.rpartition("@")[2]),
+           ["account", "alias"])
     conn.execute(update(BUYER).where(BUYER.c.account == account, BUYER.c.alias == alias).values(
         do_not_solicit_until=until))
 
@@ -134,11 +136,8 @@ def list_optouts(conn: Connection, accounts: Iterable[str]) -> list[dict[str, An
 
 def restrict_account(conn: Connection, account: str, until: datetime, reason: str) -> None:
     """The marketplace restricted the account: proactive mail waits until ``until``."""
-    if conn.execute(select(ACCOUNT_STATE.c.account).where(ACCOUNT_STATE.c.account == account)).first():
-        conn.execute(update(ACCOUNT_STATE).where(ACCOUNT_STATE.c.account == account).values(
-            restricted_until=until, restricted_reason=reason))
-    else:
-        conn.execute(ACCOUNT_STATE.insert().values(account=account, restricted_until=until, restricted_reason=reason))
+    values = {"restricted_until": until, "restricted_reason": reason}
+    upsert(conn, ACCOUNT_STATE, {"account": account, **values}, ["account"], values)
 
 
 def restricted_until(conn: Connection, account: str) -> datetime | None:

@@ -18,3 +18,7 @@ class SchemaNotCurrent(DatabaseError):
     def __init__(self, message: str, *, upgradable: bool) -> None:
         super().__init__(message)
         self.upgradable = upgradable
+
+
+class DatabaseInUse(DatabaseError):
+    """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""

@@ -28,11 +28,12 @@ from bridgekit import insert_order, postgres_database
 from sqlalchemy import (Boolean, DateTime, Integer, LargeBinary, MetaData, String, create_engine, inspect, select,
                         text)
 from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
 
 from bridge import store
 from bridge.cli.command import main
 from bridge.sandbox import config_toml
-from bridge.store import models, schema
+from bridge.store import schema
 from bridge.store.engine import open_database, schema_state, upgrade_database
 from bridge.store.errors import SchemaNotCurrent
 
@@ -159,7 +160,7 @@ def differences(url: str) -> list[Any]:
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
         warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index")
         return list(compare_metadata(MigrationContext.configure(
-            conn, opts={"compare_type": True, "include_object": schema.compared}), models.METADATA))
+            conn, opts={"compare_type": True, "include_object": schema.compared}), SQLModel.metadata))
 
 
 def migrate(url: str, revision: str) -> None:

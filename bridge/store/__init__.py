@@ -1,4 +1,4 @@
-"""Every SQL statement mailbridge runs (SQLAlchemy Core on the tables of models.py), one module per aggregate.
+"""Every SQL statement mailbridge runs (SQLAlchemy Core on the SQLModel tables), one module per aggregate.
 
 - ``models``: the tables, and Core handles on them (``OUTBOX``, ``BUYER``, ...)
 - ``engine``: opening the database, SQLite pragmas, schema creation and version

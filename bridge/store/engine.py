@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlmodel import create_engine
 
 from bridge.store import schema
 from bridge.store.errors import DatabaseError, SchemaNotCurrent

@@ -3,7 +3,7 @@
 What the schedule reads of orders (their dates, status and SKUs) and of buyers'
 conversations is read here too, as plain values (:class:`OrderRecord`), so the
 rules in ``bridge.domain.feedback`` never see a row. States and the invariant
-are with the ``FEEDBACK`` table (bridge/store/models.py).
+are on :class:`bridge.store.models.FeedbackRequest`.
 """
 
 from __future__ import annotations

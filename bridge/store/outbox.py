@@ -3,7 +3,7 @@
 A row's content and Message-ID are fixed when it is queued. A worker claims a
 row (queued -> sending) before sending and records the outcome only while the
 claim is still its own; a row left in ``sending`` by a worker that died is
-reconciled, never resent blindly. States: the ``OUTBOX`` table (bridge/store/models.py).
+reconciled, never resent blindly. States: ``bridge.store.models.Outbox``.
 """
 
 from __future__ import annotations

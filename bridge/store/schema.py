@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 from bridge.store import models
 from bridge.store.errors import DatabaseError, SchemaNotCurrent
@@ -98,7 +99,7 @@ class Upgrade:
 
 
 def _expression_indexes() -> frozenset[str]:
-    return frozenset(str(index.name) for table in models.METADATA.tables.values() for index in table.indexes
+    return frozenset(str(index.name) for table in SQLModel.metadata.tables.values() for index in table.indexes
                      if not all(isinstance(e, Column) for e in index.expressions))
 
 
@@ -220,7 +221,7 @@ def read_state(conn: Connection) -> SchemaState:
 
 def create_at_head(conn: Connection) -> None:
     """Make every table of the models in an empty database and record it as head."""
-    models.METADATA.create_all(conn)
+    SQLModel.metadata.create_all(conn)
     conn.execute(models.INFO.insert().values(key="schema_version", value=str(models.SCHEMA_VERSION)))
     # What Alembic's "stamp head" writes into an empty database.
     VERSION.create(conn, checkfirst=True)   # Alembic's downgrade to base leaves it, empty

@@ -9,11 +9,13 @@ builds the configuration.
 from __future__ import annotations
 
 from alembic import context
+from sqlmodel import SQLModel
 
 from bridge.store import models, schema
 
 # Autogenerate compares the database with every table of the models.
-target_metadata = models.METADATA
+target_metadata = SQLModel.metadata
+assert models.INFO.metadata is target_metadata
 
 
 def run_migrations() -> None:

@@ -20,6 +20,10 @@ class SchemaNotCurrent(DatabaseError):
         self.upgradable = upgradable
 
 
+class DatabaseInUse(DatabaseError):
+    """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""
+
+
 class LeaseLost(Exception):
     """A worker's transaction found its daemon no longer holds the account's lease (``store.leases.fence``).
 

@@ -29,7 +29,6 @@ import math
 import os
 import socket
 import time
-import uuid
 from datetime import datetime
 from typing import Awaitable, Callable, Iterable
 
@@ -37,14 +36,9 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.domain.leases import LeaseTiming, plan_round, to_stop
-from bridge.workers.base import LeaseExpired
+from bridge.workers.base import LeaseExpired, holder_id
 
 log = logging.getLogger(__name__)
-
-
-def new_holder_id() -> str:
-    """Unique per process start (Procrastinate #1518: a reused id takes a dead predecessor's work for its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def gone(holder: str) -> bool:
@@ -124,7 +118,7 @@ class LeaseKeeper:
         self.accounts = accounts
         self._start = start
         self._stop = stop
-        self.holder = holder or new_holder_id()
+        self.holder = holder or holder_id("daemon")   # new at every start (Procrastinate #1518)
         self.monotonic = monotonic
         # SQLite: one daemon, kept alone by the file lock; no local deadlines, no fence (store.leases.fenced).
         self.local = engine.dialect.name != "sqlite"

@@ -99,7 +99,8 @@ class Daemon:
                  imap_factory: ClientFactory = default_client,
                  smtp_factory: "Callable[[AccountContext], SmtpConnection] | None" = None) -> None:
         self.settings = settings
-        self.engine = engine or open_database(settings.database.url, config=settings.path)
+        self.engine = engine or open_database(settings.database.url, config=settings.path,
+                                              accounts=len(settings.accounts))
         self.clock = clock
         self.imap_factory = imap_factory
         self.smtp_factory = smtp_factory
@@ -108,7 +109,7 @@ class Daemon:
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
         # One token source per OAuth2 login, shared by all connections of its account.
         self.tokens: dict[str, AccessTokens] = {}
-        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts
+        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts and serves it
         self._collector: DatabaseCollector | None = None   # /metrics' database reads
         self.accounts = [self._context(a) for a in settings.accounts]
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
@@ -261,14 +262,16 @@ class Daemon:
 
         from bridge.workers.feedback import TICK_SECONDS
         from bridge.workers.reminders import TICK_SECONDS as REMINDER_TICK_SECONDS
-        from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Its own registry, read by nobody when [metrics] listen is unset: counting costs next to nothing.
-        meter = self.meter = Meter()
         metrics = None
         if self.settings.metrics.listen:
+            # Only here: prometheus_client is not imported, nor anything counted, when nobody reads the
+            # figures (a reload does not start the server: changing [metrics] takes a restart).
+            from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
+
+            meter = self.meter = Meter()
             self._collector = DatabaseCollector(self.engine, [a.name for a in self.accounts], self.clock)
             meter.registry.register(self._collector)
             metrics = MetricsServer(self.settings.metrics.listen, meter.registry, self.settings.path)

@@ -195,8 +195,17 @@ def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
     import os
     import signal
 
+    def started() -> int:
+        return log.read_text(errors="replace").count("mailbridge running") if log.exists() else 0
+
+    before = started()
     proc = mailbridge_process(config, log, "run")
     try:
+        # Up before the block runs: a SIGTERM sent while Python is still starting (the block may
+        # find its work done at once) would end the process before any handler exists (-15).
+        deadline = time.monotonic() + 60
+        while started() == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
@@ -307,3 +316,19 @@ def postgres_database() -> Iterator[str]:
             yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database(kind: str, tmp_path: Path) -> Iterator[Any]:
+    """An opened, empty database of ``kind`` ("sqlite" or "postgresql"), its engine disposed afterwards."""
+    from bridge.store.engine import open_database
+
+    if kind == "sqlite":
+        engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database() as url:
+        engine = open_database(url)
+        yield engine
+        engine.dispose()

@@ -22,3 +22,10 @@ class SchemaNotCurrent(DatabaseError):
 
 class DatabaseInUse(DatabaseError):
     """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""
+
+
+class LeaseLost(Exception):
+    """A worker's transaction found its daemon no longer holds the account's lease (``store.leases.fence``).
+
+    Nothing of the transaction is written; the daemon stops the account's workers.
+    """

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
+from bridge.store.dialects import upsert
 from bridge.store.models import ACCOUNT_STATE, BUYER, CONV, inserted_id
 from bridge.store.times import iso, utc
 
@@ -116,11 +117,8 @@ def list_optouts(conn: Connection, accounts: Iterable[str]) -> list[dict[str, An
 
 def restrict_account(conn: Connection, account: str, until: datetime, reason: str) -> None:
     """The marketplace restricted the account: proactive mail waits until ``until``."""
-    if conn.execute(select(ACCOUNT_STATE.c.account).where(ACCOUNT_STATE.c.account == account)).first():
-        conn.execute(update(ACCOUNT_STATE).where(ACCOUNT_STATE.c.account == account).values(
-            restricted_until=until, restricted_reason=reason))
-    else:
-        conn.execute(ACCOUNT_STATE.insert().values(account=account, restricted_until=until, restricted_reason=reason))
+    values = {"restricted_until": until, "restricted_reason": reason}
+    upsert(conn, ACCOUNT_STATE, {"account": account, **values}, ["account"], values)
 
 
 def restricted_until(conn: Connection, account: str) -> datetime | None:

@@ -1,13 +1,16 @@
-"""The database's own INSERT, for ``ON CONFLICT`` clauses (SQLite's and PostgreSQL's are the same)."""
+"""The database's own INSERT, for ``ON CONFLICT`` clauses (SQLite's and PostgreSQL's are the same), and the
+race-free "insert, or update the row that is there" built on it."""
 
 from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.engine import Connection
 
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 
@@ -26,3 +29,18 @@ def _module(dialect: str) -> ModuleType:
         raise ValueError(f"no ON CONFLICT insert for the database {dialect!r}; mailbridge supports "
                          f"{' and '.join(UPSERT_DIALECTS)}")
     return importlib.import_module(f"sqlalchemy.dialects.{dialect}")
+
+
+def upsert(conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequence[str],
+           update: Mapping[str, Any] | None = None) -> int:
+    """Insert ``values``; where a row with the same ``keys`` (a unique constraint) exists, set ``update``
+    on it instead, or leave it as it is when ``update`` is empty. Returns how many rows it wrote (0 or 1).
+
+    One statement, so it is safe where several daemons share one database: a "select, then
+    insert if missing" lets two of them both find nothing and then both insert, and the second
+    one's unique violation aborts its whole transaction on PostgreSQL.
+    """
+    statement = dialect_insert(conn.dialect.name, table).values(**values)
+    statement = (statement.on_conflict_do_update(index_elements=list(keys), set_=dict(update)) if update
+                 else statement.on_conflict_do_nothing(index_elements=list(keys)))
+    return int(conn.execute(statement).rowcount)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.store.dialects import upsert
 from bridge.store.models import MAILBOX
 
 
@@ -36,14 +37,8 @@ def mailbox_checkpoint(conn: Connection, account: str, folder: str) -> MailboxCh
 def start_mailbox(conn: Connection, account: str, folder: str, uidvalidity: int,
                   history_until_uid: int, now: datetime) -> None:
     """First sight of a folder, or a UIDVALIDITY change: checkpoint back to 0 under the new validity."""
-    exists = conn.execute(
-        select(MAILBOX.c.id).where(MAILBOX.c.account == account, MAILBOX.c.folder == folder)
-    ).first()
     values = dict(uidvalidity=uidvalidity, last_uid=0, history_until_uid=history_until_uid, initialised_at=now)
-    if exists:
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == exists[0]).values(**values))
-    else:
-        conn.execute(MAILBOX.insert().values(account=account, folder=folder, **values))
+    upsert(conn, MAILBOX, dict(account=account, folder=folder, **values), ["account", "folder"], values)
 
 
 def mailbox_checkpoint_or_fail(engine: Engine, account: str, folder: str) -> MailboxCheckpoint:
@@ -73,8 +68,5 @@ def record_fetch(conn: Connection, account: str, folder: str, now: datetime, err
     values: dict[str, Any] = {"last_error": error, "last_error_at": now if error else None}
     if error is None:
         values["last_fetch_at"] = now
-    updated = conn.execute(update(MAILBOX).where(MAILBOX.c.account == account, MAILBOX.c.folder == folder)
-                           .values(**values)).rowcount
-    if not updated:
-        conn.execute(MAILBOX.insert().values(account=account, folder=folder, uidvalidity=0, last_uid=0,
-                                             history_until_uid=0, initialised_at=now, **values))
+    upsert(conn, MAILBOX, dict(account=account, folder=folder, uidvalidity=0, last_uid=0, history_until_uid=0,
+                               initialised_at=now, **values), ["account", "folder"], values)

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from bridge.store.dialects import upsert
 from bridge.store.models import OAUTH2_GRANT
 
 
@@ -35,9 +36,7 @@ def seed_grant(conn: Connection, grant: str, account: str, refresh_token: str, s
                now: datetime) -> None:
     """Start (or start again) from a refresh token given by the operator: the file's, or `oauth2 authorize`'s."""
     values = dict(refresh_token=refresh_token, seed=seed, updated_at=now, revoked_at=None, revoked_reason=None)
-    updated = conn.execute(OAUTH2_GRANT.update().where(OAUTH2_GRANT.c.grant == grant).values(**values)).rowcount
-    if not updated:
-        conn.execute(OAUTH2_GRANT.insert().values(grant=grant, account=account, **values))
+    upsert(conn, OAUTH2_GRANT, {"grant": grant, "account": account, **values}, ["grant"], values)
 
 
 def rotate_refresh_token(conn: Connection, grant: str, used: str, new: str, now: datetime) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.delivery import PROACTIVE_CATEGORIES, Priority, WindowUse
 from bridge.domain.threads import base_alias
+from bridge.store.dialects import upsert
 from bridge.store.models import OUTBOX, SEND_PAUSE, inserted_id
 from bridge.store.times import iso, utc
 
@@ -264,8 +265,7 @@ def send_pause(conn: Connection, account: str) -> SendPause | None:
 def pause_sending(conn: Connection, account: str, until: datetime, reason: str, in_a_row: int) -> None:
     """Record (or extend) an account's pause; kept across restarts."""
     values = {"paused_until": until, "reason": reason, "in_a_row": in_a_row}
-    if conn.execute(update(SEND_PAUSE).where(SEND_PAUSE.c.account == account).values(**values)).rowcount == 0:
-        conn.execute(SEND_PAUSE.insert().values(account=account, **values))
+    upsert(conn, SEND_PAUSE, {"account": account, **values}, ["account"], values)
 
 
 def end_pause(conn: Connection, account: str) -> None:

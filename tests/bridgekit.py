@@ -307,3 +307,19 @@ def postgres_database() -> Iterator[str]:
             yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database(kind: str, tmp_path: Path) -> Iterator[Any]:
+    """An opened, empty database of ``kind`` ("sqlite" or "postgresql"), its engine disposed afterwards."""
+    from bridge.store.engine import open_database
+
+    if kind == "sqlite":
+        engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database() as url:
+        engine = open_database(url)
+        yield engine
+        engine.dispose()

@@ -73,6 +73,7 @@ def valid() -> dict[str, Any]:
                   "max_attachments": 5},
         "policy": {"rules": {"no_links": "warn"}, "link_domains": ["ups.com"], "max_text_chars": 2000},
         "metrics": {"listen": "127.0.0.1:9464"},
+        "cluster": {"lease_seconds": 20, "renew_seconds": 5, "operation_seconds": 10},
         "accounts": [
             {
                 "name": "acme-us",
@@ -974,3 +975,10 @@ def test_known_keys_are_exactly_what_the_parser_accepts() -> None:
 def test_any_policy_rule_can_be_set_including_marketplace_rules(rule: str, mode: str) -> None:
     settings = parse(mutated(put("policy.rules", {rule: mode})))
     assert dict(settings.policy.rules)[rule] == mode
+
+
+def test_cluster_lease_must_outlast_renewal_and_operation() -> None:
+    data = valid()
+    data["cluster"] = {"lease_seconds": 15, "renew_seconds": 5, "operation_seconds": 10}
+    assert "lease_seconds (15) must be more than renew_seconds (5) + operation_seconds (10)" in error_of(data)
+    assert parse(valid()).cluster.timing.takeover_seconds == 25

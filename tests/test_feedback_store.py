@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import insert_order, postgres_database
+from bridgekit import database, insert_order
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -25,15 +25,8 @@ ALIAS = "k3j9x0qma2b7@marketplace.amazon.com"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = open_database(f"sqlite:///{tmp_path}/mailbridge.db")
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database() as url:
-        engine = open_database(url)
-        yield engine
-        engine.dispose()
+    with database(request.param, tmp_path) as opened:
+        yield opened
 
 
 def schedule(engine: Engine, order_id: str, due: datetime = NOW, account: str = "acme") -> bool:

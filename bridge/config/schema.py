@@ -38,6 +38,7 @@ from bridge.config.secrets import Secret, SecretKeys, given_anywhere, missing, s
 from bridge.domain import oauth2 as oauth2_rules
 from bridge.domain.feedback import DAYS
 from bridge.domain.reminders import DEFAULT_AFTER_HOURS, DEFAULT_NO_RESPONSE_PHRASES
+from bridge.domain.leases import LeaseTiming
 from bridge.domain.marketplaces import ATTACHMENT_TYPES, MARKETPLACES, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from bridge.domain.policy import ALL_RULE_IDS  # the rule ids are the guard's own; config only names them
 
@@ -489,6 +490,33 @@ class MetricsSettings:
                                      'or "[::1]:9464" ("" or absent: no metrics)'))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClusterSettings:
+    """``[cluster]``: account leases, when several daemons share one PostgreSQL database
+    (docs/architecture.md, "Several daemons"). A daemon on SQLite holds every lease itself."""
+
+    lease_seconds: float = field(default=20.0, metadata=key(
+        Seconds(), "how long a daemon's hold on an account lasts after each renewal; a dead daemon's accounts "
+                   "are taken over within lease_seconds + renew_seconds"))
+    renew_seconds: float = field(default=5.0, metadata=key(
+        Seconds(), "how often a daemon renews its leases, beats its heartbeat and rebalances accounts"))
+    operation_seconds: float = field(default=10.0, metadata=key(
+        Seconds(), "the longest operation (an IMAP batch, an SMTP send) a daemon starts on an account: it starts "
+                   "one only while its lease has this long left"))
+
+    @property
+    def timing(self) -> LeaseTiming:
+        return LeaseTiming(self.lease_seconds, self.renew_seconds, self.operation_seconds)
+
+
+@across_keys(ClusterSettings)
+def _lease_outlasts_renewal_and_operation(cluster: ClusterSettings, tbl: Table) -> ClusterSettings:
+    problem = cluster.timing.problem()
+    if problem:
+        tbl.problem("lease_seconds", problem)
+    return cluster
+
+
 # --------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------
@@ -515,6 +543,8 @@ class Settings:
     relay: RelaySettings = field(default=RelaySettings(), metadata=key(Nested(), "staff replies to buyers"))
     policy: PolicySettings = field(default=PolicySettings(), metadata=key(Nested(), "the compliance guard"))
     metrics: MetricsSettings = field(default=MetricsSettings(), metadata=key(Nested(), "Prometheus metrics"))
+    cluster: ClusterSettings = field(default=ClusterSettings(), metadata=key(
+        Nested(), "account leases between daemons sharing a database"))
     accounts: tuple[AccountSettings, ...] = field(metadata=key(
         Tables(named_by="name"), "the marketplace seller accounts bridged"))
 

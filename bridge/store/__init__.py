@@ -14,6 +14,7 @@
 - ``status``: the per-account report of ``mailbridge status``
 - ``oauth2_grants``: the newest (rotated) refresh token of each OAuth2 login, and revocations
 - ``monitoring``: what ``/metrics`` and ``mailbridge health`` read; quarantine acknowledgement
+- ``leases``: account leases, the daemons' heartbeats, the lease history; the fence of a worker's transaction
 - ``hmac_key``: the reply-token key kept in the database; ``times``: UTC in, ISO out
 
 Functions take a Connection that is already inside a transaction: the caller
@@ -74,6 +75,23 @@ from bridge.store.feedback import (
     sent_between,
 )
 from bridge.store.hmac_key import token_secret
+from bridge.store.leases import (
+    LeaseState,
+    Taken,
+    account_leases,
+    beat,
+    database_time,
+    fence,
+    fenced,
+    forget_daemon,
+    lease_history,
+    lease_states,
+    live_daemons,
+    release,
+    renew,
+    take,
+)
+from bridge.store.errors import LeaseLost
 from bridge.store.mailbox import (
     MailboxCheckpoint,
     advance_checkpoint,
@@ -96,8 +114,11 @@ from bridge.store.models import (
     AUDIT,
     BUYER,
     CONV,
+    DAEMON,
     FEEDBACK,
     INFO,
+    LEASE,
+    LEASE_HISTORY,
     MAILBOX,
     MESSAGE,
     OAUTH2_GRANT,
@@ -185,7 +206,7 @@ from bridge.store.times import utc
 
 __all__ = [
     # tables
-    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "FEEDBACK", "INFO", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM",
+    "ACCOUNT_STATE", "AUDIT", "BUYER", "CONV", "DAEMON", "FEEDBACK", "INFO", "LEASE", "LEASE_HISTORY", "MAILBOX", "MESSAGE", "OAUTH2_GRANT", "ORDER_ITEM",
     "ORDERS", "OUTBOX", "QUARANTINE", "QUARANTINE_ACK", "REMINDER", "SEND_PAUSE",
     # mailbox
     "MailboxCheckpoint", "advance_checkpoint", "mailbox_checkpoint", "mailbox_checkpoint_or_fail", "record_fetch",
@@ -226,6 +247,9 @@ __all__ = [
     "audit_decisions", "audit_high_id",
     "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
     "overdue_outbox", "quarantine_counts",
+    # account leases and daemons
+    "LeaseLost", "LeaseState", "Taken", "account_leases", "beat", "database_time", "fence", "fenced",
+    "forget_daemon", "lease_history", "lease_states", "live_daemons", "release", "renew", "take",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
-from bridge.store import schema
+from bridge.store import leases, schema
 from bridge.store.errors import DatabaseError, SchemaNotCurrent
 from bridge.store.schema import SchemaState, Upgrade
 
@@ -84,6 +84,8 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
             "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # After BEGIN (IMMEDIATE): a worker's transaction first checks that its daemon still holds the account.
+    event.listen(engine, "begin", leases.fence_on_begin)
     return engine
 
 

@@ -18,3 +18,10 @@ class SchemaNotCurrent(DatabaseError):
     def __init__(self, message: str, *, upgradable: bool) -> None:
         super().__init__(message)
         self.upgradable = upgradable
+
+
+class LeaseLost(Exception):
+    """A worker's transaction found its daemon no longer holds the account's lease (``store.leases.fence``).
+
+    Nothing of the transaction is written; the daemon stops the account's workers.
+    """

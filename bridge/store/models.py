@@ -396,6 +396,56 @@ class ResponseReminder(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts())
 
 
+class Daemon(SQLModel, table=True):
+    """A running daemon sharing the database (docs/architecture.md, "Several daemons").
+
+    ``holder`` is unique per process start (host:pid:random): a restarted daemon never
+    takes a dead predecessor's leases for its own. The row is the daemon's heartbeat:
+    live while ``expires_at`` is ahead of the database's clock; the fair share of
+    accounts is counted over the live rows.
+    """
+
+    __tablename__ = "daemon"
+    holder: str = Field(primary_key=True)
+    started_at: datetime = Field(sa_column=_ts())
+    last_seen: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+
+
+class AccountLease(SQLModel, table=True):
+    """Which daemon may touch an account, until when (the database's clock).
+
+    A daemon writes for an account only in transactions that first read this row as
+    still its own (``store.leases.fence``); another daemon takes the row only once
+    ``expires_at`` has passed, or after the holder released it (``expires_at`` set to now).
+    """
+
+    __tablename__ = "account_lease"
+    account: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime = Field(sa_column=_ts())
+    acquired_at: datetime = Field(sa_column=_ts())
+    renewed_at: datetime = Field(sa_column=_ts())
+    history_id: int | None = None      # the lease_history row of this holding, moved on at each renewal
+
+
+class LeaseHistory(SQLModel, table=True):
+    """Append-only: one row per holding of an account's lease, so that overlaps can be looked for.
+
+    ``valid_until`` follows each renewal (the lease's expiry); ``released_at`` is set by a
+    clean release. A holding ends at ``released_at`` if set, else at ``valid_until``.
+    """
+
+    __tablename__ = "lease_history"
+    __table_args__ = (Index("ix_lease_history_account", "account", "acquired_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    holder: str
+    acquired_at: datetime = Field(sa_column=_ts())
+    valid_until: datetime = Field(sa_column=_ts())
+    released_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
 def _table(model: type[SQLModel]) -> Table:
     # SQLModel's metaclass sets __table__ on table=True models; its type hints do not say so.
     table = model.__table__  # type: ignore[attr-defined]
@@ -420,6 +470,9 @@ ORDER_ITEM = _table(OrderItem)
 FEEDBACK = _table(FeedbackRequest)
 OAUTH2_GRANT = _table(OAuth2Grant)
 REMINDER = _table(ResponseReminder)
+DAEMON = _table(Daemon)
+LEASE = _table(AccountLease)
+LEASE_HISTORY = _table(LeaseHistory)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

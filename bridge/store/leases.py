@@ -1,0 +1,251 @@
+"""Account leases: which daemon may touch an account, until when; the daemons' heartbeats; the history.
+
+Every time here is the database's clock: ``clock_timestamp()`` on PostgreSQL, so
+daemons on machines whose clocks disagree still agree on whether a lease has
+expired. SQLite serves one daemon on one machine (a file lock keeps a second one
+out), whose own clock is then the database's.
+
+Why each statement is shaped as it is (docs/architecture.md, "Several daemons"):
+
+- Renewal is one UPDATE of every lease the daemon holds and has not let expire;
+  taking a lease is a conditional UPDATE (or INSERT ... ON CONFLICT DO NOTHING for
+  an account never leased) whose WHERE re-reads the expiry under the row lock, so
+  two daemons never both win an account.
+- :func:`fence` is the check a worker's transaction makes first: the lease row read
+  as still ours ``FOR KEY SHARE``. The holder's own renewals (a no-key UPDATE) do
+  not wait for it, but a takeover locks the row ``FOR UPDATE`` and so waits until
+  every transaction that passed the fence has committed or rolled back: no write of
+  the old holder can land after the new holder has begun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import DateTime, delete, func, insert, literal, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from bridge.store.dialects import dialect_insert
+from bridge.store.errors import LeaseLost
+from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
+from bridge.store.times import utc
+
+_TS = DateTime(timezone=True)
+
+
+def _now(conn: Connection) -> ColumnElement[Any]:
+    """The database's clock, read when the statement runs."""
+    if conn.dialect.name == "postgresql":
+        return func.clock_timestamp()   # not now(): that is the transaction's start, which may be old
+    return literal(datetime.now(timezone.utc), _TS)
+
+
+def _in(conn: Connection, seconds: float) -> ColumnElement[Any]:
+    """The database's clock plus ``seconds``."""
+    if conn.dialect.name == "postgresql":
+        return func.clock_timestamp() + literal(timedelta(seconds=seconds))
+    return literal(datetime.now(timezone.utc) + timedelta(seconds=seconds), _TS)
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return dialect_insert("postgresql" if conn.dialect.name == "postgresql" else "sqlite", table)
+
+
+def database_time(conn: Connection) -> datetime:
+    """The database's clock now (UTC)."""
+    value = utc(conn.execute(select(_now(conn))).scalar_one())
+    assert value is not None
+    return value
+
+
+# -- daemons ------------------------------------------------------------------------
+
+def beat(conn: Connection, holder: str, seconds: float) -> None:
+    """The daemon ``holder`` is alive and counts for the fair share for ``seconds`` more."""
+    statement = _insert(conn, DAEMON).values(holder=holder, started_at=_now(conn), last_seen=_now(conn),
+                                             expires_at=_in(conn, seconds))
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[DAEMON.c.holder],
+        set_={"last_seen": statement.excluded.last_seen, "expires_at": statement.excluded.expires_at}))
+
+
+def live_daemons(conn: Connection) -> list[str]:
+    """The holders of every daemon whose heartbeat has not expired, sorted."""
+    return list(conn.execute(select(DAEMON.c.holder).where(DAEMON.c.expires_at > _now(conn))
+                             .order_by(DAEMON.c.holder)).scalars())
+
+
+def forget_daemon(conn: Connection, holder: str) -> None:
+    """A daemon stopping cleanly: it no longer counts for the fair share."""
+    conn.execute(delete(DAEMON).where(DAEMON.c.holder == holder))
+
+
+# -- leases -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LeaseState:
+    """An account's lease as the table has it: ``live`` when it has not expired (the database's clock)."""
+
+    account: str
+    holder: str
+    expires_at: datetime
+    live: bool
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A lease just taken; ``previous_*``: the holding it follows (None for an account never leased).
+
+    The previous holder may have been acting until ``previous_until``: what it left
+    half done (a send in 'sending') is judged only some time after that.
+    """
+
+    account: str
+    expires_at: datetime
+    previous_holder: str | None
+    previous_until: datetime | None
+
+
+def lease_states(conn: Connection, accounts: Iterable[str] | None = None) -> dict[str, LeaseState]:
+    """The lease of each account that has one (all accounts when ``accounts`` is None)."""
+    query = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at,
+                   (LEASE.c.expires_at > _now(conn)).label("live"))
+    if accounts is not None:
+        query = query.where(LEASE.c.account.in_(list(accounts)))
+    return {r.account: LeaseState(r.account, r.holder, utc(r.expires_at), bool(r.live))  # type: ignore[arg-type]
+            for r in conn.execute(query)}
+
+
+def renew(conn: Connection, holder: str, seconds: float) -> dict[str, datetime]:
+    """Extend every lease ``holder`` holds and has not let expire; {account: new expiry}.
+
+    A lease that expired is not renewed, even if nobody took it yet: the holder has
+    stopped its workers by then, and takes it again as a new holding.
+    """
+    renewed = conn.execute(
+        update(LEASE).where(LEASE.c.holder == holder, LEASE.c.expires_at > _now(conn))
+        .values(expires_at=_in(conn, seconds), renewed_at=_now(conn))
+        .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.history_id)).all()
+    history = [r.history_id for r in renewed if r.history_id is not None]
+    if history:
+        conn.execute(update(LEASE_HISTORY).where(LEASE_HISTORY.c.id.in_(history)).values(
+            valid_until=select(LEASE.c.expires_at).where(LEASE.c.history_id == LEASE_HISTORY.c.id)
+            .scalar_subquery()))
+    return {r.account: utc(r.expires_at) for r in renewed}  # type: ignore[misc]
+
+
+def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float) -> list[Taken]:
+    """Take the leases of ``accounts`` that are free: never leased, expired, or released.
+
+    Returns the ones won; an account another daemon holds, or takes first, is left out.
+    On PostgreSQL a lease row is locked before it is judged (``FOR UPDATE SKIP
+    LOCKED``): one a transaction of its holder has fenced is skipped until that
+    transaction ends, and is tried again at the next round.
+    """
+    wanted = sorted(set(accounts))
+    if not wanted:
+        return []
+    won: list[Taken] = []
+    fresh = conn.execute(
+        _insert(conn, LEASE).values([{"account": a, "holder": holder, "expires_at": _in(conn, seconds),
+                                      "acquired_at": _now(conn), "renewed_at": _now(conn)} for a in wanted])
+        .on_conflict_do_nothing(index_elements=[LEASE.c.account])
+        .returning(LEASE.c.account, LEASE.c.expires_at)).all()
+    won += [Taken(r.account, utc(r.expires_at), None, None) for r in fresh]  # type: ignore[arg-type]
+    rest = [a for a in wanted if a not in {t.account for t in won}]
+    if rest:
+        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at).where(
+            LEASE.c.account.in_(rest), LEASE.c.expires_at <= _now(conn))
+        if conn.dialect.name == "postgresql":
+            expired = expired.with_for_update(skip_locked=True)
+        before = {r.account: r for r in conn.execute(expired)}
+        if before:
+            taken = conn.execute(
+                update(LEASE).where(LEASE.c.account.in_(list(before)), LEASE.c.expires_at <= _now(conn))
+                .values(holder=holder, expires_at=_in(conn, seconds), acquired_at=_now(conn),
+                        renewed_at=_now(conn), history_id=None)
+                .returning(LEASE.c.account, LEASE.c.expires_at)).all()
+            won += [Taken(r.account, utc(r.expires_at), before[r.account].holder,  # type: ignore[arg-type]
+                          utc(before[r.account].expires_at)) for r in taken]
+    for t in won:
+        history_id = conn.execute(insert(LEASE_HISTORY).values(
+            account=t.account, holder=holder, acquired_at=_now(conn), valid_until=t.expires_at)
+            .returning(LEASE_HISTORY.c.id)).scalar_one()
+        conn.execute(update(LEASE).where(LEASE.c.account == t.account).values(history_id=history_id))
+    return sorted(won, key=lambda t: t.account)
+
+
+def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None) -> list[str]:
+    """Give up ``holder``'s live leases of ``accounts`` (all of them when None): free for others at once.
+
+    The caller has stopped the accounts' workers first: a released lease may be taken
+    by another daemon the next moment.
+    """
+    cond = [LEASE.c.holder == holder, LEASE.c.expires_at > _now(conn)]
+    if accounts is not None:
+        cond.append(LEASE.c.account.in_(list(accounts)))
+    released = conn.execute(update(LEASE).where(*cond).values(expires_at=_now(conn))
+                            .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.history_id)).all()
+    for r in released:
+        if r.history_id is not None:
+            conn.execute(update(LEASE_HISTORY).where(LEASE_HISTORY.c.id == r.history_id)
+                         .values(released_at=r.expires_at, valid_until=r.expires_at))
+    return sorted(r.account for r in released)
+
+
+def fence(conn: Connection, account: str, holder: str) -> None:
+    """Raise LeaseLost unless ``holder`` holds ``account``'s lease now; the first statement of a fenced transaction.
+
+    On PostgreSQL the row stays locked ``FOR KEY SHARE`` until the transaction ends, so
+    nobody takes the lease while the transaction may still write.
+    """
+    query = select(LEASE.c.expires_at).where(LEASE.c.account == account, LEASE.c.holder == holder,
+                                             LEASE.c.expires_at > _now(conn))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(key_share=True, read=True)
+    if conn.execute(query).first() is None:
+        raise LeaseLost(f"account {account}: this daemon ({holder}) no longer holds its lease; "
+                        "another daemon may have taken it, so nothing was written")
+
+
+_FENCE_OPTION = "mailbridge_lease"
+
+
+def fenced(engine: Engine, account: str, holder: str) -> Engine:
+    """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine)."""
+    return engine.execution_options(**{_FENCE_OPTION: (account, holder)})
+
+
+def fence_on_begin(conn: Connection) -> None:
+    """The engine's ``begin`` listener (``store.engine``): fence the transactions of a :func:`fenced` engine."""
+    lease = conn.get_execution_options().get(_FENCE_OPTION)
+    if lease is not None:
+        fence(conn, *lease)
+
+
+# -- what status and the tests read --------------------------------------------------
+
+def lease_history(conn: Connection, account: str | None = None) -> list[dict[str, Any]]:
+    """Every holding of the account (all accounts when None), oldest first; ``until`` is when it ended or ends."""
+    query = select(LEASE_HISTORY).order_by(LEASE_HISTORY.c.account, LEASE_HISTORY.c.acquired_at)
+    if account is not None:
+        query = query.where(LEASE_HISTORY.c.account == account)
+    return [{"account": r.account, "holder": r.holder, "acquired_at": utc(r.acquired_at),
+             "until": utc(r.released_at or r.valid_until), "released": r.released_at is not None}
+            for r in conn.execute(query)]
+
+
+def account_leases(conn: Connection) -> dict[str, dict[str, Any]]:
+    """For ``mailbridge status``: each leased account's holder, expiry, and whether that holder is live."""
+    live = set(live_daemons(conn))
+    return {s.account: {"holder": s.holder, "expires_at": s.expires_at, "held": s.live,
+                        "holder_live": s.holder in live}
+            for s in lease_states(conn).values()}
+
+
+__all__ = ["LeaseLost", "LeaseState", "Taken", "account_leases", "beat", "database_time", "fence",
+           "fence_on_begin", "fenced", "forget_daemon", "lease_history", "lease_states", "live_daemons", "release",
+           "renew", "take"]

@@ -1,0 +1,147 @@
+"""Account leases in the database (bridge.store.leases), on SQLite and the real PostgreSQL: taking, renewing,
+releasing, the fence of a worker's transaction, and the history that shows holders never overlap."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bridgekit import database, postgres_database
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.store.engine import open_database
+
+LEASE = 20.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with database(request.param, tmp_path) as opened:
+        yield opened
+
+
+def expire(engine: Engine, account: str) -> None:
+    """As if the holder had stopped renewing long ago."""
+    with engine.begin() as conn:
+        conn.execute(update(store.LEASE).where(store.LEASE.c.account == account)
+                     .values(expires_at=store.database_time(conn).replace(year=2000)))
+
+
+def test_first_taker_wins_and_renews(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert [t.account for t in store.take(conn, "d1", ["a", "b"], LEASE)] == ["a", "b"]
+        assert store.take(conn, "d2", ["a", "b"], LEASE) == []
+        assert sorted(store.renew(conn, "d1", LEASE)) == ["a", "b"]
+        assert store.renew(conn, "d2", LEASE) == {}
+        states = store.lease_states(conn)
+    assert {a: (s.holder, s.live) for a, s in states.items()} == {"a": ("d1", True), "b": ("d1", True)}
+
+
+def test_an_expired_lease_is_taken_and_its_holder_can_neither_renew_nor_write(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.take(conn, "d1", ["a"], LEASE)
+    expire(engine, "a")
+    with engine.begin() as conn:
+        assert store.renew(conn, "d1", LEASE) == {}
+        [taken] = store.take(conn, "d2", ["a"], LEASE)
+    assert taken.previous_holder == "d1" and taken.previous_until is not None
+    with pytest.raises(store.LeaseLost, match="account a: this daemon \\(d1\\) no longer holds"):
+        with store.fenced(engine, "a", "d1").begin():
+            pass
+    with store.fenced(engine, "a", "d2").begin() as conn:
+        assert store.lease_states(conn)["a"].holder == "d2"
+
+
+def test_release_frees_at_once_and_closes_the_holding(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.take(conn, "d1", ["a", "b"], LEASE)
+        assert store.release(conn, "d1", ["a"]) == ["a"]
+        assert [t.account for t in store.take(conn, "d2", ["a", "b"], LEASE)] == ["a"]
+        assert store.release(conn, "d1") == ["b"]
+        history = store.lease_history(conn, "a")
+    assert [(h["holder"], h["released"]) for h in history] == [("d1", True), ("d2", False)]
+    assert history[0]["until"] <= history[1]["acquired_at"]
+
+
+def test_daemons_heartbeat_and_leave(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.beat(conn, "d2", LEASE)
+        store.beat(conn, "d1", LEASE)
+        store.beat(conn, "d1", LEASE)
+        assert store.live_daemons(conn) == ["d1", "d2"]
+        store.forget_daemon(conn, "d2")
+        assert store.live_daemons(conn) == ["d1"]
+
+
+def test_racing_takers_never_both_win(engine: Engine) -> None:
+    """Eight threads (as eight daemons) take the same accounts again and again, expiring them in between."""
+    accounts = [f"acct{i}" for i in range(6)]
+    wins: list[tuple[int, str, str]] = []
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def daemon(name: str) -> None:
+        try:
+            for round_ in range(5):
+                barrier.wait(timeout=60)
+                with engine.begin() as conn:
+                    wins.extend((round_, t.account, name) for t in store.take(conn, name, accounts, LEASE))
+                barrier.wait(timeout=60)
+                if name == "d0":
+                    for a in accounts:
+                        expire(engine, a)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=daemon, args=(f"d{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    for round_ in range(5):
+        won = sorted(a for r, a, _ in wins if r == round_)
+        assert won == accounts, f"round {round_}: each account won exactly once"
+
+
+def test_a_takeover_waits_for_the_fenced_transaction_in_flight(tmp_path: Path) -> None:
+    """PostgreSQL: the old holder's transaction that passed the fence commits before the new holder takes the row."""
+    with postgres_database() as url:
+        engine = open_database(url)
+        try:
+            with engine.begin() as conn:
+                store.take(conn, "d1", ["a"], LEASE)
+            fenced = store.fenced(engine, "a", "d1")
+            order: list[str] = []
+            in_fence, taken = threading.Event(), threading.Event()
+
+            def taker() -> None:
+                in_fence.wait(timeout=60)
+                expire_and_take()
+
+            def expire_and_take() -> None:
+                # Expiring needs no row lock a fence conflicts with (a no-key UPDATE) ...
+                expire(engine, "a")
+                # ... but taking locks the row FOR UPDATE: skipped while the fenced transaction runs.
+                with engine.begin() as conn:
+                    got = store.take(conn, "d2", ["a"], LEASE)
+                order.append(f"take {len(got)}")
+                taken.set()
+
+            thread = threading.Thread(target=taker)
+            thread.start()
+            with fenced.begin():
+                in_fence.set()
+                assert taken.wait(timeout=60)
+                order.append("fenced commit")
+            thread.join(timeout=60)
+            assert order == ["take 0", "fenced commit"]
+            with engine.begin() as conn:   # once the fenced transaction is over, the next round takes it
+                assert [t.account for t in store.take(conn, "d2", ["a"], LEASE)] == ["a"]
+        finally:
+            engine.dispose()

@@ -398,3 +398,24 @@ def test_a_database_from_before_the_delivery_index_gets_it_on_upgrade(tmp_path: 
     with plain(url) as engine, engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND "
                                     "name = 'ix_orders_account_delivery'").all()
+
+
+@pytest.mark.postgres
+def test_two_daemons_opening_a_new_database_together_create_it_once() -> None:
+    """Both wait for the lock; the first creates the schema, the second finds it current (not empty: it reads
+    the revision again after the lock) and creates nothing: no 'relation already exists', one schema_version."""
+    with postgres_database() as url:
+        opened: list[Engine] = []
+        with plain(url) as holder, holder.begin() as conn:    # both start while the lock is taken, then race for it
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema.MIGRATION_LOCK_KEY})
+            openers = [threading.Thread(target=lambda: opened.append(open_database(url))) for _ in range(2)]
+            for opener in openers:
+                opener.start()
+            _wait_until(lambda: waiting_for_the_lock(url) == 2, "both daemons to wait for the lock")
+        for opener in openers:
+            opener.join(timeout=120)
+        assert len(opened) == 2 and schema_state(url).status == "current"
+        with opened[0].connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM schema_info WHERE key = 'schema_version'")).scalar_one() == 1
+        for engine in opened:
+            engine.dispose()

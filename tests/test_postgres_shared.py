@@ -5,21 +5,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import mailbridge_process, postgres_database
+from bridgekit import mailbridge_process, make_settings, postgres_database
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
-from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
+from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
 from bridge.store.engine import open_database
+from bridge.workers.supervisor import Daemon
 
 pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
@@ -143,4 +146,88 @@ def test_a_row_made_by_two_transactions_at_once_is_made_once(pg_url: str, write:
     assert errors == []
     with engine.connect() as conn:
         assert read(conn) == second   # the second write is the last word
+    engine.dispose()
+
+
+def test_a_daemons_pool_is_sized_from_its_accounts(tmp_path: Path, pg_url: str, fresh_mailbox: SandboxAccount,
+                                                   smtp_server: SandboxSMTP, staff: SandboxAccount) -> None:
+    settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, db_url=pg_url)
+    (acme,) = settings.accounts
+    settings = replace(settings, accounts=tuple(replace(acme, name=name) for name in ("acme", "bolt", "cask")))
+    daemon = Daemon(settings)
+    assert daemon.engine.pool.size() == 3 + 4     # bridge.store.engine.pool_limits
+    daemon.engine.dispose()
+
+
+# --- claims: two daemons claiming at the same moment ------------------------------------------------
+
+def six_due_outbox_rows(engine: Engine, _: pytest.FixtureRequest) -> datetime:
+    with engine.begin() as conn:
+        for n in range(6):
+            store.enqueue(conn, account="acme", message_id=f"m{n}@x", purpose="staff_alert", audience="staff",
+                          envelope_from="s@x", recipients=("t@x",), subject="s", raw=b"x", now=NOW)
+    return NOW
+
+
+def six_due_feedback_requests(engine: Engine, _: pytest.FixtureRequest) -> datetime:
+    with engine.begin() as conn:
+        for n in range(6):
+            store.schedule_request(conn, "acme", f"111-0000000-000000{n}", "k3j9x0qma2b7@marketplace.amazon.com",
+                                   NOW, NOW)
+    return NOW
+
+
+def six_due_reminders(engine: Engine, request: pytest.FixtureRequest) -> datetime:
+    """Six buyers' unanswered messages, ingested by a daemon: at 12.5 hours each has its first reminder due."""
+    dovecot, seller, staff, smtp = (request.getfixturevalue(f) for f in ("dovecot", "fresh_mailbox", "staff",
+                                                                        "smtp_server"))
+    tmp_path = request.getfixturevalue("tmp_path")
+    for n in range(6):
+        dovecot.append(seller.user, "INBOX", samples.amazon_buyer_message(
+            buyer_alias=f"buyer{n}x0qma2b7", buyer_name=f"Buyer {n}", order=f"111-2223334-444555{n}",
+            question="Where is it?", seller_address=seller.user, message_id=f"b{n}@email.amazon.com", date=NOW))
+    settings = make_settings(tmp_path, seller, staff, smtp, db_url=str(engine.url.render_as_string(False)),
+                             account={"forward_existing": True})
+    daemon = Daemon(settings, clock=lambda: NOW)
+    asyncio.run(daemon.run_once(send=False))
+    daemon.engine.dispose()
+    return NOW + timedelta(hours=12.5)
+
+
+def claim_outbox(conn: Connection, worker: str, now: datetime) -> set[int]:
+    return {item.id for item in store.claim_batch(conn, "acme", worker, now, 4)}
+
+
+def claim_feedback(conn: Connection, worker: str, now: datetime) -> set[int]:
+    return {request.id for request in store.claim_due_requests(conn, "acme", worker, now, 4)}
+
+
+def claim_reminders(conn: Connection, worker: str, now: datetime) -> set[int]:
+    """A reminder timer's claim: read the due ones, move each on by a conditional update (services/reminders.py)."""
+    return {due.id for due in store.due_reminders(conn, "acme", now, 4)
+            if store.finish_reminder(conn, due.id, state="sent", now=now, outbox_message_id=f"{worker}.{due.id}@x")}
+
+
+@pytest.mark.parametrize(("make", "claim"), [
+    (six_due_outbox_rows, claim_outbox),
+    (six_due_feedback_requests, claim_feedback),
+    (six_due_reminders, claim_reminders),
+], ids=["outbox", "feedback", "reminders"])
+def test_a_second_claimer_skips_the_rows_the_first_holds_and_does_not_wait(
+        pg_url: str, request: pytest.FixtureRequest, make: Callable[[Engine, pytest.FixtureRequest], datetime],
+        claim: Callable[[Connection, str, datetime], set[int]]) -> None:
+    """Daemon A claims 4 of 6 due rows and has not committed; daemon B, meanwhile, gets the other 2 at once."""
+    engine = open_database(pg_url)
+    now = make(engine, request)
+    with engine.connect() as a:
+        with a.begin():
+            first = claim(a, "a", now)
+            with engine.begin() as b:
+                # Were B to wait for A's rows it would fail here, not hang: SKIP LOCKED never waits on a lock.
+                b.execute(text("SET LOCAL lock_timeout = '5s'"))
+                second = claim(b, "b", now)
+        with a.begin():
+            third = claim(a, "a2", now)
+    assert len(first) == 4 and len(second) == 2 and not first & second
+    assert third == set()
     engine.dispose()

@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import logging
 import sys
+from contextlib import nullcontext
 
 from bridge.cli.settings import load, setup_logging
+from bridge.config import Settings
+from bridge.store.daemon_lock import lock_database
 from bridge.workers.supervisor import Daemon
 
 log = logging.getLogger("bridge")
@@ -16,6 +19,13 @@ log = logging.getLogger("bridge")
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
     setup_logging(args.log_level or settings.log_level, settings.log_format)
+    # One daemon per SQLite database, for as long as this process runs; `--once` too: it ingests and
+    # sends the same accounts a running daemon does (bridge/store/daemon_lock.py). PostgreSQL: no lock.
+    with lock_database(settings.database.url) or nullcontext():
+        return _run(args, settings)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     daemon = Daemon(settings, clock=args.clock)
     daemon.log_level_override = args.log_level
     if not args.once:

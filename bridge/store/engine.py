@@ -57,23 +57,59 @@ def _sqlite_foreign_keys_off(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA foreign_keys=OFF")   # outside any transaction, where SQLite honours it
 
 
-def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
-    """Create the engine for ``url``; creates the SQLite file's folder if needed.
+# The connection pool of a daemon, sized from the accounts it may come to hold: all of its
+# configuration's (several daemons share the accounts of one configuration, and when the others
+# stop, one holds them all). An account has at most two transactions open at once, its ingest
+# thread's and its outbox task's (each runs one at a time); beside them the daemon has at most
+# SHARED_CONNECTIONS: the feedback and the reminder timers (each goes through its accounts one
+# after the other), a /metrics scrape and the lease keeper. The pool keeps one connection per
+# account and the shared ones open (an account's ingest and outbox seldom write at the same
+# moment), and opens up to one more per account for a burst, closed again once returned: at
+# most 2 x accounts + 4 per daemon. PostgreSQL's max_connections (100 by default) must allow
+# that for every daemon sharing the database, or put PgBouncer (transaction pooling) in front.
+# A daemon that got accounts by a reload waits for a connection (30 s, then the batch is retried).
+SHARED_CONNECTIONS = 4
+
+
+def pool_limits(accounts: int) -> dict[str, int]:
+    """SQLAlchemy's QueuePool ``pool_size`` and ``max_overflow`` for a daemon of ``accounts`` accounts."""
+    accounts = max(accounts, 1)
+    return {"pool_size": accounts + SHARED_CONNECTIONS, "max_overflow": accounts}
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url``; None for any other database, or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
+def make_folder(database: Path) -> None:
+    """Create the folder of the SQLite file ``database`` if needed."""
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot create the folder for the database {str(database)!r}: {exc}; "
+            "set [database] url to a writable location"
+        ) from exc
+
+
+def make_engine(url: str, *, foreign_keys: bool = True, accounts: int = 1) -> Engine:
+    """Create the engine for ``url``, its pool sized for ``accounts``; creates the SQLite file's folder if needed.
 
     ``foreign_keys=False`` (SQLite only) is for migrations: see ``schema.upgrade``.
+    Raises DatabaseError naming ``mailbridge[postgres]`` when the URL is PostgreSQL's and psycopg is missing.
     """
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(
-                    f"cannot create the folder for the database {path!r}: {exc}; "
-                    "set [database] url to a writable location"
-                ) from exc
+        path = sqlite_file(url)
+        if path is not None:
+            make_folder(path)
         # hide_parameters: error messages must not carry mail text, addresses or keys into logs.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        # (SQLite in memory, for tests only, has a pool of its own kind: one connection per thread.)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True,
+                               **(pool_limits(accounts) if path is not None else {}))
         event.listen(engine, "connect", _sqlite_pragmas)
         if not foreign_keys:
             event.listen(engine, "connect", _sqlite_foreign_keys_off)
@@ -83,7 +119,15 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
             "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
-        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        try:
+            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            # psycopg is an optional dependency: a daemon on SQLite does not need it.
+            raise DatabaseError(
+                f"the database {display_url(url)} is PostgreSQL, and its driver, psycopg 3, is not installed; "
+                "install mailbridge with its postgres extra: pip install 'mailbridge[postgres]'") from exc
     # After BEGIN (IMMEDIATE): a worker's transaction first checks that its daemon still holds the account.
     event.listen(engine, "begin", leases.fence_on_begin)
     return engine
@@ -120,13 +164,15 @@ def _said(engine: Engine, doing: str, after: str = "") -> Iterator[None]:
         raise DatabaseError(f"cannot {doing} the database {display_url(str(engine.url))}: {exc}{after}") from exc
 
 
-def open_database(url: str, *, config: Path | str | None = None) -> Engine:
+def open_database(url: str, *, config: Path | str | None = None, accounts: int = 1) -> Engine:
     """The engine for ``url``, its schema checked: a new, empty database is created at the newest revision.
+
+    ``accounts``: how many accounts the daemon may hold, for the size of its connection pool.
 
     Raises SchemaNotCurrent, naming ``mailbridge db upgrade -c <config>``, for a schema
     that is behind or unknown; DatabaseError when the database cannot be opened.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, accounts=accounts)
     with _said(engine, "open"), engine.begin() as conn:
         schema.open_schema(conn, display_url(url), upgrade_command(config))
     return engine

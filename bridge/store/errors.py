@@ -25,3 +25,7 @@ class LeaseLost(Exception):
 
     Nothing of the transaction is written; the daemon stops the account's workers.
     """
+
+
+class DatabaseInUse(DatabaseError):
+    """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""

@@ -91,7 +91,8 @@ class Daemon:
                  imap_factory: ClientFactory = default_client,
                  smtp_factory: "Callable[[AccountContext], SmtpConnection] | None" = None) -> None:
         self.settings = settings
-        self.engine = engine or open_database(settings.database.url, config=settings.path)
+        self.engine = engine or open_database(settings.database.url, config=settings.path,
+                                              accounts=len(settings.accounts))
         self.clock = clock
         self.imap_factory = imap_factory
         self.smtp_factory = smtp_factory

@@ -31,7 +31,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
 
@@ -350,3 +350,114 @@ def assert_exactly_once(c: Cluster, buyer_ids: list[str], reply_ids: list[str]) 
 
 def when(event: Mapping[str, Any]) -> datetime:
     return datetime.fromisoformat(str(event["time"]))
+
+
+# --- leases: who held which account when ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One row of ``lease_history``: ``holder`` held ``account`` from ``start`` to ``end`` (database clock).
+
+    A holding ends at its clean release if there was one, else at its last ``valid_until``.
+    """
+
+    account: str
+    holder: str
+    start: datetime
+    end: datetime
+    released: bool
+
+    def of(self, node: Node) -> bool:
+        return held_by(self.holder, node)
+
+
+def holdings(c: Cluster) -> list[Holding]:
+    with c.engine.begin() as conn:
+        rows = conn.execute(text("SELECT account, holder, acquired_at, valid_until, released_at "
+                                 "FROM lease_history ORDER BY account, acquired_at, id")).all()
+    return [Holding(r.account, r.holder, r.acquired_at, r.released_at or r.valid_until, r.released_at is not None)
+            for r in rows]
+
+
+def current_holders(c: Cluster) -> dict[str, str]:
+    """Account -> holder of its lease now (expired leases left out), by the database's clock."""
+    try:
+        with c.engine.begin() as conn:
+            return dict(conn.execute(text("SELECT account, holder FROM account_lease "
+                                          "WHERE expires_at > now()")).all())
+    except ProgrammingError:   # the schema is not there yet
+        return {}
+
+
+def held_by(holder: str, node: Node) -> bool:
+    """Whether ``holder`` is this node's: holders are ``host:pid:random``, unique per process start."""
+    return str(node.pid) in holder.split(":")
+
+
+def node_of(c: Cluster, holder: str) -> Node | None:
+    return next((n for n in c.nodes if held_by(holder, n)), None)
+
+
+def shares(c: Cluster) -> dict[str, int]:
+    """Node name -> accounts it holds now."""
+    out = {n.name: 0 for n in c.nodes}
+    for holder in current_holders(c).values():
+        node = node_of(c, holder)
+        out[node.name if node else holder] = out.get(node.name if node else holder, 0) + 1
+    return out
+
+
+def balanced(c: Cluster, nodes: list[Node]) -> bool:
+    """Every account held, each of ``nodes`` holding its fair share (floor or ceiling of accounts / nodes)."""
+    now = current_holders(c)
+    if len(now) != len(c.accounts):
+        return False
+    got = shares(c)
+    low, high = len(c.accounts) // len(nodes), -(-len(c.accounts) // len(nodes))
+    return all(low <= got.get(n.name, 0) <= high for n in nodes) and sum(got[n.name] for n in nodes) == len(now)
+
+
+def assert_no_overlap(hs: list[Holding]) -> None:
+    """No account held by two daemons at any moment: per account, each holding ends before the next begins."""
+    by_account: dict[str, list[Holding]] = collections.defaultdict(list)
+    for h in hs:
+        by_account[h.account].append(h)
+    overlaps = []
+    for account, held in by_account.items():
+        held.sort(key=lambda h: h.start)
+        for a, b in zip(held, held[1:]):
+            if b.start < a.end:
+                overlaps.append((account, a, b))
+    assert not overlaps, f"{len(overlaps)} overlapping holdings, e.g. {overlaps[:3]}"
+
+
+#: Log lines that show a daemon touching an account: a fetch, a message recorded, a mail sent.
+ACTIVITY = re.compile(r"^account \S+: (\d+ new message\(s\) in|\S+ UID \d+ <|sent \S+ <)")
+
+
+def activity(node: Node) -> list[tuple[str, datetime, str]]:
+    """(account, time, message) of every activity line in the node's log."""
+    return [(str(e["account"]), when(e), str(e["message"])) for e in node.events()
+            if e.get("account") and ACTIVITY.match(str(e.get("message", "")))]
+
+
+def assert_activity_within_leases(c: Cluster, hs: list[Holding]) -> int:
+    """Every fetch/record/send line a node logged for an account lies inside one of its holdings of it.
+
+    Log times and lease times come from the same machine's clock (the database server is local).
+    Returns how many activity lines were checked.
+    """
+    outside, checked = [], 0
+    for node in c.nodes:
+        held: dict[str, list[Holding]] = collections.defaultdict(list)
+        for h in hs:
+            if h.of(node):
+                held[h.account].append(h)
+        for account, at, message in activity(node):
+            checked += 1
+            if not any(h.start <= at <= h.end for h in held[account]):
+                outside.append((node.name, at.isoformat(), message[:120],
+                                [(h.start.isoformat(), h.end.isoformat()) for h in held[account]]))
+    assert not outside, f"{len(outside)} activity lines outside the node's leases, e.g. {outside[:3]}"
+    return checked

@@ -111,9 +111,10 @@ def test_defaults_take_over_within_thirty_seconds() -> None:
 @pytest.mark.parametrize("deadlines, renewed, now, expected", [
     ({"a1": 118.0, "a2": 118.0}, ["a1", "a2"], 200.0, []),    # renewed: kept whatever the old deadline
     ({"a1": 118.0, "a2": 118.0}, ["a1"], 101.0, ["a2"]),      # renewed away: stop at once
-    ({"a1": 118.0, "a2": 125.0}, None, 110.0, []),            # renewal failed: keep going until the deadline
-    ({"a1": 118.0, "a2": 125.0}, None, 118.0, ["a1"]),
-    ({"a1": 118.0, "a2": 125.0}, None, 300.0, ["a1", "a2"]),
+    ({"a1": 118.0, "a2": 125.0}, None, 100.0, []),            # renewal failed: go on while operations may start
+    ({"a1": 118.0, "a2": 125.0}, None, 108.0, []),            # exactly one operation left
+    ({"a1": 118.0, "a2": 125.0}, None, 108.5, ["a1"]),
+    ({"a1": 118.0, "a2": 125.0}, None, 300.0, ["a1", "a2"]),  # e.g. after SIGSTOP: everything at once
 ])
 def test_to_stop(deadlines: dict[str, float], renewed: list[str] | None, now: float, expected: list[str]) -> None:
-    assert to_stop(deadlines, renewed, now) == expected
+    assert to_stop(deadlines, renewed, now, operation_seconds=10) == expected

@@ -49,6 +49,8 @@ def test_an_expired_lease_is_taken_and_its_holder_can_neither_renew_nor_write(en
         assert store.renew(conn, "d1", LEASE) == {}
         [taken] = store.take(conn, "d2", ["a"], LEASE)
     assert taken.previous_holder == "d1" and taken.previous_until is not None
+    if engine.dialect.name == "sqlite":
+        return   # one daemon, kept alone by the file lock: nothing to fence (store.leases.fenced)
     with pytest.raises(store.LeaseLost, match="account a: this daemon \\(d1\\) no longer holds"):
         with store.fenced(engine, "a", "d1").begin():
             pass

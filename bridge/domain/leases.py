@@ -107,15 +107,18 @@ def plan_round(me: str, accounts: Sequence[str], held: Sequence[str], taken_by_o
     return Plan(target, take=tuple(order[:target - len(mine)]))
 
 
-def to_stop(deadlines: Mapping[str, float], renewed: Sequence[str] | None, now: float) -> list[str]:
+def to_stop(deadlines: Mapping[str, float], renewed: Sequence[str] | None, now: float,
+            operation_seconds: float) -> list[str]:
     """The held accounts whose workers must stop now.
 
     ``deadlines``: the local deadline of each account whose workers run; ``renewed``: the
     accounts the renewal kept, or None when it failed (database unreachable). After a
-    renewal, an account it did not keep is lost at once; without one, an account is given
-    up when its deadline comes, before any other daemon may take it.
+    renewal, an account it did not keep is lost at once. Without one, an account stops
+    as soon as no operation may start on it any more (less than ``operation_seconds``
+    left): its workers then finish what they have in hand well before the lease
+    expires and another daemon may take it.
     """
     if renewed is None:
-        return sorted(a for a, deadline in deadlines.items() if deadline <= now)
+        return sorted(a for a, deadline in deadlines.items() if deadline - now < operation_seconds)
     kept = set(renewed)
     return sorted(a for a in deadlines if a not in kept)

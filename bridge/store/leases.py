@@ -215,7 +215,14 @@ _FENCE_OPTION = "mailbridge_lease"
 
 
 def fenced(engine: Engine, account: str, holder: str) -> Engine:
-    """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine)."""
+    """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine).
+
+    SQLite: ``engine`` itself. One daemon works a SQLite database (the file lock keeps a
+    second one out), so there is nobody to fence off, and a renewal held up behind a long
+    write must not stop the daemon's own accounts.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine
     return engine.execution_options(**{_FENCE_OPTION: (account, holder)})
 
 

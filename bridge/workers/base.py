@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 
 class Backoff:
@@ -101,3 +101,29 @@ class StuckReport:
     @property
     def all_alive(self) -> bool:
         return not any(hb.stuck for hb in self.heartbeats)
+
+
+class LeaseExpired(Exception):
+    """An operation on an account was not started: this daemon's lease on it may end before it would finish.
+
+    Raised by ``AccountLease.check`` (bridge.workers.leases); the keeper stops the
+    account's workers, so a worker meeting it waits to be stopped.
+    """
+
+
+class Lease(Protocol):
+    """What a worker asks of its daemon's lease on its account before an IMAP batch, a move or a send."""
+
+    def may_start(self) -> bool: ...
+
+    def check(self, what: str) -> None: ...
+
+
+class Unleased:
+    """For workers run outside a daemon's keeper (``run --once`` holds the leases for the whole pass)."""
+
+    def may_start(self) -> bool:
+        return True
+
+    def check(self, what: str) -> None:
+        return None

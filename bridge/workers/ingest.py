@@ -28,7 +28,7 @@ from bridge.domain.clock import Clock, utcnow
 from bridge.services.account import AccountContext
 from bridge.services.inbound import BatchResult, ingest_batch
 from bridge.services.notify import queue_staff_alert
-from bridge.workers.base import Backoff, Heartbeat
+from bridge.workers.base import Backoff, Heartbeat, Lease, LeaseExpired, Unleased
 
 if TYPE_CHECKING:  # prometheus_client only where metrics are served (not for `run --once`)
     from bridge.workers.metrics import Meter
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # An account whose OAuth2 grant was revoked waits for a new authorization: it looks this often
 # (the token source answers from the database, without asking the provider).
 REAUTHORIZE_POLL_SECONDS = 300.0
+#: A worker whose lease may end before its next operation waits this long before looking again (the keeper stops it).
+LEASE_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -97,8 +99,10 @@ class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
                  forward_existing: bool | None = None, heartbeat: Heartbeat | None = None,
-                 meter: Meter | None = None) -> None:
+                 meter: Meter | None = None, lease: Lease | None = None) -> None:
         self.engine = engine
+        # This daemon's hold on the account: no batch is fetched nor mail moved once it may end first.
+        self.lease = lease or Unleased()
         self.acct = acct
         self.factory = factory
         self.clock = clock
@@ -155,6 +159,7 @@ class AccountIngest:
         for start in range(0, len(uids), size):
             if stop is not None and stop.is_set():
                 break
+            self.lease.check("an IMAP batch")
             batch = session.fetch(uids[start:start + size], limit)
             result = ingest_batch(self.engine, self.acct, folder, info.uidvalidity, batch,
                                   checkpoint.history_until_uid, self.clock())
@@ -185,6 +190,8 @@ class AccountIngest:
                      extra={"conversation": mail.conversation_id, "message_id": mail.message_id, "uid": mail.uid})
 
     def _move(self, session: MailboxSession, processed: list[int], quarantined: list[int]) -> None:
+        if processed or quarantined:
+            self.lease.check("moving mail")
         if self.imap.processed_folder and processed:
             session.move(processed, self.imap.processed_folder)
         if self.imap.quarantine_folder and quarantined:
@@ -276,6 +283,10 @@ class AccountIngest:
                 if self.meter:
                     self.meter.imap_error(self.acct.name, "permanent" if exc.permanent else
                                           "connection" if isinstance(exc, ConnectionLost) else "command")
+            except (LeaseExpired, store.LeaseLost) as exc:
+                # The keeper stops the account's workers (bridge.workers.leases): wait for it, touching nothing.
+                self.connected, silent, delay = False, False, LEASE_WAIT_SECONDS
+                log.warning("%s; waiting to be stopped", exc)
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
                 self.connected, silent = False, server_went_silent(exc)
                 delay = backoff.next_delay()

@@ -36,7 +36,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -53,7 +53,7 @@ from bridge.domain.policy import PROACTIVE
 from bridge.services import feedback, guard, pace, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
-from bridge.workers.base import Backoff, Heartbeat
+from bridge.workers.base import Backoff, Heartbeat, Lease, Unleased
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,9 +102,16 @@ class OutboxWorker:
     def __init__(self, engine: Engine, acct: AccountContext, settings: OutboxSettings, *,
                  clock: Clock = utcnow, imap_factory: ClientFactory = default_client,
                  smtp_factory: Callable[[], SmtpConnection] | None = None, rng: random.Random | None = None,
-                 heartbeat: Heartbeat | None = None) -> None:
+                 heartbeat: Heartbeat | None = None, lease: Lease | None = None,
+                 previous_holder_until: datetime | None = None) -> None:
         self.engine = engine
         self.acct = acct
+        # This daemon's hold on the account: no send starts once it may end first.
+        self.lease = lease or Unleased()
+        # Until when the daemon that held the account before may have been sending (a takeover): its
+        # rows left in 'sending' are judged only reconcile_after_seconds after that, when its last send
+        # has certainly ended one way or the other.
+        self.previous_holder_until = previous_holder_until
         self.settings = settings
         self.clock = clock
         self.smtp = (smtp_factory or (lambda: SmtpConnection(acct.settings.smtp)))()
@@ -162,10 +169,18 @@ class OutboxWorker:
         await asyncio.to_thread(self._resolve, rows, found, now)
 
     def _interrupted(self, now: datetime) -> list[store.OutboxItem]:
+        if self._judge_from(self.previous_holder_until) > now:
+            return []
         with self.engine.begin() as conn:
             return store.interrupted_sends(
                 conn, self.acct.name, exclude_worker=self.worker_id,
                 claimed_before=now - timedelta(seconds=self.settings.reconcile_after_seconds))
+
+    def _judge_from(self, when: datetime | None) -> datetime:
+        """When a send begun at ``when`` (or by the previous holder until then) may be judged."""
+        if when is None:
+            return datetime.min.replace(tzinfo=timezone.utc)
+        return when + timedelta(seconds=self.settings.reconcile_after_seconds)
 
     def _resolve(self, rows: list[store.OutboxItem], found: set[str] | None, now: datetime) -> None:
         copies = self.acct.settings.smtp.sent_copies
@@ -227,6 +242,8 @@ class OutboxWorker:
         now = self.clock()
         if self._paused_until is not None and now < self._paused_until:
             return 0
+        if not self.lease.may_start():
+            return 0
         claim, self._next = self._next or await asyncio.to_thread(self._claim, now), None
         self.limited_until = claim.wait_until
         if not claim.items:
@@ -235,8 +252,8 @@ class OutboxWorker:
         finished = False
         try:
             for item in claim.items:
-                if stop is not None and stop.is_set():
-                    break
+                if (stop is not None and stop.is_set()) or not self.lease.may_start():
+                    break     # the rest goes back to the queue
                 try:
                     await self.smtp.send(item.envelope_from, item.recipients, item.raw)
                 except SendError as exc:
@@ -254,7 +271,8 @@ class OutboxWorker:
         finally:
             # Also when cancelled: what went out is recorded, what did not goes back. The next batch is
             # claimed in the same transaction (one commit per batch, not two), unless the worker stops.
-            go_on = finished and batch.halted is None and not (stop is not None and stop.is_set())
+            go_on = finished and batch.halted is None and not (stop is not None and stop.is_set()) \
+                and self.lease.may_start()
             self._next = await asyncio.to_thread(self._record, batch, go_on)
         self.sent += len(batch.sent)
         if batch.sent and self.acct.settings.smtp.sent_copies == "append" and self.sent_folder is not None:
@@ -533,7 +551,7 @@ class OutboxWorker:
         if due is not None and self.limited_until is not None:
             due = max(due, self.limited_until)
         if claimed is not None:
-            judge_at = claimed + timedelta(seconds=self.settings.reconcile_after_seconds + 0.5)
+            judge_at = self._judge_from(max(claimed, self.previous_holder_until or claimed)) + timedelta(seconds=0.5)
             due = judge_at if due is None else min(due, judge_at)
         if due is None:
             return None
@@ -548,8 +566,12 @@ class OutboxWorker:
                 try:
                     await self.reconcile()
                     await self.drain(stop)
-                    wait = await asyncio.to_thread(self.seconds_until_due)
+                    # Holding the lease no longer long enough to send: idle until the keeper stops this worker.
+                    wait = await asyncio.to_thread(self.seconds_until_due) if self.lease.may_start() else 1.0
                     backoff.reset()
+                except store.LeaseLost as exc:   # the keeper stops this worker: wait for it, touching nothing
+                    log.warning("%s; waiting to be stopped", exc)
+                    wait = 1.0
                 except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
                     wait = backoff.next_delay()
                     log.exception("account %s: outbox worker error; retrying in %.0f s", self.acct.name, wait)

@@ -19,6 +19,11 @@
 - SIGHUP re-reads the configuration (``bridge.workers.reload``): accounts added
   start, removed ones stop after the work in hand, changed ones restart; a file
   that does not load is refused with one log line and the daemon runs on.
+- Each account runs only in the daemon holding its lease (``bridge.workers.leases``):
+  the keeper starts an account's workers when it takes the lease and stops them
+  when the lease is given up or lost. Alone (SQLite, or the only daemon on a
+  PostgreSQL database) a daemon holds every lease; on a clean stop it releases them
+  all, so another daemon takes the accounts over at once.
 - The service manager hears of it all (``bridge.workers.service_state``): ready,
   a status line, watchdog pings while every worker beats, reloading, stopping.
 """
@@ -46,6 +51,7 @@ from bridge.services.notify import queue_staff_alert
 from bridge.store.engine import open_database
 from bridge.workers.base import StuckReport
 from bridge.workers.ingest import AccountIngest, IngestStats
+from bridge.workers.leases import AccountLease, LeaseKeeper
 from bridge.workers.running_account import RunningAccount
 from bridge.workers.service_state import ServiceState, status_line
 
@@ -53,6 +59,7 @@ if TYPE_CHECKING:  # imported where used: `run --once --no-send` starts faster w
     from bridge.adapters.smtp import SmtpConnection
     from bridge.workers.metrics import DatabaseCollector, Meter
     from bridge.workers.outbox import OutboxWorker
+    from bridge.workers.reload import ReloadPlan
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ class OnceReport:
     errors: dict[str, str] = field(default_factory=dict)
     feedback: dict[str, int] = field(default_factory=dict)   # feedback requests queued, per account
     reminders: dict[str, int] = field(default_factory=dict)  # response-time reminders queued, per account
+    skipped: dict[str, str] = field(default_factory=dict)    # accounts another daemon holds: its holder id
 
 
 class _Ticking(Protocol):
@@ -107,6 +115,7 @@ class Daemon:
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
         self.service = ServiceState()
         self.log_level_override: str | None = None   # --log-level: a reload keeps it
+        self.keeper: LeaseKeeper | None = None   # the account leases, while run() runs
 
     def _token_key(self, settings: Settings) -> bytes:
         secret = settings.security.secret.reveal() if settings.security.secret else None
@@ -147,13 +156,18 @@ class Daemon:
             return MeteredSmtp(s.smtp, self.meter, acct.name, tokens=tokens)
         return SmtpConnection(s.smtp, tokens=tokens)
 
-    def _outbox(self, acct: AccountContext) -> "OutboxWorker":
+    def _outbox(self, acct: AccountContext, lease: AccountLease | None = None) -> "OutboxWorker":
         from bridge.workers.outbox import OutboxWorker
 
         factory = ((lambda: self.smtp_factory(acct)) if self.smtp_factory  # type: ignore[misc]
                    else (lambda: self.smtp_connection_for(acct)))
-        return OutboxWorker(self.engine, acct, self.settings.outbox, clock=self.clock,
-                            imap_factory=self.imap_factory_for(acct), smtp_factory=factory)
+        return OutboxWorker(self._engine_for(acct, lease), acct, self.settings.outbox, clock=self.clock,
+                            imap_factory=self.imap_factory_for(acct), smtp_factory=factory, lease=lease,
+                            previous_holder_until=lease.previous_until if lease else None)
+
+    def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
+        """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
+        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder)
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -169,9 +183,18 @@ class Daemon:
         (``mailbridge run --once``), rather than leave it for the next pass.
         """
         report = OnceReport()
+        keeper = LeaseKeeper(self.engine, self.settings.cluster.timing, lambda: [a.name for a in self.accounts],
+                             _started, _not_stopped, balance=False)
+        leases, report.skipped = await keeper.take_for_pass()
+        for name, holder in report.skipped.items():
+            log.warning("account %s: skipped: daemon %s holds it", name, holder)
+        renewing = asyncio.Event()
+        renewals = asyncio.create_task(keeper.run(renewing), name="lease-renewals")
 
         async def one(acct: AccountContext) -> None:
-            ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock)
+            lease = leases[acct.name]
+            engine = self._engine_for(acct, lease)
+            ingest = AccountIngest(engine, acct, factory=self.imap_factory_for(acct), clock=self.clock, lease=lease)
             try:
                 report.ingest[acct.name] = await asyncio.to_thread(ingest.run_once)
             except Exception as exc:  # noqa: BLE001 - report per account, keep the others going
@@ -181,15 +204,15 @@ class Daemon:
             if send and acct.settings.feedback.enabled:
                 from bridge.workers.feedback import FeedbackDispatcher
 
-                dispatcher = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim)
+                dispatcher = FeedbackDispatcher(engine, acct, clock=self.clock, stale_after=self._stale_claim)
                 report.feedback[acct.name] = (await asyncio.to_thread(dispatcher.tick)).sent
             if send and acct.settings.reminders.after_hours:
                 from bridge.workers.reminders import ReminderTimer
 
-                timer = ReminderTimer(self.engine, acct, clock=self.clock)
+                timer = ReminderTimer(engine, acct, clock=self.clock)
                 report.reminders[acct.name] = (await asyncio.to_thread(timer.tick)).sent
             if send:
-                worker = self._outbox(acct)
+                worker = self._outbox(acct, lease)
                 try:
                     await worker.reconcile()
                     await worker.drain(wait_for_limits=wait_for_limits)
@@ -198,25 +221,33 @@ class Daemon:
                 report.sent[acct.name] = worker.sent
                 report.failed[acct.name] = worker.failed
 
-        await asyncio.gather(*(one(a) for a in self.accounts))
+        try:
+            await asyncio.gather(*(one(a) for a in self.accounts if a.name in leases))
+        finally:
+            renewing.set()
+            await renewals
+            await keeper.leave()
         return report
 
     # -- forever -------------------------------------------------------------------
 
-    def _start_account(self, acct: AccountContext, loop: asyncio.AbstractEventLoop) -> RunningAccount:
+    def _start_account(self, acct: AccountContext, loop: asyncio.AbstractEventLoop,
+                       lease: AccountLease) -> RunningAccount:
         from bridge.workers.feedback import FeedbackDispatcher
         from bridge.workers.reminders import ReminderTimer
 
         wake = asyncio.Event()
-        ingest = AccountIngest(self.engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
-                               on_committed=lambda: loop.call_soon_threadsafe(wake.set), meter=self.meter)
-        feedback = FeedbackDispatcher(self.engine, acct, clock=self.clock, stale_after=self._stale_claim,
+        engine = self._engine_for(acct, lease)
+        ingest = AccountIngest(engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
+                               on_committed=lambda: loop.call_soon_threadsafe(wake.set), meter=self.meter,
+                               lease=lease)
+        feedback = FeedbackDispatcher(engine, acct, clock=self.clock, stale_after=self._stale_claim,
                                       on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
             if acct.settings.feedback.enabled else None
-        reminders = ReminderTimer(self.engine, acct, clock=self.clock,
+        reminders = ReminderTimer(engine, acct, clock=self.clock,
                                   on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
             if acct.settings.reminders.after_hours else None
-        running = RunningAccount(acct, ingest, self._outbox(acct), feedback, wake, reminders)
+        running = RunningAccount(acct, ingest, self._outbox(acct, lease), feedback, wake, reminders)
         running.start()
         return running
 
@@ -251,8 +282,23 @@ class Daemon:
         except (NotImplementedError, RuntimeError):
             pass
 
-        self.running = {a.name: self._start_account(a, loop) for a in self.accounts}
-        self._heartbeats_changed()
+        async def start_account(name: str, lease: AccountLease) -> None:
+            acct = next(a for a in self.accounts if a.name == name)
+            self.running[name] = self._start_account(acct, loop, lease)
+            self._heartbeats_changed()
+
+        async def stop_account(name: str) -> None:
+            running = self.running.pop(name, None)
+            if running is not None:
+                self._heartbeats_changed()
+                await running.stop()
+
+        keeper = self.keeper = LeaseKeeper(self.engine, self.settings.cluster.timing,
+                                           lambda: [a.name for a in self.accounts], start_account, stop_account)
+        log.info("holder id %s", keeper.holder)
+        await keeper.round()   # the first leases before "running": alone, that is every account
+        keeping = asyncio.Event()
+        keeper_task = asyncio.create_task(keeper.run(keeping), name="leases")
 
         async def wake_outboxes() -> None:
             # A coroutine job runs on the loop itself: asyncio.Event is not thread-safe.
@@ -303,6 +349,7 @@ class Daemon:
             log.info("stopping: finishing the work in hand")
             self.service.stopping()
             scheduler.shutdown(wait=False)
+            keeper.closing = True   # leases still renewed while the work in hand finishes; none taken
             for r in self.running.values():
                 r.signal_stop()
             await asyncio.gather(*service_tasks, return_exceptions=True)
@@ -310,6 +357,10 @@ class Daemon:
             stuck = [f"ingest-{r.name}" for r in self.running.values() if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
+            keeping.set()
+            await keeper_task
+            # Workers stopped: another daemon may take the accounts now. A stuck one's lease runs out instead.
+            await keeper.leave(keep=[r.name for r in self.running.values() if f"ingest-{r.name}" in stuck])
             if metrics is not None:
                 await asyncio.to_thread(metrics.stop)
             self.service.close()
@@ -354,10 +405,26 @@ class Daemon:
             log.error("reload refused, still running the configuration loaded before: %s", one_line(exc))
             self.service.reloaded(await self._status_line())
             return False
-        for name in plan.stop + plan.restart:
+        keeper = self.keeper
+        assert keeper is not None, "reload() runs while run() does"
+        async with keeper.lock:   # no lease round while accounts change
+            await self._apply_reload(plan, new, key, templates, contexts, keeper, loop)
+        await keeper.round()      # accounts added are taken now, not a round later
+        logformat.configure(self.log_level_override or new.log_level, new.log_format, os.environ)
+        log.info("reloaded %s: %s", path, plan.summary())
+        self.service.reloaded(await self._status_line())
+        return True
+
+    async def _apply_reload(self, plan: "ReloadPlan", new: Settings, key: bytes, templates: Templates,
+                            contexts: list[AccountContext], keeper: LeaseKeeper,
+                            loop: asyncio.AbstractEventLoop) -> None:
+        held = [n for n in plan.stop + plan.restart if n in self.running]
+        for name in held:
             self.running[name].signal_stop()
-        for name in plan.stop + plan.restart:
+        for name in held:
             await self.running.pop(name).stop()
+        for name in plan.stop:
+            await keeper.drop(name)   # workers stopped above: the lease is released
         self.settings, self._key = new, key
         self._templates_dir, self._templates = new.templates_dir, templates
         self.accounts = contexts
@@ -369,13 +436,12 @@ class Daemon:
         for acct in self.accounts:
             if acct.name in plan.start or acct.name in plan.restart:
                 self._add_tokens(acct)   # an OAuth2 account added or changed logs in with its own tokens
-                self.running[acct.name] = self._start_account(acct, loop)
-        self.running = {a.name: self.running[a.name] for a in self.accounts}   # the file's order
+            lease = keeper.held.get(acct.name)
+            if acct.name in plan.restart and lease is not None:
+                self.running[acct.name] = self._start_account(acct, loop, lease)
+        # The file's order; accounts added start when the keeper takes their leases.
+        self.running = {a.name: self.running[a.name] for a in self.accounts if a.name in self.running}
         self._heartbeats_changed()
-        logformat.configure(self.log_level_override or new.log_level, new.log_format, os.environ)
-        log.info("reloaded %s: %s", path, plan.summary())
-        self.service.reloaded(await self._status_line())
-        return True
 
     # -- what systemd is told ------------------------------------------------------------
 
@@ -394,6 +460,15 @@ class Daemon:
     def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
         log.info("received %s", sig.name)
         stop.set()
+
+
+async def _started(name: str, lease: AccountLease) -> None:
+    """``run --once`` starts no workers when it takes a lease: the pass itself works the account."""
+
+
+async def _not_stopped(name: str) -> None:
+    """``run --once`` cannot stop a pass in hand; its lease checks stop the account's operations."""
+    log.warning("account %s: lease lost during the pass; its remaining operations are not started", name)
 
 
 def _alert_staff(acct: AccountContext) -> Callable[..., None]:

@@ -1,0 +1,286 @@
+"""The lease keeper: every ``renew_seconds``, the daemon's heartbeat, its leases renewed, accounts taken and given up.
+
+Several daemons share one database; each account is worked by the one holding its
+lease (docs/architecture.md, "Several daemons"). One keeper per daemon, on the event
+loop, one round at a time:
+
+1. **Heartbeat and renewal**, one transaction: the daemon's row in ``daemon`` and
+   every lease it holds, in one UPDATE. The local deadline of each renewed lease is
+   counted from the monotonic time taken *before* the round trip.
+2. **What to stop now** (``domain.leases.to_stop``): a lease the renewal did not keep
+   (taken over: its workers stop at once); when the renewal failed (database
+   unreachable), the accounts on which no operation may start any more, long
+   before any other daemon may take them. Workers also check the deadline themselves before every
+   IMAP batch, move and SMTP send (:meth:`AccountLease.check`), so nothing new starts
+   between the deadline and the keeper's next look.
+3. **Balance** (``domain.leases.plan_round``): free leases taken up to the daemon's
+   share of the live daemons; above it (a daemon joined) the surplus is given up
+   cleanly: the account's workers are stopped, *then* the lease is released.
+
+Heartbeats and claims never share a statement (pgqueuer #430): a worker's claim is
+fenced by the lease row (``store.leases.fence``), not by the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from datetime import datetime
+from typing import Awaitable, Callable, Iterable
+
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.domain.leases import LeaseTiming, plan_round, to_stop
+from bridge.workers.base import LeaseExpired
+
+log = logging.getLogger(__name__)
+
+
+def new_holder_id() -> str:
+    """Unique per process start (Procrastinate #1518: a reused id takes a dead predecessor's work for its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class AccountLease:
+    """This daemon's hold on one account, as its workers see it: may an operation start now?
+
+    ``deadline`` is monotonic time; the keeper moves it on at each renewal. ``local``
+    False (SQLite: one daemon on one machine, kept alone by the database file's lock)
+    makes the deadline never come: nobody else could take the account.
+    """
+
+    def __init__(self, account: str, holder: str, timing: LeaseTiming, deadline: float, *,
+                 previous_until: datetime | None = None, local: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.account = account
+        self.holder = holder
+        self.timing = timing
+        self.deadline = deadline if local else math.inf
+        self.local = local
+        # Until when the previous holder may have been acting (None: nobody, or SQLite): what it left
+        # half done is judged only some time after that (bridge.workers.outbox, reconcile).
+        self.previous_until = previous_until if local else None
+        self._monotonic = monotonic
+
+    def renewed(self, round_started: float) -> None:
+        if self.local:
+            self.deadline = self.timing.deadline(round_started)
+
+    def may_start(self) -> bool:
+        return self.timing.may_start(self.deadline, self._monotonic())
+
+    def check(self, what: str) -> None:
+        """Raise LeaseExpired unless ``what`` (an operation of at most ``operation_seconds``) may start now."""
+        if not self.may_start():
+            left = self.deadline - self._monotonic()
+            raise LeaseExpired(f"account {self.account}: not starting {what}: the lease has {max(0.0, left):.1f} s "
+                               f"left, less than operation_seconds ({self.timing.operation_seconds:g}); it was not "
+                               "renewed in time (database unreachable, or this process was paused)")
+
+
+Start = Callable[[str, AccountLease], Awaitable[None]]
+Stop = Callable[[str], Awaitable[None]]
+
+
+class LeaseKeeper:
+    """Holds this daemon's leases and starts and stops accounts' workers as they come and go.
+
+    ``accounts()``: the configured account names (a reload may change them);
+    ``start(name, lease)``: start the account's workers; ``stop(name)``: stop them and
+    return once they have (or have been given up on).
+    """
+
+    def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
+                 start: Start, stop: Stop, *, holder: str | None = None, balance: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.timing = timing
+        self.accounts = accounts
+        self._start = start
+        self._stop = stop
+        self.holder = holder or new_holder_id()
+        self.monotonic = monotonic
+        # SQLite: one daemon, kept alone by the file lock; no local deadlines, no fence (store.leases.fenced).
+        self.local = engine.dialect.name != "sqlite"
+        self.held: dict[str, AccountLease] = {}       # accounts whose workers run
+        self.leaving: dict[str, AccountLease] = {}    # given up: workers stopping, lease kept until they have
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.lock = asyncio.Lock()   # one round, reload or stop at a time
+        self.rounds = 0
+        # False (``run --once``): renew what is held, take and give up nothing. Set ``closing``
+        # when the daemon stops: its leases are renewed while the workers finish, no more are taken.
+        self.balance = balance
+        self.closing = False
+
+    # -- one round -----------------------------------------------------------------
+
+    async def round(self) -> None:
+        async with self.lock:
+            await self._round()
+        self.rounds += 1
+
+    async def _round(self) -> None:
+        started = self.monotonic()
+        try:
+            renewed: list[str] | None = sorted(await asyncio.to_thread(self._renew))
+        except Exception as exc:  # noqa: BLE001 - the database may be down: the deadlines decide
+            log.warning("cannot renew the account leases (%s); each account stops at its lease's deadline "
+                        "unless a renewal gets through first", exc)
+            renewed = None
+        for lease in list(self.held.values()) + list(self.leaving.values()):
+            if renewed is not None and lease.account in renewed:
+                lease.renewed(started)
+        deadlines = {name: lease.deadline for name, lease in self.held.items()}
+        for name in to_stop(deadlines, renewed, self.monotonic(), self.timing.operation_seconds):
+            self.held.pop(name)
+            why = "its lease was not renewed in time" if renewed is None else "its lease is no longer this daemon's"
+            log.warning("account %s: stopping: %s (holder %s)", name, why, self.holder)
+            self._in_background(self._stop(name))
+        if renewed is None or self.closing or not self.balance:
+            return
+        configured = self.accounts()
+        strays = [a for a in renewed if a not in self.held and a not in self.leaving]
+        if strays:   # held in the database but not worked here: a reload removed it, or a round was cut short
+            await asyncio.to_thread(self._release, strays)
+        try:
+            daemons, others = await asyncio.to_thread(self._view, configured)
+        except Exception as exc:  # noqa: BLE001 - next round
+            log.warning("cannot read the other daemons' leases (%s); trying again in %g s", exc,
+                        self.timing.renew_seconds)
+            return
+        plan = plan_round(self.holder, configured, list(self.held), others, daemons)
+        for name in plan.give_up:
+            log.info("account %s: handing over to another daemon (%d live, this one's share is %d)",
+                     name, len(daemons), plan.target)
+            self.leaving[name] = self.held.pop(name)
+            self._in_background(self._hand_over(name))
+        if plan.take:
+            await self._take(plan.take)
+
+    def _renew(self) -> list[str]:
+        with self.engine.begin() as conn:
+            store.beat(conn, self.holder, self.timing.lease_seconds)
+            return list(store.renew(conn, self.holder, self.timing.lease_seconds))
+
+    def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
+        with self.engine.begin() as conn:
+            daemons = store.live_daemons(conn)
+            states = store.lease_states(conn, accounts)
+        return daemons, [a for a, s in states.items() if s.live and s.holder != self.holder]
+
+    async def _take(self, accounts: tuple[str, ...]) -> None:
+        started = self.monotonic()
+        try:
+            taken = await asyncio.to_thread(self._take_in, accounts)
+        except Exception as exc:  # noqa: BLE001 - next round
+            log.warning("cannot take account leases (%s); trying again in %g s", exc, self.timing.renew_seconds)
+            return
+        for t in taken:
+            lease = AccountLease(t.account, self.holder, self.timing, self.timing.deadline(started),
+                                 previous_until=t.previous_until, local=self.local, monotonic=self.monotonic)
+            self.held[t.account] = lease
+            log.info("account %s: lease taken by %s%s", t.account, self.holder,
+                     f" (after {t.previous_holder})" if t.previous_holder and t.previous_holder != self.holder
+                     else "")
+            await self._start(t.account, lease)
+
+    def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
+        with self.engine.begin() as conn:
+            return store.take(conn, self.holder, accounts, self.timing.lease_seconds)
+
+    def _release(self, accounts: list[str] | None) -> list[str]:
+        with self.engine.begin() as conn:
+            return store.release(conn, self.holder, accounts)
+
+    async def _hand_over(self, name: str) -> None:
+        """Stop the account's workers, then free its lease for the daemon that joined."""
+        try:
+            await self._stop(name)
+            await asyncio.to_thread(self._release, [name])
+        except Exception:  # noqa: BLE001 - the lease then runs out by itself
+            log.exception("account %s: cannot release its lease; another daemon takes it when it expires", name)
+        finally:
+            self.leaving.pop(name, None)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    # -- reload and stop -----------------------------------------------------------
+
+    async def drop(self, name: str) -> None:
+        """An account removed from the configuration: stop its workers, then release its lease."""
+        if self.held.pop(name, None) is not None:
+            await self._stop(name)
+            await asyncio.to_thread(self._release, [name])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A round now, then every ``renew_seconds`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.round()
+            except Exception:  # noqa: BLE001 - the keeper must go on renewing whatever one round did
+                log.exception("lease round failed; next one in %g s", self.timing.renew_seconds)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.timing.renew_seconds)
+            except TimeoutError:
+                pass
+
+    async def take_for_pass(self) -> tuple[dict[str, AccountLease], dict[str, str]]:
+        """``run --once``: the leases of every configured account nobody else holds live.
+
+        Returns (the leases taken, {account: holder} of those another daemon holds).
+        """
+        accounts = self.accounts()
+        started = self.monotonic()
+        await asyncio.to_thread(self._beat)
+        taken = {t.account: t for t in await asyncio.to_thread(self._take_in, tuple(accounts))}
+        for name, t in taken.items():
+            self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),
+                                           previous_until=t.previous_until, local=self.local,
+                                           monotonic=self.monotonic)
+        states = await asyncio.to_thread(self._states, accounts)
+        skipped = {a: states[a].holder for a in accounts if a not in taken and a in states}
+        return dict(self.held), skipped
+
+    def _beat(self) -> None:
+        with self.engine.begin() as conn:
+            store.beat(conn, self.holder, self.timing.lease_seconds)
+
+    def _states(self, accounts: list[str]) -> dict[str, store.LeaseState]:
+        with self.engine.begin() as conn:
+            return store.lease_states(conn, accounts)
+
+    async def leave(self, keep: Iterable[str] = ()) -> None:
+        """Clean stop, after the workers have stopped: every lease released (but ``keep``'s: workers that did
+        not stop in time), the daemon row gone.
+
+        A standby daemon then takes the accounts at its next round, not a lease later.
+        """
+        async with self.lock:
+            if self._stopping:
+                await asyncio.gather(*self._stopping, return_exceptions=True)
+            kept = set(keep)
+            try:
+                released = await asyncio.to_thread(
+                    self._leave, None if not kept else [a for a in self.held if a not in kept])
+            except Exception as exc:  # noqa: BLE001 - the leases then run out by themselves
+                log.warning("cannot release the account leases at stop (%s); other daemons take the accounts "
+                            "when the leases expire", exc)
+                return
+            self.held.clear()
+            if released:
+                log.info("released the leases of %s", ", ".join(released))
+
+    def _leave(self, accounts: list[str] | None) -> list[str]:
+        with self.engine.begin() as conn:
+            released = store.release(conn, self.holder, accounts)
+            store.forget_daemon(conn, self.holder)
+        return released

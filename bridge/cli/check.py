@@ -9,10 +9,12 @@ from bridge.adapters.imap import ClientFactory, ImapError, MailboxSession, defau
 from bridge.adapters.smtp import SendError, SmtpConnection
 from bridge.cli.settings import load
 from bridge.config import AccountSettings, ImapSettings, SmtpSettings
+from bridge.store.engine import require_driver
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
+    require_driver(settings.database.url)   # a PostgreSQL URL without psycopg installed: say so now, not at start
     print(f"{settings.path}: OK, {len(settings.accounts)} account(s)")
     for a in settings.accounts:
         print(f"  {a.name}: {a.marketplace}, seller {a.seller_address}, staff {a.staff_address}, "

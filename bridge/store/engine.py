@@ -62,19 +62,21 @@ def _sqlite_foreign_keys_off(dbapi_conn: Any, _record: Any) -> None:
 # stop, one holds them all). An account has at most two transactions open at once, its ingest
 # thread's and its outbox task's (each runs one at a time); beside them the daemon has at most
 # SHARED_CONNECTIONS: the feedback and the reminder timers (each goes through its accounts one
-# after the other), a /metrics scrape and the lease keeper. The pool keeps one connection per
-# account and the shared ones open (an account's ingest and outbox seldom write at the same
-# moment), and opens up to one more per account for a burst, closed again once returned: at
-# most 2 x accounts + 4 per daemon. PostgreSQL's max_connections (100 by default) must allow
-# that for every daemon sharing the database, or put PgBouncer (transaction pooling) in front.
-# A daemon that got accounts by a reload waits for a connection (30 s, then the batch is retried).
+# after the other), a /metrics scrape and the lease keeper: 2 x accounts + 4 at the busiest.
+# The pool keeps one connection per account and the shared ones open (an account's ingest and
+# outbox seldom write at the same moment) and opens as many again for bursts, closed once
+# returned: the busiest moment never waits, with a margin of 4 for what this count missed
+# (SQLAlchemy's own default, 5 + 10, was the same for 1 account and for 50). At most
+# 2 x (accounts + 4) per daemon: PostgreSQL's max_connections (100 by default) must allow that
+# for every daemon sharing the database, or put a pooler (PgBouncer) in front. When the pool is
+# exhausted anyway (accounts added by a reload) a worker waits for a connection, 30 s at most.
 SHARED_CONNECTIONS = 4
 
 
 def pool_limits(accounts: int) -> dict[str, int]:
     """SQLAlchemy's QueuePool ``pool_size`` and ``max_overflow`` for a daemon of ``accounts`` accounts."""
-    accounts = max(accounts, 1)
-    return {"pool_size": accounts + SHARED_CONNECTIONS, "max_overflow": accounts}
+    kept = max(accounts, 1) + SHARED_CONNECTIONS
+    return {"pool_size": kept, "max_overflow": kept}
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -119,18 +121,27 @@ def make_engine(url: str, *, foreign_keys: bool = True, accounts: int = 1) -> En
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
             "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
-        try:
-            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
-        except ModuleNotFoundError as exc:
-            if exc.name != "psycopg":
-                raise
-            # psycopg is an optional dependency: a daemon on SQLite does not need it.
-            raise DatabaseError(
-                f"the database {display_url(url)} is PostgreSQL, and its driver, psycopg 3, is not installed; "
-                "install mailbridge with its postgres extra: pip install 'mailbridge[postgres]'") from exc
+        require_driver(url)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
     # After BEGIN (IMMEDIATE): a worker's transaction first checks that its daemon still holds the account.
     event.listen(engine, "begin", leases.fence_on_begin)
     return engine
+
+
+def require_driver(url: str) -> None:
+    """Raise DatabaseError, naming the extra to install, when the driver of ``url`` is missing.
+
+    psycopg is an optional dependency (``mailbridge[postgres]``): a daemon on SQLite does not need it.
+    Nothing is connected to.
+    """
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ModuleNotFoundError as exc:
+        if exc.name != "psycopg":
+            raise
+        raise DatabaseError(
+            f"the database {display_url(url)} is PostgreSQL, and its driver, psycopg 3, is not installed; "
+            "install mailbridge with its postgres extra: pip install 'mailbridge[postgres]'") from exc
 
 
 _READER = "mailbridge_reader"

@@ -1,4 +1,4 @@
-"""What every worker shares: backoff between failed passes, and a heartbeat.
+"""What every worker shares: backoff between failed passes, a heartbeat, and the id its claims carry.
 
 A worker is a loop over one account with a stop flag it checks between steps
 (a ``threading.Event`` for the ingest thread, whose imapclient calls block;
@@ -13,13 +13,28 @@ and live here:
   worker silent for longer than its longest legitimate step is stuck: a hung
   connection or a stuck thread. The supervisor reports that; a service
   manager's watchdog can act on it.
+- :func:`holder_id`: the name a worker writes into the rows it claims.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
+import uuid
 from typing import Callable, Protocol
+
+
+def holder_id(role: str) -> str:
+    """``host:pid:role:random``, new for every worker at every start, readable in a row's ``claimed_by``.
+
+    Never only host and pid: a restarted process may get its dead predecessor's pid (a
+    container's is often 1), and would then take the claims that process left for its own
+    and never release them (Procrastinate #1518). Claims are released as a dead process's
+    only when the id is not the asker's, so the id must be new at every start.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
 
 
 class Backoff:

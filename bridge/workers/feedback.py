@@ -12,9 +12,6 @@ cap then); dispatching reads only the due rows, every tick.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -23,7 +20,7 @@ from sqlalchemy.engine import Engine
 from bridge.domain.clock import Clock, utcnow
 from bridge.services import feedback
 from bridge.services.account import AccountContext
-from bridge.workers.base import Heartbeat
+from bridge.workers.base import Heartbeat, holder_id
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +43,7 @@ class FeedbackDispatcher:
         self.acct = acct
         self.clock = clock
         self.on_queued = on_queued
-        # Unique per dispatcher and process start: a restarted process must not take a dead
-        # predecessor's claims for its own.
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:feedback:{uuid.uuid4().hex[:8]}"
+        self.worker_id = holder_id("feedback")
         self.last_scheduled: datetime | None = None
         # Counted with each scheduling pass, for the daily cap (an average over 30 days).
         self.orders_30_days: int | None = None

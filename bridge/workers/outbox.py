@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -53,7 +50,7 @@ from bridge.domain.policy import PROACTIVE
 from bridge.services import feedback, guard, pace, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
-from bridge.workers.base import Backoff, Heartbeat, Lease, Unleased
+from bridge.workers.base import Backoff, Heartbeat, Lease, Unleased, holder_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,9 +113,7 @@ class OutboxWorker:
         self.clock = clock
         self.smtp = (smtp_factory or (lambda: SmtpConnection(acct.settings.smtp)))()
         self.rng = rng or random.Random()
-        # Unique per worker and process: a restarted process must not mistake a
-        # dead predecessor's claims for its own.
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = holder_id("outbox")
         self.sent = 0
         self.failed = 0
         self._session_failures = 0   # consecutive connect/login failures, for the worker's own backoff

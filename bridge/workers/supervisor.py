@@ -167,7 +167,10 @@ class Daemon:
 
     def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
         """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
-        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder)
+        if lease is None:
+            return self.engine
+        # A transaction idle longer than the longest operation belongs to a frozen daemon: the server ends it.
+        return store.fenced(store.bounded(self.engine, lease.timing.operation_seconds), acct.name, lease.holder)
 
     @property
     def _stale_claim(self) -> timedelta:

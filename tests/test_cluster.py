@@ -38,12 +38,19 @@ from clusterkit import (
 )
 
 from bridgekit import postgres_database
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from bridge import store
 from bridge.sandbox import DovecotServer
+from bridge.store.engine import open_database
 
 pytestmark = pytest.mark.postgres
 
 PER_ACCOUNT = 10      # buyer messages per account
 REPLIES = 2           # staff replies per account
+RECONCILE_SECONDS = 2  # clusterkit's [outbox] reconcile_after_seconds
 # Short leases so that takeovers happen within a test: still longer than a renewal round plus
 # the longest operation plus the margin, as [cluster] requires (docs/architecture.md, "Several daemons").
 LEASES = {"lease_seconds": 8, "renew_seconds": 1, "operation_seconds": 4}
@@ -81,11 +88,12 @@ def stop_all(c: Cluster) -> None:
 
 def judge(c: Cluster, buyer_ids: list[str], reply_ids: list[str]) -> str:
     """The checks every test ends with; returns a line for the test's output."""
-    assert_exactly_once(c, buyer_ids, reply_ids)
     hs = holdings(c)
     assert_no_overlap(hs)
-    checked = assert_activity_within_leases(c, hs)
-    return f"{len(hs)} holdings, {checked} activity lines inside them"
+    audit = assert_activity_within_leases(c, hs)
+    t = assert_exactly_once(c, buyer_ids, reply_ids, frozenset(audit.in_flight))
+    return (f"{len(hs)} holdings, none overlapping; {audit}; {len(t.smtp_duplicates)} mails delivered twice "
+            f"(the same Message-ID){' ' + str(sorted(t.smtp_duplicates)) if t.smtp_duplicates else ''}")
 
 
 def wait_balanced(c: Cluster, nodes: list[Node], what: str) -> float:
@@ -95,9 +103,10 @@ def wait_balanced(c: Cluster, nodes: list[Node], what: str) -> float:
     return time.monotonic() - started
 
 
-def progress_started(c: Cluster) -> bool:
-    """A fifth of the backlog forwarded: recording is well under way, most notifications still to send."""
-    return len(c.smtp.received) >= PER_ACCOUNT * len(c.accounts) // 5
+def under_way(c: Cluster) -> None:
+    """Wait until a tenth of the backlog is forwarded: recording is under way, most notifications still to send."""
+    wait_until(lambda: len(c.smtp.received) >= PER_ACCOUNT * len(c.accounts) // 10, 120, "the backlog under way",
+               interval=0.02)
 
 
 @pytest.mark.parametrize("daemons", [2, 3])
@@ -120,7 +129,7 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
     kill: dict[str, object] = {}
 
     def kill_mid_backlog() -> None:
-        wait_until(lambda: progress_started(bench), 120, "the backlog under way")
+        under_way(bench)
         kill["held"] = {a for a, h in current_holders(bench).items() if node_of(bench, h) is victim}
         kill["at"] = victim.kill()
         kill["recorded"], kill["sent"] = bench.recorded(), len(bench.smtp.received)
@@ -138,6 +147,7 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
     print(f"\nSIGKILL at {kill['recorded']} recorded / {kill['sent']} sent; {len(held)} accounts taken over, "
           f"the last {takeover:.1f} s after the kill; {judge(bench, buyer_ids, reply_ids)}")
     assert {h.account for h in taken} == held
+    assert int(kill["sent"]) < len(buyer_ids)     # the kill did land mid-backlog  # type: ignore[call-overload]
 
 
 def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cluster) -> None:
@@ -146,12 +156,15 @@ def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cl
     stop: dict[str, object] = {}
 
     def partition() -> None:
-        wait_until(lambda: progress_started(bench), 120, "the backlog under way")
+        under_way(bench)
         stop["held"] = {a for a, h in current_holders(bench).items() if node_of(bench, h) is paused}
         stop["at"] = paused.pause()
-        # Longer than the lease: the other daemon takes every account of the paused one.
+        # Longer than the lease: the other daemon takes every account of the paused one...
         wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is other
                                for a in stop["held"]), 120, "the other daemon to take the paused one's accounts")
+        stop["taken"] = time.time()
+        # ...and judges the sends the paused one left under way (outbox reconcile_after_seconds = 2).
+        time.sleep(RECONCILE_SECONDS + 2)
         stop["resumed"] = paused.resume()
 
     buyer_ids, reply_ids = backlog_then_replies(bench, during=partition)
@@ -159,7 +172,9 @@ def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cl
     wait_balanced(bench, [paused, other], "after SIGCONT")
     stop_all(bench)
     print(f"\nSIGSTOP for {float(stop['resumed']) - float(stop['at']):.1f} s; "  # type: ignore[arg-type]
-          f"{len(stop['held'])} accounts taken over; {judge(bench, buyer_ids, reply_ids)}")  # type: ignore[arg-type]
+          f"{len(stop['held'])} accounts taken over "  # type: ignore[arg-type]
+          f"{float(stop['taken']) - float(stop['at']):.1f} s after it; "  # type: ignore[arg-type]
+          f"{judge(bench, buyer_ids, reply_ids)}")
 
 
 def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
@@ -168,7 +183,7 @@ def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
     joined: dict[str, float] = {}
 
     def join() -> None:
-        wait_until(lambda: progress_started(bench), 120, "the backlog under way")
+        under_way(bench)
         (late,) = bench.start(1)
         joined["spread"] = wait_balanced(bench, [first, late], "after a join")
 
@@ -178,3 +193,36 @@ def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
     stop_all(bench)
     print(f"\njoin: balanced {joined['spread']:.1f} s after the second daemon started; "
           f"{judge(bench, buyer_ids, reply_ids)}")
+
+
+@pytest.mark.parametrize("frozen_in", ["a worker's fenced transaction", "the keeper's renewal"])
+def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_url: str, frozen_in: str) -> None:
+    """A fenced transaction (FOR KEY SHARE) and a renewal (UPDATE) lock the lease row, which keeps a
+    takeover waiting while the holder may write; a holder frozen inside one (SIGSTOP) must not keep it
+    waiting forever: the server ends its idle transaction (store.bounded)."""
+    engine = open_database(pg_url)
+    try:
+        with engine.begin() as conn:
+            assert [t.account for t in store.take(conn, "host:1:frozen", ["acct01"], 1)] == ["acct01"]
+        bounded = store.bounded(engine, 0.5)
+        if frozen_in == "the keeper's renewal":
+            frozen = bounded.connect()
+            frozen.begin()
+            assert list(store.renew(frozen, "host:1:frozen", 1)) == ["acct01"]   # the row is locked
+        else:
+            frozen = store.fenced(bounded, "acct01", "host:1:frozen").connect()
+            frozen.begin()                                                       # locked FOR KEY SHARE
+        wait_until(lambda: not current_leases(engine), 30, "the one-second lease to run out", interval=0.1)
+        with engine.begin() as conn:
+            taken = store.take(conn, "host:2:other", ["acct01"], 30)
+        assert [t.account for t in taken] == ["acct01"]
+        with pytest.raises(DBAPIError):   # and the frozen holder, awake, writes nothing
+            frozen.execute(select(1))
+        frozen.invalidate()
+    finally:
+        engine.dispose()
+
+
+def current_leases(engine: Engine) -> list[str]:
+    with engine.begin() as conn:
+        return [a for a, s in store.lease_states(conn).items() if s.live]

@@ -12,8 +12,9 @@ as shipped), on one config with 20 ``[[accounts]]`` and
   (a) throughput: N daemons are started on empty mailboxes and left to spread
       the 20 accounts between them (every account held, each daemon holding its
       fair share, every account's first pass done); then a backlog of M buyer
-      messages per account is APPENDed to the 20 mailboxes; from the first
-      APPEND to the last staff notification accepted by the sink. Messages
+      messages per account, APPENDed beforehand to another folder, is MOVEd
+      into the 20 INBOXes at once; from the first MOVE to the last staff
+      notification accepted by the sink. Messages
       recorded and forwarded per second, for: SQLite with 1 daemon,
       PostgreSQL with 1, 2 and 3 daemons. The four alternate, round after round,
       on a machine that may be busy: the figures that matter are ratios within
@@ -214,19 +215,44 @@ def spread(c: Cluster, peek: Peek, timeout: float) -> float:
     return time.perf_counter() - started
 
 
-def fill_all(dovecot: DovecotServer, c: Cluster, per_account: int, seed: int) -> None:
-    """APPEND every mailbox's backlog, the 20 mailboxes in parallel (one connection each)."""
-    backlogs = {s: sized(per_account, 4096, s, seed=seed + n) for n, s in enumerate(c.sellers)}
+STAGING = "Staging"
 
-    def one(seller: str) -> None:
-        with client(dovecot, seller) as conn:
-            conn.multiappend("INBOX", backlogs[seller])
 
-    threads = [threading.Thread(target=one, args=(s,)) for s in c.sellers]
+def in_parallel(c: Cluster, each: Callable[[str], None]) -> None:
+    threads = [threading.Thread(target=each, args=(s,)) for s in c.sellers]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def stage(dovecot: DovecotServer, c: Cluster, per_account: int, seed: int) -> None:
+    """APPEND every mailbox's backlog to a folder the daemons do not watch, before the clock starts.
+
+    APPENDing 2,000 messages costs Dovecot and this process as much CPU as a daemon
+    spends on them: done during the measurement, on two cores, it would be measured too.
+    """
+    backlogs = {s: sized(per_account, 4096, s, seed=seed + n) for n, s in enumerate(c.sellers)}
+
+    def one(seller: str) -> None:
+        with client(dovecot, seller) as conn:
+            conn.create_folder(STAGING)
+            conn.multiappend(STAGING, backlogs[seller])
+    in_parallel(c, one)
+
+
+def release(dovecot: DovecotServer, c: Cluster) -> None:
+    """MOVE (RFC 6851) every staged backlog into its INBOX, the 20 mailboxes at once: the backlog arrives."""
+    def one(seller: str) -> None:
+        with client(dovecot, seller) as conn:
+            conn.select_folder(STAGING)
+            conn.move(conn.search(["ALL"]), "INBOX")
+    in_parallel(c, one)
+
+
+def fill_all(dovecot: DovecotServer, c: Cluster, per_account: int, seed: int) -> None:
+    stage(dovecot, c, per_account, seed)
+    release(dovecot, c)
 
 
 def forwarded_all(sink: SmtpSink, before: int, total: int, c: Cluster) -> Callable[[], bool]:
@@ -256,6 +282,11 @@ class Measure:
     def rate(self) -> float:
         return self.messages / self.seconds
 
+    @property
+    def cpu_ms_per_message(self) -> float:
+        """The daemons' CPU per message: what each further daemon needs a core of its own for."""
+        return self.daemon_cores * self.seconds / self.messages * 1000
+
 
 def throughput(root: Path, dovecot: DovecotServer, sink: SmtpSink, kind: str, daemons: int, per_account: int,
                round_no: int, timeout: float) -> Measure:
@@ -266,10 +297,11 @@ def throughput(root: Path, dovecot: DovecotServer, sink: SmtpSink, kind: str, da
         try:
             c.start(daemons)
             spread_seconds = spread(c, peek, timeout)
+            stage(dovecot, c, per_account, seed=round_no * 100)
             before = sink.accepted
             cpu, busy = sum(d.cpu_seconds() for d in c.daemons), busy_seconds()
             started = time.perf_counter()
-            fill_all(dovecot, c, per_account, seed=round_no * 100)
+            release(dovecot, c)
             done = until(forwarded_all(sink, before, total, c), timeout, f"{total} notifications", interval=0.01)
             cpu, busy = sum(d.cpu_seconds() for d in c.daemons) - cpu, busy_seconds() - busy
             recorded = peek.count("SELECT count(*) FROM message")
@@ -379,7 +411,8 @@ def main() -> None:
               f"(rounds {', '.join(f'{m.rate:.0f}' for m in ms)}); against PostgreSQL x1 per round "
               f"{', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f}x); cores busy: "
               f"daemons {statistics.median(m.daemon_cores for m in ms):.2f}, machine "
-              f"{statistics.median(m.machine_cores for m in ms):.2f} of {os.cpu_count()}")
+              f"{statistics.median(m.machine_cores for m in ms):.2f} of {os.cpu_count()}; daemons' CPU "
+              f"{statistics.median(m.cpu_ms_per_message for m in ms):.2f} ms per message")
     two = statistics.median(m.rate / base.rate for m, base in zip(results[("postgresql", 2)], pg1))
     misses = []
     if two < TARGET_TWO:

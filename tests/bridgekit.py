@@ -195,8 +195,17 @@ def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
     import os
     import signal
 
+    def started() -> int:
+        return log.read_text(errors="replace").count("mailbridge running") if log.exists() else 0
+
+    before = started()
     proc = mailbridge_process(config, log, "run")
     try:
+        # Up before the block runs: a SIGTERM sent while Python is still starting (the block may
+        # find its work done at once) would end the process before any handler exists (-15).
+        deadline = time.monotonic() + 60
+        while started() == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]

@@ -132,8 +132,11 @@ def test_run_once_then_status(tmp_path: Path, dovecot: DovecotServer, fresh_mail
     assert acct["messages"] == 4 and acct["conversations"] == 3
     assert acct["outbox"]["sent"] == 4 and acct["outbox"]["failed"] == 0
     assert acct["mailboxes"][0]["last_uid"] == 4 and acct["mailboxes"][0]["last_fetch_at"]
+    # run --once held the account's lease for its pass and released it at the end.
+    assert acct["lease"]["holder"].count(":") == 3 and acct["lease"]["live"] is False
     human = mailbridge("-c", str(config), "status")
     assert "conversations: 3" in human.stdout and "sent 4" in human.stdout
+    assert "held by: nobody (last " in human.stdout
 
 
 def test_run_once_reports_unreachable_server(tmp_path: Path, dovecot: DovecotServer,

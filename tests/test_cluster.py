@@ -199,18 +199,17 @@ def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
 def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_url: str, frozen_in: str) -> None:
     """A fenced transaction (FOR KEY SHARE) and a renewal (UPDATE) lock the lease row, which keeps a
     takeover waiting while the holder may write; a holder frozen inside one (SIGSTOP) must not keep it
-    waiting forever: the server ends its idle transaction (store.bounded)."""
+    waiting forever: the server ends its idle transaction (fenced's stall_seconds, store.bounded)."""
     engine = open_database(pg_url)
     try:
         with engine.begin() as conn:
             assert [t.account for t in store.take(conn, "host:1:frozen", ["acct01"], 1)] == ["acct01"]
-        bounded = store.bounded(engine, 0.5)
         if frozen_in == "the keeper's renewal":
-            frozen = bounded.connect()
+            frozen = store.bounded(engine, 0.5).connect()
             frozen.begin()
             assert list(store.renew(frozen, "host:1:frozen", 1)) == ["acct01"]   # the row is locked
         else:
-            frozen = store.fenced(bounded, "acct01", "host:1:frozen").connect()
+            frozen = store.fenced(engine, "acct01", "host:1:frozen", stall_seconds=0.5).connect()
             frozen.begin()                                                       # locked FOR KEY SHARE
         wait_until(lambda: not current_leases(engine), 30, "the one-second lease to run out", interval=0.1)
         with engine.begin() as conn:

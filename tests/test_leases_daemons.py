@@ -105,6 +105,15 @@ def assert_no_overlap(daemon: Daemon) -> None:
             assert before["until"] <= after["acquired_at"], f"{name}: {before} overlaps {after}"
 
 
+def assert_each_forwarded_once(daemon: Daemon, smtp: SandboxSMTP, total: int) -> None:
+    """Every message recorded once (one row per account and UID) and forwarded to staff once."""
+    assert_no_overlap(daemon)
+    messages = rows(daemon.engine, store.MESSAGE)
+    assert len(messages) == total
+    assert len({(m.account, m.uid) for m in messages}) == total
+    assert len(smtp.received) == total
+
+
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())
 
@@ -118,6 +127,7 @@ def test_two_daemons_split_the_accounts_and_one_takes_all_when_the_other_stops(
     async def scenario() -> None:
         one = Running(Daemon(config))
         await one.ready()
+        assert len(one.accounts) == 4   # alone: everything; the second daemon joining takes half
         two = Running(Daemon(config))
         await until(lambda: len(one.accounts) == 2 and len(two.accounts) == 2, "two accounts each")
         assert one.accounts.isdisjoint(two.accounts)
@@ -129,11 +139,7 @@ def test_two_daemons_split_the_accounts_and_one_takes_all_when_the_other_stops(
         await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded")
         await two.halt()
         assert holders(two.daemon) == {}   # a clean stop releases everything
-        assert_no_overlap(two.daemon)
-        messages = rows(two.daemon.engine, store.MESSAGE)
-        assert len(messages) == first + more
-        assert len({(m.account, m.uid) for m in messages}) == first + more
-        assert len(smtp_server.received) == first + more   # every message forwarded once
+        assert_each_forwarded_once(two.daemon, smtp_server, first + more)
         for r in (one, two):
             r.daemon.engine.dispose()
 
@@ -217,10 +223,35 @@ def test_a_daemon_that_cannot_renew_stops_its_accounts_before_its_leases_end(
         await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded")
         await other.halt()
         await cut_off.halt()
-        assert_no_overlap(other.daemon)
-        assert len(rows(other.daemon.engine, store.MESSAGE)) == first + more
-        assert len(smtp_server.received) == first + more
+        assert_each_forwarded_once(other.daemon, smtp_server, first + more)
         for r in (cut_off, other):
             r.daemon.engine.dispose()
+
+    run(scenario)
+
+
+def test_run_once_skips_the_accounts_a_running_daemon_holds_and_status_names_the_holder(
+        tmp_path: Path, pg_url: str, dovecot: DovecotServer, mailboxes: list[SandboxAccount],
+        staff: SandboxAccount, smtp_server: SandboxSMTP) -> None:
+    config = settings(tmp_path, pg_url, mailboxes, staff, smtp_server)
+
+    async def scenario() -> None:
+        running = Running(Daemon(config))
+        await until(lambda: len(running.accounts) == 4, "the daemon holds every account")
+        holder = running.daemon.keeper.holder  # type: ignore[union-attr]
+        once = Daemon(config)
+        report = await once.run_once()
+        assert report.skipped == {name: holder for name in NAMES}
+        assert report.ingest == {}
+        with once.engine.begin() as conn:
+            lease = store.account_status(conn, "a1")["lease"]
+        assert lease["holder"] == holder and lease["live"] and lease["holder_live"]
+        await running.halt()
+        # Nobody holds them now: a pass takes them all, and gives them back at its end.
+        report = await once.run_once()
+        assert report.skipped == {} and sorted(report.ingest) == NAMES
+        assert holders(once) == {}
+        for d in (running.daemon, once):
+            d.engine.dispose()
 
     run(scenario)

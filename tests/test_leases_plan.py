@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bridge.config import Settings, parse_settings
+
 from bridge.domain.leases import LeaseTiming, Plan, fair_share, plan_round, share, to_stop
+from bridge.workers.reload import plan_reload
 
 ACCOUNTS = ["a1", "a2", "a3", "a4"]
 
@@ -118,3 +123,18 @@ def test_defaults_take_over_within_thirty_seconds() -> None:
 ])
 def test_to_stop(deadlines: dict[str, float], renewed: list[str] | None, now: float, expected: list[str]) -> None:
     assert to_stop(deadlines, renewed, now, operation_seconds=10) == expected
+
+
+def test_a_reload_refuses_new_lease_times(tmp_path: Path) -> None:
+    def settings(cluster: dict[str, float]) -> Settings:
+        data = {"database": {"url": f"sqlite:///{tmp_path}/m.db"}, "cluster": cluster,
+                "accounts": [{"name": "acme", "marketplace": "amazon.com", "seller_name": "Acme",
+                              "seller_address": "seller@acme.example", "staff_address": "team@acme.example",
+                              "staff_senders": ["*@acme.example"],
+                              "imap": {"host": "127.0.0.1", "username": "u", "password": "p"},
+                              "smtp": {"host": "127.0.0.1", "username": ""}}]}
+        return parse_settings(data, tmp_path / "mailbridge.toml", {}, lambda p: p.read_text())
+
+    old = settings({"lease_seconds": 20})
+    assert plan_reload(old, settings({"lease_seconds": 20})).refused == ""
+    assert "[cluster] changed; restart mailbridge" in plan_reload(old, settings({"lease_seconds": 30})).refused

@@ -253,6 +253,29 @@ def test_a_new_database_is_created_at_head(url: str) -> None:
         assert conn.execute(select(store.INFO.c.value).where(store.INFO.c.key == "schema_version")).scalar() == "2"
 
 
+def version_table(url: str) -> tuple[object, ...]:
+    """Alembic's version table as the database describes it: columns, primary key, rows."""
+    with plain(url) as engine, engine.connect() as conn:
+        found = inspect(conn)
+        columns = [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns("alembic_version")]
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        return columns, found.get_pk_constraint("alembic_version"), rows
+
+
+def test_a_new_database_records_its_revision_as_alembic_does(url: str) -> None:
+    """A new database is recorded at head without Alembic (schema.VERSION): the same table Alembic's stamp makes,
+    which Alembic then reads and changes."""
+    open_database(url).dispose()
+    ours = version_table(url)
+    with plain(url) as engine, engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        command.stamp(schema.alembic_config(conn), "head")
+    assert ours == version_table(url)
+    assert ours[2] == [HEAD]
+    migrate(url, "0001")                               # Alembic's own downgrade runs on it
+    assert schema_state(url).revision == "0001"
+
+
 def test_migrations_form_one_line() -> None:
     """One head, and every revision numbered in order: two branches merged each with a new revision must be
     renumbered (docs/architecture.md, "Changing the schema")."""

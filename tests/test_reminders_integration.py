@@ -161,6 +161,18 @@ def test_a_second_buyer_message_while_waiting_does_not_start_a_second_clock(desk
     assert len(rows(desk.daemon.engine, store.REMINDER)) == 2
 
 
+def test_two_messages_opening_a_conversation_in_one_batch_start_one_clock(
+        tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
+        smtp_server: SandboxSMTP) -> None:
+    # Ingest does not ask the database about a conversation the batch itself opened: what the batch
+    # did (one clock started by the first message) must still stop the second from starting another.
+    desk = Desk(tmp_path, dovecot, fresh_mailbox, staff, smtp_server)
+    desk.buyer_writes()
+    desk.buyer_writes("Hello? Anyone there?")
+    desk.run()
+    assert desk.reminder_states() == [(12, "scheduled"), (20, "scheduled")]
+
+
 def test_no_response_needed_closes_the_conversation_and_writes_nothing_to_the_buyer(desk: Desk) -> None:
     desk.at(1)
     desk.staff_answers(notification(desk), "No response needed.")

@@ -3,17 +3,24 @@ releasing, the fence of a worker's transaction, and the history that shows holde
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bridgekit import database, postgres_database
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from bridge import store
 from bridge.store.engine import open_database
+from bridge.workers.leases import gone
 
 LEASE = 20.0
 
@@ -147,3 +154,55 @@ def test_a_takeover_waits_for_the_fenced_transaction_in_flight(tmp_path: Path) -
                 assert [t.account for t in store.take(conn, "d2", ["a"], LEASE)] == ["a"]
         finally:
             engine.dispose()
+
+
+def test_a_stalled_fenced_transaction_is_ended_by_the_server_and_the_lease_taken() -> None:
+    """PostgreSQL: a holder stopped (SIGSTOP) inside a transaction does not hold off a takeover for ever."""
+    with postgres_database() as url:
+        engine = open_database(url)
+        try:
+            with engine.begin() as conn:
+                store.take(conn, "d1", ["a"], LEASE)
+            expire(engine, "a")   # the stopped holder's lease runs out ...
+            stalled = store.fenced(engine, "a", "d1", stall_seconds=1).connect()
+            with pytest.raises(store.LeaseLost):   # (a fence after the expiry fails at once)
+                stalled.begin()
+            stalled.close()
+            with engine.begin() as conn:   # ... while a transaction of it had passed the fence before:
+                conn.execute(update(store.LEASE).where(store.LEASE.c.account == "a")
+                             .values(expires_at=store.database_time(conn).replace(year=2100)))
+            stalled = store.fenced(engine, "a", "d1", stall_seconds=1).connect()
+            stalled.begin()
+            expire(engine, "a")
+            end = time.monotonic() + 60
+            taken: list[store.Taken] = []
+            while not taken:   # skipped while the stalled transaction holds its lock, taken once the server ends it
+                assert time.monotonic() < end, "the stalled transaction was never ended"
+                with engine.begin() as conn:
+                    taken = store.take(conn, "d2", ["a"], LEASE)
+                time.sleep(0.1)
+            with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):   # the stalled holder can write nothing any more
+                stalled.execute(select(1))
+            stalled.close()
+        finally:
+            engine.dispose()
+
+
+def test_a_dead_holders_live_lease_is_taken_and_its_holding_ends_then(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.take(conn, "dead", ["a"], LEASE)
+        assert store.take(conn, "d2", ["a"], LEASE) == []
+        [taken] = store.take(conn, "d2", ["a"], LEASE, dead_holders=["dead"])
+        history = store.lease_history(conn, "a")
+    assert taken.previous_holder == "dead"
+    assert [h["holder"] for h in history] == ["dead", "d2"]
+    assert history[0]["until"] <= history[1]["acquired_at"]
+
+
+def test_gone_knows_an_ended_process_from_a_running_one() -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    host = socket.gethostname()
+    assert gone(f"{host}:{ended.stdout.strip()}:abcd1234")
+    assert not gone(f"{host}:{os.getpid()}:abcd1234")
+    assert not gone(f"another-{host}:{ended.stdout.strip()}:abcd1234")   # another machine's: cannot tell

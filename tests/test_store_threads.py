@@ -69,9 +69,14 @@ BATCHES = [
 ]
 
 
+def aliases(messages: list[Message]) -> list[str]:
+    return [f"{m[0]}@marketplace.amazon.com" for m in messages]
+
+
+@pytest.mark.parametrize("buyers_read_first", [False, True])
 @pytest.mark.parametrize("earlier, batch, flushes", BATCHES)
 def test_held_touches_end_as_one_touch_per_message(engine: Engine, earlier: list[Message], batch: list[Message],
-                                                   flushes: list[int]) -> None:
+                                                   flushes: list[int], buyers_read_first: bool) -> None:
     with engine.begin() as conn:
         first = store.BatchThreads(conn, "acme", [m[0] for m in earlier])
         for key, staff, tok in earlier:
@@ -80,7 +85,7 @@ def test_held_touches_end_as_one_touch_per_message(engine: Engine, earlier: list
     stored = stored_state(engine)
     expected, expected_seen = model(stored, batch)
     with engine.begin() as conn:
-        threads = store.BatchThreads(conn, "acme", [m[0] for m in batch])
+        threads = store.BatchThreads(conn, "acme", [m[0] for m in batch], aliases(batch) if buyers_read_first else ())
         seen = []
         for i, (key, staff, tok) in enumerate(batch):
             ref = thread(threads, conn, key, staff, tok)
@@ -100,7 +105,7 @@ def test_held_touches_end_as_one_touch_per_message(engine: Engine, earlier: list
 
 def test_a_rolled_back_message_is_forgotten_and_the_next_reads_the_database(engine: Engine) -> None:
     with engine.begin() as conn:
-        threads = store.BatchThreads(conn, "acme", ["a", "b"])
+        threads = store.BatchThreads(conn, "acme", ["a", "b"], ["a@marketplace.amazon.com", "b@marketplace.amazon.com"])
         thread(threads, conn, "a", "n1", None)
         savepoint = conn.begin_nested()
         thread(threads, conn, "a", "n2", None)             # this message fails after threading:
@@ -124,3 +129,32 @@ def test_a_new_display_name_renames_the_buyer_once(engine: Engine) -> None:
         threads.flush(conn, NOW)
     (buyer,) = rows(engine, store.BUYER)
     assert buyer.name == "Jane D."
+
+
+def test_a_buyer_made_by_others_after_a_flush_is_not_made_again(engine: Engine) -> None:
+    # A bounce in the batch may opt a buyer out before their first message is threaded: that makes the
+    # buyer row. The batch read "no buyer" for that alias before; after the flush it must not trust it.
+    with engine.begin() as conn:
+        threads = store.BatchThreads(conn, "acme", ["a"], ["a@marketplace.amazon.com"])
+        threads.flush(conn, NOW)
+        store.set_opt_out(conn, "acme", "a@marketplace.amazon.com", opted_out=True, source="test", now=NOW)
+        thread(threads, conn, "a", "n1", None)
+        threads.flush(conn, NOW)
+    (buyer,) = rows(engine, store.BUYER)
+    (conv,) = rows(engine, store.CONV)
+    assert conv.buyer_id == buyer.id and buyer.name == "Jane"
+
+
+def test_a_new_name_given_in_a_new_conversation_is_kept_for_the_buyers_others(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = store.BatchThreads(conn, "acme", ["a"])
+        thread(first, conn, "a", None, None, name="Jane")
+        first.flush(conn, NOW)
+    with engine.begin() as conn:
+        threads = store.BatchThreads(conn, "acme", ["a", "a2"], ["a@marketplace.amazon.com"])
+        threads.thread(conn, marketplace="marketplace.amazon.com", alias="a@marketplace.amazon.com",
+                       buyer_name="Jane D.", key="a2", order_id=None, comm_mgr_tok=None, subject="Order", now=NOW)
+        thread(threads, conn, "a", None, None, name="Jane")    # the old name again: the buyer is renamed back
+        threads.flush(conn, NOW)
+    (buyer,) = rows(engine, store.BUYER)
+    assert buyer.name == "Jane" and len(rows(engine, store.CONV)) == 2

@@ -31,6 +31,21 @@ def test_an_edited_template_is_used_from_the_next_render(tmp_path: Path) -> None
     assert (rendered.subject, rendered.text) == ("Hi Ann", "second Ann\n")
 
 
+def test_within_checked_once_an_edit_waits_for_the_next_block(tmp_path: Path) -> None:
+    # A batch of mail is rendered with one version of each file; the edit is used from the next batch on.
+    write(tmp_path, "Hello {{ name }}", "first {{ name }}\n")
+    templates = Templates(tmp_path)
+    with templates.checked_once():
+        assert templates.render("note", {"name": "Ann"}).text == "first Ann\n"
+        write(tmp_path, "Hi {{ name }}", "second {{ name }}\n")
+        with templates.checked_once():   # a nested block joins the outer one
+            assert templates.render("note", {"name": "Ann"}).text == "first Ann\n"
+        assert templates.render("note", {"name": "Ann"}).subject == "Hello Ann"
+    with templates.checked_once():
+        rendered = templates.render("note", {"name": "Ann"})
+    assert (rendered.subject, rendered.text) == ("Hi Ann", "second Ann\n")
+
+
 def test_a_fixed_template_is_used_at_once(tmp_path: Path) -> None:
     write(tmp_path, "Hello", "{{ typo }}\n")
     templates = Templates(tmp_path)

@@ -10,7 +10,9 @@ holds anything but plain values, is refused.
 
 - Jinja's ``auto_reload`` looks at a template file's mtime each time the
   template is used, so an edited template is used from the next message on and
-  admins never restart the daemon to change wording.
+  admins never restart the daemon to change wording. Inside
+  :meth:`Templates.checked_once` (a batch of inbound mail) each file is looked
+  at once, at its first use: the batch is rendered with one version of each.
 - **The last good version stays in use.** When an edited template fails to
   load or render, the version of that template that last rendered is used
   instead, and :attr:`Rendered.broken` says which file version is broken, so the
@@ -30,9 +32,10 @@ import hashlib
 import importlib.resources
 import operator
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -131,6 +134,22 @@ class Templates:
         # name -> the (subject, text) templates that last rendered together; shared by every account's thread.
         self._last_good: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
         self._lock = threading.Lock()
+        # Per thread, inside checked_once(): file name -> the template loaded (and checked) there.
+        self._held = threading.local()
+
+    @contextmanager
+    def checked_once(self) -> Iterator[None]:
+        """Within the block, each template file is checked for changes once, at its first use, not at every
+        render (a stat of the file each time): what one batch of mail renders comes from one version of
+        each file, and an edit is used from the next block on. Per thread; a nested block joins the outer."""
+        if getattr(self._held, "templates", None) is not None:
+            yield
+            return
+        self._held.templates = {}
+        try:
+            yield
+        finally:
+            self._held.templates = None
 
     def resolve(self, name: str, lang: str | None) -> str:
         """``name.<lang>`` when the folder has a file of it, else ``name`` (the English default)."""
@@ -171,8 +190,11 @@ class Templates:
         return Rendered(" ".join(subject.split()), _tidy(text), name)
 
     def _load(self, filename: str) -> jinja2.Template:
+        held: dict[str, jinja2.Template] | None = getattr(self._held, "templates", None)
+        if held is not None and filename in held:
+            return held[filename]
         try:
-            return self.env.get_template(filename)
+            template = self.env.get_template(filename)
         except jinja2.TemplateNotFound as exc:
             path = self.folder / filename
             raise TemplateError(f"template {path} is missing", path) from exc
@@ -183,6 +205,9 @@ class Templates:
         except jinja2.TemplateError as exc:
             path = self.folder / filename
             raise TemplateError(f"template {path}: {exc}", path) from exc
+        if held is not None:
+            held[filename] = template
+        return template
 
     def _run(self, template: jinja2.Template, context: dict[str, Any]) -> str:
         try:

@@ -36,6 +36,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         log.info("account %s: %d recorded (%d forwarded, %d history, %d duplicates, %d quarantined); %d sent, "
                  "%d failed", name, stats.recorded, stats.forwarded, stats.history, stats.duplicates,
                  stats.quarantined, report.sent.get(name, 0), report.failed.get(name, 0))
+    for name, holder in report.skipped.items():
+        # Not an error: the daemon holding the account works it (exit status 0).
+        print(f"mailbridge: account {name}: skipped, the running daemon {holder} holds it", file=sys.stderr)
     for name, err in report.errors.items():
         print(f"mailbridge: account {name}: {err}", file=sys.stderr)
     return 1 if report.errors else 0

@@ -1,4 +1,4 @@
-"""``mailbridge status [--json]``: per account, the last fetch, messages, conversations, outbox, the sending
+"""``mailbridge status [--json]``: per account, the daemon holding it and until when, the last fetch, messages, conversations, outbox, the sending
 rate against its limits, quarantine, feedback requests, response-time reminders and the buyers waiting for an
 answer."""
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_account(r: dict[str, Any]) -> None:
     print(f"account {r['account']}")
+    print(f"  {_lease_line(r['lease'])}")
     for m in r["mailboxes"]:
         print(f"  mailbox {m['folder']}: last fetch {m['last_fetch_at'] or 'never'}, UID {m['last_uid']} "
               f"(UIDVALIDITY {m['uidvalidity']})")
@@ -60,6 +61,15 @@ def _print_account(r: dict[str, Any]) -> None:
         print(f"    {w['conversation']} {w['buyer']}: {describe_left(timedelta(seconds=w['seconds_left']))} "
               f"(deadline {w['deadline']}, {w['reminders_sent']} reminder(s) sent) {w['subject']}")
 
+
+
+def _lease_line(lease: dict[str, Any] | None) -> str:
+    if lease is None:
+        return "held by: no daemon yet"
+    if lease["live"]:
+        state = "" if lease["holder_live"] else " (its heartbeat has stopped: taken over when the lease ends)"
+        return f"held by: {lease['holder']} until {lease['expires_at']}{state}"
+    return f"held by: nobody (last {lease['holder']}, lease ended {lease['expires_at']}; the next daemon takes it)"
 
 
 def _print_sending(s: dict[str, Any]) -> None:

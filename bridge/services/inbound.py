@@ -134,6 +134,9 @@ class _HeldWrites:
     threads: store.BatchThreads
     links: list[OrderFacts] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    # Conversations whose response clock this batch started. Not written later, so not dropped by
+    # forget(): after a rollback it only means the database is asked again.
+    clocks_started: set[int] = field(default_factory=set)
 
     def flush(self, conn: Connection, now: datetime) -> None:
         self.threads.flush(conn, now)
@@ -152,13 +155,16 @@ class _HeldWrites:
 def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int, items: list[Prepared],
             history_until_uid: int, now: datetime, careful: bool) -> BatchResult:
     result = BatchResult()
-    with engine.begin() as conn:
+    # Templates are checked for edits once per batch: a stat per file and message costs more than it is worth.
+    with acct.templates.checked_once(), engine.begin() as conn:
         done = store.recorded_uids(conn, acct.name, folder, uidvalidity, [p.item.uid for p in items])
         seen = store.SeenContent(conn, acct.name, (p.content_hash for p in items))
         ours = store.outbox_known_ids(conn, (i for p in items if p.mail for i in (
             p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
-        held = _HeldWrites(store.BatchThreads(conn, acct.name, (
-            p.recording.conversation_key for p in items if p.recording and p.recording.conversation_key)))
+        threaded = [p for p in items if p.recording and p.recording.conversation_key and p.cls]
+        held = _HeldWrites(store.BatchThreads(
+            conn, acct.name, (p.recording.conversation_key for p in threaded if p.recording),
+            (p.cls.buyer_alias for p in threaded if p.cls and p.cls.buyer_alias)))
         last_uid = 0
         for prepared in items:
             item = prepared.item
@@ -302,8 +308,11 @@ def _record_one(conn: Connection, acct: AccountContext, folder: str, uidvalidity
     held.notifications.append(_notification(conn, acct, mail, cls, flags, rec, conversation, message_row, now))
     if cls.kind == Kind.BUYER and conversation is not None:
         # The marketplace's 24 hours run from now on (from when the buyer sent it): remind staff in time.
-        reminders.schedule_for_message(conn, acct, conversation_id=conversation.id, message_row=message_row,
-                                       sent_at=mail.date, now=now)
+        # A conversation this batch opened has no clock unless the batch started one: no need to ask.
+        clock_may_run = not conversation.opened_in_batch or conversation.id in held.clocks_started
+        if reminders.schedule_for_message(conn, acct, conversation_id=conversation.id, message_row=message_row,
+                                          sent_at=mail.date, now=now, clock_may_run=clock_may_run):
+            held.clocks_started.add(conversation.id)
     return disposition, cls.kind.value, 1, message_row, conversation_id
 
 

@@ -48,16 +48,24 @@ def _utc_minute(when: datetime) -> str:
 
 
 def schedule_for_message(conn: Connection, acct: AccountContext, *, conversation_id: int, message_row: int,
-                         sent_at: datetime | None, now: datetime) -> int:
-    """Start the conversation's clock for a buyer message just forwarded to staff; returns reminders made."""
+                         sent_at: datetime | None, now: datetime, clock_may_run: bool = True) -> int:
+    """Start the conversation's clock for a buyer message just forwarded to staff; returns reminders made.
+
+    ``clock_may_run=False``: the caller knows the conversation has no reminders yet (ingest opened it
+    in the batch being recorded and started no clock for it), so the database is not asked.
+    """
     after_hours = acct.settings.reminders.after_hours
-    if not after_hours or store.clock_running(conn, conversation_id, now):
+    if not after_hours:
         return 0
     start = reminders.clock_start(sent_at, now)
+    plan = reminders.schedule(start, after_hours, now)
+    # The plan first: it is pure, and when it is empty (the buyer's 24 hours are over, as for mail
+    # read after a downtime) whether a clock runs does not matter. Ingest asks this for every buyer message.
+    if not plan or (clock_may_run and store.clock_running(conn, conversation_id, now)):
+        return 0
     return store.schedule_reminders(
         conn, account=acct.name, conversation_id=conversation_id, message_row=message_row, started_at=start,
-        received_at=now, deadline_at=reminders.deadline(start), plan=reminders.schedule(start, after_hours, now),
-        now=now)
+        received_at=now, deadline_at=reminders.deadline(start), plan=plan, now=now)
 
 
 @dataclass

@@ -20,6 +20,9 @@ from bridge.store.times import iso, utc
 
 _BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
                                                 BUYER.c.alias == bindparam("alias"))
+_BUYERS = select(BUYER.c.alias, BUYER.c.id, BUYER.c.name).where(
+    BUYER.c.account == bindparam("account"), BUYER.c.alias.in_(bindparam("aliases", expanding=True)))
+_BUYER_INSERT = BUYER.insert()
 _BUYER_RENAME = update(BUYER).where(BUYER.c.id == bindparam("buyer_id")).values(name=bindparam("name"))
 _CONTACT_STATE = select(BUYER.c.opted_out_at, BUYER.c.do_not_solicit_until).where(
     BUYER.c.account == bindparam("account"), BUYER.c.alias == bindparam("alias"))
@@ -34,9 +37,24 @@ def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, n
         if name and row[1] != name:
             rename_buyer(conn, int(row[0]), name)
         return int(row[0])
-    return inserted_id(conn.execute(BUYER.insert(), {
+    return insert_buyer(conn, account, marketplace, alias, name, now)
+
+
+def insert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
+                 now: datetime) -> int:
+    """A new buyer's id: for a caller that knows the alias has no buyer yet (else :func:`upsert_buyer`)."""
+    return inserted_id(conn.execute(_BUYER_INSERT, {
         "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
     }))
+
+
+def buyers_by_alias(conn: Connection, account: str, aliases: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+    """alias -> (buyer id, display name) of those of ``aliases`` that have a buyer."""
+    wanted = list(set(aliases))
+    if not wanted:
+        return {}
+    return {alias: (int(buyer_id), name)
+            for alias, buyer_id, name in conn.execute(_BUYERS, {"account": account, "aliases": wanted})}
 
 
 def rename_buyer(conn: Connection, buyer_id: int, name: str) -> None:
@@ -74,15 +92,17 @@ def buyer_contact_state(conn: Connection, account: str, alias: str) -> ContactSt
 def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, source: str, now: datetime,
                 marketplace: str | None = None) -> bool:
     """Mark a buyer opted out (or back in). Creates the buyer row if needed. True when the state changed."""
-    row = conn.execute(select(BUYER.c.id, BUYER.c.opted_out_at).where(
-        BUYER.c.account == account, BUYER.c.alias == alias)).first()
+    query = select(BUYER.c.id, BUYER.c.opted_out_at).where(BUYER.c.account == account, BUYER.c.alias == alias)
+    row = conn.execute(query).first()
     if row is None:
         if not opted_out:
             return False
-        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now, opted_out_at=now,
-                                           opted_out_source=source,
-                                           marketplace=marketplace or alias.rpartition("@")[2]))
-        return True
+        # `mailbridge optout add` and the daemon's bounce handling may both make the buyer at once.
+        if upsert(conn, BUYER, dict(account=account, alias=alias, created_at=now, opted_out_at=now,
+                                    opted_out_source=source, marketplace=marketplace or alias.rpartition("@")[2]),
+                  ["account", "alias"]):
+            return True
+        row = conn.execute(query).one()   # made meanwhile by the other one
     if (row[1] is not None) == opted_out:
         return False
     conn.execute(update(BUYER).where(BUYER.c.id == row[0]).values(
@@ -92,9 +112,8 @@ def set_opt_out(conn: Connection, account: str, alias: str, *, opted_out: bool, 
 
 def set_do_not_solicit(conn: Connection, account: str, alias: str, until: datetime | None, now: datetime) -> None:
     """Do-Not-Solicit: ``until`` None removes it; far future for "no expiry"."""
-    if not buyer_exists(conn, account, alias):
-        conn.execute(BUYER.insert().values(account=account, alias=alias, created_at=now,
-                                           marketplace=alias.rpartition("@")[2]))
+    upsert(conn, BUYER, dict(account=account, alias=alias, created_at=now, marketplace=alias.rpartition("@")[2]),
+           ["account", "alias"])
     conn.execute(update(BUYER).where(BUYER.c.account == account, BUYER.c.alias == alias).values(
         do_not_solicit_until=until))
 

@@ -16,13 +16,14 @@ from typing import Iterable
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store.buyers import rename_buyer, upsert_buyer
+from bridge.store.buyers import buyers_by_alias, insert_buyer, rename_buyer, upsert_buyer
 from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX, inserted_id
 from bridge.store.times import utc
 
 _CONVS = select(CONV.c.key, CONV.c.id, CONV.c.staff_root_id, CONV.c.staff_last_id, CONV.c.message_count,
                 BUYER.c.id, BUYER.c.name).join(BUYER, BUYER.c.id == CONV.c.buyer_id).where(
     CONV.c.account == bindparam("account"), CONV.c.key.in_(bindparam("keys", expanding=True)))
+_CONV_INSERT = CONV.insert()
 # ``n`` messages of one batch joined the conversation: the same as ``n`` single touches in their order
 # (``tok``: the first token any of them gave; ``first_staff``/``last_staff``: the first and last
 # notification Message-IDs among them). Relative to what is stored, so nothing another writer did is lost.
@@ -43,6 +44,7 @@ class ConversationRef:
     staff_root_id: str | None
     staff_last_id: str | None
     message_count: int
+    opened_in_batch: bool = False   # opened by a message of the batch being recorded (this one or an earlier)
 
 
 @dataclass
@@ -51,7 +53,6 @@ class _Known:
 
     ref: ConversationRef
     buyer_id: int
-    buyer_name: str | None
 
 
 @dataclass
@@ -72,21 +73,32 @@ class BatchThreads:
     (a staff reply, a bounce) and before the transaction commits.
     After a SAVEPOINT rolls back, call :meth:`forget`: what the batch knows is no
     longer sure, so each key is read again from the database.
+
+    ``aliases``: the buyer aliases of the batch's mail. Their buyers are read with
+    the conversations, so opening a conversation needs no lookup of its buyer.
     """
 
-    def __init__(self, conn: Connection, account: str, keys: Iterable[str]) -> None:
+    def __init__(self, conn: Connection, account: str, keys: Iterable[str], aliases: Iterable[str] = ()) -> None:
         self.account = account
         self._known: dict[str, _Known] = {}
         self._absent: set[str] = set()        # keys known to have no conversation yet
         self._touches: dict[int, _Touch] = {}
+        self._names: dict[int, str | None] = {}    # buyer id -> display name as stored, where known
         self._load(conn, set(keys))
+        wanted = set(aliases)
+        self._buyer_ids: dict[str, int] = {}        # alias -> buyer id
+        for alias, (buyer_id, name) in buyers_by_alias(conn, account, wanted).items():
+            self._buyer_ids[alias] = buyer_id
+            self._names[buyer_id] = name
+        self._no_buyer = wanted - self._buyer_ids.keys()   # aliases known to have no buyer yet
 
     def _load(self, conn: Connection, keys: set[str]) -> None:
         if not keys:
             return
         for key, conv_id, root, last, count, buyer_id, name in conn.execute(
                 _CONVS, {"account": self.account, "keys": list(keys)}):
-            self._known[key] = _Known(ConversationRef(int(conv_id), root, last, int(count)), int(buyer_id), name)
+            self._known[key] = _Known(ConversationRef(int(conv_id), root, last, int(count)), int(buyer_id))
+            self._names[int(buyer_id)] = name
         self._absent |= keys - self._known.keys()
 
     def thread(self, conn: Connection, *, marketplace: str, alias: str, buyer_name: str | None, key: str,
@@ -102,17 +114,17 @@ class BatchThreads:
             self._load(conn, {key})
         known = self._known.get(key)
         if known is None:
-            buyer_id = upsert_buyer(conn, self.account, marketplace, alias, buyer_name, now)
-            conv_id = inserted_id(conn.execute(CONV.insert(), {
+            buyer_id = self._buyer(conn, marketplace, alias, buyer_name, now)
+            conv_id = inserted_id(conn.execute(_CONV_INSERT, {
                 "account": self.account, "key": key, "buyer_id": buyer_id, "order_id": order_id,
                 "comm_mgr_tok": comm_mgr_tok, "subject": subject, "status": "open", "created_at": now,
                 "last_message_at": now, "message_count": 1, "staff_root_id": staff_message_id,
                 "staff_last_id": staff_message_id,
             }))
             self._absent.discard(key)
-            self._known[key] = _Known(ConversationRef(conv_id, staff_message_id, staff_message_id, 1), buyer_id,
-                                      buyer_name)
-            return ConversationRef(conv_id, None, None, 0)
+            self._known[key] = _Known(ConversationRef(conv_id, staff_message_id, staff_message_id, 1, True),
+                                      buyer_id)
+            return ConversationRef(conv_id, None, None, 0, True)
         before = known.ref
         touch = self._touches.setdefault(before.id, _Touch())
         touch.n += 1
@@ -120,14 +132,37 @@ class BatchThreads:
         touch.first_staff = touch.first_staff or staff_message_id
         touch.last_staff = staff_message_id or touch.last_staff
         known.ref = ConversationRef(before.id, before.staff_root_id or staff_message_id,
-                                    staff_message_id or before.staff_last_id, before.message_count + 1)
-        if buyer_name and known.buyer_name != buyer_name:
-            rename_buyer(conn, known.buyer_id, buyer_name)
-            known.buyer_name = buyer_name
+                                    staff_message_id or before.staff_last_id, before.message_count + 1,
+                                    before.opened_in_batch)
+        self._rename_if_new(conn, known.buyer_id, buyer_name)
         return before
+
+    def _buyer(self, conn: Connection, marketplace: str, alias: str, name: str | None, now: datetime) -> int:
+        """The buyer's id (made if new, renamed if ``name`` is new), from what the batch read when it can."""
+        buyer_id = self._buyer_ids.get(alias)
+        if buyer_id is not None:
+            self._rename_if_new(conn, buyer_id, name)
+            return buyer_id
+        if alias in self._no_buyer:
+            buyer_id = insert_buyer(conn, self.account, marketplace, alias, name, now)
+            self._no_buyer.discard(alias)
+        else:
+            buyer_id = upsert_buyer(conn, self.account, marketplace, alias, name, now)
+        if name:   # what upsert_buyer keeps; without a name, the stored one is not known here
+            self._names[buyer_id] = name
+        self._buyer_ids[alias] = buyer_id
+        return buyer_id
+
+    def _rename_if_new(self, conn: Connection, buyer_id: int, name: str | None) -> None:
+        if name and self._names.get(buyer_id) != name:
+            rename_buyer(conn, buyer_id, name)
+            self._names[buyer_id] = name
 
     def flush(self, conn: Connection, now: datetime) -> None:
         """Write the touches made since the last flush (one statement)."""
+        # What the caller does after a flush may make buyers (a bounce opting one out): that an alias
+        # has no buyer is not sure any more (the buyers known to exist stay so).
+        self._no_buyer.clear()
         if self._touches:
             conn.execute(_CONV_TOUCH, [{"conv_id": conv_id, "now": now, "n": t.n, "tok": t.tok,
                                         "first_staff": t.first_staff, "last_staff": t.last_staff}
@@ -139,6 +174,9 @@ class BatchThreads:
         self._known.clear()
         self._absent.clear()
         self._touches.clear()
+        self._names.clear()
+        self._buyer_ids.clear()   # a buyer made in the rolled-back savepoint is gone
+        self._no_buyer.clear()
 
 
 def raise_flags(conn: Connection, conversation_id: int, flags: list[str]) -> None:

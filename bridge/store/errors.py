@@ -20,12 +20,12 @@ class SchemaNotCurrent(DatabaseError):
         self.upgradable = upgradable
 
 
+class DatabaseInUse(DatabaseError):
+    """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""
+
+
 class LeaseLost(Exception):
     """A worker's transaction found its daemon no longer holds the account's lease (``store.leases.fence``).
 
     Nothing of the transaction is written; the daemon stops the account's workers.
     """
-
-
-class DatabaseInUse(DatabaseError):
-    """Another mailbridge daemon runs on this SQLite database (see ``bridge.store.daemon_lock``)."""

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import DateTime, delete, func, insert, literal, select, update
+from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from bridge.store.dialects import dialect_insert
 from bridge.store.errors import LeaseLost
 from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
-from bridge.store.times import utc
+from bridge.store.times import iso, utc
 
 _TS = DateTime(timezone=True)
 
@@ -137,8 +137,10 @@ def renew(conn: Connection, holder: str, seconds: float) -> dict[str, datetime]:
     return {r.account: utc(r.expires_at) for r in renewed}  # type: ignore[misc]
 
 
-def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float) -> list[Taken]:
-    """Take the leases of ``accounts`` that are free: never leased, expired, or released.
+def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
+         dead_holders: Iterable[str] = ()) -> list[Taken]:
+    """Take the leases of ``accounts`` that are free: never leased, expired, released, or held by one of
+    ``dead_holders`` (processes known to be gone: see bridge.workers.leases).
 
     Returns the ones won; an account another daemon holds, or takes first, is left out.
     On PostgreSQL a lease row is locked before it is judged (``FOR UPDATE SKIP
@@ -157,19 +159,28 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float)
     won += [Taken(r.account, utc(r.expires_at), None, None) for r in fresh]  # type: ignore[arg-type]
     rest = [a for a in wanted if a not in {t.account for t in won}]
     if rest:
-        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at).where(
-            LEASE.c.account.in_(rest), LEASE.c.expires_at <= _now(conn))
+        dead = sorted(set(dead_holders))
+        free = or_(LEASE.c.expires_at <= _now(conn), LEASE.c.holder.in_(dead)) if dead \
+            else LEASE.c.expires_at <= _now(conn)
+        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id).where(
+            LEASE.c.account.in_(rest), free)
         if conn.dialect.name == "postgresql":
             expired = expired.with_for_update(skip_locked=True)
         before = {r.account: r for r in conn.execute(expired)}
         if before:
             taken = conn.execute(
-                update(LEASE).where(LEASE.c.account.in_(list(before)), LEASE.c.expires_at <= _now(conn))
+                update(LEASE).where(LEASE.c.account.in_(list(before)), free)
                 .values(holder=holder, expires_at=_in(conn, seconds), acquired_at=_now(conn),
                         renewed_at=_now(conn), history_id=None)
                 .returning(LEASE.c.account, LEASE.c.expires_at)).all()
             won += [Taken(r.account, utc(r.expires_at), before[r.account].holder,  # type: ignore[arg-type]
                           utc(before[r.account].expires_at)) for r in taken]
+            # A dead holder's holding ends now, not when its lease would have run out.
+            ended = [before[r.account].history_id for r in taken if before[r.account].history_id is not None]
+            if ended:
+                conn.execute(update(LEASE_HISTORY).where(LEASE_HISTORY.c.id.in_(ended),
+                                                         LEASE_HISTORY.c.valid_until > _now(conn))
+                             .values(valid_until=_now(conn)))
     for t in won:
         history_id = conn.execute(insert(LEASE_HISTORY).values(
             account=t.account, holder=holder, acquired_at=_now(conn), valid_until=t.expires_at)
@@ -196,14 +207,22 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     return sorted(r.account for r in released)
 
 
-def fence(conn: Connection, account: str, holder: str) -> None:
+def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None) -> None:
     """Raise LeaseLost unless ``holder`` holds ``account``'s lease now; the first statement of a fenced transaction.
 
     On PostgreSQL the row stays locked ``FOR KEY SHARE`` until the transaction ends, so
-    nobody takes the lease while the transaction may still write.
+    nobody takes the lease while the transaction may still write. ``stall_seconds``: a
+    transaction left idle longer than that (its process stopped, paused, cut off) is
+    ended by the server (``idle_in_transaction_session_timeout``, for this transaction
+    only), so its lock does not keep the account from being taken over for longer.
     """
-    query = select(LEASE.c.expires_at).where(LEASE.c.account == account, LEASE.c.holder == holder,
-                                             LEASE.c.expires_at > _now(conn))
+    columns: list[Any] = [LEASE.c.expires_at]
+    if conn.dialect.name == "postgresql" and stall_seconds is not None:
+        # In the same statement: no extra round trip per transaction.
+        columns.append(func.set_config("idle_in_transaction_session_timeout",
+                                       str(max(1, round(stall_seconds * 1000))), True))
+    query = select(*columns).where(LEASE.c.account == account, LEASE.c.holder == holder,
+                                   LEASE.c.expires_at > _now(conn))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True, read=True)
     if conn.execute(query).first() is None:
@@ -216,21 +235,21 @@ _IDLE_OPTION = "mailbridge_idle_seconds"
 
 
 def bounded(engine: Engine, idle_seconds: float) -> Engine:
-    """``engine`` whose transactions the PostgreSQL server ends when left idle over ``idle_seconds``.
+    """``engine`` whose transactions the PostgreSQL server ends when left idle over ``idle_seconds`` (the keeper's).
 
-    (``idle_in_transaction_session_timeout``, set for each transaction only.) A daemon
-    frozen inside a transaction (SIGSTOP, a paused VM, a partition that leaves the socket
-    open) keeps its row locks: the fence's lock and the keeper's renewal both hold off every
-    takeover of the account, lease expired or not, for as long as the daemon is frozen. The
-    server ending the transaction lets the takeover go on, and the daemon, once awake, finds
-    its transaction gone and writes nothing. SQLite: ``engine`` itself (one daemon).
+    (``idle_in_transaction_session_timeout``, set for each transaction only, as :func:`fence`
+    does with ``stall_seconds``.) A renewal locks every lease row its daemon holds until it
+    commits; a daemon frozen between the UPDATE and the COMMIT (SIGSTOP, a paused VM, a
+    partition that leaves the socket open) would keep all of them from being taken over,
+    lease expired or not, for as long as it is frozen. The server ending the transaction lets
+    the takeover go on. SQLite: ``engine`` itself (one daemon).
     """
     if engine.dialect.name == "sqlite":
         return engine
     return engine.execution_options(**{_IDLE_OPTION: idle_seconds})
 
 
-def fenced(engine: Engine, account: str, holder: str) -> Engine:
+def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None) -> Engine:
     """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine).
 
     SQLite: ``engine`` itself. One daemon works a SQLite database (the file lock keeps a
@@ -239,7 +258,7 @@ def fenced(engine: Engine, account: str, holder: str) -> Engine:
     """
     if engine.dialect.name == "sqlite":
         return engine
-    return engine.execution_options(**{_FENCE_OPTION: (account, holder)})
+    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds)})
 
 
 def fence_on_begin(conn: Connection) -> None:
@@ -265,14 +284,18 @@ def lease_history(conn: Connection, account: str | None = None) -> list[dict[str
             for r in conn.execute(query)]
 
 
-def account_leases(conn: Connection) -> dict[str, dict[str, Any]]:
-    """For ``mailbridge status``: each leased account's holder, expiry, and whether that holder is live."""
-    live = set(live_daemons(conn))
-    return {s.account: {"holder": s.holder, "expires_at": s.expires_at, "held": s.live,
-                        "holder_live": s.holder in live}
-            for s in lease_states(conn).values()}
+def account_lease(conn: Connection, account: str) -> dict[str, Any] | None:
+    """For ``mailbridge status``: the account's lease holder, its expiry, whether it is live and whether the
+    holder daemon's heartbeat is; None when no daemon has held the account yet."""
+    state = lease_states(conn, [account]).get(account)
+    if state is None:
+        return None
+    beating = conn.execute(select(DAEMON.c.holder).where(DAEMON.c.holder == state.holder,
+                                                         DAEMON.c.expires_at > _now(conn))).first() is not None
+    return {"holder": state.holder, "expires_at": iso(state.expires_at), "live": state.live,
+            "holder_live": beating}
 
 
-__all__ = ["LeaseLost", "LeaseState", "Taken", "account_leases", "beat", "database_time", "fence",
+__all__ = ["LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence",
            "fence_on_begin", "fenced", "forget_daemon", "lease_history", "lease_states", "live_daemons", "release",
            "renew", "take"]

@@ -23,6 +23,7 @@ _RECORDED_UIDS = select(MESSAGE.c.uid).where(
     QUARANTINE.c.account == bindparam("account"), QUARANTINE.c.folder == bindparam("folder"),
     QUARANTINE.c.uidvalidity == bindparam("uidvalidity"), QUARANTINE.c.uid.in_(bindparam("uids", expanding=True)),
 ))
+_INSERT = MESSAGE.insert()
 _BY_HASH = select(MESSAGE.c.id, MESSAGE.c.message_id, MESSAGE.c.content_hash).where(
     MESSAGE.c.account == bindparam("account"), MESSAGE.c.content_hash.in_(bindparam("hashes", expanding=True)),
 ).order_by(MESSAGE.c.id)
@@ -63,7 +64,7 @@ class SeenContent:
 
 
 def insert_message(conn: Connection, **values: Any) -> int:
-    return inserted_id(conn.execute(MESSAGE.insert(), values))
+    return inserted_id(conn.execute(_INSERT, values))
 
 
 def set_disposition(conn: Connection, message_row: int, disposition: str) -> None:

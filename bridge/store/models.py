@@ -399,7 +399,7 @@ class ResponseReminder(SQLModel, table=True):
 class Daemon(SQLModel, table=True):
     """A running daemon sharing the database (docs/architecture.md, "Several daemons").
 
-    ``holder`` is unique per process start (host:pid:random): a restarted daemon never
+    ``holder`` is unique per process start (host:pid:daemon:random): a restarted daemon never
     takes a dead predecessor's leases for its own. The row is the daemon's heartbeat:
     live while ``expires_at`` is ahead of the database's clock; the fair share of
     accounts is counted over the live rows.

@@ -24,25 +24,32 @@ on SQLite the database's write lock, which every transaction takes first (BEGIN
 IMMEDIATE, engine.py). So two daemons starting together on one new database do not
 race: one creates it, the other waits and then finds it current; and an upgrade is
 never seen half done.
+
+Alembic is imported only when a database is not at head, or to upgrade it: an ordinary
+start (a database at head, or a new one) reads and writes Alembic's version table itself
+(``VERSION``) and knows the head from the revisions' file names (``head_revision``).
+Importing Alembic and loading its scripts cost more than the rest of opening the database.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from importlib import resources
+from typing import TYPE_CHECKING, Literal
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Column, create_engine, inspect, text
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from bridge.store import models
 from bridge.store.errors import DatabaseError, SchemaNotCurrent
+
+if TYPE_CHECKING:   # Alembic itself is imported where it is used (see the module's docstring)
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = "bridge.store:migrations"   # Alembic's script_location, as a package resource
 # The advisory lock's key on PostgreSQL: any 64-bit number no other application on the
@@ -57,6 +64,14 @@ UNVERSIONED = ("0001", "0002")
 Status = Literal["empty", "current", "behind", "unknown", "unversioned"]
 Action = Literal["created", "upgraded", "adopted", "none"]
 Tables = Mapping[str, frozenset[str]]   # table name -> its column names
+
+# Alembic's version table as Alembic makes it (alembic.runtime.migration.MigrationContext,
+# default options): one row, the revision the database is at. Its own MetaData: it is not
+# one of the models, and autogenerate leaves it out of its comparisons.
+VERSION = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+                PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+# A revision's file in versions/: its four-digit id, then what it changes (scripts/new-migration).
+REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,8 @@ def compared(obj: object, name: str | None, type_: str, reflected: bool, compare
 
 def alembic_config(conn: Connection) -> Config:
     """Alembic's configuration for mailbridge's migrations, run on ``conn`` (and in its transaction)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["connection"] = conn   # env.py runs the migrations on it
@@ -109,15 +126,25 @@ def alembic_config(conn: Connection) -> Config:
 
 @lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     return ScriptDirectory.from_config(config)
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
-    head = _scripts().get_current_head()
-    assert head is not None, "bridge/store/migrations has no revisions"
-    return head
+    """The newest revision: the highest number among the revisions' files, found without Alembic.
+
+    Revisions are numbered in one line, each the one before plus one, and each file is named
+    after its number; tests/test_migrations.py checks that Alembic finds the same head.
+    """
+    folder = resources.files("bridge.store.migrations").joinpath("versions")
+    numbers = [m.group(1) for f in folder.iterdir() if (m := REVISION_FILE.fullmatch(f.name))]
+    assert numbers, "bridge/store/migrations/versions has no revisions"
+    return max(numbers)
 
 
 @dataclass(frozen=True)
@@ -144,7 +171,7 @@ def table_columns(conn: Connection) -> dict[str, frozenset[str]]:
     """Every table of the database but Alembic's own, with its column names."""
     inspector = inspect(conn)
     return {name: frozenset(c["name"] for c in inspector.get_columns(name))
-            for name in inspector.get_table_names() if name != "alembic_version"}
+            for name in inspector.get_table_names() if name != VERSION.name}
 
 
 @lru_cache(maxsize=None)
@@ -153,6 +180,8 @@ def tables_at(revision: str) -> Tables:
 
     Only names are compared (not types), so the answer holds on PostgreSQL too.
     """
+    from alembic import command
+
     scratch = create_engine("sqlite://")
     try:
         with scratch.begin() as conn:
@@ -162,12 +191,25 @@ def tables_at(revision: str) -> Tables:
         scratch.dispose()
 
 
+def stored_revisions(conn: Connection) -> list[str]:
+    """The rows of Alembic's version table: one revision; none when the table is missing or empty."""
+    if not inspect(conn).has_table(VERSION.name):
+        return []
+    return list(conn.execute(select(VERSION.c.version_num)).scalars())
+
+
 def read_state(conn: Connection) -> SchemaState:
     head = head_revision()
-    revision = MigrationContext.configure(conn).get_current_revision()
-    if revision is not None:
-        if revision == head:
-            return SchemaState("current", revision, head)
+    stored = stored_revisions(conn)
+    if stored == [head]:
+        return SchemaState("current", head, head)
+    if stored:
+        if len(stored) == 1:
+            revision = stored[0]
+        else:   # Alembic says what is wrong with a table of several (its error names them)
+            from alembic.runtime.migration import MigrationContext
+
+            revision = MigrationContext.configure(conn).get_current_revision()
         known = {known.id for known in revisions()}
         return SchemaState("behind" if revision in known else "unknown", revision, head)
     tables = table_columns(conn)
@@ -181,7 +223,9 @@ def create_at_head(conn: Connection) -> None:
     """Make every table of the models in an empty database and record it as head."""
     SQLModel.metadata.create_all(conn)
     conn.execute(models.INFO.insert().values(key="schema_version", value=str(models.SCHEMA_VERSION)))
-    command.stamp(alembic_config(conn), "head")
+    # What Alembic's "stamp head" writes into an empty database.
+    VERSION.create(conn, checkfirst=True)   # Alembic's downgrade to base leaves it, empty
+    conn.execute(VERSION.insert().values(version_num=head_revision()))
 
 
 def open_schema(conn: Connection, where: str, upgrade_command: str) -> SchemaState:
@@ -200,6 +244,8 @@ def open_schema(conn: Connection, where: str, upgrade_command: str) -> SchemaSta
 
 def upgrade(conn: Connection, where: str) -> Upgrade:
     """Bring the database to head, in ``conn``'s transaction: all of it, or (on an error) none of it."""
+    from alembic import command
+
     take_migration_lock(conn)
     state = read_state(conn)
     config = alembic_config(conn)

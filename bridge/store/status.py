@@ -1,4 +1,4 @@
-"""The per-account report behind ``mailbridge status``: mailboxes, counts by kind and state, quarantine, feedback,
+"""The per-account report behind ``mailbridge status``: the lease holder, mailboxes, counts by kind and state, quarantine, feedback,
 response-time reminders and the buyers waiting for an answer."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection
 
 from bridge.store.feedback import feedback_counts
+from bridge.store.leases import account_lease
 from bridge.store.models import BUYER, CONV, MAILBOX, MESSAGE, OUTBOX, QUARANTINE
 from bridge.store.outbox import OUTBOX_STATES
 from bridge.store.reminders import awaiting_answer, reminder_counts
@@ -36,6 +37,8 @@ def account_status(conn: Connection, account: str, now: datetime | None = None,
         select(OUTBOX.c.state, func.count()).where(OUTBOX.c.account == account).group_by(OUTBOX.c.state)).all()})
     return {
         "account": account,
+        # Which daemon works the account, until when (docs/architecture.md, "Several daemons").
+        "lease": account_lease(conn, account),
         "mailboxes": mailboxes,
         "messages": count(MESSAGE),
         "messages_by_kind": kinds,

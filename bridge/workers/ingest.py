@@ -284,9 +284,14 @@ class AccountIngest:
                     self.meter.imap_error(self.acct.name, "permanent" if exc.permanent else
                                           "connection" if isinstance(exc, ConnectionLost) else "command")
             except (LeaseExpired, store.LeaseLost) as exc:
-                # The keeper stops the account's workers (bridge.workers.leases): wait for it, touching nothing.
-                self.connected, silent, delay = False, False, LEASE_WAIT_SECONDS
+                # The keeper stops the account's workers (bridge.workers.leases): wait for it, touching
+                # nothing, not even logging in again, until it does or the lease is renewed after all.
+                self.connected = False
                 log.warning("%s; waiting to be stopped", exc)
+                self._pause(LEASE_WAIT_SECONDS, stop)
+                while not stop.is_set() and not self.lease.may_start():
+                    self._pause(LEASE_WAIT_SECONDS, stop)
+                continue
             except Exception as exc:  # noqa: BLE001 - keep the account alive whatever happened
                 self.connected, silent = False, server_went_silent(exc)
                 delay = backoff.next_delay()

@@ -29,7 +29,6 @@ import math
 import os
 import socket
 import time
-import uuid
 from datetime import datetime
 from typing import Awaitable, Callable, Iterable
 
@@ -37,14 +36,29 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.domain.leases import LeaseTiming, plan_round, to_stop
-from bridge.workers.base import LeaseExpired
+from bridge.workers.base import LeaseExpired, holder_id
 
 log = logging.getLogger(__name__)
 
 
-def new_holder_id() -> str:
-    """Unique per process start (Procrastinate #1518: a reused id takes a dead predecessor's work for its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def gone(holder: str) -> bool:
+    """Whether the process of ``holder`` (host:pid:id) is known to have ended: on this host, no such pid.
+
+    Asked on SQLite only, where every process sharing the database file runs on one
+    machine: a daemon restarted after a crash takes its dead predecessor's leases at
+    once instead of waiting for them to expire. A reused pid only makes it wait.
+    """
+    host, _, rest = holder.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # exists, another user's
+        return False
+    return False
 
 
 class AccountLease:
@@ -99,13 +113,14 @@ class LeaseKeeper:
     def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
                  start: Start, stop: Stop, *, holder: str | None = None, balance: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        # Its renewals lock every lease row it holds: a keeper frozen mid-round must not keep them locked.
-        self.engine = store.bounded(engine, timing.operation_seconds)
+        # Its renewals lock every lease row it holds: a keeper frozen mid-round must not keep them
+        # locked for longer than a dead daemon's lease lasts (as the workers' fence, supervisor.py).
+        self.engine = store.bounded(engine, timing.lease_seconds)
         self.timing = timing
         self.accounts = accounts
         self._start = start
         self._stop = stop
-        self.holder = holder or new_holder_id()
+        self.holder = holder or holder_id("daemon")   # new at every start (Procrastinate #1518)
         self.monotonic = monotonic
         # SQLite: one daemon, kept alone by the file lock; no local deadlines, no fence (store.leases.fenced).
         self.local = engine.dialect.name != "sqlite"
@@ -114,6 +129,7 @@ class LeaseKeeper:
         self._stopping: set[asyncio.Task[None]] = set()
         self.lock = asyncio.Lock()   # one round, reload or stop at a time
         self.rounds = 0
+        self._dead: set[str] = set()   # SQLite: holders whose process is gone (see gone())
         # False (``run --once``): renew what is held, take and give up nothing. Set ``closing``
         # when the daemon stops: its leases are renewed while the workers finish, no more are taken.
         self.balance = balance
@@ -170,10 +186,13 @@ class LeaseKeeper:
             return list(store.renew(conn, self.holder, self.timing.lease_seconds))
 
     def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
+        """(the live daemons, the accounts others hold live); on SQLite, gone processes count for neither."""
         with self.engine.begin() as conn:
             daemons = store.live_daemons(conn)
             states = store.lease_states(conn, accounts)
-        return daemons, [a for a, s in states.items() if s.live and s.holder != self.holder]
+        self._dead = set() if self.local else {h for h in daemons + [s.holder for s in states.values()] if gone(h)}
+        return ([d for d in daemons if d not in self._dead],
+                [a for a, s in states.items() if s.live and s.holder != self.holder and s.holder not in self._dead])
 
     async def _take(self, accounts: tuple[str, ...]) -> None:
         started = self.monotonic()
@@ -189,11 +208,16 @@ class LeaseKeeper:
             log.info("account %s: lease taken by %s%s", t.account, self.holder,
                      f" (after {t.previous_holder})" if t.previous_holder and t.previous_holder != self.holder
                      else "")
-            await self._start(t.account, lease)
+            try:
+                await self._start(t.account, lease)
+            except Exception:  # noqa: BLE001 - an account nobody works must not stay leased to this daemon
+                log.exception("account %s: cannot start its workers; giving its lease back", t.account)
+                self.held.pop(t.account, None)
+                await asyncio.to_thread(self._release, [t.account])
 
     def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
         with self.engine.begin() as conn:
-            return store.take(conn, self.holder, accounts, self.timing.lease_seconds)
+            return store.take(conn, self.holder, accounts, self.timing.lease_seconds, dead_holders=self._dead)
 
     def _release(self, accounts: list[str] | None) -> list[str]:
         with self.engine.begin() as conn:
@@ -242,6 +266,7 @@ class LeaseKeeper:
         accounts = self.accounts()
         started = self.monotonic()
         await asyncio.to_thread(self._beat)
+        await asyncio.to_thread(self._view, accounts)   # which holders are gone (SQLite)
         taken = {t.account: t for t in await asyncio.to_thread(self._take_in, tuple(accounts))}
         for name, t in taken.items():
             self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),

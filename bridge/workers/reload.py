@@ -8,7 +8,7 @@ The running daemon compares the configuration it runs with the one just read:
   the outbox, relay and policy settings) restarts every account;
 - the log level and format apply at once;
 - a new database is refused: moving the state under running workers is a
-  restart's job, not a reload's.
+  restart's job, not a reload's; so are new lease times (``[cluster]``).
 
 A file that does not load is refused with one log line and the running
 configuration is kept (the supervisor does that; see ``Daemon.reload``).
@@ -42,6 +42,11 @@ def plan_reload(old: Settings, new: Settings) -> ReloadPlan:
     if new.database != old.database:
         return ReloadPlan(refused="[database] changed; restart mailbridge to move to another database "
                                   "(systemctl restart mailbridge)")
+    if new.cluster != old.cluster:
+        # The keeper's times are what its leases and deadlines were counted with; changing them under
+        # held leases would break the argument of docs/architecture.md, "Several daemons".
+        return ReloadPlan(refused="[cluster] changed; restart mailbridge to apply new lease times "
+                                  "(every daemon sharing the database should use the same)")
     before = {a.name: a for a in old.accounts}
     after = {a.name: a for a in new.accounts}
     shared_changed = any(getattr(old, name) != getattr(new, name) for name in SHARED)

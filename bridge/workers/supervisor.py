@@ -109,7 +109,7 @@ class Daemon:
         self.health = StuckReport([])   # the running workers' heartbeats, once run() starts them
         # One token source per OAuth2 login, shared by all connections of its account.
         self.tokens: dict[str, AccessTokens] = {}
-        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts
+        self.meter: Meter | None = None  # the event counters of /metrics, once run() starts and serves it
         self._collector: DatabaseCollector | None = None   # /metrics' database reads
         self.accounts = [self._context(a) for a in settings.accounts]
         self.running: dict[str, RunningAccount] = {}   # by account name, while run() runs
@@ -167,10 +167,10 @@ class Daemon:
 
     def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
         """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
-        if lease is None:
-            return self.engine
-        # A transaction idle longer than the longest operation belongs to a frozen daemon: the server ends it.
-        return store.fenced(store.bounded(self.engine, lease.timing.operation_seconds), acct.name, lease.holder)
+        # A transaction stalled for a whole lease (the process stopped) is ended by the server: its
+        # fence lock must not hold off a takeover for longer than a dead daemon's would.
+        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
+                                                              stall_seconds=lease.timing.lease_seconds)
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -262,14 +262,16 @@ class Daemon:
 
         from bridge.workers.feedback import TICK_SECONDS
         from bridge.workers.reminders import TICK_SECONDS as REMINDER_TICK_SECONDS
-        from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Its own registry, read by nobody when [metrics] listen is unset: counting costs next to nothing.
-        meter = self.meter = Meter()
         metrics = None
         if self.settings.metrics.listen:
+            # Only here: prometheus_client is not imported, nor anything counted, when nobody reads the
+            # figures (a reload does not start the server: changing [metrics] takes a restart).
+            from bridge.workers.metrics import DatabaseCollector, Meter, MetricsServer
+
+            meter = self.meter = Meter()
             self._collector = DatabaseCollector(self.engine, [a.name for a in self.accounts], self.clock)
             meter.registry.register(self._collector)
             metrics = MetricsServer(self.settings.metrics.listen, meter.registry, self.settings.path)
@@ -357,7 +359,8 @@ class Daemon:
                 r.signal_stop()
             await asyncio.gather(*service_tasks, return_exceptions=True)
             deadline = loop.time() + 60   # one budget for all accounts (systemd's TimeoutStopSec is 90)
-            stuck = [f"ingest-{r.name}" for r in self.running.values() if not await r.wait_stopped(deadline)]
+            # A copy: the keeper, still renewing, may stop an account whose lease was lost meanwhile.
+            stuck = [f"ingest-{r.name}" for r in list(self.running.values()) if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
             keeping.set()

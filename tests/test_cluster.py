@@ -11,6 +11,12 @@ account), and judges by what reached the SMTP server and the database:
   of an account never overlap, and no daemon logged a fetch, a recorded message
   or a send for an account outside its own holdings of it.
 
+One thing leases cannot stop is excused, counted and printed: a daemon frozen
+(SIGSTOP) in the middle of an SMTP conversation finishes that one send when it
+wakes, after the new holder judged it interrupted and sent staff the same mail
+again (one Message-ID). A buyer never gets anything twice (clusterkit's
+``assert_exactly_once``, ``LeaseAudit``).
+
 Waits are on conditions with generous deadlines; durations are printed, never asserted.
 """
 

@@ -231,6 +231,22 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
 
 
 _FENCE_OPTION = "mailbridge_lease"
+_IDLE_OPTION = "mailbridge_idle_seconds"
+
+
+def bounded(engine: Engine, idle_seconds: float) -> Engine:
+    """``engine`` whose transactions the PostgreSQL server ends when left idle over ``idle_seconds`` (the keeper's).
+
+    (``idle_in_transaction_session_timeout``, set for each transaction only, as :func:`fence`
+    does with ``stall_seconds``.) A renewal locks every lease row its daemon holds until it
+    commits; a daemon frozen between the UPDATE and the COMMIT (SIGSTOP, a paused VM, a
+    partition that leaves the socket open) would keep all of them from being taken over,
+    lease expired or not, for as long as it is frozen. The server ending the transaction lets
+    the takeover go on. SQLite: ``engine`` itself (one daemon).
+    """
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(**{_IDLE_OPTION: idle_seconds})
 
 
 def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None) -> Engine:
@@ -246,8 +262,12 @@ def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | Non
 
 
 def fence_on_begin(conn: Connection) -> None:
-    """The engine's ``begin`` listener (``store.engine``): fence the transactions of a :func:`fenced` engine."""
-    lease = conn.get_execution_options().get(_FENCE_OPTION)
+    """The engine's ``begin`` listener (``store.engine``): bound and fence the transactions that ask for it."""
+    options = conn.get_execution_options()
+    idle_seconds = options.get(_IDLE_OPTION)
+    if idle_seconds:
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {max(1, int(idle_seconds * 1000))}")
+    lease = options.get(_FENCE_OPTION)
     if lease is not None:
         fence(conn, *lease)
 

@@ -113,7 +113,9 @@ class LeaseKeeper:
     def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
                  start: Start, stop: Stop, *, holder: str | None = None, balance: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.engine = engine
+        # Its renewals lock every lease row it holds: a keeper frozen mid-round must not keep them
+        # locked for longer than a dead daemon's lease lasts (as the workers' fence, supervisor.py).
+        self.engine = store.bounded(engine, timing.lease_seconds)
         self.timing = timing
         self.accounts = accounts
         self._start = start

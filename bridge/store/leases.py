@@ -189,8 +189,10 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
     return sorted(won, key=lambda t: t.account)
 
 
-def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None) -> list[str]:
-    """Give up ``holder``'s live leases of ``accounts`` (all of them when None): free for others at once.
+def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None,
+            keep: Iterable[str] = ()) -> list[str]:
+    """Give up ``holder``'s live leases of ``accounts`` (all of them when None) but ``keep``'s: free for others
+    at once.
 
     The caller has stopped the accounts' workers first: a released lease may be taken
     by another daemon the next moment.
@@ -198,6 +200,9 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     cond = [LEASE.c.holder == holder, LEASE.c.expires_at > _now(conn)]
     if accounts is not None:
         cond.append(LEASE.c.account.in_(list(accounts)))
+    kept = sorted(set(keep))
+    if kept:
+        cond.append(LEASE.c.account.not_in(kept))
     released = conn.execute(update(LEASE).where(*cond).values(expires_at=_now(conn))
                             .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.history_id)).all()
     for r in released:

@@ -81,10 +81,16 @@ class AccountLease:
         # half done is judged only some time after that (bridge.workers.outbox, reconcile).
         self.previous_until = previous_until if local else None
         self._monotonic = monotonic
+        self.lost = False
 
     def renewed(self, round_started: float) -> None:
-        if self.local:
+        if self.local and not self.lost:
             self.deadline = self.timing.deadline(round_started)
+
+    def lose(self) -> None:
+        """The renewal did not keep this lease (taken over, or expired): no operation may start on it again."""
+        self.lost = True
+        self.deadline = -math.inf
 
     def may_start(self) -> bool:
         return self.timing.may_start(self.deadline, self._monotonic())
@@ -99,15 +105,19 @@ class AccountLease:
 
 
 Start = Callable[[str, AccountLease], Awaitable[None]]
-Stop = Callable[[str], Awaitable[None]]
+Stop = Callable[[str], Awaitable[bool]]
 
 
 class LeaseKeeper:
     """Holds this daemon's leases and starts and stops accounts' workers as they come and go.
 
     ``accounts()``: the configured account names (a reload may change them);
-    ``start(name, lease)``: start the account's workers; ``stop(name)``: stop them and
-    return once they have (or have been given up on).
+    ``start(name, lease)``: start the account's workers; ``stop(name)``: stop them, True once
+    they have, False when they are still busy after a while (it is then asked again).
+
+    An account whose workers are stopping is never taken again, and a lease whose workers
+    are stopping is never released, until they have really stopped: the fence checks the
+    holder, so workers of an old holding of this daemon would pass it.
     """
 
     def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
@@ -123,9 +133,11 @@ class LeaseKeeper:
         # SQLite: one daemon, kept alone by the file lock; no local deadlines, no fence (store.leases.fenced).
         self.local = engine.dialect.name != "sqlite"
         self.held: dict[str, AccountLease] = {}       # accounts whose workers run
-        self.leaving: dict[str, AccountLease] = {}    # given up: workers stopping, lease kept until they have
-        self._stopping: set[asyncio.Task[None]] = set()
-        self.lock = asyncio.Lock()   # one round, reload or stop at a time
+        self.leaving: dict[str, AccountLease] = {}    # workers stopping, lease kept and renewed until they have
+        self.stopping: set[str] = set()               # workers stopping (lease kept or lost): not taken again
+        self._stopping: set[asyncio.Future[object]] = set()
+        self.lock = asyncio.Lock()   # one round, or one change of the accounts by a reload, at a time
+        self.paused = False   # a reload is stopping accounts: leases renewed, none taken or given up
         self.rounds = 0
         self._dead: set[str] = set()   # SQLite: holders whose process is gone (see gone())
         # False (``run --once``): renew what is held, take and give up nothing. Set ``closing``
@@ -151,16 +163,18 @@ class LeaseKeeper:
         for lease in list(self.held.values()) + list(self.leaving.values()):
             if renewed is not None and lease.account in renewed:
                 lease.renewed(started)
+            elif renewed is not None:
+                lease.lose()
         deadlines = {name: lease.deadline for name, lease in self.held.items()}
         for name in to_stop(deadlines, renewed, self.monotonic(), self.timing.operation_seconds):
             self.held.pop(name)
             why = "its lease was not renewed in time" if renewed is None else "its lease is no longer this daemon's"
             log.warning("account %s: stopping: %s (holder %s)", name, why, self.holder)
-            self._in_background(self._stop(name))
-        if renewed is None or self.closing or not self.balance:
+            self.retire(name, None)
+        if renewed is None or self.closing or self.paused or not self.balance:
             return
         configured = self.accounts()
-        strays = [a for a in renewed if a not in self.held and a not in self.leaving]
+        strays = [a for a in renewed if a not in self.held and a not in self.leaving and a not in self.stopping]
         if strays:   # held in the database but not worked here: a reload removed it, or a round was cut short
             await asyncio.to_thread(self._release, strays)
         try:
@@ -169,12 +183,12 @@ class LeaseKeeper:
             log.warning("cannot read the other daemons' leases (%s); trying again in %g s", exc,
                         self.timing.renew_seconds)
             return
-        plan = plan_round(self.holder, configured, list(self.held), others, daemons)
+        # Accounts whose old workers are still stopping are not free, whoever holds their lease now.
+        plan = plan_round(self.holder, configured, list(self.held), others + sorted(self.stopping), daemons)
         for name in plan.give_up:
             log.info("account %s: handing over to another daemon (%d live, this one's share is %d)",
                      name, len(daemons), plan.target)
-            self.leaving[name] = self.held.pop(name)
-            self._in_background(self._hand_over(name))
+            self.retire(name, self.held.pop(name), release=True)
         if plan.take:
             await self._take(plan.take)
 
@@ -202,6 +216,13 @@ class LeaseKeeper:
         for t in taken:
             lease = AccountLease(t.account, self.holder, self.timing, self.timing.deadline(started),
                                  previous_until=t.previous_until, local=self.local, monotonic=self.monotonic)
+            if self.closing:
+                # The daemon began stopping during the round trip and has signalled every worker it
+                # had: workers started now would never be told to stop. Checked with no await before
+                # the start, so the shutdown (on the same loop) cannot slip in between.
+                log.info("account %s: lease given back at once: the daemon is stopping", t.account)
+                await asyncio.to_thread(self._release, [t.account])
+                continue
             self.held[t.account] = lease
             log.info("account %s: lease taken by %s%s", t.account, self.holder,
                      f" (after {t.previous_holder})" if t.previous_holder and t.previous_holder != self.holder
@@ -221,28 +242,79 @@ class LeaseKeeper:
         with self.engine.begin() as conn:
             return store.release(conn, self.holder, accounts)
 
-    async def _hand_over(self, name: str) -> None:
-        """Stop the account's workers, then free its lease for the daemon that joined."""
-        try:
-            await self._stop(name)
-            await asyncio.to_thread(self._release, [name])
-        except Exception:  # noqa: BLE001 - the lease then runs out by itself
-            log.exception("account %s: cannot release its lease; another daemon takes it when it expires", name)
-        finally:
-            self.leaving.pop(name, None)
+    def retire(self, name: str, lease: AccountLease | None, *, release: bool = False,
+               keep: bool = False) -> asyncio.Future[object]:
+        """Stop the account's workers in the background; ``lease`` (still this daemon's) is kept and renewed until
+        they have stopped, then released when ``release`` (a hand-over), or left in :attr:`leaving` when
+        ``keep`` (a reload restarts the account: :meth:`resume`).
 
-    def _in_background(self, work: Awaitable[None]) -> None:
+        Until then the account is not taken again (:attr:`stopping`). Workers that do not stop
+        are waited for again and again; at the daemon's stop their lease is kept (see
+        :meth:`leave`) and runs out by itself.
+        """
+        self.stopping.add(name)
+        if lease is not None:
+            self.leaving[name] = lease
+        return self._in_background(self._retire(name, lease, release, keep))
+
+    async def _retire(self, name: str, lease: AccountLease | None, release: bool, keep: bool = False) -> None:
+        try:
+            while not await self._stop(name):
+                if self.closing:
+                    log.warning("account %s: its workers are still busy as the daemon stops; its lease is kept "
+                                "and runs out by itself", name)
+                    return   # still in stopping: leave() keeps the lease
+                log.warning("account %s: its workers are still busy; %s until they stop", name,
+                            "its lease is kept" if lease is not None else "it is not taken again")
+        except Exception:  # noqa: BLE001 - the lease then runs out by itself
+            log.exception("account %s: cannot stop its workers; its lease runs out by itself", name)
+            return
+        self.stopping.discard(name)
+        if not keep:
+            self.leaving.pop(name, None)
+        if release and lease is not None and not lease.lost:
+            try:
+                await asyncio.to_thread(self._release, [name])
+            except Exception:  # noqa: BLE001 - the lease then runs out by itself
+                log.exception("account %s: cannot release its lease; another daemon takes it when it expires",
+                              name)
+
+    def _in_background(self, work: Awaitable[object]) -> asyncio.Future[object]:
         task = asyncio.ensure_future(work)
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+        return task
+
+    def give_back(self, name: str) -> None:
+        """The account's workers could not start: release its lease (in the background) for another daemon."""
+        self.held.pop(name, None)
+        self._in_background(asyncio.to_thread(self._release, [name]))
 
     # -- reload and stop -----------------------------------------------------------
 
-    async def drop(self, name: str) -> None:
-        """An account removed from the configuration: stop its workers, then release its lease."""
-        if self.held.pop(name, None) is not None:
-            await self._stop(name)
-            await asyncio.to_thread(self._release, [name])
+    async def set_aside(self, names: Iterable[str], *, release: bool) -> None:
+        """A reload: stop the workers of ``names`` and return once they have; their leases are renewed meanwhile.
+
+        Then released when ``release`` (accounts removed); otherwise kept in :attr:`leaving`
+        for :meth:`resume` (accounts changed, started again with their new settings). Called
+        without :attr:`lock` held, and with :attr:`paused` set: rounds go on renewing every
+        lease while the workers stop, but take and give up nothing.
+        """
+        async with self.lock:
+            waits = [self.retire(n, self.held.pop(n), release=release, keep=not release)
+                     for n in names if n in self.held]
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    def resume(self, name: str) -> AccountLease | None:
+        """After :meth:`set_aside` (``release=False``): the account's lease, held again, if its workers have
+        stopped and it is still this daemon's; else None (the lease, if any, is left to run out or be released)."""
+        if name in self.stopping or self.closing:   # the daemon is stopping: nothing starts
+            return None
+        lease = self.leaving.pop(name, None)
+        if lease is None or lease.lost or not lease.may_start():
+            return None
+        self.held[name] = lease
+        return lease
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``renew_seconds`` until ``stop``."""
@@ -283,18 +355,18 @@ class LeaseKeeper:
             return store.lease_states(conn, accounts)
 
     async def leave(self, keep: Iterable[str] = ()) -> None:
-        """Clean stop, after the workers have stopped: every lease released (but ``keep``'s: workers that did
-        not stop in time), the daemon row gone.
+        """Clean stop, after the workers have stopped: every lease released but ``keep``'s (workers that did
+        not stop in time) and those of accounts whose workers are still stopping; the daemon row gone.
 
         A standby daemon then takes the accounts at its next round, not a lease later.
         """
+        self.closing = True
         async with self.lock:
-            if self._stopping:
+            if self._stopping:   # closing is set: each gives up after its current wait
                 await asyncio.gather(*self._stopping, return_exceptions=True)
-            kept = set(keep)
+            kept = set(keep) | self.stopping
             try:
-                released = await asyncio.to_thread(
-                    self._leave, None if not kept else [a for a in self.held if a not in kept])
+                released = await asyncio.to_thread(self._leave, kept)
             except Exception as exc:  # noqa: BLE001 - the leases then run out by themselves
                 log.warning("cannot release the account leases at stop (%s); other daemons take the accounts "
                             "when the leases expire", exc)
@@ -302,9 +374,12 @@ class LeaseKeeper:
             self.held.clear()
             if released:
                 log.info("released the leases of %s", ", ".join(released))
+            if kept:
+                log.warning("kept the leases of %s (workers still busy): they run out by themselves",
+                            ", ".join(sorted(kept)))
 
-    def _leave(self, accounts: list[str] | None) -> list[str]:
+    def _leave(self, kept: set[str]) -> list[str]:
         with self.engine.begin() as conn:
-            released = store.release(conn, self.holder, accounts)
+            released = store.release(conn, self.holder, keep=kept)
             store.forget_daemon(conn, self.holder)
         return released

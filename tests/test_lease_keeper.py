@@ -242,3 +242,23 @@ def test_no_account_starts_once_the_daemon_is_closing(engine: Engine) -> None:
         assert all(not lease_row(engine, a).live for a in ACCOUNTS)
 
     asyncio.run(scenario())
+
+
+def test_a_run_once_pass_takes_no_share_from_the_running_daemons(engine: Engine) -> None:
+    tick = Tick()
+
+    async def scenario() -> None:
+        one, runs = keeper(engine, "host:1:daemon:aaaa", tick)
+        await settle(one)
+        rec = Recorder()
+        once = LeaseKeeper(engine, TIMING, lambda: list(ACCOUNTS), rec.start, rec.stop,
+                           holder="host:2:once:bbbb", balance=False, monotonic=tick)
+        leases, skipped = await once.take_for_pass()
+        assert leases == {} and sorted(skipped) == ACCOUNTS
+        await once.round()             # renews what it holds: its heartbeat too
+        await settle(one)
+        assert sorted(runs.running) == ACCOUNTS and runs.stops == []
+        with engine.begin() as conn:
+            assert store.live_daemons(conn) == ["host:1:daemon:aaaa"]
+
+    asyncio.run(scenario())

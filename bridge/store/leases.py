@@ -63,18 +63,23 @@ def database_time(conn: Connection) -> datetime:
 
 # -- daemons ------------------------------------------------------------------------
 
-def beat(conn: Connection, holder: str, seconds: float) -> None:
-    """The daemon ``holder`` is alive and counts for the fair share for ``seconds`` more."""
+def beat(conn: Connection, holder: str, seconds: float, *, balances: bool = True) -> None:
+    """The daemon ``holder`` is alive for ``seconds`` more, and counts for the fair share when ``balances``.
+
+    ``run --once`` beats with ``balances`` False: it takes no share of the accounts, so the
+    running daemons must not give up theirs to make room for it.
+    """
     statement = _insert(conn, DAEMON).values(holder=holder, started_at=_now(conn), last_seen=_now(conn),
-                                             expires_at=_in(conn, seconds))
+                                             expires_at=_in(conn, seconds), balances=balances)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[DAEMON.c.holder],
         set_={"last_seen": statement.excluded.last_seen, "expires_at": statement.excluded.expires_at}))
 
 
 def live_daemons(conn: Connection) -> list[str]:
-    """The holders of every daemon whose heartbeat has not expired, sorted."""
-    return list(conn.execute(select(DAEMON.c.holder).where(DAEMON.c.expires_at > _now(conn))
+    """The holders of every daemon that takes a share and whose heartbeat has not expired, sorted."""
+    return list(conn.execute(select(DAEMON.c.holder).where(DAEMON.c.expires_at > _now(conn),
+                                                           DAEMON.c.balances.is_(True))
                              .order_by(DAEMON.c.holder)).scalars())
 
 

@@ -194,7 +194,7 @@ class LeaseKeeper:
 
     def _renew(self) -> list[str]:
         with self.engine.begin() as conn:
-            store.beat(conn, self.holder, self.timing.lease_seconds)
+            store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
             return list(store.renew(conn, self.holder, self.timing.lease_seconds))
 
     def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
@@ -348,7 +348,7 @@ class LeaseKeeper:
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:
-            store.beat(conn, self.holder, self.timing.lease_seconds)
+            store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
 
     def _states(self, accounts: list[str]) -> dict[str, store.LeaseState]:
         with self.engine.begin() as conn:

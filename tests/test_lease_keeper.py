@@ -4,7 +4,9 @@ which accounts it starts and stops, and when, without mail servers or timing."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from bridgekit import postgres_database
@@ -262,3 +264,30 @@ def test_a_run_once_pass_takes_no_share_from_the_running_daemons(engine: Engine)
             assert store.live_daemons(conn) == ["host:1:daemon:aaaa"]
 
     asyncio.run(scenario())
+
+
+def test_rounds_do_not_queue_behind_the_workers_threads(engine: Engine) -> None:
+    tick = Tick()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        busy = ThreadPoolExecutor(max_workers=1)
+        loop.set_default_executor(busy)   # every to_thread of the workers, here one blocked call
+        release = threading.Event()
+        blocked = loop.run_in_executor(None, release.wait)
+        one, runs = keeper(engine, "host:1:daemon:aaaa", tick)
+        try:
+            await asyncio.wait_for(one.round(), timeout=60)
+            assert sorted(runs.running) == ACCOUNTS
+        finally:
+            release.set()
+            await blocked
+
+    asyncio.run(scenario())
+
+
+def test_postgres_connections_cannot_hang_for_the_kernels_timeout(engine: Engine) -> None:
+    with engine.connect() as conn:
+        params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    assert params["connect_timeout"] == "10" and params["tcp_user_timeout"] == "15000"
+    assert params["keepalives"] == "1"

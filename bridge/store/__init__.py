@@ -84,6 +84,7 @@ from bridge.store.leases import (
     fence,
     fenced,
     forget_daemon,
+    keeper_limits,
     lease_history,
     lease_states,
     live_daemons,
@@ -249,7 +250,7 @@ __all__ = [
     "overdue_outbox", "quarantine_counts",
     # account leases and daemons
     "LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence", "fenced",
-    "forget_daemon", "lease_history", "lease_states", "live_daemons", "release", "renew", "take",
+    "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release", "renew", "take",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -61,6 +61,19 @@ def database_time(conn: Connection) -> datetime:
     return value
 
 
+def keeper_limits(conn: Connection, seconds: float) -> None:
+    """Bound each statement of this transaction (the lease keeper's) to ``seconds``, lock waits included.
+
+    A renewal stuck behind a lock or a slow server must fail in time for the keeper to
+    judge the deadlines (and try again next round) rather than hold its round for a lease.
+    PostgreSQL only: SQLite has one daemon, whose leases nobody else may take.
+    """
+    if conn.dialect.name == "postgresql":
+        value = str(round(max(1.0, seconds) * 1000))   # at least a second: a busy server is not a dead one
+        conn.execute(select(func.set_config("statement_timeout", value, True),
+                            func.set_config("lock_timeout", value, True)))
+
+
 # -- daemons ------------------------------------------------------------------------
 
 def beat(conn: Connection, holder: str, seconds: float, *, balances: bool = True) -> None:
@@ -287,5 +300,5 @@ def account_lease(conn: Connection, account: str) -> dict[str, Any] | None:
 
 
 __all__ = ["LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence",
-           "fence_on_begin", "fenced", "forget_daemon", "lease_history", "lease_states", "live_daemons", "release",
+           "fence_on_begin", "fenced", "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release",
            "renew", "take"]

@@ -24,13 +24,15 @@ fenced by the lease row (``store.leases.fence``), not by the heartbeat.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -39,6 +41,8 @@ from bridge.domain.leases import LeaseTiming, plan_round, to_stop
 from bridge.workers.base import LeaseExpired, holder_id
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def gone(holder: str) -> bool:
@@ -144,6 +148,12 @@ class LeaseKeeper:
         # when the daemon stops: its leases are renewed while the workers finish, no more are taken.
         self.balance = balance
         self.closing = False
+        # Its own thread: renewals never queue behind workers' calls in the loop's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-keeper")
+
+    def _db(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
+        """``fn(*args)`` (a short transaction of the keeper's) in the keeper's own thread."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     # -- one round -----------------------------------------------------------------
 
@@ -155,7 +165,7 @@ class LeaseKeeper:
     async def _round(self) -> None:
         started = self.monotonic()
         try:
-            renewed: list[str] | None = sorted(await asyncio.to_thread(self._renew))
+            renewed: list[str] | None = sorted(await self._db(self._renew))
         except Exception as exc:  # noqa: BLE001 - the database may be down: the deadlines decide
             log.warning("cannot renew the account leases (%s); each account stops at its lease's deadline "
                         "unless a renewal gets through first", exc)
@@ -176,9 +186,9 @@ class LeaseKeeper:
         configured = self.accounts()
         strays = [a for a in renewed if a not in self.held and a not in self.leaving and a not in self.stopping]
         if strays:   # held in the database but not worked here: a reload removed it, or a round was cut short
-            await asyncio.to_thread(self._release, strays)
+            await self._db(self._release, strays)
         try:
-            daemons, others = await asyncio.to_thread(self._view, configured)
+            daemons, others = await self._db(self._view, configured)
         except Exception as exc:  # noqa: BLE001 - next round
             log.warning("cannot read the other daemons' leases (%s); trying again in %g s", exc,
                         self.timing.renew_seconds)
@@ -194,12 +204,14 @@ class LeaseKeeper:
 
     def _renew(self) -> list[str]:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
             return list(store.renew(conn, self.holder, self.timing.lease_seconds))
 
     def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
         """(the live daemons, the accounts others hold live); on SQLite, gone processes count for neither."""
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             daemons = store.live_daemons(conn)
             states = store.lease_states(conn, accounts)
         self._dead = set() if self.local else {h for h in daemons + [s.holder for s in states.values()] if gone(h)}
@@ -209,7 +221,7 @@ class LeaseKeeper:
     async def _take(self, accounts: tuple[str, ...]) -> None:
         started = self.monotonic()
         try:
-            taken = await asyncio.to_thread(self._take_in, accounts)
+            taken = await self._db(self._take_in, accounts)
         except Exception as exc:  # noqa: BLE001 - next round
             log.warning("cannot take account leases (%s); trying again in %g s", exc, self.timing.renew_seconds)
             return
@@ -221,7 +233,7 @@ class LeaseKeeper:
                 # had: workers started now would never be told to stop. Checked with no await before
                 # the start, so the shutdown (on the same loop) cannot slip in between.
                 log.info("account %s: lease given back at once: the daemon is stopping", t.account)
-                await asyncio.to_thread(self._release, [t.account])
+                await self._db(self._release, [t.account])
                 continue
             self.held[t.account] = lease
             log.info("account %s: lease taken by %s%s", t.account, self.holder,
@@ -232,14 +244,16 @@ class LeaseKeeper:
             except Exception:  # noqa: BLE001 - an account nobody works must not stay leased to this daemon
                 log.exception("account %s: cannot start its workers; giving its lease back", t.account)
                 self.held.pop(t.account, None)
-                await asyncio.to_thread(self._release, [t.account])
+                await self._db(self._release, [t.account])
 
     def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             return store.take(conn, self.holder, accounts, self.timing.lease_seconds, dead_holders=self._dead)
 
     def _release(self, accounts: list[str] | None) -> list[str]:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             return store.release(conn, self.holder, accounts)
 
     def retire(self, name: str, lease: AccountLease | None, *, release: bool = False,
@@ -274,7 +288,7 @@ class LeaseKeeper:
             self.leaving.pop(name, None)
         if release and lease is not None and not lease.lost:
             try:
-                await asyncio.to_thread(self._release, [name])
+                await self._db(self._release, [name])
             except Exception:  # noqa: BLE001 - the lease then runs out by itself
                 log.exception("account %s: cannot release its lease; another daemon takes it when it expires",
                               name)
@@ -288,7 +302,7 @@ class LeaseKeeper:
     def give_back(self, name: str) -> None:
         """The account's workers could not start: release its lease (in the background) for another daemon."""
         self.held.pop(name, None)
-        self._in_background(asyncio.to_thread(self._release, [name]))
+        self._in_background(self._db(self._release, [name]))
 
     # -- reload and stop -----------------------------------------------------------
 
@@ -335,23 +349,25 @@ class LeaseKeeper:
         """
         accounts = self.accounts()
         started = self.monotonic()
-        await asyncio.to_thread(self._beat)
-        await asyncio.to_thread(self._view, accounts)   # which holders are gone (SQLite)
-        taken = {t.account: t for t in await asyncio.to_thread(self._take_in, tuple(accounts))}
+        await self._db(self._beat)
+        await self._db(self._view, accounts)   # which holders are gone (SQLite)
+        taken = {t.account: t for t in await self._db(self._take_in, tuple(accounts))}
         for name, t in taken.items():
             self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),
                                            previous_until=t.previous_until, local=self.local,
                                            monotonic=self.monotonic)
-        states = await asyncio.to_thread(self._states, accounts)
+        states = await self._db(self._states, accounts)
         skipped = {a: states[a].holder for a in accounts if a not in taken and a in states}
         return dict(self.held), skipped
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
 
     def _states(self, accounts: list[str]) -> dict[str, store.LeaseState]:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             return store.lease_states(conn, accounts)
 
     async def leave(self, keep: Iterable[str] = ()) -> None:
@@ -366,7 +382,7 @@ class LeaseKeeper:
                 await asyncio.gather(*self._stopping, return_exceptions=True)
             kept = set(keep) | self.stopping
             try:
-                released = await asyncio.to_thread(self._leave, kept)
+                released = await self._db(self._leave, kept)
             except Exception as exc:  # noqa: BLE001 - the leases then run out by themselves
                 log.warning("cannot release the account leases at stop (%s); other daemons take the accounts "
                             "when the leases expire", exc)
@@ -377,9 +393,11 @@ class LeaseKeeper:
             if kept:
                 log.warning("kept the leases of %s (workers still busy): they run out by themselves",
                             ", ".join(sorted(kept)))
+        self._executor.shutdown(wait=False)
 
     def _leave(self, kept: set[str]) -> list[str]:
         with self.engine.begin() as conn:
+            store.keeper_limits(conn, self.timing.renew_seconds)
             released = store.release(conn, self.holder, keep=kept)
             store.forget_daemon(conn, self.holder)
         return released

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -291,3 +292,14 @@ def test_postgres_connections_cannot_hang_for_the_kernels_timeout(engine: Engine
         params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
     assert params["connect_timeout"] == "10" and params["tcp_user_timeout"] == "15000"
     assert params["keepalives"] == "1"
+
+
+def test_lease_deadlines_count_the_time_the_machine_was_suspended() -> None:
+    from bridge.workers.leases import lease_clock
+
+    keeper_default = LeaseKeeper.__init__.__kwdefaults__["monotonic"]  # type: ignore[index]
+    lease_default = AccountLease.__init__.__kwdefaults__["monotonic"]  # type: ignore[index]
+    assert keeper_default is lease_clock and lease_default is lease_clock
+    if hasattr(time, "CLOCK_BOOTTIME"):   # Linux: the clock that keeps counting through a suspend
+        before = time.clock_gettime(time.CLOCK_BOOTTIME)
+        assert before <= lease_clock() <= time.clock_gettime(time.CLOCK_BOOTTIME)

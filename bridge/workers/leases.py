@@ -42,6 +42,25 @@ from bridge.workers.base import LeaseExpired, holder_id
 
 log = logging.getLogger(__name__)
 
+
+def _lease_clock() -> Callable[[], float]:
+    """The clock of the local lease deadlines: one that keeps counting while the machine is suspended.
+
+    CLOCK_MONOTONIC stops during a host suspend (and some VM pauses), while the database's
+    clock, which ends the lease for the other daemons, does not: a daemon resumed after an
+    hour would still think its lease had most of its time left and start operations on an
+    account another daemon has taken meanwhile. CLOCK_BOOTTIME (Linux) counts the
+    suspended time too; elsewhere there is only the monotonic clock.
+    """
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return time.monotonic
+    return functools.partial(time.clock_gettime, boottime)
+
+
+#: Now, on the clock of the local lease deadlines (see _lease_clock).
+lease_clock: Callable[[], float] = _lease_clock()
+
 T = TypeVar("T")
 
 
@@ -68,14 +87,14 @@ def gone(holder: str) -> bool:
 class AccountLease:
     """This daemon's hold on one account, as its workers see it: may an operation start now?
 
-    ``deadline`` is monotonic time; the keeper moves it on at each renewal. ``local``
-    False (SQLite: one daemon on one machine, kept alone by the database file's lock)
-    makes the deadline never come: nobody else could take the account.
+    ``deadline`` is on :data:`lease_clock` (monotonic, suspend included); the keeper moves it on
+    at each renewal. ``local`` False (SQLite: one daemon on one machine, kept alone by the
+    database file's lock) makes the deadline never come: nobody else could take the account.
     """
 
     def __init__(self, account: str, holder: str, timing: LeaseTiming, deadline: float, *,
                  previous_until: datetime | None = None, local: bool = True,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = lease_clock) -> None:
         self.account = account
         self.holder = holder
         self.timing = timing
@@ -126,7 +145,7 @@ class LeaseKeeper:
 
     def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
                  start: Start, stop: Stop, *, holder: str | None = None, balance: bool = True,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = lease_clock) -> None:
         self.engine = engine
         self.timing = timing
         self.accounts = accounts

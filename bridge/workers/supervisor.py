@@ -166,11 +166,19 @@ class Daemon:
                             previous_holder_until=lease.previous_until if lease else None)
 
     def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
-        """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
+        """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced).
+
+        The account's OAuth2 token sources are switched to it too: a daemon that lost the account
+        must not write a refreshed (possibly rotated) refresh token over the new holder's.
+        """
         # A transaction stalled for a whole lease (the process stopped) is ended by the server: its
         # fence lock must not hold off a takeover for longer than a dead daemon's would.
-        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
-                                                              stall_seconds=lease.timing.lease_seconds)
+        engine = self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
+                                                                stall_seconds=lease.timing.lease_seconds)
+        for grant in (grant_name(acct.name), grant_name(acct.name, smtp=True)):
+            if grant in self.tokens:
+                self.tokens[grant].engine = engine
+        return engine
 
     @property
     def _stale_claim(self) -> timedelta:

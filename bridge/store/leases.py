@@ -300,5 +300,5 @@ def account_lease(conn: Connection, account: str) -> dict[str, Any] | None:
 
 
 __all__ = ["LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence",
-           "fence_on_begin", "fenced", "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release",
-           "renew", "take"]
+           "fence_on_begin", "fenced", "forget_daemon", "keeper_limits", "lease_history", "lease_states",
+           "live_daemons", "release", "renew", "take"]

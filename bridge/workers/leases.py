@@ -389,16 +389,20 @@ class LeaseKeeper:
             store.keeper_limits(conn, self.timing.renew_seconds)
             return store.lease_states(conn, accounts)
 
-    async def leave(self, keep: Iterable[str] = ()) -> None:
+    async def leave(self, keep: Iterable[str] = (), within: float | None = None) -> None:
         """Clean stop, after the workers have stopped: every lease released but ``keep``'s (workers that did
         not stop in time) and those of accounts whose workers are still stopping; the daemon row gone.
 
-        A standby daemon then takes the accounts at its next round, not a lease later.
+        ``within``: how long to wait for the stops still in progress (hand-overs, reloads); None:
+        until they end. A standby daemon then takes the accounts at its next round, not a lease later.
         """
         self.closing = True
         async with self.lock:
             if self._stopping:   # closing is set: each gives up after its current wait
-                await asyncio.gather(*self._stopping, return_exceptions=True)
+                done, _ = await asyncio.wait(set(self._stopping), timeout=within)
+                for task in done:   # retrieved: what failed was logged where it failed, or runs out anyway
+                    if not task.cancelled():
+                        task.exception()
             kept = set(keep) | self.stopping
             try:
                 released = await self._db(self._leave, kept)

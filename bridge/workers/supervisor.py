@@ -385,7 +385,8 @@ class Daemon:
             keeping.set()
             await keeper_task
             # Workers stopped: another daemon may take the accounts now. A stuck one's lease runs out instead.
-            await keeper.leave(keep=[r.name for r in self.running.values() if f"account {r.name}" in stuck])
+            await keeper.leave(keep=[r.name for r in self.running.values() if f"account {r.name}" in stuck],
+                               within=max(1.0, deadline - loop.time()))
             if metrics is not None:
                 await asyncio.to_thread(metrics.stop)
             self.service.close()

@@ -118,13 +118,16 @@ class Taken:
     """A lease just taken; ``previous_*``: the holding it follows (None for an account never leased).
 
     The previous holder may have been acting until ``previous_until``: what it left
-    half done (a send in 'sending') is judged only some time after that.
+    half done (a send in 'sending') is judged only some time after that. ``acquired_at``
+    names this holding: the workers' fence checks it, so workers of an earlier holding of
+    the same daemon do not pass.
     """
 
     account: str
     expires_at: datetime
     previous_holder: str | None
     previous_until: datetime | None
+    acquired_at: datetime | None = None
 
 
 def lease_states(conn: Connection, accounts: Iterable[str] | None = None) -> dict[str, LeaseState]:
@@ -173,8 +176,9 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         _insert(conn, LEASE).values([{"account": a, "holder": holder, "expires_at": _in(conn, seconds),
                                       "acquired_at": _now(conn), "renewed_at": _now(conn)} for a in wanted])
         .on_conflict_do_nothing(index_elements=[LEASE.c.account])
-        .returning(LEASE.c.account, LEASE.c.expires_at)).all()
-    won += [Taken(r.account, utc(r.expires_at), None, None) for r in fresh]  # type: ignore[arg-type]
+        .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.acquired_at)).all()
+    won += [Taken(r.account, utc(r.expires_at), None, None, utc(r.acquired_at))  # type: ignore[arg-type]
+            for r in fresh]
     rest = [a for a in wanted if a not in {t.account for t in won}]
     if rest:
         dead = sorted(set(dead_holders))
@@ -190,9 +194,9 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
                 update(LEASE).where(LEASE.c.account.in_(list(before)), free)
                 .values(holder=holder, expires_at=_in(conn, seconds), acquired_at=_now(conn),
                         renewed_at=_now(conn), history_id=None)
-                .returning(LEASE.c.account, LEASE.c.expires_at)).all()
+                .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.acquired_at)).all()
             won += [Taken(r.account, utc(r.expires_at), before[r.account].holder,  # type: ignore[arg-type]
-                          utc(before[r.account].expires_at)) for r in taken]
+                          utc(before[r.account].expires_at), utc(r.acquired_at)) for r in taken]
             # A dead holder's holding ends now, not when its lease would have run out.
             ended = [before[r.account].history_id for r in taken if before[r.account].history_id is not None]
             if ended:
@@ -230,8 +234,10 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     return sorted(r.account for r in released)
 
 
-def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None) -> None:
-    """Raise LeaseLost unless ``holder`` holds ``account``'s lease now; the first statement of a fenced transaction.
+def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None,
+          acquired_at: datetime | None = None) -> None:
+    """Raise LeaseLost unless ``holder`` holds ``account``'s lease now (the holding taken at ``acquired_at``, when
+    given); the first statement of a fenced transaction.
 
     On PostgreSQL the row stays locked ``FOR KEY SHARE`` until the transaction ends, so
     nobody takes the lease while the transaction may still write. ``stall_seconds``: a
@@ -246,6 +252,8 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
                                        str(max(1, round(stall_seconds * 1000))), True))
     query = select(*columns).where(LEASE.c.account == account, LEASE.c.holder == holder,
                                    LEASE.c.expires_at > _now(conn))
+    if acquired_at is not None:   # this holding, not an earlier one of the same daemon
+        query = query.where(LEASE.c.acquired_at == acquired_at)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True, read=True)
     if conn.execute(query).first() is None:
@@ -256,7 +264,8 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
 _FENCE_OPTION = "mailbridge_lease"
 
 
-def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None) -> Engine:
+def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None,
+           acquired_at: datetime | None = None) -> Engine:
     """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine).
 
     SQLite: ``engine`` itself. One daemon works a SQLite database (the file lock keeps a
@@ -265,7 +274,7 @@ def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | Non
     """
     if engine.dialect.name == "sqlite":
         return engine
-    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds)})
+    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds, acquired_at)})
 
 
 def fence_on_begin(conn: Connection) -> None:

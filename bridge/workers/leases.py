@@ -93,7 +93,7 @@ class AccountLease:
     """
 
     def __init__(self, account: str, holder: str, timing: LeaseTiming, deadline: float, *,
-                 previous_until: datetime | None = None, local: bool = True,
+                 previous_until: datetime | None = None, acquired_at: datetime | None = None, local: bool = True,
                  monotonic: Callable[[], float] = lease_clock) -> None:
         self.account = account
         self.holder = holder
@@ -103,6 +103,7 @@ class AccountLease:
         # Until when the previous holder may have been acting (None: nobody, or SQLite): what it left
         # half done is judged only some time after that (bridge.workers.outbox, reconcile).
         self.previous_until = previous_until if local else None
+        self.acquired_at = acquired_at   # names this holding for the fence (store.leases.fence)
         self._monotonic = monotonic
         self.lost = False
 
@@ -246,7 +247,8 @@ class LeaseKeeper:
             return
         for t in taken:
             lease = AccountLease(t.account, self.holder, self.timing, self.timing.deadline(started),
-                                 previous_until=t.previous_until, local=self.local, monotonic=self.monotonic)
+                                 previous_until=t.previous_until, acquired_at=t.acquired_at, local=self.local,
+                                 monotonic=self.monotonic)
             if self.closing:
                 # The daemon began stopping during the round trip and has signalled every worker it
                 # had: workers started now would never be told to stop. Checked with no await before
@@ -373,7 +375,7 @@ class LeaseKeeper:
         taken = {t.account: t for t in await self._db(self._take_in, tuple(accounts))}
         for name, t in taken.items():
             self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),
-                                           previous_until=t.previous_until, local=self.local,
+                                           previous_until=t.previous_until, acquired_at=t.acquired_at, local=self.local,
                                            monotonic=self.monotonic)
         states = await self._db(self._states, accounts)
         skipped = {a: states[a].holder for a in accounts if a not in taken and a in states}

@@ -174,7 +174,8 @@ class Daemon:
         # A transaction stalled for a whole lease (the process stopped) is ended by the server: its
         # fence lock must not hold off a takeover for longer than a dead daemon's would.
         engine = self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
-                                                                stall_seconds=lease.timing.lease_seconds)
+                                                                stall_seconds=lease.timing.lease_seconds,
+                                                                acquired_at=lease.acquired_at)
         for grant in (grant_name(acct.name), grant_name(acct.name, smtp=True)):
             if grant in self.tokens:
                 self.tokens[grant].engine = engine

@@ -17,6 +17,10 @@ loop, one round at a time:
    share of the live daemons; above it (a daemon joined) the surplus is given up
    cleanly: the account's workers are stopped, *then* the lease is released.
 
+An account whose workers are stopping (lost, handed over, changed or removed by a
+reload) is never taken again, and a lease it still holds is renewed rather than
+released, until those workers have really stopped. A reload pauses only step 3.
+
 Heartbeats and claims never share a statement (pgqueuer #430): a worker's claim is
 fenced by the lease row (``store.leases.fence``), not by the heartbeat.
 """

@@ -14,7 +14,7 @@ database, so every drain sends the same N messages.
       ratio = mailbridge speed / bare loop speed (target >= 0.5x).
   (b) SIGKILL: the same drain killed when about half has gone, then
       ``mailbridge run --once`` again once the claims are old enough to judge
-      (``reconcile_after_seconds`` = 1). Counted per Message-ID at the sink:
+      (``reconcile_after_seconds`` = 3, above the SMTP timeout of 2.5 s). Counted per Message-ID at the sink:
       delivered once, delivered again with the same Message-ID (an interrupted
       send the Sent folder could not vouch for: sent_copies = "none" here),
       missing; and mail to buyers sent twice (must be 0).
@@ -91,8 +91,8 @@ def write_config(root: Path, name: str, db: Path, imap_port: int, smtp_port: int
     path.write_text(config_toml(
         database=f"sqlite:///{db}", seller=seller, staff=STAFF, imap_port=imap_port, smtp_port=smtp_port,
         imap_password=PASSWORD, name="bench", seller_name="Bench Outdoor",
-        sections={"account": {"forward_existing": True}, "outbox": {"reconcile_after_seconds": 1},
-                  "smtp": {"sent_copies": "none", **(smtp or {})}}))
+        sections={"account": {"forward_existing": True}, "outbox": {"reconcile_after_seconds": 3},
+                  "smtp": {"sent_copies": "none", "timeout_seconds": 2.5, **(smtp or {})}}))
     return path
 
 
@@ -184,7 +184,7 @@ def sigkill(root: Path, dovecot: DovecotServer, queued: Path, count: int) -> dic
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         at_kill, left = sink.accepted, outbox_counts(db)
-        time.sleep(1.5)        # reconcile_after_seconds = 1: the dead process's claims are judged
+        time.sleep(3.5)        # reconcile_after_seconds = 3: the dead process's claims are judged
         child(mailbridge(config, "run", "--once", log_level="INFO"), log)
         assert sink.message_ids is not None
         ids = sink.message_ids

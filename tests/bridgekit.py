@@ -139,10 +139,12 @@ def crash_config(tmp_path: Path, seller: SandboxAccount, staff: SandboxAccount, 
         database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
         imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
         staff_senders=[f"*@{seller.user.rpartition('@')[2]}"],
-        sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2},
+        # A whole send ends within smtp.timeout_seconds, which must stay under reconcile_after_seconds.
+        sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 4},
                   "account": {"forward_existing": True},
                   "imap": {"poll_seconds": 5, "batch_size": batch_size, "processed_folder": "Processed"},
-                  "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server"}}))
+                  "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": "server",
+                           "timeout_seconds": 3}}))
     return path
 
 

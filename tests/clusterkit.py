@@ -173,7 +173,8 @@ class Cluster:
         extra = {k: dict(v) for k, v in sections.items()}
         lines = toml_table("[daemon]", {"log_format": "json", **extra.pop("daemon", {})})
         lines += toml_table("[database]", {"url": self.url})
-        lines += toml_table("[outbox]", {"retry_base_seconds": 1, "reconcile_after_seconds": 2,
+        # A whole send ends within smtp.timeout_seconds, which must stay under reconcile_after_seconds.
+        lines += toml_table("[outbox]", {"retry_base_seconds": 1, "reconcile_after_seconds": 4,
                                          **extra.pop("outbox", {})})
         imap_keys, smtp_keys = extra.pop("imap", {}), extra.pop("smtp", {})
         for table, values in extra.items():
@@ -188,7 +189,7 @@ class Cluster:
                 "password": seller.password, "poll_seconds": 5, "processed_folder": "Processed", **imap_keys})
             lines += toml_table("[accounts.smtp]", {
                 "host": "127.0.0.1", "port": self.smtp.port, "security": "none", "username": seller.user,
-                "password": seller.password, "sent_copies": "server", **smtp_keys})
+                "password": seller.password, "sent_copies": "server", "timeout_seconds": 3, **smtp_keys})
         self.config.write_text("\n".join(lines))
 
     # --- mail ----------------------------------------------------------------------------

@@ -256,6 +256,8 @@ ERROR_CASES: list[tuple[str, Mutation, str]] = [
     ("max_attempts zero", put("outbox.max_attempts", 0), "outbox.max_attempts: got 0; expected an integer of at least 1"),
     ("retry_base_seconds zero", put("outbox.retry_base_seconds", 0), "outbox.retry_base_seconds: got 0; expected a positive number"),
     ("retry max below base", put("outbox.retry_max_seconds", 10), "outbox.retry_max_seconds: got 10, less than retry_base_seconds (30)"),
+    ("a send may outlast reconcile", put("accounts.1.smtp.timeout_seconds", 120), f"outbox.reconcile_after_seconds: got 120, not more than {A1}.smtp.timeout_seconds (120)"),
+    ("reconcile before a send ends", put("outbox.reconcile_after_seconds", 30), f"outbox.reconcile_after_seconds: got 30, not more than {A0}.smtp.timeout_seconds (60)"),
     ("attachment types not a list", put("relay.attachment_types", "pdf"), 'relay.attachment_types: expected an array of file name extensions such as ["pdf", "jpg", "png"], got a string ("pdf")'),
     ("attachment type with a path", put("relay.attachment_types", ["../exe"]), 'relay.attachment_types[0]: got "../exe"; expected a file name extension such as "pdf"'),
     ("negative attachment count", put("relay.max_attachments", -1), "relay.max_attachments"),

@@ -20,7 +20,7 @@ def test_the_previous_holders_sends_wait_for_its_lease_to_end(
         smtp_server: SandboxSMTP) -> None:
     clock = Clock()
     settings = make_settings(tmp_path, fresh_mailbox, staff, smtp_server, account={"forward_existing": True},
-                             outbox={"reconcile_after_seconds": 5})
+                             smtp_opts={"timeout_seconds": 4}, outbox={"reconcile_after_seconds": 5})
     daemon = Daemon(settings, clock=clock)
     with dovecot.imap_client(fresh_mailbox.user) as client:
         client.multiappend("INBOX", samples.buyer_backlog(3, seller_address=fresh_mailbox.user, seed=71))

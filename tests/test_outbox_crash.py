@@ -36,10 +36,11 @@ def test_sigkill_during_a_batched_drain(tmp_path: Path, dovecot: DovecotServer, 
         config.write_text(config_toml(
             database=f"sqlite:///{tmp_path}/mailbridge.db", seller=seller.user, staff=staff.user,
             imap_port=seller.port, smtp_port=smtp.port, imap_password_file=f"{tmp_path}/password", smtp_login=True,
-            sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 2, "batch_size": 20},
+            sections={"outbox": {"retry_base_seconds": 1, "reconcile_after_seconds": 4, "batch_size": 20},
                       "account": {"forward_existing": True},
                       "imap": {"poll_seconds": 5},
-                      "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": sent_copies}}))
+                      "smtp": {"password_file": f"{tmp_path}/password", "sent_copies": sent_copies,
+                               "timeout_seconds": 3}}))
         with dovecot.imap_client(seller.user) as client:
             client.multiappend("INBOX", samples.buyer_backlog(BACKLOG, seller_address=seller.user, seed=41))
         log = tmp_path / "daemon.log"

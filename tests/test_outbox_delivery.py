@@ -150,7 +150,7 @@ def test_an_interrupted_batch_is_reconciled_with_one_search(
         clock = Clock()
         settings = make_settings(tmp_path, seller, staff, smtp, account={"forward_existing": True},
                                  smtp_opts={"sent_copies": "server", "username": seller.user,
-                                            "password": seller.password},
+                                            "password": seller.password, "timeout_seconds": 4},
                                  outbox={"reconcile_after_seconds": 5})
         daemon = Daemon(settings, clock=clock)
         queue_notifications(daemon, dovecot, seller, 12, seed=34)

@@ -65,6 +65,21 @@ def test_an_expired_lease_is_taken_and_its_holder_can_neither_renew_nor_write(en
         assert store.lease_states(conn)["a"].holder == "d2"
 
 
+def test_the_fence_knows_a_holding_from_an_earlier_one_of_the_same_daemon(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        return   # no fence on SQLite (store.leases.fenced)
+    with engine.begin() as conn:
+        [first] = store.take(conn, "d1", ["a"], LEASE)
+        store.release(conn, "d1", ["a"])
+        [second] = store.take(conn, "d1", ["a"], LEASE)
+    assert first.acquired_at is not None and second.acquired_at is not None
+    with store.fenced(engine, "a", "d1", acquired_at=second.acquired_at).begin():
+        pass
+    with pytest.raises(store.LeaseLost):   # the workers of the first holding, still running somewhere
+        with store.fenced(engine, "a", "d1", acquired_at=first.acquired_at).begin():
+            pass
+
+
 def test_release_frees_at_once_and_closes_the_holding(engine: Engine) -> None:
     with engine.begin() as conn:
         store.take(conn, "d1", ["a", "b"], LEASE)

@@ -38,6 +38,12 @@ class SendError(Exception):
         self.reply = reply
 
 
+class _Progress:
+    """How far a send got, for the message when it runs out of time: after DATA began it may have gone out."""
+
+    data_started = False
+
+
 class SmtpConnection:
     """Reuses one authenticated connection for consecutive sends; reconnects when it drops."""
 
@@ -105,7 +111,29 @@ class SmtpConnection:
         await _close(await self._connect())
 
     async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:
-        """Send one message; raises SendError. Every recipient must be accepted."""
+        """Send one message; raises SendError. Every recipient must be accepted.
+
+        The whole send (connecting, logging in, MAIL, RCPT, DATA) ends within ``timeout_seconds``,
+        not each command: a send interrupted by a daemon that lost its account is looked up in
+        the Sent folder only ``[outbox] reconcile_after_seconds`` after that daemon's lease
+        ended, which the configuration requires to be longer (docs/architecture.md, "Several daemons").
+        """
+        progress = _Progress()
+        try:
+            await asyncio.wait_for(self._send(envelope_from, recipients, raw, progress),
+                                   self.settings.timeout_seconds)
+        except TimeoutError as exc:
+            if self._client is not None:   # mid-command: no QUIT, which would wait again
+                self._client.close()
+                self._client = None
+            s = self.settings
+            raise SendError(f"the send through {s.host}:{s.port} did not finish within smtp.timeout_seconds "
+                            f"({s.timeout_seconds:g} s) {'during DATA' if progress.data_started else ''}".rstrip(),
+                            permanent=False, connection=not progress.data_started,
+                            ambiguous=progress.data_started) from exc
+
+    async def _send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes,
+                    progress: _Progress) -> None:
         if self._client is None or not self._client.is_connected:
             self._client = await self._connect()
         client = self._client
@@ -128,7 +156,7 @@ class SmtpConnection:
                 await client.rset()
                 raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code,
                                 reply=reply)
-            data_started = True
+            data_started = progress.data_started = True
             await client.data(raw)
         except SendError:
             raise

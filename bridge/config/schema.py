@@ -207,7 +207,8 @@ class SmtpSettings:
     sent_copies: SentCopies = field(default="append", metadata=key(
         Choice(), "how copies of sent mail reach imap.sent_folder"))
     timeout_seconds: float = field(default=60.0, metadata=key(
-        Seconds(), "how long to wait for the server before giving up"))
+        Seconds(), "how long a whole send (connect, log in, MAIL, RCPT, DATA) may take; less than [outbox] "
+                   "reconcile_after_seconds"))
     # None: the provider's documented limit for a known host (bridge.domain.delivery), none otherwise.
     max_per_minute: int | None = field(default=None, metadata=key(
         Integer(0), "messages sent in any minute at most; 0 for no limit",
@@ -553,6 +554,32 @@ class Settings:
             if acct.name == name:
                 return acct
         raise KeyError(name)
+
+
+@across_keys(Settings)
+def _sends_end_before_they_are_reconciled(settings: Settings, tbl: Table) -> Settings:
+    """A send lasts at most smtp.timeout_seconds (bridge.adapters.smtp); one interrupted by a daemon that lost
+    the account is looked up in the Sent folder reconcile_after_seconds after that daemon's lease ended."""
+    wait = settings.outbox.reconcile_after_seconds
+    why = ("a send may last that long, so one cut short by a daemon losing the account could be looked up in "
+           "the Sent folder before it ended, and sent twice")
+    late = [(acct, acct_tbl) for acct, acct_tbl in zip(settings.accounts, tbl.items.get("accounts", []))
+            if acct.smtp.timeout_seconds >= wait]
+    if not late:
+        return settings
+    outbox = tbl.child("outbox", type(settings.outbox))
+    if outbox.has("reconcile_after_seconds"):   # one message where the file set it
+        acct, acct_tbl = max(late, key=lambda pair: pair[0].smtp.timeout_seconds)
+        outbox.problem("reconcile_after_seconds",
+                       f"got {wait:g}, not more than {acct_tbl.where}.smtp.timeout_seconds "
+                       f"({acct.smtp.timeout_seconds:g}): {why}; raise reconcile_after_seconds or lower the "
+                       "SMTP timeout")
+        return settings
+    for acct, acct_tbl in late:
+        acct_tbl.child("smtp", type(acct.smtp)).problem(
+            "timeout_seconds", f"got {acct.smtp.timeout_seconds:g}, not less than [outbox] reconcile_after_seconds "
+                               f"({wait:g}): {why}; lower timeout_seconds or raise reconcile_after_seconds")
+    return settings
 
 
 @across_keys(Settings)

@@ -59,9 +59,10 @@ class LeaseTiming:
 def share(accounts: int, daemons: Sequence[str], me: str) -> int:
     """How many of ``accounts`` the daemon ``me`` should hold when ``daemons`` (sorted holders) are live.
 
-    The shares add up to ``accounts``: the first ``accounts % len(daemons)`` daemons in
-    holder order take ceil(accounts / daemons), the others floor; a daemon not (yet)
-    among the live ones counts itself as the last.
+    ``me`` is counted among the daemons even when it is not (yet) among the live ones (its
+    first heartbeat not written): it takes its place in holder order like the others. The
+    shares add up to ``accounts``: the first ``accounts % n`` of the n daemons in holder
+    order take ceil(accounts / n), the others floor.
     """
     everyone = sorted(set(daemons) | {me})
     base, extra = divmod(accounts, len(everyone))

@@ -98,6 +98,19 @@ def make_folder(database: Path) -> None:
         ) from exc
 
 
+#: libpq connection parameters (psycopg passes them on): without them a half-open connection (a peer
+#: gone without a FIN, a dropped route) hangs a statement until the kernel gives up, some 15 minutes,
+#: far past any lease. A lease renewal or a worker's transaction must fail in seconds instead.
+POSTGRES_TIMEOUTS: dict[str, int] = {
+    "connect_timeout": 10,          # seconds to connect
+    "keepalives": 1,                # an idle connection's peer is probed...
+    "keepalives_idle": 10,          # ...after 10 s of silence,
+    "keepalives_interval": 3,       # every 3 s,
+    "keepalives_count": 3,          # and the connection dropped after 3 unanswered probes
+    "tcp_user_timeout": 15_000,     # ms: data sent and not acknowledged for this long drops the connection
+}
+
+
 def make_engine(url: str, *, foreign_keys: bool = True, accounts: int = 1) -> Engine:
     """Create the engine for ``url``, its pool sized for ``accounts``; creates the SQLite file's folder if needed.
 
@@ -122,7 +135,9 @@ def make_engine(url: str, *, foreign_keys: bool = True, accounts: int = 1) -> En
             "BEGIN" if conn.get_execution_options().get(_READER) else "BEGIN IMMEDIATE"))
     else:
         require_driver(url)
-        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts))
+        given = make_url(url).query   # what the URL sets itself wins
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool_limits(accounts),
+                               connect_args={k: v for k, v in POSTGRES_TIMEOUTS.items() if k not in given})
     # After BEGIN (IMMEDIATE): a worker's transaction first checks that its daemon still holds the account.
     event.listen(engine, "begin", leases.fence_on_begin)
     return engine

@@ -61,20 +61,38 @@ def database_time(conn: Connection) -> datetime:
     return value
 
 
+def keeper_limits(conn: Connection, seconds: float) -> None:
+    """Bound each statement of this transaction (the lease keeper's) to ``seconds``, lock waits included.
+
+    A renewal stuck behind a lock or a slow server must fail in time for the keeper to
+    judge the deadlines (and try again next round) rather than hold its round for a lease.
+    PostgreSQL only: SQLite has one daemon, whose leases nobody else may take.
+    """
+    if conn.dialect.name == "postgresql":
+        value = str(round(max(1.0, seconds) * 1000))   # at least a second: a busy server is not a dead one
+        conn.execute(select(func.set_config("statement_timeout", value, True),
+                            func.set_config("lock_timeout", value, True)))
+
+
 # -- daemons ------------------------------------------------------------------------
 
-def beat(conn: Connection, holder: str, seconds: float) -> None:
-    """The daemon ``holder`` is alive and counts for the fair share for ``seconds`` more."""
+def beat(conn: Connection, holder: str, seconds: float, *, balances: bool = True) -> None:
+    """The daemon ``holder`` is alive for ``seconds`` more, and counts for the fair share when ``balances``.
+
+    ``run --once`` beats with ``balances`` False: it takes no share of the accounts, so the
+    running daemons must not give up theirs to make room for it.
+    """
     statement = _insert(conn, DAEMON).values(holder=holder, started_at=_now(conn), last_seen=_now(conn),
-                                             expires_at=_in(conn, seconds))
+                                             expires_at=_in(conn, seconds), balances=balances)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[DAEMON.c.holder],
         set_={"last_seen": statement.excluded.last_seen, "expires_at": statement.excluded.expires_at}))
 
 
 def live_daemons(conn: Connection) -> list[str]:
-    """The holders of every daemon whose heartbeat has not expired, sorted."""
-    return list(conn.execute(select(DAEMON.c.holder).where(DAEMON.c.expires_at > _now(conn))
+    """The holders of every daemon that takes a share and whose heartbeat has not expired, sorted."""
+    return list(conn.execute(select(DAEMON.c.holder).where(DAEMON.c.expires_at > _now(conn),
+                                                           DAEMON.c.balances.is_(True))
                              .order_by(DAEMON.c.holder)).scalars())
 
 
@@ -100,13 +118,16 @@ class Taken:
     """A lease just taken; ``previous_*``: the holding it follows (None for an account never leased).
 
     The previous holder may have been acting until ``previous_until``: what it left
-    half done (a send in 'sending') is judged only some time after that.
+    half done (a send in 'sending') is judged only some time after that. ``acquired_at``
+    names this holding: the workers' fence checks it, so workers of an earlier holding of
+    the same daemon do not pass.
     """
 
     account: str
     expires_at: datetime
     previous_holder: str | None
     previous_until: datetime | None
+    acquired_at: datetime | None = None
 
 
 def lease_states(conn: Connection, accounts: Iterable[str] | None = None) -> dict[str, LeaseState]:
@@ -155,8 +176,9 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         _insert(conn, LEASE).values([{"account": a, "holder": holder, "expires_at": _in(conn, seconds),
                                       "acquired_at": _now(conn), "renewed_at": _now(conn)} for a in wanted])
         .on_conflict_do_nothing(index_elements=[LEASE.c.account])
-        .returning(LEASE.c.account, LEASE.c.expires_at)).all()
-    won += [Taken(r.account, utc(r.expires_at), None, None) for r in fresh]  # type: ignore[arg-type]
+        .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.acquired_at)).all()
+    won += [Taken(r.account, utc(r.expires_at), None, None, utc(r.acquired_at))  # type: ignore[arg-type]
+            for r in fresh]
     rest = [a for a in wanted if a not in {t.account for t in won}]
     if rest:
         dead = sorted(set(dead_holders))
@@ -172,9 +194,9 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
                 update(LEASE).where(LEASE.c.account.in_(list(before)), free)
                 .values(holder=holder, expires_at=_in(conn, seconds), acquired_at=_now(conn),
                         renewed_at=_now(conn), history_id=None)
-                .returning(LEASE.c.account, LEASE.c.expires_at)).all()
+                .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.acquired_at)).all()
             won += [Taken(r.account, utc(r.expires_at), before[r.account].holder,  # type: ignore[arg-type]
-                          utc(before[r.account].expires_at)) for r in taken]
+                          utc(before[r.account].expires_at), utc(r.acquired_at)) for r in taken]
             # A dead holder's holding ends now, not when its lease would have run out.
             ended = [before[r.account].history_id for r in taken if before[r.account].history_id is not None]
             if ended:
@@ -189,8 +211,10 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
     return sorted(won, key=lambda t: t.account)
 
 
-def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None) -> list[str]:
-    """Give up ``holder``'s live leases of ``accounts`` (all of them when None): free for others at once.
+def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None,
+            keep: Iterable[str] = ()) -> list[str]:
+    """Give up ``holder``'s live leases of ``accounts`` (all of them when None) but ``keep``'s: free for others
+    at once.
 
     The caller has stopped the accounts' workers first: a released lease may be taken
     by another daemon the next moment.
@@ -198,6 +222,9 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     cond = [LEASE.c.holder == holder, LEASE.c.expires_at > _now(conn)]
     if accounts is not None:
         cond.append(LEASE.c.account.in_(list(accounts)))
+    kept = sorted(set(keep))
+    if kept:
+        cond.append(LEASE.c.account.not_in(kept))
     released = conn.execute(update(LEASE).where(*cond).values(expires_at=_now(conn))
                             .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.history_id)).all()
     for r in released:
@@ -207,8 +234,10 @@ def release(conn: Connection, holder: str, accounts: Iterable[str] | None = None
     return sorted(r.account for r in released)
 
 
-def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None) -> None:
-    """Raise LeaseLost unless ``holder`` holds ``account``'s lease now; the first statement of a fenced transaction.
+def fence(conn: Connection, account: str, holder: str, stall_seconds: float | None = None,
+          acquired_at: datetime | None = None) -> None:
+    """Raise LeaseLost unless ``holder`` holds ``account``'s lease now (the holding taken at ``acquired_at``, when
+    given); the first statement of a fenced transaction.
 
     On PostgreSQL the row stays locked ``FOR KEY SHARE`` until the transaction ends, so
     nobody takes the lease while the transaction may still write. ``stall_seconds``: a
@@ -223,6 +252,8 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
                                        str(max(1, round(stall_seconds * 1000))), True))
     query = select(*columns).where(LEASE.c.account == account, LEASE.c.holder == holder,
                                    LEASE.c.expires_at > _now(conn))
+    if acquired_at is not None:   # this holding, not an earlier one of the same daemon
+        query = query.where(LEASE.c.acquired_at == acquired_at)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True, read=True)
     if conn.execute(query).first() is None:
@@ -249,7 +280,8 @@ def bounded(engine: Engine, idle_seconds: float) -> Engine:
     return engine.execution_options(**{_IDLE_OPTION: idle_seconds})
 
 
-def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None) -> Engine:
+def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None,
+           acquired_at: datetime | None = None) -> Engine:
     """``engine`` whose every transaction begins with :func:`fence` for ``account`` (a worker's engine).
 
     SQLite: ``engine`` itself. One daemon works a SQLite database (the file lock keeps a
@@ -258,7 +290,7 @@ def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | Non
     """
     if engine.dialect.name == "sqlite":
         return engine
-    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds)})
+    return engine.execution_options(**{_FENCE_OPTION: (account, holder, stall_seconds, acquired_at)})
 
 
 def fence_on_begin(conn: Connection) -> None:
@@ -297,5 +329,5 @@ def account_lease(conn: Connection, account: str) -> dict[str, Any] | None:
 
 
 __all__ = ["LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence",
-           "fence_on_begin", "fenced", "forget_daemon", "lease_history", "lease_states", "live_daemons", "release",
-           "renew", "take"]
+           "fence_on_begin", "fenced", "forget_daemon", "keeper_limits", "lease_history", "lease_states",
+           "live_daemons", "release", "renew", "take"]

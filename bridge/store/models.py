@@ -402,7 +402,9 @@ class Daemon(SQLModel, table=True):
     ``holder`` is unique per process start (host:pid:daemon:random): a restarted daemon never
     takes a dead predecessor's leases for its own. The row is the daemon's heartbeat:
     live while ``expires_at`` is ahead of the database's clock; the fair share of
-    accounts is counted over the live rows.
+    accounts is counted over the live rows that ``balances`` (a running daemon). A
+    ``run --once`` pass has a row too (``mailbridge status`` shows its holder as alive) but
+    takes no share: counting it would make the running daemons give accounts up to nobody.
     """
 
     __tablename__ = "daemon"
@@ -410,6 +412,7 @@ class Daemon(SQLModel, table=True):
     started_at: datetime = Field(sa_column=_ts())
     last_seen: datetime = Field(sa_column=_ts())
     expires_at: datetime = Field(sa_column=_ts())
+    balances: bool = True
 
 
 class AccountLease(SQLModel, table=True):

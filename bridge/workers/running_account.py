@@ -69,10 +69,13 @@ class RunningAccount:
         self._task_stop.set()
 
     async def wait_stopped(self, deadline: float) -> bool:
-        """Wait for the outbox task, then the ingest thread until ``deadline`` (loop time); False if it is still busy."""
+        """Wait for the outbox task, then the ingest thread, until ``deadline`` (loop time); False if either is
+        still busy (a send stuck beyond its timeouts must not hang the daemon's stop)."""
         loop = asyncio.get_running_loop()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=max(0.1, deadline - loop.time()))
+            if not self._task.done():
+                return False
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, max(0.1, deadline - loop.time()))
             return not self._thread.is_alive()
@@ -82,6 +85,5 @@ class RunningAccount:
         self.signal_stop()
         stopped = await self.wait_stopped(asyncio.get_running_loop().time() + seconds)
         if not stopped:
-            log.warning("account %s: ingest still busy after %.0f s; going on without waiting for it",
-                        self.name, seconds)
+            log.warning("account %s: its workers are still busy after %.0f s", self.name, seconds)
         return stopped

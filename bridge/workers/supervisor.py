@@ -166,11 +166,20 @@ class Daemon:
                             previous_holder_until=lease.previous_until if lease else None)
 
     def _engine_for(self, acct: AccountContext, lease: AccountLease | None) -> Engine:
-        """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced)."""
+        """The engine of an account's workers: every transaction fenced by the lease (store.leases.fenced).
+
+        The account's OAuth2 token sources are switched to it too: a daemon that lost the account
+        must not write a refreshed (possibly rotated) refresh token over the new holder's.
+        """
         # A transaction stalled for a whole lease (the process stopped) is ended by the server: its
         # fence lock must not hold off a takeover for longer than a dead daemon's would.
-        return self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
-                                                              stall_seconds=lease.timing.lease_seconds)
+        engine = self.engine if lease is None else store.fenced(self.engine, acct.name, lease.holder,
+                                                                stall_seconds=lease.timing.lease_seconds,
+                                                                acquired_at=lease.acquired_at)
+        for grant in (grant_name(acct.name), grant_name(acct.name, smtp=True)):
+            if grant in self.tokens:
+                self.tokens[grant].engine = engine
+        return engine
 
     @property
     def _stale_claim(self) -> timedelta:
@@ -292,11 +301,19 @@ class Daemon:
             self.running[name] = self._start_account(acct, loop, lease)
             self._heartbeats_changed()
 
-        async def stop_account(name: str) -> None:
-            running = self.running.pop(name, None)
-            if running is not None:
-                self._heartbeats_changed()
-                await running.stop()
+        stopping: dict[str, RunningAccount] = {}   # workers asked to stop that had not yet when last waited for
+
+        async def stop_account(name: str) -> bool:
+            # Asked again (by the keeper) while an account's workers are still busy: wait for them again.
+            running = self.running.pop(name, None) or stopping.get(name)
+            if running is None:
+                return True
+            stopping[name] = running
+            self._heartbeats_changed()
+            stopped = await running.stop()
+            if stopped:
+                stopping.pop(name, None)
+            return stopped
 
         keeper = self.keeper = LeaseKeeper(self.engine, self.settings.cluster.timing,
                                            lambda: [a.name for a in self.accounts], start_account, stop_account)
@@ -354,19 +371,23 @@ class Daemon:
             log.info("stopping: finishing the work in hand")
             self.service.stopping()
             scheduler.shutdown(wait=False)
-            keeper.closing = True   # leases still renewed while the work in hand finishes; none taken
+            # Leases still renewed while the work in hand finishes; none taken. No await between these
+            # lines: the keeper checks closing just before it starts an account (on this same loop), so
+            # every account it ever starts is either signalled here or never started.
+            keeper.closing = True
             for r in self.running.values():
                 r.signal_stop()
             await asyncio.gather(*service_tasks, return_exceptions=True)
             deadline = loop.time() + 60   # one budget for all accounts (systemd's TimeoutStopSec is 90)
             # A copy: the keeper, still renewing, may stop an account whose lease was lost meanwhile.
-            stuck = [f"ingest-{r.name}" for r in list(self.running.values()) if not await r.wait_stopped(deadline)]
+            stuck = [f"account {r.name}" for r in list(self.running.values()) if not await r.wait_stopped(deadline)]
             if stuck:
                 log.warning("stopping without waiting for %s", ", ".join(stuck))
             keeping.set()
             await keeper_task
             # Workers stopped: another daemon may take the accounts now. A stuck one's lease runs out instead.
-            await keeper.leave(keep=[r.name for r in self.running.values() if f"ingest-{r.name}" in stuck])
+            await keeper.leave(keep=[r.name for r in self.running.values() if f"account {r.name}" in stuck],
+                               within=max(1.0, deadline - loop.time()))
             if metrics is not None:
                 await asyncio.to_thread(metrics.stop)
             self.service.close()
@@ -413,8 +434,13 @@ class Daemon:
             return False
         keeper = self.keeper
         assert keeper is not None, "reload() runs while run() does"
-        async with keeper.lock:   # no lease round while accounts change
+        # The keeper's rounds go on renewing every lease while the workers of the accounts removed or
+        # changed stop (up to a minute each): holding its lock meanwhile would let every lease expire.
+        keeper.paused = True
+        try:
             await self._apply_reload(plan, new, key, templates, contexts, keeper, loop)
+        finally:
+            keeper.paused = False
         await keeper.round()      # accounts added are taken now, not a round later
         logformat.configure(self.log_level_override or new.log_level, new.log_format, os.environ)
         log.info("reloaded %s: %s", path, plan.summary())
@@ -424,13 +450,17 @@ class Daemon:
     async def _apply_reload(self, plan: "ReloadPlan", new: Settings, key: bytes, templates: Templates,
                             contexts: list[AccountContext], keeper: LeaseKeeper,
                             loop: asyncio.AbstractEventLoop) -> None:
-        held = [n for n in plan.stop + plan.restart if n in self.running]
-        for name in held:
-            self.running[name].signal_stop()
-        for name in held:
-            await self.running.pop(name).stop()
-        for name in plan.stop:
-            await keeper.drop(name)   # workers stopped above: the lease is released
+        # Signalled together, waited for together; their leases stay held and renewed until they have stopped.
+        for name in plan.stop + plan.restart:
+            if name in self.running:
+                self.running[name].signal_stop()
+        await asyncio.gather(keeper.set_aside(plan.stop, release=True),
+                             keeper.set_aside(plan.restart, release=False))
+        async with keeper.lock:   # the accounts change between two rounds
+            self._switch(plan, new, key, templates, contexts, keeper, loop)
+
+    def _switch(self, plan: "ReloadPlan", new: Settings, key: bytes, templates: Templates,
+                contexts: list[AccountContext], keeper: LeaseKeeper, loop: asyncio.AbstractEventLoop) -> None:
         self.settings, self._key = new, key
         self._templates_dir, self._templates = new.templates_dir, templates
         self.accounts = contexts
@@ -442,9 +472,16 @@ class Daemon:
         for acct in self.accounts:
             if acct.name in plan.start or acct.name in plan.restart:
                 self._add_tokens(acct)   # an OAuth2 account added or changed logs in with its own tokens
-            lease = keeper.held.get(acct.name)
-            if acct.name in plan.restart and lease is not None:
+            if acct.name not in plan.restart:
+                continue
+            lease = keeper.resume(acct.name)   # None: lost meanwhile, or its workers are still busy
+            if lease is None:
+                continue
+            try:
                 self.running[acct.name] = self._start_account(acct, loop, lease)
+            except Exception:  # noqa: BLE001 - an account nobody works must not stay leased to this daemon
+                log.exception("account %s: cannot start its workers; giving its lease back", acct.name)
+                keeper.give_back(acct.name)
         # The file's order; accounts added start when the keeper takes their leases.
         self.running = {a.name: self.running[a.name] for a in self.accounts if a.name in self.running}
         self._heartbeats_changed()
@@ -472,9 +509,10 @@ async def _started(name: str, lease: AccountLease) -> None:
     """``run --once`` starts no workers when it takes a lease: the pass itself works the account."""
 
 
-async def _not_stopped(name: str) -> None:
+async def _not_stopped(name: str) -> bool:
     """``run --once`` cannot stop a pass in hand; its lease checks stop the account's operations."""
     log.warning("account %s: lease lost during the pass; its remaining operations are not started", name)
+    return True
 
 
 def _alert_staff(acct: AccountContext) -> Callable[..., None]:

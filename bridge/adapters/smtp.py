@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
+from typing import Callable
 
 import aiosmtplib
 
@@ -36,6 +38,13 @@ class SendError(Exception):
         self.connection = connection
         self.revoked = revoked
         self.reply = reply
+
+
+class NotFinished(SendError):
+    """The server was ready for the message data, but ``may_finish`` said no: nothing was handed over."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=False, connection=True)
 
 
 class _Progress:
@@ -110,8 +119,16 @@ class SmtpConnection:
         """Connect and log in as a send would, then close (``check-config --connect``); raises SendError."""
         await _close(await self._connect())
 
-    async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:
+    async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes,
+                   may_finish: Callable[[], bool] | None = None) -> None:
         """Send one message; raises SendError. Every recipient must be accepted.
+
+        ``may_finish`` is asked once the server is ready for the message data (its 354 reply),
+        the last moment before anything is handed over: when it says no, the session is
+        dropped without the data's end, so the server discards the transaction, and
+        :class:`NotFinished` is raised. The outbox asks whether its lease on the account still
+        holds: a daemon paused (SIGSTOP, a frozen VM) while it waited for 354 wakes with its
+        account given to another daemon, which may already have judged this send unfinished.
 
         The whole send (connecting, logging in, MAIL, RCPT, DATA) ends within ``timeout_seconds``,
         not each command: a send interrupted by a daemon that lost its account is looked up in
@@ -120,7 +137,7 @@ class SmtpConnection:
         """
         progress = _Progress()
         try:
-            await asyncio.wait_for(self._send(envelope_from, recipients, raw, progress),
+            await asyncio.wait_for(self._send(envelope_from, recipients, raw, progress, may_finish),
                                    self.settings.timeout_seconds)
         except TimeoutError as exc:
             if self._client is not None:   # mid-command: no QUIT, which would wait again
@@ -133,11 +150,10 @@ class SmtpConnection:
                             ambiguous=progress.data_started) from exc
 
     async def _send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes,
-                    progress: _Progress) -> None:
+                    progress: _Progress, may_finish: Callable[[], bool] | None) -> None:
         if self._client is None or not self._client.is_connected:
             self._client = await self._connect()
         client = self._client
-        data_started = False
         try:
             await client.mail(envelope_from)
             refused: list[str] = []
@@ -156,8 +172,11 @@ class SmtpConnection:
                 await client.rset()
                 raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code,
                                 reply=reply)
-            data_started = progress.data_started = True
-            await client.data(raw)
+            if may_finish is None:
+                progress.data_started = True
+                await client.data(raw)
+            else:
+                await self._data_if(client, raw, may_finish, progress)
         except SendError:
             raise
         except aiosmtplib.SMTPResponseException as exc:
@@ -167,8 +186,36 @@ class SmtpConnection:
                             reply=exc.message) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
-            raise SendError(f"connection failed during {'DATA' if data_started else 'the transaction'}: {exc}",
-                            permanent=False, ambiguous=data_started) from exc
+            raise SendError(f"connection failed during {'DATA' if progress.data_started else 'the transaction'}: "
+                            f"{exc}", permanent=False, ambiguous=progress.data_started) from exc
+
+    async def _data_if(self, client: aiosmtplib.SMTP, raw: bytes, may_finish: Callable[[], bool],
+                       progress: _Progress) -> None:
+        """DATA, then the message only if ``may_finish()`` still holds once the server said 354.
+
+        aiosmtplib's ``data()`` writes the message in the same step as it reads the 354, with no
+        point in between for a caller to stop (and asyncio timeouts cannot cut in there either:
+        a reply that arrived while the process was paused is returned first). So DATA is sent
+        as a command, the question asked, and the message written on the session's protocol
+        (``SMTP.protocol``, its public ``write``/``read_response``), made transparent as
+        RFC 5321 4.5.2 says, as ``data()`` would.
+        """
+        response = await client.execute_command(b"DATA")
+        if response.code != 354:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        if not may_finish():
+            client.close()    # no end of data: the server discards the transaction (RFC 5321 4.1.1.4)
+            self._client = None
+            raise NotFinished("not sent: the server was ready for the message, but this daemon may no longer send "
+                              "for the account (its lease ran out while it waited)")
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the message data")
+        progress.data_started = True
+        protocol.write(_transparent(raw))
+        response = await protocol.read_response(timeout=self.settings.timeout_seconds)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
 
     async def _reset_after_error(self, code: int) -> None:
         if code == 421 or self._client is None:
@@ -183,6 +230,18 @@ class SmtpConnection:
         if self._client is not None:
             await _close(self._client)
             self._client = None
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _transparent(raw: bytes) -> bytes:
+    """The message as DATA carries it: CRLF line ends, a leading dot doubled, ended by ``.CRLF``."""
+    data = _LINE_END.sub(b"\r\n", raw)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
 
 
 async def _close(client: aiosmtplib.SMTP) -> None:

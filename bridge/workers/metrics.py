@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -130,10 +130,11 @@ class MeteredSmtp(SmtpConnection):
         self.meter.smtp_session(self.account)
         return client
 
-    async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes) -> None:
+    async def send(self, envelope_from: str, recipients: tuple[str, ...], raw: bytes,
+                   may_finish: Callable[[], bool] | None = None) -> None:
         started = time.perf_counter()
         try:
-            await super().send(envelope_from, recipients, raw)
+            await super().send(envelope_from, recipients, raw, may_finish)
         except SendError as exc:
             self.meter.smtp_send(self.account, time.perf_counter() - started, exc)
             raise

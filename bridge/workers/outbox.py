@@ -250,7 +250,10 @@ class OutboxWorker:
                 if (stop is not None and stop.is_set()) or not self.lease.may_start():
                     break     # the rest goes back to the queue
                 try:
-                    await self.smtp.send(item.envelope_from, item.recipients, item.raw)
+                    # Asked again once the server is ready for the data: a pause while waiting for it
+                    # (SIGSTOP) may have outlived the lease, and the send must then not finish.
+                    await self.smtp.send(item.envelope_from, item.recipients, item.raw,
+                                         may_finish=self.lease.may_start)
                 except SendError as exc:
                     if exc.connection or is_throttle(exc.code, exc.reply):
                         batch.halted = exc    # not this message's fault: it and the rest go back

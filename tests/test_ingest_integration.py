@@ -220,8 +220,8 @@ def test_stop_lets_the_outbox_finish_only_the_message_in_hand(tmp_path: Path, do
         conn = SmtpConnection(acct.settings.smtp)
         send = conn.send
 
-        async def send_then_stop(*args: Any) -> None:
-            await send(*args)
+        async def send_then_stop(*args: Any, **kwargs: Any) -> None:
+            await send(*args, **kwargs)
             stop.set()     # as SIGTERM does, while the first message is in hand
 
         conn.send = send_then_stop  # type: ignore[method-assign]
@@ -254,10 +254,10 @@ def test_an_unreachable_smtp_server_pauses_the_worker_and_keeps_the_queue_as_it_
         conn = SmtpConnection(acct.settings.smtp)
         send = conn.send
 
-        async def counted(*args: Any) -> None:
+        async def counted(*args: Any, **kwargs: Any) -> None:
             nonlocal attempts
             attempts += 1
-            await send(*args)
+            await send(*args, **kwargs)
 
         conn.send = counted  # type: ignore[method-assign]
         return conn

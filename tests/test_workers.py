@@ -144,3 +144,24 @@ def test_an_ingest_loop_hung_on_a_silent_server_goes_quiet(tmp_path: Path, fresh
             stop.set()
             thread.join(15)
         assert not thread.is_alive()
+
+
+UNSEEN = [
+    # (case, uidnext, seen up to, rechecked for, another pass?)
+    ("server does not say", None, 5, 0, False),
+    ("nothing new", 6, 5, 0, False),
+    ("empty folder", 1, 0, 0, False),
+    ("a UID given out during the pass", 7, 5, 0, True),
+    ("looked for it once already", 7, 5, 7, False),
+    ("a later arrival after a recheck", 8, 5, 7, True),
+    ("the pass saw past it", 7, 6, 0, False),
+]
+
+
+@pytest.mark.parametrize(("uidnext", "seen", "rechecked", "expected"), [c[1:] for c in UNSEEN],
+                         ids=[c[0] for c in UNSEEN])
+def test_a_pass_runs_again_once_for_uids_it_did_not_see(uidnext: int | None, seen: int, rechecked: int,
+                                                         expected: bool) -> None:
+    from bridge.workers.ingest import uids_unseen
+
+    assert uids_unseen(uidnext, seen, rechecked) is expected

@@ -218,6 +218,23 @@ class MailboxSession:
             exists=int(info.get(b"EXISTS", 0)),
         )
 
+    def uidnext_now(self) -> int | None:
+        """The selected folder's UIDNEXT as the server has it now (STATUS), None if it does not say.
+
+        Mail that arrives while a command runs is announced (EXISTS) in that command's
+        responses, which imapclient does not hand back for SEARCH or FETCH, and the server
+        need not announce it again in IDLE (Dovecot does not): a UIDNEXT above the highest UID
+        a pass saw tells that something may have come in meanwhile.
+        """
+        if self.folder is None:
+            return None
+        try:
+            status = self.client.folder_status(self.folder, [b"UIDNEXT"])
+        except (OSError, IMAPClientError) as exc:
+            raise ConnectionLost(f"STATUS failed: {exc}") from exc
+        value = status.get(b"UIDNEXT")
+        return int(value) if value is not None else None
+
     def uids_after(self, last_uid: int) -> list[int]:
         """UIDs greater than ``last_uid``, ascending.
 

@@ -95,6 +95,12 @@ def server_went_silent(exc: BaseException) -> bool:
     return False
 
 
+def uids_unseen(uidnext: int | None, seen_up_to: int, rechecked_for: int) -> bool:
+    """Whether a folder whose UIDNEXT is ``uidnext`` has given out UIDs above ``seen_up_to`` that
+    no extra pass has looked for yet (``rechecked_for``: the UIDNEXT that last caused one)."""
+    return uidnext is not None and uidnext - 1 > seen_up_to and uidnext > rechecked_for
+
+
 class AccountIngest:
     def __init__(self, engine: Engine, acct: AccountContext, *, factory: ClientFactory = default_client,
                  clock: Clock = utcnow, on_committed: Callable[[], None] = lambda: None,
@@ -117,6 +123,8 @@ class AccountIngest:
         self.reported = threading.Event()
         self.reauthorize_poll_seconds = REAUTHORIZE_POLL_SECONDS
         self.meter = meter
+        self._seen_up_to = 0        # the highest UID the last pass saw in the folder, or its checkpoint
+        self._rechecked_for = 0     # the UIDNEXT that last made a pass run again (see _may_have_missed_mail)
 
     @property
     def imap(self):  # type: ignore[no-untyped-def]
@@ -153,6 +161,7 @@ class AccountIngest:
             self.on_committed()
         self._move_leftovers(session, checkpoint)
         uids = session.uids_after(checkpoint.last_uid)
+        self._seen_up_to = max([checkpoint.last_uid, *uids])
         if uids:
             log.info("account %s: %d new message(s) in %s", self.acct.name, len(uids), folder)
         size, limit = self.imap.batch_size, self.imap.max_message_bytes
@@ -259,11 +268,12 @@ class AccountIngest:
                         self.sync(session, stop)
                         backoff.reset()   # only a completed pass proves the account healthy again
                         self.heartbeat.beat()
-                        if self.stats.recorded + self.stats.quarantined > handled:
+                        if self.stats.recorded + self.stats.quarantined > handled or \
+                                self._may_have_missed_mail(session):
                             # Mail that arrived during this pass was announced in its command
                             # responses or not at all, and the server need not repeat it in IDLE
                             # (Dovecot does not): look again, and wait only after a pass that
-                            # found nothing new.
+                            # found nothing new and left no UID unseen.
                             continue
                         session.wait(self.imap.poll_seconds, stop, self._waiting_beat)
                         self.heartbeat.beat()   # the server answered the end of the wait
@@ -302,6 +312,19 @@ class AccountIngest:
             else:
                 break
             self._pause(delay, stop, beat=not silent)
+
+    def _may_have_missed_mail(self, session: MailboxSession) -> bool:
+        """Whether the folder has given out UIDs above what the last pass saw: mail that came in
+        while the pass ran (a SEARCH may miss a message whose APPEND ends meanwhile).
+
+        Once per UIDNEXT value: a UID that was expunged before anyone saw it leaves a gap
+        that no pass will fill, and it must not make the loop run again and again.
+        """
+        uidnext = session.uidnext_now()
+        if not uids_unseen(uidnext, self._seen_up_to, self._rechecked_for):
+            return False
+        self._rechecked_for = uidnext or 0
+        return True
 
     def _waiting_beat(self) -> None:
         self.heartbeat.beat(within=self.imap.timeout_seconds + IDLE_GRACE_SECONDS)

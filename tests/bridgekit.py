@@ -208,6 +208,7 @@ def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
         deadline = time.monotonic() + 60
         while started() == before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert started() != before, f"mailbridge run did not start: {log.read_text(errors='replace')[-3000:]}"
         yield proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]

@@ -37,28 +37,17 @@ from sqlalchemy.exc import ProgrammingError
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
+from bridge.sandbox.config import TomlValue, toml_table
 
 STAFF = "team@agency.example"         # not a Dovecot user: the SMTP server records, does not deliver
 STAFF_DOMAIN = STAFF.rpartition("@")[2]
 BUYER_RELAY = "@marketplace.amazon.com"
 ANSWER = re.compile(r"\bAnswer ([\w-]+):")
 
-TomlValue = str | int | float | bool | list[str]
-
 # A whole SMTP send ends within its timeout, which must stay under reconcile_after_seconds: the
 # new holder of an account judges its predecessor's sends only once they cannot be under way.
 SMTP_TIMEOUT = 3
 RECONCILE_SECONDS = 4
-
-
-def toml_table(header: str, values: Mapping[str, TomlValue]) -> list[str]:
-    def value(v: TomlValue) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return json.dumps(v)   # a JSON string or array of strings is valid TOML
-    return [header, *(f"{k} = {value(v)}" for k, v in values.items()), ""]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

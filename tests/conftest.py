@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridgekit import Flow
+from bridgekit import Flow, postgres_database
 
 from bridge.sandbox import (
     DovecotServer,
@@ -86,3 +86,10 @@ def flow(tmp_path: Path, dovecot: DovecotServer, fresh_mailbox: SandboxAccount, 
          smtp_server: SandboxSMTP) -> Flow:
     """One seller account with a buyer message already forwarded to staff (bridgekit.Flow)."""
     return Flow(tmp_path, dovecot, fresh_mailbox, staff, smtp_server)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test (bridgekit.postgres_database), dropped afterwards."""
+    with postgres_database() as url:
+        yield url

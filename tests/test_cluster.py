@@ -43,7 +43,6 @@ from clusterkit import (
     wait_until,
 )
 
-from bridgekit import postgres_database
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -59,12 +58,6 @@ REPLIES = 2           # staff replies per account
 # Short leases so that takeovers happen within a test: still longer than a renewal round plus
 # the longest operation plus the margin, as [cluster] requires (docs/architecture.md, "Several daemons").
 LEASES = {"lease_seconds": 8, "renew_seconds": 1, "operation_seconds": 4}
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture
@@ -173,6 +166,7 @@ def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cl
         stop["resumed"] = paused.resume()
 
     buyer_ids, reply_ids = backlog_then_replies(bench, during=partition)
+    assert isinstance(stop["held"], set) and stop["held"]   # the paused daemon held accounts: a takeover was tested
     # Back from the partition, it gets a fair share again, without overlapping anyone.
     wait_balanced(bench, [paused, other], "after SIGCONT")
     stop_all(bench)

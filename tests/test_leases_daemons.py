@@ -9,12 +9,12 @@ overlap.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import account_block, postgres_database, rows
+from bridgekit import account_block, rows
 from sqlalchemy import insert, update
 from sqlalchemy.exc import OperationalError
 
@@ -30,12 +30,6 @@ NAMES = ["a1", "a2", "a3", "a4"]
 # Renewed twice a second; a daemon that cannot renew stops its accounts 4 s before its lease ends.
 CLUSTER = {"lease_seconds": 8, "renew_seconds": 0.5, "operation_seconds": 4}
 WAIT = 90.0   # seconds: generous, for a loaded machine
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

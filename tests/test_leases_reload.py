@@ -4,11 +4,9 @@ Dovecot): an account whose workers take longer than a whole lease to stop keeps 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridgekit import postgres_database
 
 from bridge import store
 from bridge.config import load_settings
@@ -20,12 +18,6 @@ pytestmark = pytest.mark.postgres
 
 CLUSTER = {"lease_seconds": 8, "renew_seconds": 0.5, "operation_seconds": 4}
 WAIT = 90.0
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 def write(path: Path, url: str, seller: SandboxAccount, staff: SandboxAccount, smtp: SandboxSMTP,

@@ -3,11 +3,10 @@ lost the account must not store a refreshed (possibly rotated) refresh token ove
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridgekit import account_block, postgres_database
+from bridgekit import account_block
 
 from bridge.config import parse_settings
 from bridge.domain.leases import LeaseTiming
@@ -19,12 +18,6 @@ from bridge.workers.supervisor import Daemon
 
 pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 def test_token_writes_are_fenced_by_the_accounts_lease(tmp_path: Path, pg_url: str, fresh_mailbox: SandboxAccount,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import Clock, make_settings, outbox_states, postgres_database, row_moves_on_before_update, rows
+from bridgekit import Clock, make_settings, outbox_states, row_moves_on_before_update, rows
 
 from bridge import store
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, samples
@@ -19,13 +18,6 @@ from bridge.workers.supervisor import Daemon
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A brand-new database for one test, dropped afterwards."""
-    with postgres_database() as url:
-        yield url
 
 
 def test_ingest_and_forward_on_postgres(tmp_path: Path, pg_url: str, dovecot: DovecotServer,

@@ -9,13 +9,13 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import mailbridge_process, make_settings, postgres_database
+from bridgekit import mailbridge_process, make_settings
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,12 +26,6 @@ from bridge.workers.supervisor import Daemon
 
 pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 def _wait_until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:

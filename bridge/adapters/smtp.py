@@ -172,11 +172,7 @@ class SmtpConnection:
                 await client.rset()
                 raise SendError("recipient refused: " + "; ".join(refused), permanent=code >= 500, code=code,
                                 reply=reply)
-            if may_finish is None:
-                progress.data_started = True
-                await client.data(raw)
-            else:
-                await self._data_if(client, raw, may_finish, progress)
+            await self._data_if(client, raw, may_finish or _always, progress)
         except SendError:
             raise
         except aiosmtplib.SMTPResponseException as exc:
@@ -232,6 +228,11 @@ class SmtpConnection:
             self._client = None
 
 
+def _always() -> bool:
+    return True
+
+
+# aiosmtplib has the same two steps (in aiosmtplib.protocol), but outside its public API (__all__).
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 

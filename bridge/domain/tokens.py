@@ -11,7 +11,6 @@ at any rate a mail server accepts.
 from __future__ import annotations
 
 import base64
-import functools
 import hmac
 import re
 
@@ -38,9 +37,6 @@ def _mac(secret: bytes, purpose: str, account: str, value: str, length: int) -> 
     return base64.b32encode(digest[:groups]).decode("ascii").lower()[:length]
 
 
-# Made for every staff notification of a conversation (and its reminders), always the same: kept.
-# Bounded, so a flood of conversations costs no memory.
-@functools.lru_cache(maxsize=4096)
 def make_reply_token(secret: bytes, account: str, conversation_id: int) -> str:
     return f"{_b36(conversation_id)}-{_mac(secret, 'reply', account, str(conversation_id), 10)}"
 

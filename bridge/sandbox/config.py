@@ -38,13 +38,18 @@ def config_toml(*, database: str, seller: str, staff: str, imap_port: int, smtp_
                                   **({} if smtp_login else {"username": ""}), **extra.get("smtp", {})}
     lines = ["# mailbridge configuration for a sandbox on 127.0.0.1 (security \"none\" is loopback-only)"]
     for table, values in tables.items():
-        lines += [f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
-    lines += ["[[accounts]]", *(f"{k} = {_toml(v)}" for k, v in account.items()), ""]
+        lines += toml_table(f"[{table}]", values)
+    lines += toml_table("[[accounts]]", account)
     sub = [("accounts.imap", imap), ("accounts.smtp", smtp)]
     sub += [("accounts.feedback", dict(extra["feedback"]))] if "feedback" in extra else []
     for table, values in sub:
-        lines += [f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
+        lines += toml_table(f"[{table}]", values)
     return "\n".join(lines)
+
+
+def toml_table(header: str, values: Mapping[str, TomlValue]) -> list[str]:
+    """The lines of one TOML table (``[name]`` or ``[[name]]``) with ``values``, then a blank line."""
+    return [header, *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
 
 
 def _toml(value: TomlValue) -> str:

@@ -30,7 +30,6 @@ from bridge.store.buyers import (
     ContactState,
     buyer_by_order,
     buyer_contact_state,
-    buyer_exists,
     list_optouts,
     record_buyer_bounce,
     restrict_account,
@@ -220,7 +219,7 @@ __all__ = [
     "BatchThreads", "BuyerMessage", "ConversationInfo", "ConversationRef", "buyer_message_to_quote",
     "close_conversation", "conversation_info", "conversation_of_notification", "newest_conversation", "raise_flags",
     # buyers and account restrictions
-    "ContactState", "buyer_by_order", "buyer_contact_state", "buyer_exists", "list_optouts", "record_buyer_bounce",
+    "ContactState", "buyer_by_order", "buyer_contact_state", "list_optouts", "record_buyer_bounce",
     "restrict_account", "restricted_until", "set_do_not_solicit", "set_opt_out",
     # outbox
     "CANCELLABLE", "OUTBOX_STATES", "RETRYABLE", "OutboxItem", "SendPause", "cancel_unsolicited", "claim_batch",

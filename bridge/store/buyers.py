@@ -68,11 +68,6 @@ def buyer_by_order(conn: Connection, account: str, order_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def buyer_exists(conn: Connection, account: str, alias: str) -> bool:
-    return conn.execute(select(BUYER.c.id).where(BUYER.c.account == account, BUYER.c.alias == alias)).first() \
-        is not None
-
-
 # --- opt-out, Do-Not-Solicit, delivery failures -------------------------------------
 
 @dataclass(frozen=True)

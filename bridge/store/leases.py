@@ -50,10 +50,6 @@ def _in(conn: Connection, seconds: float) -> ColumnElement[Any]:
     return literal(datetime.now(timezone.utc) + timedelta(seconds=seconds), _TS)
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return dialect_insert("postgresql" if conn.dialect.name == "postgresql" else "sqlite", table)
-
-
 def database_time(conn: Connection) -> datetime:
     """The database's clock now (UTC)."""
     value = utc(conn.execute(select(_now(conn))).scalar_one())
@@ -82,8 +78,8 @@ def beat(conn: Connection, holder: str, seconds: float, *, balances: bool = True
     ``run --once`` beats with ``balances`` False: it takes no share of the accounts, so the
     running daemons must not give up theirs to make room for it.
     """
-    statement = _insert(conn, DAEMON).values(holder=holder, started_at=_now(conn), last_seen=_now(conn),
-                                             expires_at=_in(conn, seconds), balances=balances)
+    statement = dialect_insert(conn.dialect.name, DAEMON).values(
+        holder=holder, started_at=_now(conn), last_seen=_now(conn), expires_at=_in(conn, seconds), balances=balances)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[DAEMON.c.holder],
         set_={"last_seen": statement.excluded.last_seen, "expires_at": statement.excluded.expires_at}))
@@ -173,8 +169,9 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         return []
     won: list[Taken] = []
     fresh = conn.execute(
-        _insert(conn, LEASE).values([{"account": a, "holder": holder, "expires_at": _in(conn, seconds),
-                                      "acquired_at": _now(conn), "renewed_at": _now(conn)} for a in wanted])
+        dialect_insert(conn.dialect.name, LEASE).values(
+            [{"account": a, "holder": holder, "expires_at": _in(conn, seconds), "acquired_at": _now(conn),
+              "renewed_at": _now(conn)} for a in wanted])
         .on_conflict_do_nothing(index_elements=[LEASE.c.account])
         .returning(LEASE.c.account, LEASE.c.expires_at, LEASE.c.acquired_at)).all()
     won += [Taken(r.account, utc(r.expires_at), None, None, utc(r.acquired_at))  # type: ignore[arg-type]

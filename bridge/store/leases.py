@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, upd
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store.dialects import dialect_insert
+from bridge.store.dialects import dialect_insert, skip_locked
 from bridge.store.errors import LeaseLost
 from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
 from bridge.store.times import iso, utc
@@ -181,10 +181,8 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         dead = sorted(set(dead_holders))
         free = or_(LEASE.c.expires_at <= _now(conn), LEASE.c.holder.in_(dead)) if dead \
             else LEASE.c.expires_at <= _now(conn)
-        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id).where(
-            LEASE.c.account.in_(rest), free)
-        if conn.dialect.name == "postgresql":
-            expired = expired.with_for_update(skip_locked=True)
+        expired = skip_locked(select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id)
+                              .where(LEASE.c.account.in_(rest), free), conn)
         before = {r.account: r for r in conn.execute(expired)}
         if before:
             taken = conn.execute(

@@ -198,14 +198,15 @@ def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
 def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_url: str, frozen_in: str) -> None:
     """A fenced transaction (FOR KEY SHARE) and a renewal (UPDATE) lock the lease row, which keeps a
     takeover waiting while the holder may write; a holder frozen inside one (SIGSTOP) must not keep it
-    waiting forever: the server ends its idle transaction (fenced's stall_seconds, store.bounded)."""
+    waiting forever: the server ends its idle transaction (fenced's stall_seconds, store.keeper_limits)."""
     engine = open_database(pg_url)
     try:
         with engine.begin() as conn:
             assert [t.account for t in store.take(conn, "host:1:frozen", ["acct01"], 1)] == ["acct01"]
         if frozen_in == "the keeper's renewal":
-            frozen = store.bounded(engine, 0.5).connect()
+            frozen = engine.connect()
             frozen.begin()
+            store.keeper_limits(frozen, 1, idle_seconds=0.5)                     # as the keeper begins
             assert list(store.renew(frozen, "host:1:frozen", 1)) == ["acct01"]   # the row is locked
         else:
             frozen = store.fenced(engine, "acct01", "host:1:frozen", stall_seconds=0.5).connect()

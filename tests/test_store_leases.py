@@ -203,6 +203,21 @@ def test_a_stalled_fenced_transaction_is_ended_by_the_server_and_the_lease_taken
             engine.dispose()
 
 
+def test_keeper_limits_bound_statements_locks_and_idleness_for_its_transaction_only() -> None:
+    """PostgreSQL: every limit of a keeper transaction is set by keeper_limits, and none outlives it."""
+    names = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+    with postgres_database() as url:
+        engine = open_database(url)
+        try:
+            with engine.begin() as conn:
+                store.keeper_limits(conn, 2.5, idle_seconds=30)
+                assert [conn.exec_driver_sql(f"SHOW {n}").scalar() for n in names] == ["2500ms", "2500ms", "30s"]
+            with engine.begin() as conn:
+                assert [conn.exec_driver_sql(f"SHOW {n}").scalar() for n in names] == ["0", "0", "0"]
+        finally:
+            engine.dispose()
+
+
 def test_a_dead_holders_live_lease_is_taken_and_its_holding_ends_then(engine: Engine) -> None:
     with engine.begin() as conn:
         store.take(conn, "dead", ["a"], LEASE)

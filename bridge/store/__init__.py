@@ -79,7 +79,6 @@ from bridge.store.leases import (
     Taken,
     account_lease,
     beat,
-    bounded,
     database_time,
     fence,
     fenced,
@@ -249,7 +248,7 @@ __all__ = [
     "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
     "overdue_outbox", "quarantine_counts",
     # account leases and daemons
-    "LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "bounded", "database_time", "fence", "fenced",
+    "LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence", "fenced",
     "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release", "renew", "take",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",

@@ -7,19 +7,18 @@ statements it runs for every outbound message are built once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store.dialects import upsert
+from bridge.store.dialects import dialect_insert, upsert
 from bridge.store.models import ACCOUNT_STATE, BUYER, CONV, inserted_id
 from bridge.store.times import iso, utc
 
-_BUYER = select(BUYER.c.id, BUYER.c.name).where(BUYER.c.account == bindparam("account"),
-                                                BUYER.c.alias == bindparam("alias"))
 _BUYERS = select(BUYER.c.alias, BUYER.c.id, BUYER.c.name).where(
     BUYER.c.account == bindparam("account"), BUYER.c.alias.in_(bindparam("aliases", expanding=True)))
 _BUYER_INSERT = BUYER.insert()
@@ -31,13 +30,22 @@ _RESTRICTED_UNTIL = select(ACCOUNT_STATE.c.restricted_until).where(ACCOUNT_STATE
 
 def upsert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,
                  now: datetime) -> int:
-    """The id of the buyer with this alias, made if new; a changed display name is kept."""
-    row = conn.execute(_BUYER, {"account": account, "alias": alias}).first()
-    if row is not None:
-        if name and row[1] != name:
-            rename_buyer(conn, int(row[0]), name)
-        return int(row[0])
-    return insert_buyer(conn, account, marketplace, alias, name, now)
+    """The id of the buyer with this alias, made if new; a changed display name is kept (an empty one is not)."""
+    return int(conn.execute(_buyer_upsert(conn.dialect.name), {
+        "account": account, "marketplace": marketplace, "alias": alias, "name": name, "created_at": now,
+    }).scalar_one())
+
+
+@functools.cache
+def _buyer_upsert(dialect: str) -> Any:
+    # One statement: a buyer another connection made meanwhile (`mailbridge optout add`, a
+    # Do-Not-Solicit) is found, not inserted again; a unique violation would abort the whole
+    # transaction on PostgreSQL. DO UPDATE, not DO NOTHING, so the row's id is always returned.
+    statement = dialect_insert(dialect, BUYER)
+    return statement.on_conflict_do_update(
+        index_elements=[BUYER.c.account, BUYER.c.alias],
+        set_={"name": func.coalesce(func.nullif(statement.excluded.name, ""), BUYER.c.name)},
+    ).returning(BUYER.c.id)
 
 
 def insert_buyer(conn: Connection, account: str, marketplace: str, alias: str, name: str | None,

@@ -1,16 +1,20 @@
-"""The database's own INSERT, for ``ON CONFLICT`` clauses (SQLite's and PostgreSQL's are the same), and the
-race-free "insert, or update the row that is there" built on it."""
+"""The database's own INSERT, for ``ON CONFLICT`` clauses (SQLite's and PostgreSQL's are the same), the
+race-free "insert, or update the row that is there" built on it, and a claim's ``FOR UPDATE SKIP LOCKED``."""
 
 from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Select, Table
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import FromClause
+
+_S = TypeVar("_S", bound=Select[Any])
 
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 
@@ -44,3 +48,25 @@ def upsert(conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequ
     statement = (statement.on_conflict_do_update(index_elements=list(keys), set_=dict(update)) if update
                  else statement.on_conflict_do_nothing(index_elements=list(keys)))
     return int(conn.execute(statement).rowcount)
+
+
+# The locked form of each statement, made once per statement and ``of``: most claims run a statement
+# built once at import, and building (and keying for the compiled cache) a copy costs more than
+# running it. Weak keys: a statement built per call takes its locked form with it when it goes.
+_LOCKED: weakref.WeakKeyDictionary[Select[Any], dict[FromClause | None, Select[Any]]] = weakref.WeakKeyDictionary()
+
+
+def skip_locked(query: _S, conn: Connection, of: FromClause | None = None) -> _S:
+    """``query`` with ``FOR UPDATE SKIP LOCKED`` (``FOR UPDATE OF of``, when given) on PostgreSQL, else ``query``.
+
+    A claim's read: the rows it returns stay locked until its transaction ends, and another
+    daemon's claim skips them instead of waiting for them (only to find them taken). SQLite
+    has no row locks (one writer at a time) and no such clause.
+    """
+    if conn.dialect.name != "postgresql":
+        return query
+    forms = _LOCKED.setdefault(query, {})
+    locked = forms.get(of)
+    if locked is None:
+        locked = forms[of] = query.with_for_update(skip_locked=True, of=of)
+    return locked  # type: ignore[return-value]

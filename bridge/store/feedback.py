@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from bridge.domain.feedback import ENDED_STATUSES
 from bridge.domain.orders import OrderFacts
-from bridge.store.dialects import dialect_insert
+from bridge.store.dialects import dialect_insert, skip_locked
 from bridge.store.models import BUYER, CONV, FEEDBACK, ORDER_DELIVERY, ORDERS, OUTBOX
 from bridge.store.orders import facts_of_rows
 from bridge.store.times import iso, utc
@@ -195,8 +195,8 @@ def claim_due_requests(conn: Connection, account: str, worker: str, now: datetim
     row: the UPDATE succeeds only while the row is still scheduled. PostgreSQL skips
     rows another claimer holds instead of waiting for them.
     """
-    query = _DUE.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _DUE
-    ids = [int(r[0]) for r in conn.execute(query, {"account": account, "now": now, "limit": limit})]
+    due = conn.execute(skip_locked(_DUE, conn), {"account": account, "now": now, "limit": limit})
+    ids = [int(r[0]) for r in due]
     won = []
     for request_id in ids:
         if conn.execute(update(FEEDBACK).where(FEEDBACK.c.id == request_id, FEEDBACK.c.state == "scheduled").values(

@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, upd
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store.dialects import dialect_insert
+from bridge.store.dialects import dialect_insert, skip_locked
 from bridge.store.errors import LeaseLost
 from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
 from bridge.store.times import iso, utc
@@ -57,17 +57,26 @@ def database_time(conn: Connection) -> datetime:
     return value
 
 
-def keeper_limits(conn: Connection, seconds: float) -> None:
-    """Bound each statement of this transaction (the lease keeper's) to ``seconds``, lock waits included.
+def keeper_limits(conn: Connection, seconds: float, idle_seconds: float) -> None:
+    """Bound each statement of this transaction (the lease keeper's) to ``seconds``, lock waits included, and the
+    transaction left idle to ``idle_seconds``; its first statement.
 
     A renewal stuck behind a lock or a slow server must fail in time for the keeper to
     judge the deadlines (and try again next round) rather than hold its round for a lease.
+    A renewal locks every lease row its daemon holds until it commits; a keeper frozen
+    between the UPDATE and the COMMIT (SIGSTOP, a paused VM, a partition that leaves the
+    socket open) would keep all of them from being taken over, lease expired or not, for as
+    long as it is frozen: the server ending the idle transaction
+    (``idle_in_transaction_session_timeout``, as :func:`fence` does with ``stall_seconds``)
+    lets the takeover go on. All three for this transaction only, in one statement.
     PostgreSQL only: SQLite has one daemon, whose leases nobody else may take.
     """
     if conn.dialect.name == "postgresql":
         value = str(round(max(1.0, seconds) * 1000))   # at least a second: a busy server is not a dead one
         conn.execute(select(func.set_config("statement_timeout", value, True),
-                            func.set_config("lock_timeout", value, True)))
+                            func.set_config("lock_timeout", value, True),
+                            func.set_config("idle_in_transaction_session_timeout",
+                                            str(max(1, int(idle_seconds * 1000))), True)))
 
 
 # -- daemons ------------------------------------------------------------------------
@@ -181,10 +190,8 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         dead = sorted(set(dead_holders))
         free = or_(LEASE.c.expires_at <= _now(conn), LEASE.c.holder.in_(dead)) if dead \
             else LEASE.c.expires_at <= _now(conn)
-        expired = select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id).where(
-            LEASE.c.account.in_(rest), free)
-        if conn.dialect.name == "postgresql":
-            expired = expired.with_for_update(skip_locked=True)
+        expired = skip_locked(select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id)
+                              .where(LEASE.c.account.in_(rest), free), conn)
         before = {r.account: r for r in conn.execute(expired)}
         if before:
             taken = conn.execute(
@@ -259,22 +266,6 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
 
 
 _FENCE_OPTION = "mailbridge_lease"
-_IDLE_OPTION = "mailbridge_idle_seconds"
-
-
-def bounded(engine: Engine, idle_seconds: float) -> Engine:
-    """``engine`` whose transactions the PostgreSQL server ends when left idle over ``idle_seconds`` (the keeper's).
-
-    (``idle_in_transaction_session_timeout``, set for each transaction only, as :func:`fence`
-    does with ``stall_seconds``.) A renewal locks every lease row its daemon holds until it
-    commits; a daemon frozen between the UPDATE and the COMMIT (SIGSTOP, a paused VM, a
-    partition that leaves the socket open) would keep all of them from being taken over,
-    lease expired or not, for as long as it is frozen. The server ending the transaction lets
-    the takeover go on. SQLite: ``engine`` itself (one daemon).
-    """
-    if engine.dialect.name == "sqlite":
-        return engine
-    return engine.execution_options(**{_IDLE_OPTION: idle_seconds})
 
 
 def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | None = None,
@@ -291,12 +282,8 @@ def fenced(engine: Engine, account: str, holder: str, stall_seconds: float | Non
 
 
 def fence_on_begin(conn: Connection) -> None:
-    """The engine's ``begin`` listener (``store.engine``): bound and fence the transactions that ask for it."""
-    options = conn.get_execution_options()
-    idle_seconds = options.get(_IDLE_OPTION)
-    if idle_seconds:
-        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {max(1, int(idle_seconds * 1000))}")
-    lease = options.get(_FENCE_OPTION)
+    """The engine's ``begin`` listener (``store.engine``): fence the transactions that ask for it."""
+    lease = conn.get_execution_options().get(_FENCE_OPTION)
     if lease is not None:
         fence(conn, *lease)
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.delivery import PROACTIVE_CATEGORIES, Priority, WindowUse
 from bridge.domain.threads import base_alias
-from bridge.store.dialects import upsert
+from bridge.store.dialects import skip_locked, upsert
 from bridge.store.models import OUTBOX, SEND_PAUSE, inserted_id
 from bridge.store.times import iso, utc
 
@@ -124,7 +124,6 @@ _DUE_BY_PRIORITY = tuple(
            OUTBOX.c.next_attempt_at <= bindparam("now", type_=OUTBOX.c.next_attempt_at.type))
     .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id).limit(bindparam("limit"))
     for _, where in _PRIORITY_FILTERS)
-_DUE_BY_PRIORITY_SKIP_LOCKED = tuple(q.with_for_update(skip_locked=True) for q in _DUE_BY_PRIORITY)
 _CLAIM_MANY = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
                                    OUTBOX.c.state == "queued").values(
     state="sending", claimed_by=bindparam("worker"), claimed_at=bindparam("now", type_=OUTBOX.c.claimed_at.type),
@@ -162,7 +161,7 @@ def claim_batch(conn: Connection, account: str, worker: str, now: datetime, limi
     one, and where the Sent folder cannot tell, each buyer row among them needs a person.
     A row another worker took meanwhile is simply not among the rows returned.
     """
-    queries = _DUE_BY_PRIORITY_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE_BY_PRIORITY
+    queries = tuple(skip_locked(q, conn) for q in _DUE_BY_PRIORITY)
     while True:
         ids = _due_in_order(conn, queries, account, now, limit, max_buyer)
         if not ids:

@@ -18,6 +18,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from bridge.store.dialects import skip_locked
 from bridge.store.models import BUYER, CONV, MESSAGE, OUTBOX, REMINDER
 from bridge.store.times import iso, utc
 
@@ -50,10 +51,6 @@ _DUE = (select(REMINDER.c.id, REMINDER.c.conversation_id, REMINDER.c.message_row
         .where(REMINDER.c.account == bindparam("account"), REMINDER.c.state == "scheduled",
                REMINDER.c.due_at <= bindparam("now", type_=REMINDER.c.due_at.type))
         .order_by(REMINDER.c.due_at, REMINDER.c.id).limit(bindparam("limit")))
-# PostgreSQL: the rows a timer reads stay locked until its transaction ends, and another daemon's
-# timer skips them instead of reading them too and then waiting on its conditional update until
-# the first commits (only to find them taken). Only the reminder rows: the conversation stays free.
-_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True, of=REMINDER)
 _FINISH = update(REMINDER).where(REMINDER.c.id == bindparam("reminder_id"), REMINDER.c.state == "scheduled").values(
     state=bindparam("state"), reason=bindparam("reason"), outbox_message_id=bindparam("outbox_message_id"),
     updated_at=bindparam("now", type_=REMINDER.c.updated_at.type))
@@ -104,11 +101,14 @@ def due_reminders(conn: Connection, account: str, now: datetime, limit: int) -> 
 
     On PostgreSQL, rows another transaction has read this way are skipped (``FOR UPDATE SKIP LOCKED``).
     """
+    # PostgreSQL: the rows a timer reads stay locked until its transaction ends, and another daemon's
+    # timer skips them instead of reading them too and then waiting on its conditional update until
+    # the first commits (only to find them taken). Only the reminder rows: the conversation stays free.
+    query = skip_locked(_DUE, conn, of=REMINDER)
     return [DueReminder(r.id, r.conversation_id, r.message_row, r.after_hours, utc(r.started_at),  # type: ignore[arg-type]
                         utc(r.received_at), utc(r.due_at), bool(r.answered), bool(r.closed),  # type: ignore[arg-type]
                         bool(r.later_due), int(r.held or 0))
-            for r in conn.execute(_DUE_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE,
-                                  {"account": account, "now": now, "limit": limit})]
+            for r in conn.execute(query, {"account": account, "now": now, "limit": limit})]
 
 
 def finish_reminder(conn: Connection, reminder_id: int, *, state: str, now: datetime, reason: str | None = None,

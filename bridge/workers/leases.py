@@ -151,9 +151,10 @@ class LeaseKeeper:
     def __init__(self, engine: Engine, timing: LeaseTiming, accounts: Callable[[], list[str]],
                  start: Start, stop: Stop, *, holder: str | None = None, balance: bool = True,
                  monotonic: Callable[[], float] = lease_clock) -> None:
-        # Its renewals lock every lease row it holds: a keeper frozen mid-round must not keep them
-        # locked for longer than a dead daemon's lease lasts (as the workers' fence, supervisor.py).
-        self.engine = store.bounded(engine, timing.lease_seconds)
+        # Every transaction begins with store.keeper_limits: its renewals lock every lease row it holds,
+        # and a keeper frozen mid-round must not keep them locked for longer than a dead daemon's lease
+        # lasts (as the workers' fence, supervisor.py).
+        self.engine = engine
         self.timing = timing
         self.accounts = accounts
         self._start = start
@@ -230,14 +231,14 @@ class LeaseKeeper:
 
     def _renew(self) -> list[str]:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
             return list(store.renew(conn, self.holder, self.timing.lease_seconds))
 
     def _view(self, accounts: list[str]) -> tuple[list[str], list[str]]:
         """(the live daemons, the accounts others hold live); on SQLite, gone processes count for neither."""
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             daemons = store.live_daemons(conn)
             states = store.lease_states(conn, accounts)
         self._dead = set() if self.local else {h for h in daemons + [s.holder for s in states.values()] if gone(h)}
@@ -275,12 +276,12 @@ class LeaseKeeper:
 
     def _take_in(self, accounts: tuple[str, ...]) -> list[store.Taken]:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             return store.take(conn, self.holder, accounts, self.timing.lease_seconds, dead_holders=self._dead)
 
     def _release(self, accounts: list[str] | None) -> list[str]:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             return store.release(conn, self.holder, accounts)
 
     def retire(self, name: str, lease: AccountLease | None, *, release: bool = False,
@@ -389,12 +390,12 @@ class LeaseKeeper:
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             store.beat(conn, self.holder, self.timing.lease_seconds, balances=self.balance)
 
     def _states(self, accounts: list[str]) -> dict[str, store.LeaseState]:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             return store.lease_states(conn, accounts)
 
     async def leave(self, keep: Iterable[str] = (), within: float | None = None) -> None:
@@ -428,7 +429,7 @@ class LeaseKeeper:
 
     def _leave(self, kept: set[str]) -> list[str]:
         with self.engine.begin() as conn:
-            store.keeper_limits(conn, self.timing.renew_seconds)
+            store.keeper_limits(conn, self.timing.renew_seconds, self.timing.lease_seconds)
             released = store.release(conn, self.holder, keep=kept)
             store.forget_daemon(conn, self.holder)
         return released

@@ -374,11 +374,16 @@ class LeaseKeeper:
         """``run --once``: the leases of every configured account nobody else holds live.
 
         Returns (the leases taken, {account: holder} of those another daemon holds).
+        The holders of the accounts skipped are read after the take, not before it: on PostgreSQL
+        another daemon may take an account between the two, and the holder named must be the one
+        that kept the pass from it. SQLite reads the leases before the take too, for the holders
+        whose process is gone (whose leases it takes); PostgreSQL needs no such read.
         """
         accounts = self.accounts()
         started = self.monotonic()
         await self._db(self._beat)
-        await self._db(self._view, accounts)   # which holders are gone (SQLite)
+        if not self.local:   # SQLite: which holders are gone (never judged on PostgreSQL: _view leaves _dead empty)
+            await self._db(self._view, accounts)
         taken = {t.account: t for t in await self._db(self._take_in, tuple(accounts))}
         for name, t in taken.items():
             self.held[name] = AccountLease(name, self.holder, self.timing, self.timing.deadline(started),

@@ -249,15 +249,18 @@ class Daemon:
         from bridge.workers.reminders import ReminderTimer
 
         wake = asyncio.Event()
+
+        def wake_outbox() -> None:
+            # Called from the ingest thread and the timers' threads: asyncio.Event is not thread-safe.
+            loop.call_soon_threadsafe(wake.set)
+
         engine = self._engine_for(acct, lease)
         ingest = AccountIngest(engine, acct, factory=self.imap_factory_for(acct), clock=self.clock,
-                               on_committed=lambda: loop.call_soon_threadsafe(wake.set), meter=self.meter,
-                               lease=lease)
+                               on_committed=wake_outbox, meter=self.meter, lease=lease)
         feedback = FeedbackDispatcher(engine, acct, clock=self.clock, stale_after=self._stale_claim,
-                                      on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
+                                      on_queued=wake_outbox) \
             if acct.settings.feedback.enabled else None
-        reminders = ReminderTimer(engine, acct, clock=self.clock,
-                                  on_queued=lambda: loop.call_soon_threadsafe(wake.set)) \
+        reminders = ReminderTimer(engine, acct, clock=self.clock, on_queued=wake_outbox) \
             if acct.settings.reminders.after_hours else None
         running = RunningAccount(acct, ingest, self._outbox(acct, lease), feedback, wake, reminders)
         running.start()

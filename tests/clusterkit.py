@@ -372,8 +372,9 @@ class Holding:
         return held_by(self.holder, node)
 
 
-def holdings(c: Cluster) -> list[Holding]:
-    with c.engine.begin() as conn:
+def holdings(engine: Engine) -> list[Holding]:
+    """Every row of ``lease_history`` on the database behind ``engine``."""
+    with engine.begin() as conn:
         rows = conn.execute(text("SELECT account, holder, acquired_at, valid_until, released_at "
                                  "FROM lease_history ORDER BY account, acquired_at, id")).all()
     return [Holding(r.account, r.holder, r.acquired_at, r.released_at or r.valid_until, r.released_at is not None)

@@ -86,7 +86,7 @@ def stop_all(c: Cluster) -> None:
 
 def judge(c: Cluster, buyer_ids: list[str], reply_ids: list[str]) -> str:
     """The checks every test ends with; returns a line for the test's output."""
-    hs = holdings(c)
+    hs = holdings(c.engine)
     assert_no_overlap(hs)
     audit = assert_activity_within_leases(c, hs)
     t = assert_exactly_once(c, buyer_ids, reply_ids)
@@ -138,7 +138,7 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
     # Every account of the dead daemon is now the survivor's.
     wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is survivor for a in held),
                "the survivor to hold every account", 120, interval=0.2)
-    taken = [h for h in holdings(bench) if h.account in held and h.of(survivor)
+    taken = [h for h in holdings(bench.engine) if h.account in held and h.of(survivor)
              and h.start.timestamp() >= float(kill["at"])]  # type: ignore[arg-type]
     stop_all(bench)
     takeover = max(h.start.timestamp() for h in taken) - float(kill["at"])  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Test helpers: settings for a sandbox account, a controllable clock, DB peeks."""
+"""Test helpers: settings for a sandbox account, a controllable clock, DB peeks, waits on a condition."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Update, event, select, update
@@ -165,6 +165,41 @@ def peek_count(db: Path, sql: str) -> int:
         raise
     finally:
         conn.close()
+
+
+T = TypeVar("T")
+
+
+def _checked(check: Callable[[], T], what: str | Callable[[], str], timeout: float, deadline: float) -> T:
+    """What ``check`` gives now; raises naming ``what`` if that is nothing true and the deadline has passed."""
+    result = check()
+    if not result and time.monotonic() > deadline:
+        said = what() if callable(what) else what
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
+    return result
+
+
+def wait_until(check: Callable[[], T], what: str | Callable[[], str], timeout: float = 60,
+               interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail naming ``what`` after ``timeout`` s.
+
+    The timeout only bounds a hang (the test waits for a state, never asserts a duration), so
+    make it generous. A callable ``what`` is called only on failure, so the message can say how
+    things stand at the end rather than at the start.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := _checked(check, what, timeout, deadline)):
+        time.sleep(interval)
+    return result
+
+
+async def until(check: Callable[[], T], what: str | Callable[[], str], timeout: float = 60,
+                interval: float = 0.05) -> T:
+    """:func:`wait_until` for a test running daemons on its own event loop: it sleeps without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not (result := _checked(check, what, timeout, deadline)):
+        await asyncio.sleep(interval)
+    return result
 
 
 def wait_for_progress(progress: Callable[[], Any], finished: Callable[[Any], bool], timeout: float = 60) -> None:

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +31,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+from bridgekit import wait_until
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
@@ -48,18 +49,6 @@ ANSWER = re.compile(r"\bAnswer ([\w-]+):")
 # new holder of an account judges its predecessor's sends only once they cannot be under way.
 SMTP_TIMEOUT = 3
 RECONCILE_SECONDS = 4
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something true (returned); fails the test naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -262,9 +251,9 @@ class Cluster:
                 if hasattr(node, "proc") and node.proc.poll() not in (None, 0, -signal.SIGKILL):
                     raise AssertionError(f"{node.name} exited with {node.proc.returncode}:\n{node.tail()}")
             return self.settled(recorded, sent)
-        wait_until(done, timeout, f"{recorded} messages recorded and {sent} mails sent "
-                                  f"(now {self.recorded()} recorded, {len(self.smtp.received)} sent, "
-                                  f"{self.open_outbox()} open)")
+        wait_until(done, lambda: f"{recorded} messages recorded and {sent} mails sent (now {self.recorded()} "
+                                 f"recorded, {len(self.smtp.received)} sent, {self.open_outbox()} open)",
+                   timeout, interval=0.2)
         self.smtp.wait_delivered()
 
 
@@ -383,8 +372,9 @@ class Holding:
         return held_by(self.holder, node)
 
 
-def holdings(c: Cluster) -> list[Holding]:
-    with c.engine.begin() as conn:
+def holdings(engine: Engine) -> list[Holding]:
+    """Every row of ``lease_history`` on the database behind ``engine``."""
+    with engine.begin() as conn:
         rows = conn.execute(text("SELECT account, holder, acquired_at, valid_until, released_at "
                                  "FROM lease_history ORDER BY account, acquired_at, id")).all()
     return [Holding(r.account, r.holder, r.acquired_at, r.released_at or r.valid_until, r.released_at is not None)

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bridgekit import wait_until
 from clusterkit import (
     RECONCILE_SECONDS,
     Cluster,
@@ -40,7 +41,6 @@ from clusterkit import (
     holdings,
     node_of,
     shares,
-    wait_until,
 )
 
 from sqlalchemy import select
@@ -86,7 +86,7 @@ def stop_all(c: Cluster) -> None:
 
 def judge(c: Cluster, buyer_ids: list[str], reply_ids: list[str]) -> str:
     """The checks every test ends with; returns a line for the test's output."""
-    hs = holdings(c)
+    hs = holdings(c.engine)
     assert_no_overlap(hs)
     audit = assert_activity_within_leases(c, hs)
     t = assert_exactly_once(c, buyer_ids, reply_ids)
@@ -96,14 +96,14 @@ def judge(c: Cluster, buyer_ids: list[str], reply_ids: list[str]) -> str:
 
 def wait_balanced(c: Cluster, nodes: list[Node], what: str) -> float:
     started = time.monotonic()
-    wait_until(lambda: balanced(c, nodes), 120, f"{what}: accounts spread over {[n.name for n in nodes]} "
-                                                f"(now {shares(c)})")
+    wait_until(lambda: balanced(c, nodes),
+               lambda: f"{what}: accounts spread over {[n.name for n in nodes]} (now {shares(c)})", 120, interval=0.2)
     return time.monotonic() - started
 
 
 def under_way(c: Cluster) -> None:
     """Wait until a tenth of the backlog is forwarded: recording is under way, most notifications still to send."""
-    wait_until(lambda: len(c.smtp.received) >= PER_ACCOUNT * len(c.accounts) // 10, 120, "the backlog under way",
+    wait_until(lambda: len(c.smtp.received) >= PER_ACCOUNT * len(c.accounts) // 10, "the backlog under way", 120,
                interval=0.02)
 
 
@@ -137,8 +137,8 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
     assert isinstance(held, set) and held
     # Every account of the dead daemon is now the survivor's.
     wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is survivor for a in held),
-               120, "the survivor to hold every account")
-    taken = [h for h in holdings(bench) if h.account in held and h.of(survivor)
+               "the survivor to hold every account", 120, interval=0.2)
+    taken = [h for h in holdings(bench.engine) if h.account in held and h.of(survivor)
              and h.start.timestamp() >= float(kill["at"])]  # type: ignore[arg-type]
     stop_all(bench)
     takeover = max(h.start.timestamp() for h in taken) - float(kill["at"])  # type: ignore[arg-type]
@@ -159,7 +159,8 @@ def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cl
         stop["at"] = paused.pause()
         # Longer than the lease: the other daemon takes every account of the paused one...
         wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is other
-                               for a in stop["held"]), 120, "the other daemon to take the paused one's accounts")
+                               for a in stop["held"]), "the other daemon to take the paused one's accounts", 120,
+                   interval=0.2)
         stop["taken"] = time.time()
         # ...and judges the sends the paused one left under way (outbox reconcile_after_seconds).
         time.sleep(RECONCILE_SECONDS + 2)
@@ -211,7 +212,7 @@ def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_
         else:
             frozen = store.fenced(engine, "acct01", "host:1:frozen", stall_seconds=0.5).connect()
             frozen.begin()                                                       # locked FOR KEY SHARE
-        wait_until(lambda: not current_leases(engine), 30, "the one-second lease to run out", interval=0.1)
+        wait_until(lambda: not current_leases(engine), "the one-second lease to run out", 30, interval=0.1)
         with engine.begin() as conn:
             taken = store.take(conn, "host:2:other", ["acct01"], 30)
         assert [t.account for t in taken] == ["acct01"]

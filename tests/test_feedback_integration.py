@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import Clock, insert_order, make_settings, parsed, rows, text_of, to_buyers, to_staff
+from bridgekit import Clock, insert_order, make_settings, parsed, rows, text_of, to_buyers, to_staff, wait_until
 
 from bridge import store
 from bridge.cli.command import main
@@ -174,7 +174,6 @@ def test_the_commands(tmp_path: Path, shop: Shop, capsys: pytest.CaptureFixture[
 
 def test_the_daemon_dispatches_on_its_timer_and_wakes_the_outbox(shop: Shop) -> None:
     import threading
-    import time
 
     shop.order("111-0000000-0000001", 7)
     loop = asyncio.new_event_loop()
@@ -182,9 +181,7 @@ def test_the_daemon_dispatches_on_its_timer_and_wakes_the_outbox(shop: Shop) -> 
     thread = threading.Thread(target=loop.run_until_complete, args=(shop.daemon.run(stop),), daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not to_buyers(shop.smtp) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: to_buyers(shop.smtp), "a mail to the buyer", 20)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import Clock
+from bridgekit import Clock, wait_until
 
 from bridge import store
 from bridge.cli.command import main
@@ -277,15 +276,6 @@ def test_health_thresholds_must_be_durations(fetched: tuple[Path, Any], capsys: 
 
 # --- a running daemon -----------------------------------------------------------------------------
 
-def _wait(what: str, done: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the daemon never {what}")
-
-
 def _mailbox(engine: Any) -> Any:
     with store.engine.reader(engine).begin() as conn:
         return next(iter(store.mailbox_fetches(conn)), None)
@@ -306,12 +296,14 @@ def test_health_is_ok_on_a_running_daemon_and_critical_once_its_imap_server_is_d
     thread.start()
     try:
         smtp_server.wait_for(1, timeout=30)     # the buyer's message reached staff
-        _wait("recorded a fetch", lambda: (m := _mailbox(daemon.engine)) is not None and m.last_fetch_at is not None)
+        wait_until(lambda: (m := _mailbox(daemon.engine)) is not None and m.last_fetch_at is not None,
+                   "the daemon to record a fetch", timeout=30)
         assert health(config, clock, capsys=capsys)[0] == 0
 
         dovecot.stop()
         # The first error is the dropped IDLE; the next, a reconnect refused.
-        _wait("recorded a refused reconnect", lambda: "cannot connect" in (_mailbox(daemon.engine).last_error or ""))
+        wait_until(lambda: "cannot connect" in (_mailbox(daemon.engine).last_error or ""),
+                   "the daemon to record a refused reconnect", timeout=30)
         code, out = health(config, clock, capsys=capsys)
         assert code == 0, out      # down, but not for longer than the threshold yet
 

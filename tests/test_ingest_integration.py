@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import Clock, make_settings, outbox_states, rows
+from bridgekit import Clock, make_settings, outbox_states, rows, wait_until
 
 from bridge import store
 from bridge.adapters.smtp import SmtpConnection
@@ -298,16 +298,14 @@ def _stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, thread: threadin
     loop.close()
 
 
-def _wait_first_pass(daemon: Daemon, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_first_pass(daemon: Daemon) -> None:
+    def fetched() -> bool:
         with daemon.engine.begin() as conn:
             status = store.account_status(conn, "acme")
-        if status["mailboxes"] and status["mailboxes"][0]["last_fetch_at"]:
-            time.sleep(0.2)
-            return
-        time.sleep(0.05)
-    raise AssertionError("the daemon never completed a first pass")
+        return bool(status["mailboxes"] and status["mailboxes"][0]["last_fetch_at"])
+
+    wait_until(fetched, "the daemon to complete a first pass", timeout=10)
+    time.sleep(0.2)
 
 
 def test_idle_delivers_quickly_and_survives_imap_restart(tmp_path: Path, dovecot: DovecotServer,
@@ -354,9 +352,7 @@ def test_mail_that_arrives_during_a_pass_does_not_wait_for_the_poll(tmp_path: Pa
     thread = threading.Thread(target=ingest.run_forever, args=(stop,), daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 15
-        while ingest.stats.recorded < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: ingest.stats.recorded >= 2, "two messages recorded", 15)
         assert ingest.stats.recorded == 2
     finally:
         stop.set()

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import account_block, rows
+from bridgekit import account_block, rows, until
+from clusterkit import assert_no_overlap, holdings
 from sqlalchemy import insert, update
 from sqlalchemy.exc import OperationalError
 
@@ -55,15 +56,6 @@ def deliver(dovecot: DovecotServer, mailboxes: list[SandboxAccount], each: int, 
     return each * len(mailboxes)
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.05)
-
-
 class Running:
     """A daemon running on the test's loop until stopped."""
 
@@ -77,7 +69,8 @@ class Running:
         return set(self.daemon.running)
 
     async def ready(self) -> None:
-        await until(lambda: self.daemon.keeper is not None and self.daemon.keeper.rounds > 0, "a first lease round")
+        await until(lambda: self.daemon.keeper is not None and self.daemon.keeper.rounds > 0, "a first lease round",
+                    timeout=WAIT)
 
     async def halt(self) -> None:
         self.stop.set()
@@ -89,19 +82,11 @@ def holders(daemon: Daemon) -> dict[str, str]:
         return {a: s.holder for a, s in store.lease_states(conn).items() if s.live}
 
 
-def assert_no_overlap(daemon: Daemon) -> None:
-    with daemon.engine.begin() as conn:
-        history = store.lease_history(conn)
-    for name in NAMES:
-        spells = [h for h in history if h["account"] == name]
-        assert spells, f"{name} was never held"
-        for before, after in zip(spells, spells[1:]):
-            assert before["until"] <= after["acquired_at"], f"{name}: {before} overlaps {after}"
-
-
 def assert_each_forwarded_once(daemon: Daemon, smtp: SandboxSMTP, total: int) -> None:
     """Every message recorded once (one row per account and UID) and forwarded to staff once."""
-    assert_no_overlap(daemon)
+    held = holdings(daemon.engine)
+    assert {h.account for h in held} == set(NAMES), f"held at some time: {sorted({h.account for h in held})}"
+    assert_no_overlap(held)
     messages = rows(daemon.engine, store.MESSAGE)
     assert len(messages) == total
     assert len({(m.account, m.uid) for m in messages}) == total
@@ -123,14 +108,14 @@ def test_two_daemons_split_the_accounts_and_one_takes_all_when_the_other_stops(
         await one.ready()
         assert len(one.accounts) == 4   # alone: everything; the second daemon joining takes half
         two = Running(Daemon(config))
-        await until(lambda: len(one.accounts) == 2 and len(two.accounts) == 2, "two accounts each")
+        await until(lambda: len(one.accounts) == 2 and len(two.accounts) == 2, "two accounts each", timeout=WAIT)
         assert one.accounts.isdisjoint(two.accounts)
         assert set(holders(one.daemon).values()) == {one.daemon.keeper.holder, two.daemon.keeper.holder}  # type: ignore[union-attr]
-        await until(lambda: len(smtp_server.received) >= first, "the first mail forwarded")
+        await until(lambda: len(smtp_server.received) >= first, "the first mail forwarded", timeout=WAIT)
         await one.halt()
-        await until(lambda: len(two.accounts) == 4, "the remaining daemon holds every account")
+        await until(lambda: len(two.accounts) == 4, "the remaining daemon holds every account", timeout=WAIT)
         more = deliver(dovecot, mailboxes, 1, seed=60)
-        await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded")
+        await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded", timeout=WAIT)
         await two.halt()
         assert holders(two.daemon) == {}   # a clean stop releases everything
         assert_each_forwarded_once(two.daemon, smtp_server, first + more)
@@ -162,7 +147,7 @@ def test_an_expired_lease_is_taken_and_a_live_one_is_not(
     async def scenario() -> None:
         running = Running(daemon)
         # Two live daemons, four accounts: a share of two, from the three free ones.
-        await until(lambda: len(running.accounts) == 2, "two accounts taken")
+        await until(lambda: len(running.accounts) == 2, "two accounts taken", timeout=WAIT)
         assert "a3" not in running.accounts
         # The other daemon goes away without releasing: its lease and heartbeat expire.
         with daemon.engine.begin() as conn:
@@ -170,7 +155,7 @@ def test_an_expired_lease_is_taken_and_a_live_one_is_not(
                          .values(expires_at=now.replace(year=2020)))
             conn.execute(update(store.DAEMON).where(store.DAEMON.c.holder == "other:2:11111111")
                          .values(expires_at=now.replace(year=2020)))
-        await until(lambda: running.accounts == set(NAMES), "every account taken")
+        await until(lambda: running.accounts == set(NAMES), "every account taken", timeout=WAIT)
         await running.halt()
 
     run(scenario)
@@ -188,7 +173,7 @@ def test_a_daemon_that_cannot_renew_stops_its_accounts_before_its_leases_end(
 
     async def scenario() -> None:
         cut_off = Running(Daemon(config))
-        await until(lambda: len(cut_off.accounts) == 4, "the first daemon holds everything")
+        await until(lambda: len(cut_off.accounts) == 4, "the first daemon holds everything", timeout=WAIT)
         other = Running(Daemon(config))
         await other.ready()
         keeper = cut_off.daemon.keeper
@@ -210,11 +195,11 @@ def test_a_daemon_that_cannot_renew_stops_its_accounts_before_its_leases_end(
                 stopped_while_held.append(sum(1 for h in states.values() if h == keeper.holder) > 0)
             return True
 
-        await until(stopped, "the cut-off daemon's accounts stopped")
+        await until(stopped, "the cut-off daemon's accounts stopped", timeout=WAIT)
         assert stopped_while_held == [True], "its accounts stopped only after its leases had expired"
-        await until(lambda: len(other.accounts) == 4, "the other daemon takes every account")
+        await until(lambda: len(other.accounts) == 4, "the other daemon takes every account", timeout=WAIT)
         more = deliver(dovecot, mailboxes, 1, seed=90)
-        await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded")
+        await until(lambda: len(smtp_server.received) >= first + more, "the later mail forwarded", timeout=WAIT)
         await other.halt()
         await cut_off.halt()
         assert_each_forwarded_once(other.daemon, smtp_server, first + more)
@@ -231,7 +216,7 @@ def test_run_once_skips_the_accounts_a_running_daemon_holds_and_status_names_the
 
     async def scenario() -> None:
         running = Running(Daemon(config))
-        await until(lambda: len(running.accounts) == 4, "the daemon holds every account")
+        await until(lambda: len(running.accounts) == 4, "the daemon holds every account", timeout=WAIT)
         holder = running.daemon.keeper.holder  # type: ignore[union-attr]
         once = Daemon(config)
         report = await once.run_once()

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from bridgekit import until
 
 from bridge import store
 from bridge.config import load_settings
@@ -27,15 +28,6 @@ def write(path: Path, url: str, seller: SandboxAccount, staff: SandboxAccount, s
                                 sections={"cluster": CLUSTER, "imap": {"poll_seconds": poll_seconds}}))
 
 
-async def until(condition: object, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + WAIT
-    while not condition():  # type: ignore[operator]
-        if loop.time() > end:
-            raise AssertionError(f"not within {WAIT:g} s: {what}")
-        await asyncio.sleep(0.05)
-
-
 def test_a_reload_renews_the_lease_of_an_account_slower_to_stop_than_a_lease(
         tmp_path: Path, pg_url: str, fresh_mailbox: SandboxAccount, staff: SandboxAccount,
         smtp_server: SandboxSMTP) -> None:
@@ -50,7 +42,7 @@ def test_a_reload_renews_the_lease_of_an_account_slower_to_stop_than_a_lease(
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await until(lambda: "acme" in daemon.running, "the account running")
+        await until(lambda: "acme" in daemon.running, "the account running", timeout=WAIT)
         running = daemon.running["acme"]
         stop_workers = running.stop
         expiry_before = lease().expires_at
@@ -61,7 +53,7 @@ def test_a_reload_renews_the_lease_of_an_account_slower_to_stop_than_a_lease(
             def ended() -> bool:
                 with daemon.engine.begin() as conn:
                     return store.database_time(conn) > expiry_before
-            await until(ended, "the first lease's end")
+            await until(ended, "the first lease's end", timeout=WAIT)
             return await stop_workers(seconds)
 
         running.stop = slow_stop  # type: ignore[method-assign]

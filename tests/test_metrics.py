@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import running_daemon
+from bridgekit import running_daemon, wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,17 +83,17 @@ def scrape(port: int) -> Scrape:
 
 def wait_for(port: int, what: str, ready: Callable[[Scrape], bool], log: Path, timeout: float = 60) -> Scrape:
     """Scrape until ``ready`` (the daemon is a separate process; mail takes its time); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    def scraped() -> Scrape | None:
         try:
-            last = scrape(port)
-            if ready(last):
-                return last
+            page = scrape(port)
         except (urllib.error.URLError, ConnectionError):   # not listening yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"/metrics never showed {what}; daemon log:\n{log.read_text(errors='replace')[-3000:]}")
+            return None
+        return page if ready(page) else None
+
+    def said() -> str:
+        return f"/metrics to show {what}; daemon log:\n{log.read_text(errors='replace')[-3000:]}"
+
+    return wait_until(scraped, said, timeout, interval=0.1)
 
 
 def test_metrics_of_a_running_daemon_list_every_family_with_what_happened(

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from bridgekit import insert_order, postgres_database
+from bridgekit import insert_order, postgres_database, wait_until
 from sqlalchemy import (Boolean, DateTime, Integer, LargeBinary, MetaData, String, create_engine, inspect, select,
                         text)
 from sqlalchemy.engine import Engine
@@ -359,18 +358,15 @@ def test_db_current_on_an_empty_database_creates_nothing(tmp_path: Path, mailbri
 
 # --- the migration lock on PostgreSQL ----------------------------------------------------------
 
-def waiting_for_the_lock(url: str) -> int:
-    """How many sessions wait for an advisory lock."""
-    with plain(url) as engine, engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
-                   .scalar_one())
+def wait_for_lock_waiters(url: str, count: int, who: str) -> None:
+    """Wait until ``count`` sessions wait for an advisory lock (120 s only bounds a hang)."""
+    waiters = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
 
+    def waiting() -> bool:
+        with plain(url) as engine, engine.connect() as conn:
+            return int(conn.execute(waiters).scalar_one()) == count
 
-def _wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 120     # only a bound on a hang: the test waits for the state, not a time
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.02)
+    wait_until(waiting, f"{who} to wait for the lock", timeout=120, interval=0.02)
 
 
 @pytest.mark.postgres
@@ -382,7 +378,7 @@ def test_opening_waits_for_the_migration_lock() -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema.MIGRATION_LOCK_KEY})
             opener = threading.Thread(target=lambda: opened.append(open_database(url)))
             opener.start()
-            _wait_until(lambda: waiting_for_the_lock(url) == 1, "open_database to wait for the lock")
+            wait_for_lock_waiters(url, 1, "open_database")
             assert opener.is_alive() and not opened
             assert schema_state(url).status == "empty"      # nothing created while the lock is held elsewhere
         opener.join(timeout=120)
@@ -402,7 +398,7 @@ def test_two_upgrades_started_together_run_once() -> None:
             upgraders = [threading.Thread(target=lambda: done.append(upgrade_database(url).action)) for _ in range(2)]
             for upgrader in upgraders:
                 upgrader.start()
-            _wait_until(lambda: waiting_for_the_lock(url) == 2, "both upgrades to wait for the lock")
+            wait_for_lock_waiters(url, 2, "both upgrades")
         for upgrader in upgraders:
             upgrader.join(timeout=120)
         assert sorted(done) == ["adopted", "none"]
@@ -434,7 +430,7 @@ def test_two_daemons_opening_a_new_database_together_create_it_once() -> None:
             openers = [threading.Thread(target=lambda: opened.append(open_database(url))) for _ in range(2)]
             for opener in openers:
                 opener.start()
-            _wait_until(lambda: waiting_for_the_lock(url) == 2, "both daemons to wait for the lock")
+            wait_for_lock_waiters(url, 2, "both daemons")
         for opener in openers:
             opener.join(timeout=120)
         assert len(opened) == 2 and schema_state(url).status == "current"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bridgekit import running_daemon
+from bridgekit import running_daemon, wait_until
 from conftest import SANDBOX_USERS
 from oauth2server import OAuth2TestServer
 
@@ -101,13 +101,6 @@ def mailbridge(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-def wait_until(done: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.1)
-
-
 def test_the_daemon_forwards_through_expiry_dovecot_and_daemon_restarts_without_leaking_tokens(
         tmp_path: Path, servers: tuple[OAuth2TestServer, DovecotServer, SandboxSMTP]) -> None:
     tokens, dovecot, smtp = servers
@@ -130,19 +123,19 @@ def test_the_daemon_forwards_through_expiry_dovecot_and_daemon_restarts_without_
 
     with running_daemon(config, log):
         buyer_writes(1)
-        wait_until(forwarded(1), "the first buyer message forwarded")
+        wait_until(forwarded(1), "the first buyer message forwarded", timeout=90)
         # The access token expires while the daemon idles; then Dovecot restarts, which drops
         # the IMAP connection: logging in again needs a new access token.
-        wait_until(lambda: 0 < tokens.latest_expiry() < time.time(), "the access token expired")
+        wait_until(lambda: 0 < tokens.latest_expiry() < time.time(), "the access token expired", timeout=90)
         dovecot.restart()
         buyer_writes(2)
-        wait_until(forwarded(2), "the second buyer message forwarded")
+        wait_until(forwarded(2), "the second buyer message forwarded", timeout=90)
     # The daemon restarts; the seed refresh token in the file was spent at the first refresh
     # (the server refuses a used one): the rotated one kept in the database must be used.
     assert tokens.refreshes >= 2
     with running_daemon(config, log):
         buyer_writes(3)
-        wait_until(forwarded(3), "the third buyer message forwarded")
+        wait_until(forwarded(3), "the third buyer message forwarded", timeout=90)
 
     assert "invalid_grant" not in tokens.refused
     assert [m.rcpt_tos for m in smtp.messages_to(staff.user)] == [(staff.user,)] * 3

@@ -13,13 +13,12 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgekit import Clock, account_block, rows
+from bridgekit import Clock, account_block, rows, wait_until
 from conftest import SANDBOX_USERS
 from oauth2server import OAuth2TestServer
 
@@ -209,17 +208,12 @@ def test_a_revoked_account_waits_quietly_and_resumes_after_authorize_without_a_r
     with caplog.at_level(logging.INFO, logger="bridge"):
         worker.start()
         try:
-            deadline = time.monotonic() + 60
-            while len(tries) < 3:
-                assert time.monotonic() < deadline, "the account never reported the revocation"
-                time.sleep(0.01)
+            wait_until(lambda: len(tries) >= 3, "the account to report the revocation", 60, interval=0.01)
             # `mailbridge oauth2 authorize` stores a new refresh token while the daemon runs.
             seed = rows(daemon.engine, store.OAUTH2_GRANT)[0].seed
             with daemon.engine.begin() as conn:
                 store.seed_grant(conn, "acme", "acme", token_server.grant(seller.user), seed, clock())
-            while ingest.stats.recorded < 1:
-                assert time.monotonic() < deadline, "the account did not resume"
-                time.sleep(0.01)
+            wait_until(lambda: ingest.stats.recorded >= 1, "the account to resume", 60, interval=0.01)
         finally:
             stop.set()
             worker.join(30)
@@ -260,10 +254,7 @@ def test_an_oauth2_account_added_by_a_reload_logs_in_with_its_tokens(
         config.write_text(first + "\n".join(added) + "\n")
         assert asyncio.run_coroutine_threadsafe(daemon.reload(), loop).result(60) is True
         buyer_writes(oauth2_dovecot, seller, 1)
-        deadline = time.monotonic() + 60
-        while forwarded(smtp, staff) < 1:
-            assert time.monotonic() < deadline, "the account added by the reload forwarded nothing"
-            time.sleep(0.1)
+        wait_until(lambda: forwarded(smtp, staff) >= 1, "the account added by the reload to forward", 60)
         assert "acme" in daemon.tokens
     finally:
         loop.call_soon_threadsafe(stop.set)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from bridgekit import mailbridge_process, make_settings
+from bridgekit import mailbridge_process, make_settings, wait_until
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,13 +25,6 @@ from bridge.workers.supervisor import Daemon
 
 pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
-
-
-def _wait_until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_two_daemons_start_together_on_a_new_database(tmp_path: Path, pg_url: str, dovecot: DovecotServer,
@@ -48,11 +40,11 @@ def test_two_daemons_start_together_on_a_new_database(tmp_path: Path, pg_url: st
     engine = None
     try:
         for log, daemon in zip(logs, daemons):
-            _wait_until(lambda: "ready: " in log.read_text() or daemon.poll() is not None, f"{log.name} to be ready")
+            wait_until(lambda: "ready: " in log.read_text() or daemon.poll() is not None, f"{log.name} to be ready")
         engine = open_database(pg_url)
         # Both have opened the database; the account's folder has been seen (by one daemon, or by both when
         # nothing decides which one holds it).
-        _wait_until(lambda: rows_in(engine, "mailbox_state") == 1, "the account's folder to be seen")
+        wait_until(lambda: rows_in(engine, "mailbox_state") == 1, "the account's folder to be seen")
         for log, daemon in zip(logs, daemons):
             assert daemon.poll() is None, log.read_text()
             daemon.send_signal(signal.SIGTERM)
@@ -117,8 +109,8 @@ def while_first_writes(engine: Engine, first: Callable[[Connection], object],
         first(conn)
         thread = threading.Thread(target=other_daemon)
         thread.start()
-        _wait_until(lambda: waiting_on_a_lock(engine) == 1 or not thread.is_alive(),
-                    "the second writer to wait for the first")
+        wait_until(lambda: waiting_on_a_lock(engine) == 1 or not thread.is_alive(),
+                   "the second writer to wait for the first")
     thread.join(60)
     return errors
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from bridgekit import wait_until
 
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml, samples
 
@@ -60,11 +61,8 @@ class NotifySocket:
             return [t for t, d in self.received if line in d.split("\n")]
 
     def wait_for(self, line: str, count: int = 1, timeout: float = WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.times_of(line)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} x {line!r} within {timeout} s; got {self.lines()}")
-            time.sleep(0.05)
+        wait_until(lambda: len(self.times_of(line)) >= count, lambda: f"{count} x {line!r}; got {self.lines()}",
+                   timeout)
 
     def close(self) -> None:
         self._done.set()
@@ -105,11 +103,13 @@ def daemon(config: Path, log: Path, notify: NotifySocket) -> Iterator[subprocess
 
 
 def _wait_log(log: Path, text: str, proc: subprocess.Popen[bytes], count: int = 1) -> None:
-    deadline = time.monotonic() + WAIT
-    while log.read_text(errors="replace").count(text) < count:
+    def logged() -> bool:
+        if log.read_text(errors="replace").count(text) >= count:
+            return True
         assert proc.poll() is None, f"the daemon exited:\n{log.read_text(errors='replace')[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text(errors='replace')[-3000:]}"
-        time.sleep(0.05)
+        return False
+
+    wait_until(logged, lambda: f"{text!r} in the log:\n{log.read_text(errors='replace')[-3000:]}", WAIT)
 
 
 def _buyer_mail(seller: SandboxAccount, n: int) -> bytes:

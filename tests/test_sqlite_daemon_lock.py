@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bridgekit import mailbridge_process, running_daemon
+from bridgekit import mailbridge_process, running_daemon, wait_until
 
 from bridge.sandbox import DovecotServer, SandboxAccount, SandboxSMTP, config_toml
 from bridge.store.daemon_lock import lock_database, lock_path
@@ -31,13 +30,6 @@ def mailbridge(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def holding_the_lock(database: Path, pid: int) -> bool:
     lock = lock_path(database)
     return lock.exists() and lock.read_text().strip() == str(pid)
-
-
-def wait_until(done, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_second_daemon_on_one_sqlite_file_is_refused(tmp_path: Path, dovecot: DovecotServer,

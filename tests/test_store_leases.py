@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridgekit import database, postgres_database
+from bridgekit import database, postgres_database, wait_until
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -189,13 +188,12 @@ def test_a_stalled_fenced_transaction_is_ended_by_the_server_and_the_lease_taken
             stalled = store.fenced(engine, "a", "d1", stall_seconds=1).connect()
             stalled.begin()
             expire(engine, "a")
-            end = time.monotonic() + 60
-            taken: list[store.Taken] = []
-            while not taken:   # skipped while the stalled transaction holds its lock, taken once the server ends it
-                assert time.monotonic() < end, "the stalled transaction was never ended"
+
+            def take() -> list[store.Taken]:   # skipped while the stalled transaction holds its lock
                 with engine.begin() as conn:
-                    taken = store.take(conn, "d2", ["a"], LEASE)
-                time.sleep(0.1)
+                    return store.take(conn, "d2", ["a"], LEASE)
+
+            wait_until(take, "the server to end the stalled transaction so the lease is taken", 60, interval=0.1)
             with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):   # the stalled holder can write nothing any more
                 stalled.execute(select(1))
             stalled.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import weakref
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -50,12 +49,6 @@ def upsert(conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequ
     return int(conn.execute(statement).rowcount)
 
 
-# The locked form of each statement, made once per statement and ``of``: most claims run a statement
-# built once at import, and building (and keying for the compiled cache) a copy costs more than
-# running it. Weak keys: a statement built per call takes its locked form with it when it goes.
-_LOCKED: weakref.WeakKeyDictionary[Select[Any], dict[FromClause | None, Select[Any]]] = weakref.WeakKeyDictionary()
-
-
 def skip_locked(query: _S, conn: Connection, of: FromClause | None = None) -> _S:
     """``query`` with ``FOR UPDATE SKIP LOCKED`` (``FOR UPDATE OF of``, when given) on PostgreSQL, else ``query``.
 
@@ -65,8 +58,4 @@ def skip_locked(query: _S, conn: Connection, of: FromClause | None = None) -> _S
     """
     if conn.dialect.name != "postgresql":
         return query
-    forms = _LOCKED.setdefault(query, {})
-    locked = forms.get(of)
-    if locked is None:
-        locked = forms[of] = query.with_for_update(skip_locked=True, of=of)
-    return locked  # type: ignore[return-value]
+    return query.with_for_update(skip_locked=True, of=of)

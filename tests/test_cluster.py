@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from bridgekit import wait_until
 from clusterkit import (
@@ -195,15 +196,19 @@ def test_a_daemon_joining_later_gets_its_fair_share(bench: Cluster) -> None:
           f"{judge(bench, buyer_ids, reply_ids)}")
 
 
-@pytest.mark.parametrize("frozen_in", ["a worker's fenced transaction", "the keeper's renewal"])
+@pytest.mark.parametrize("frozen_in", ["a worker's fenced transaction", "the keeper's renewal",
+                                       "a worker sending a statement"])
 def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_url: str, frozen_in: str) -> None:
     """A fenced transaction (FOR KEY SHARE) and a renewal (UPDATE) lock the lease row, which keeps a
     takeover waiting while the holder may write; a holder frozen inside one (SIGSTOP) must not keep it
-    waiting forever: the server ends its idle transaction (fenced's stall_seconds, store.keeper_limits)."""
+    waiting forever. Idle in the transaction, the server ends it (fenced's stall_seconds,
+    store.keeper_limits). Frozen halfway through sending a statement (here an executemany pipeline
+    not yet synced), the server waits for the rest with no timeout: the taker ends that session."""
     engine = open_database(pg_url)
     try:
         with engine.begin() as conn:
             assert [t.account for t in store.take(conn, "host:1:frozen", ["acct01"], 1)] == ["acct01"]
+        pipeline = None
         if frozen_in == "the keeper's renewal":
             frozen = engine.connect()
             frozen.begin()
@@ -212,11 +217,22 @@ def test_a_daemon_frozen_inside_a_transaction_does_not_hold_off_the_takeover(pg_
         else:
             frozen = store.fenced(engine, "acct01", "host:1:frozen", stall_seconds=0.5).connect()
             frozen.begin()                                                       # locked FOR KEY SHARE
+            if frozen_in == "a worker sending a statement":
+                driver = frozen.connection.driver_connection
+                pipeline = driver.pipeline()
+                pipeline.__enter__()
+                driver.cursor().execute("SELECT 1")   # sent, no Sync: the server waits for the rest
+                driver.pgconn.flush()
         wait_until(lambda: not current_leases(engine), "the one-second lease to run out", 30, interval=0.1)
-        with engine.begin() as conn:
-            taken = store.take(conn, "host:2:other", ["acct01"], 30)
-        assert [t.account for t in taken] == ["acct01"]
-        with pytest.raises(DBAPIError):   # and the frozen holder, awake, writes nothing
+
+        def take() -> list[str]:
+            with engine.begin() as conn:
+                return [t.account for t in store.take(conn, "host:2:other", ["acct01"], 30)]
+
+        assert wait_until(take, "the other daemon to take the frozen holder's lease", 30, interval=0.2) == ["acct01"]
+        with pytest.raises((DBAPIError, psycopg.OperationalError)):   # and the frozen holder, awake, writes nothing
+            if pipeline is not None:
+                pipeline.__exit__(None, None, None)
             frozen.execute(select(1))
         frozen.invalidate()
     finally:

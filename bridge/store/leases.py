@@ -16,22 +16,33 @@ Why each statement is shaped as it is (docs/architecture.md, "Several daemons"):
   not wait for it, but a takeover locks the row ``FOR UPDATE`` and so waits until
   every transaction that passed the fence has committed or rolled back: no write of
   the old holder can land after the new holder has begun.
+- A fenced transaction is named for its holder in ``pg_stat_activity``
+  (``application_name``, for that transaction only). A holder frozen while it sends
+  a statement (a large INSERT, an executemany pipeline not yet synced) leaves its
+  server session waiting for the rest: no server timeout ends a session in that
+  state, and its lock would keep the account from every other daemon for as long
+  as the freeze lasts. :func:`take` ends such sessions of a holder whose lease has
+  expired (:func:`end_stuck_sessions`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, update
+from sqlalchemy import DateTime, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from bridge.store.dialects import dialect_insert, skip_locked
 from bridge.store.errors import LeaseLost
 from bridge.store.models import DAEMON, LEASE, LEASE_HISTORY
 from bridge.store.times import iso, utc
+
+log = logging.getLogger(__name__)
 
 _TS = DateTime(timezone=True)
 
@@ -193,6 +204,10 @@ def take(conn: Connection, holder: str, accounts: Iterable[str], seconds: float,
         expired = skip_locked(select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at, LEASE.c.history_id)
                               .where(LEASE.c.account.in_(rest), free), conn)
         before = {r.account: r for r in conn.execute(expired)}
+        if conn.dialect.name == "postgresql" and len(before) < len(rest):
+            # Skipped: held live by another daemon, or expired with a transaction of its holder still
+            # in the way. A stuck one is ended now, and its lease taken at the next round.
+            end_stuck_sessions(conn, [a for a in rest if a not in before], free)
         if before:
             taken = conn.execute(
                 update(LEASE).where(LEASE.c.account.in_(list(before)), free)
@@ -250,10 +265,12 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
     only), so its lock does not keep the account from being taken over for longer.
     """
     columns: list[Any] = [LEASE.c.expires_at]
-    if conn.dialect.name == "postgresql" and stall_seconds is not None:
+    if conn.dialect.name == "postgresql":
         # In the same statement: no extra round trip per transaction.
-        columns.append(func.set_config("idle_in_transaction_session_timeout",
-                                       str(max(1, round(stall_seconds * 1000))), True))
+        columns.append(func.set_config("application_name", session_name(holder), True))
+        if stall_seconds is not None:
+            columns.append(func.set_config("idle_in_transaction_session_timeout",
+                                           str(max(1, round(stall_seconds * 1000))), True))
     query = select(*columns).where(LEASE.c.account == account, LEASE.c.holder == holder,
                                    LEASE.c.expires_at > _now(conn))
     if acquired_at is not None:   # this holding, not an earlier one of the same daemon
@@ -263,6 +280,53 @@ def fence(conn: Connection, account: str, holder: str, stall_seconds: float | No
     if conn.execute(query).first() is None:
         raise LeaseLost(f"account {account}: this daemon ({holder}) no longer holds its lease; "
                         "another daemon may have taken it, so nothing was written")
+
+
+def session_name(holder: str) -> str:
+    """The ``application_name`` of a holder's fenced transactions (PostgreSQL keeps 63 bytes of it)."""
+    name = f"mailbridge {holder}"
+    # Holder ids end with what makes them unique (pid, random part): keep the end when cutting.
+    return name if len(name.encode()) <= 63 else "mailbridge " + holder.encode()[-52:].decode(errors="ignore")
+
+
+# The sessions of a lease's holder inside a transaction that has not moved since the lease
+# expired: waiting on the client for the rest of a statement, or idle in the transaction.
+_STUCK = text("""
+    SELECT pid, state, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+    WHERE application_name = :session AND state_change < :expired_at AND pid <> pg_backend_pid()
+      AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
+""")
+
+
+def end_stuck_sessions(conn: Connection, accounts: list[str], expired: ColumnElement[bool]) -> int:
+    """End (``pg_terminate_backend``) the stuck sessions of the holders of ``accounts``' expired leases.
+
+    ``accounts``: leases a take found locked, a transaction of their holder having them
+    fenced. A holder whose lease expired has stopped every operation by then (its local
+    deadline runs out first), so a transaction of it that has not moved since is stuck:
+    frozen while it sent a statement, which no server timeout ends. Ending the session
+    rolls the transaction back (nothing of it is written) and frees the lease row soon
+    after; the next take finds it free. Returns how many sessions were ended.
+    Ending them needs the daemons to connect as one database role (or one granted
+    ``pg_signal_backend``); if they cannot, that is logged and the take waits as before.
+    """
+    ended = 0
+    try:
+        with conn.begin_nested():
+            leases = conn.execute(select(LEASE.c.holder, func.max(LEASE.c.expires_at).label("expires_at"))
+                                  .where(LEASE.c.account.in_(accounts), expired).group_by(LEASE.c.holder)).all()
+            for lease in leases:
+                for r in conn.execute(_STUCK, {"session": session_name(lease.holder),
+                                               "expired_at": lease.expires_at}):
+                    log.warning("ended database session %s of %s (%s since before its lease expired): a holder "
+                                "stopped inside a transaction keeps %s from other daemons",
+                                r.pid, lease.holder, r.state, ", ".join(accounts))
+                    ended += bool(r.ended)
+    except DBAPIError as exc:
+        log.warning("could not end the stuck database sessions holding %s (%s): connect every daemon as one "
+                    "role, or grant theirs pg_signal_backend", ", ".join(accounts), exc.orig)
+        return 0
+    return ended
 
 
 _FENCE_OPTION = "mailbridge_lease"

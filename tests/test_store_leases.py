@@ -11,9 +11,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from bridgekit import database, postgres_database, wait_until
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, func, make_url, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -199,6 +200,61 @@ def test_a_stalled_fenced_transaction_is_ended_by_the_server_and_the_lease_taken
             stalled.close()
         finally:
             engine.dispose()
+
+
+def test_a_holders_stuck_session_is_ended_by_a_taker_with_the_privileges_and_reported_by_one_without(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL: a holder frozen halfway through sending a statement (here a pipeline not yet synced) is waited
+    for by its server session with no timeout; the taker ends that session, or says which privileges it lacks."""
+    with postgres_database() as url:
+        engine = open_database(url)
+        role = f"mailbridge_other_{os.getpid()}"
+        stuck = store.fenced(engine, "a", "d1", stall_seconds=1).connect()
+        try:
+            with engine.begin() as conn:
+                store.take(conn, "d1", ["a"], LEASE)
+                conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+                conn.exec_driver_sql(f"GRANT SELECT ON account_lease TO {role}")
+            stuck.begin()
+            driver = stuck.connection.driver_connection
+            pipeline = driver.pipeline()
+            pipeline.__enter__()
+            driver.cursor().execute("SELECT 1")
+            driver.pgconn.flush()   # sent without a Sync: the server waits for the rest
+            with engine.begin() as conn:   # the lease expires now: the session has not moved since before
+                conn.execute(update(store.LEASE).where(store.LEASE.c.account == "a")
+                             .values(expires_at=store.database_time(conn)))
+            expired = store.LEASE.c.expires_at <= func.clock_timestamp()
+            other = create_engine(make_url(url).set(username=role))
+            try:
+                for grant, said in [("", "may not see its state"), ("pg_read_all_stats", "could not end")]:
+                    if grant:
+                        with engine.begin() as conn:
+                            conn.exec_driver_sql(f"GRANT {grant} TO {role}")
+                    caplog.clear()
+                    with other.begin() as conn:
+                        assert store.end_stuck_sessions(conn, ["a"], expired) == 0
+                        assert conn.execute(select(1)).scalar() == 1   # the take's transaction goes on
+                    assert said in caplog.text and "pg_signal_backend" in caplog.text
+            finally:
+                other.dispose()
+            with engine.begin() as conn:
+                assert store.end_stuck_sessions(conn, ["a"], expired) == 1
+            wait_until(lambda: store_take(engine, "d2", "a"), "the lease to be taken once the session ended", 30,
+                       interval=0.1)
+            with pytest.raises(psycopg.OperationalError):   # the stuck holder, awake, writes nothing
+                pipeline.__exit__(None, None, None)
+        finally:
+            stuck.invalidate()
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")
+                conn.exec_driver_sql(f"DROP ROLE {role}")
+            engine.dispose()
+
+
+def store_take(engine: Engine, holder: str, account: str) -> list[store.Taken]:
+    with engine.begin() as conn:
+        return store.take(conn, holder, [account], LEASE)
 
 
 def test_keeper_limits_bound_statements_locks_and_idleness_for_its_transaction_only() -> None:

@@ -80,6 +80,7 @@ from bridge.store.leases import (
     account_lease,
     beat,
     database_time,
+    end_stuck_sessions,
     fence,
     fenced,
     forget_daemon,
@@ -248,8 +249,9 @@ __all__ = [
     "feedback_by_state", "list_quarantine", "mailbox_fetches", "oldest_queued", "optouts", "outbox_by_state",
     "overdue_outbox", "quarantine_counts",
     # account leases and daemons
-    "LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "fence", "fenced",
-    "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release", "renew", "take",
+    "LeaseLost", "LeaseState", "Taken", "account_lease", "beat", "database_time", "end_stuck_sessions", "fence",
+    "fenced", "forget_daemon", "keeper_limits", "lease_history", "lease_states", "live_daemons", "release", "renew",
+    "take",
     # status, secrets, times
     "account_status", "queued_outbox", "token_secret", "utc",
 ]

@@ -289,13 +289,12 @@ def session_name(holder: str) -> str:
     return name if len(name.encode()) <= 63 else "mailbridge " + holder.encode()[-52:].decode(errors="ignore")
 
 
-# The sessions of a lease's holder inside a transaction that has not moved since the lease
-# expired: waiting on the client for the rest of a statement, or idle in the transaction.
-_STUCK = text("""
-    SELECT pid, state, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
-    WHERE application_name = :session AND state_change < :expired_at AND pid <> pg_backend_pid()
-      AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
-""")
+_SESSIONS = text("SELECT pid, state, state_change FROM pg_stat_activity "
+                 "WHERE application_name = :session AND pid <> pg_backend_pid()")
+_END_SESSION = text("SELECT pg_terminate_backend(:pid)")
+# Inside a transaction: waiting on the client for the rest of a statement ('active', ClientRead), or idle in it.
+_IN_TRANSACTION = frozenset({"active", "idle in transaction", "idle in transaction (aborted)"})
+_PRIVILEGES = "connect every daemon as one role, or grant theirs pg_read_all_stats and pg_signal_backend"
 
 
 def end_stuck_sessions(conn: Connection, accounts: list[str], expired: ColumnElement[bool]) -> int:
@@ -303,29 +302,34 @@ def end_stuck_sessions(conn: Connection, accounts: list[str], expired: ColumnEle
 
     ``accounts``: leases a take found locked, a transaction of their holder having them
     fenced. A holder whose lease expired has stopped every operation by then (its local
-    deadline runs out first), so a transaction of it that has not moved since is stuck:
-    frozen while it sent a statement, which no server timeout ends. Ending the session
-    rolls the transaction back (nothing of it is written) and frees the lease row soon
-    after; the next take finds it free. Returns how many sessions were ended.
-    Ending them needs the daemons to connect as one database role (or one granted
-    ``pg_signal_backend``); if they cannot, that is logged and the take waits as before.
+    deadline runs out first), so a transaction of it that has not moved since the expiry
+    is stuck: frozen while it sent a statement, which no server timeout ends. Ending the
+    session rolls the transaction back (nothing of it is written) and frees the lease row
+    soon after; the next take finds it free. Returns how many sessions were ended.
+    Another role's sessions can be seen and ended only with the privileges
+    :data:`_PRIVILEGES` names; without them this logs why and the take waits as before.
     """
     ended = 0
-    try:
-        with conn.begin_nested():
-            leases = conn.execute(select(LEASE.c.holder, func.max(LEASE.c.expires_at).label("expires_at"))
-                                  .where(LEASE.c.account.in_(accounts), expired).group_by(LEASE.c.holder)).all()
-            for lease in leases:
-                for r in conn.execute(_STUCK, {"session": session_name(lease.holder),
-                                               "expired_at": lease.expires_at}):
-                    log.warning("ended database session %s of %s (%s since before its lease expired): a holder "
-                                "stopped inside a transaction keeps %s from other daemons",
-                                r.pid, lease.holder, r.state, ", ".join(accounts))
-                    ended += bool(r.ended)
-    except DBAPIError as exc:
-        log.warning("could not end the stuck database sessions holding %s (%s): connect every daemon as one "
-                    "role, or grant theirs pg_signal_backend", ", ".join(accounts), exc.orig)
-        return 0
+    leases = conn.execute(select(LEASE.c.holder, func.max(LEASE.c.expires_at).label("expires_at"))
+                          .where(LEASE.c.account.in_(accounts), expired).group_by(LEASE.c.holder)).all()
+    for lease in leases:
+        for r in conn.execute(_SESSIONS, {"session": session_name(lease.holder)}).all():
+            if r.state is None:   # another role's session: its state is hidden from this one
+                log.warning("a database session of %s (pid %s) may be holding %s, and this daemon may not see "
+                            "its state: %s", lease.holder, r.pid, ", ".join(accounts), _PRIVILEGES)
+                continue
+            if r.state not in _IN_TRANSACTION or r.state_change >= lease.expires_at:
+                continue
+            try:
+                with conn.begin_nested():
+                    ended += bool(conn.execute(_END_SESSION, {"pid": r.pid}).scalar())
+            except DBAPIError as exc:
+                log.warning("could not end the stuck database session %s of %s holding %s (%s): %s", r.pid,
+                            lease.holder, ", ".join(accounts), str(exc.orig).strip(), _PRIVILEGES)
+                continue
+            log.warning("ended database session %s of %s (%s since before its lease expired): a holder stopped "
+                        "inside a transaction was keeping %s from other daemons", r.pid, lease.holder, r.state,
+                        ", ".join(accounts))
     return ended
 
 

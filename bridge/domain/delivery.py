@@ -213,4 +213,4 @@ THROTTLE_MAX_SECONDS = 1800.0
 
 def throttle_pause(in_a_row: int) -> float:
     """Seconds to pause an account after its ``in_a_row``-th throttle reply in a row (1 for the first)."""
-    return min(THROTTLE_MAX_SECONDS, THROTTLE_FIRST_SECONDS * 2 ** max(0, in_a_row - 1))
+    return min(THROTTLE_MAX_SECONDS, THROTTLE_FIRST_SECONDS * 2.0 ** max(0, in_a_row - 1))

@@ -174,7 +174,7 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
                            buyer_message_at=original.sent_date)
     content_blocks = [f for f in decision.blocking if f.rule != "attachments_within_limits"]
     audit = dict(account=s.name, now=now, category="reply", findings=decision.findings,
-                 evaluated=decision.evaluated, buyer=guard.base_alias(original.buyer_address),
+                 evaluated=decision.evaluated, buyer=threads.base_alias(original.buyer_address),
                  conversation_id=conv.id, actor=mail.from_addr)
     if content_blocks:
         guard.record(conn, decision="blocked", detail=f"staff reply <{mail.message_id}>", **audit)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ from bridge.config import OutboxSettings
 from bridge.domain.clock import Clock, utcnow
 from bridge.domain.delivery import is_throttle, throttle_pause
 from bridge.domain.policy import PROACTIVE
+from bridge.domain.threads import base_alias
 from bridge.services import feedback, guard, pace, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
@@ -322,7 +323,7 @@ class OutboxWorker:
                 store.finish_send(conn, item.id, worker=self.worker_id, state="cancelled", now=now,
                                   error=f"cancelled at send time: {reason}")
                 guard.record(conn, account=self.acct.name, now=now, decision="cancelled",
-                             category=item.category, buyer=guard.base_alias(item.recipients[0]),
+                             category=item.category, buyer=base_alias(item.recipients[0]),
                              message_id=item.message_id, actor="mailbridge", detail=reason)
                 if item.purpose == feedback.PURPOSE:
                     feedback.outbox_cancelled(conn, self.acct.name, item.message_id, reason, now)

@@ -59,7 +59,8 @@ T = TypeVar("T")
 
 def retry_delay(attempts: int, settings: OutboxSettings, rng: random.Random) -> float:
     """Exponential backoff with full jitter in the upper half: base * 2^(n-1), capped."""
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * (2 ** max(0, attempts - 1)))
+    # int ** int is typed Any (a negative exponent gives a float); here the result is a float either way.
+    delay: float = min(settings.retry_max_seconds, settings.retry_base_seconds * (2 ** max(0, attempts - 1)))
     return delay * rng.uniform(0.5, 1.0)
 
 
@@ -240,7 +241,12 @@ class OutboxWorker:
             return 0
         if not self.lease.may_start():
             return 0
-        claim, self._next = self._next or await asyncio.to_thread(self._claim, now), None
+        # The batch claimed ahead by the last record, else a fresh claim. Spelled out rather than
+        # `self._next or ...`, which mypy types `_Claim | None` (it infers to_thread's result from the left).
+        claim = self._next
+        self._next = None
+        if claim is None:
+            claim = await asyncio.to_thread(self._claim, now)
         self.limited_until = claim.wait_until
         if not claim.items:
             return claim.handled

@@ -236,6 +236,6 @@ def sent_text(raw: bytes) -> tuple[str, list[str]]:
     """The text and attachment names of a message we built, exactly as the recipient reads them."""
     msg = message_from_bytes(raw, policy=email_policy.default)
     body = msg.get_body(preferencelist=("plain",))
-    text = body.get_content() if isinstance(body, Message) else ""  # type: ignore[attr-defined]
-    names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]  # type: ignore[attr-defined]
+    text = body.get_content() if isinstance(body, Message) else ""
+    names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]
     return text.replace("\r\n", "\n"), names

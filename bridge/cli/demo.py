@@ -199,7 +199,7 @@ def _demo(root: Path, dovecot: DovecotServer, smtp: SandboxSMTP) -> int:
     _say(f"Audit log ({len(decisions)} entries; `mailbridge audit --json` exports it; run the demo with --keep "
          "to try it):")
     for entry in decisions:
-        rules = ", ".join(f["rule"] for f in entry["findings"]) or "-"  # type: ignore[union-attr]
+        rules = ", ".join(f["rule"] for f in entry["findings"]) or "-"
         _say(f"  {entry['event']:<8} {entry['decision']:<9} {entry['category'] or '-':<8} buyer {entry['buyer']}  "
              f"rules: {rules}  by {entry['actor']}")
     return 0 if len(received) >= expected and relayed is not None and blocked is not None and optout and asked \

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.cli.settings import load, open_store, selected_accounts
+from bridge.domain.threads import base_alias
 from bridge.services import guard
 
 #: What ``outbox list`` shows without ``--state``: rows waiting, and rows that need a person.
@@ -59,7 +60,7 @@ def _decide(engine: Engine, accounts: list[str], outbox_id: int, retry: bool, no
             # A person decides about a buyer message: on the record either way.
             guard.record(conn, account=row.account, now=now, event="override",
                          decision="released" if retry else "cancelled",
-                         category=row.category, buyer=guard.base_alias(json.loads(row.recipients)[0]),
+                         category=row.category, buyer=base_alias(json.loads(row.recipients)[0]),
                          message_id=row.message_id, conversation_id=row.conversation_id, actor=who,
                          detail=f"outbox {outbox_id} was {row.state}")
     if row is None:

@@ -151,7 +151,7 @@ def staff_reply(notification: bytes, *, staff: str, text: str, client: str = "gm
 
     note = message_from_bytes(notification, policy=policy.default)
     body = note.get_body(preferencelist=("plain",))
-    quoted_text = body.get_content().replace("\r\n", "\n") if body is not None else ""  # type: ignore[attr-defined]
+    quoted_text = body.get_content().replace("\r\n", "\n") if body is not None else ""
     reply_to = to or str(note["Reply-To"] or note["From"])
     subject = str(note["Subject"])
     if client == "outlook":

@@ -80,7 +80,8 @@ class AccessTokens:
     def __call__(self, force_refresh: bool = False) -> str:
         with self._lock:
             now = self.clock()
-            if force_refresh or needs_refresh(self._token, now):
+            # needs_refresh is true for no token; asking `is None` first lets mypy see it too.
+            if force_refresh or self._token is None or needs_refresh(self._token, now):
                 self._token = None
                 self._token = self._new_token(now)
             return self._token.value

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from bridge import store
 from bridge.domain.bounces import BounceKind, BounceReport
 from bridge.domain.parse import ParsedMail
+from bridge.domain.threads import base_alias
 from bridge.services import feedback, guard
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert
@@ -93,7 +94,7 @@ def apply(conn: Connection, acct: AccountContext, report: BounceReport | None, m
     store.note_bounce(conn, row.id, note)
     if report.permanent and row.audience == "buyer":
         for rcpt in report.recipients or ():
-            store.record_buyer_bounce(conn, s.name, guard.base_alias(rcpt.address), note, now)
+            store.record_buyer_bounce(conn, s.name, base_alias(rcpt.address), note, now)
         queue_staff_alert(conn, acct, f"Your reply did not reach the buyer: {row.subject}"[:150],
                           _summary(mail, f"The buyer's mail server refused it for good: {failed}. The buyer can "
                                          "still write through the marketplace; check the order in Seller Central."),

@@ -30,6 +30,7 @@ from bridge.adapters.templates import Rendered, TemplateError
 from bridge.config import FeedbackSettings
 from bridge.domain import compose, feedback, policy, tokens
 from bridge.domain.marketplaces import DEFAULT_REGISTRY, MARKETPLACES
+from bridge.domain.orders import OrderFacts
 from bridge.domain.threads import base_alias
 from bridge.services import guard, notify
 from bridge.services.account import AccountContext
@@ -152,7 +153,7 @@ ORDER_TEMPLATES: dict[str, Callable[[AccountContext, store.OrderRecord], dict[st
     TEMPLATE: request_context}
 
 
-def _completed_at(facts: feedback.OrderFacts) -> datetime | None:
+def _completed_at(facts: OrderFacts) -> datetime | None:
     """The date the proactive window rule counts from: what closes the marketplace's window, less 30 days."""
     window = feedback.request_window(facts)
     return None if window is None else window.closes - feedback.WINDOW_CLOSES

@@ -109,6 +109,6 @@ def may_send(conn: Connection, message_id: str) -> bool:
     return store.latest_send_decision(conn, message_id) in ALLOWING
 
 
-def audit_rows(conn: Connection, accounts: list[str], since: datetime | None, limit: int) -> list[dict[str, object]]:
+def audit_rows(conn: Connection, accounts: list[str], since: datetime | None, limit: int) -> list[store.AuditRow]:
     """The audit log for ``mailbridge audit``; kept here for its callers, the store reads it."""
     return store.audit_rows(conn, accounts, since, limit)

@@ -163,7 +163,8 @@ def _ingest(engine: Engine, acct: AccountContext, folder: str, uidvalidity: int,
             p.mail.message_id, p.mail.in_reply_to, *p.mail.references)))
         threaded = [p for p in items if p.recording and p.recording.conversation_key and p.cls]
         held = _HeldWrites(store.BatchThreads(
-            conn, acct.name, (p.recording.conversation_key for p in threaded if p.recording),
+            conn, acct.name,
+            (p.recording.conversation_key for p in threaded if p.recording and p.recording.conversation_key),
             (p.cls.buyer_alias for p in threaded if p.cls and p.cls.buyer_alias)))
         last_uid = 0
         for prepared in items:

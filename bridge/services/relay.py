@@ -174,7 +174,7 @@ def handle_staff_reply(conn: Connection, acct: AccountContext, mail: ParsedMail,
                            buyer_message_at=original.sent_date)
     content_blocks = [f for f in decision.blocking if f.rule != "attachments_within_limits"]
     audit = dict(account=s.name, now=now, category="reply", findings=decision.findings,
-                 evaluated=decision.evaluated, buyer=guard.base_alias(original.buyer_address),
+                 evaluated=decision.evaluated, buyer=threads.base_alias(original.buyer_address),
                  conversation_id=conv.id, actor=mail.from_addr)
     if content_blocks:
         guard.record(conn, decision="blocked", detail=f"staff reply <{mail.message_id}>", **audit)  # type: ignore[arg-type]
@@ -236,6 +236,6 @@ def sent_text(raw: bytes) -> tuple[str, list[str]]:
     """The text and attachment names of a message we built, exactly as the recipient reads them."""
     msg = message_from_bytes(raw, policy=email_policy.default)
     body = msg.get_body(preferencelist=("plain",))
-    text = body.get_content() if isinstance(body, Message) else ""  # type: ignore[attr-defined]
-    names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]  # type: ignore[attr-defined]
+    text = body.get_content() if isinstance(body, Message) else ""
+    names = [p.get_filename() or "attachment" for p in msg.iter_attachments()]
     return text.replace("\r\n", "\n"), names

@@ -25,7 +25,7 @@ the names below are its whole public surface.
 
 from __future__ import annotations
 
-from bridge.store.audit import audit_rows, latest_send_decision, record_audit, signature_cut
+from bridge.store.audit import AuditFinding, AuditRow, audit_rows, latest_send_decision, record_audit, signature_cut
 from bridge.store.buyers import (
     ContactState,
     buyer_by_order,
@@ -240,7 +240,7 @@ __all__ = [
     "REMINDER_STATES", "DueReminder", "awaiting_answer", "clock_running", "due_reminders", "finish_reminder",
     "reminder_counts", "schedule_reminders", "stop_reminders", "unanswered_since",
     # audit log
-    "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
+    "AuditFinding", "AuditRow", "audit_rows", "latest_send_decision", "record_audit", "signature_cut",
     # OAuth2 refresh tokens
     "GrantState", "grant_state", "revoke_grant", "rotate_refresh_token", "seed_grant",
     # monitoring: /metrics, health, quarantine acknowledgement

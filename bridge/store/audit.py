@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
@@ -59,7 +60,34 @@ def signature_cut(conn: Connection, message_id: str) -> list[str]:
     return str(row[0]).splitlines() if row is not None and row[0] else []
 
 
-def audit_rows(conn: Connection, accounts: list[str], since: datetime | None, limit: int) -> list[dict[str, object]]:
+class AuditFinding(TypedDict):
+    """One rule that objected, as ``bridge.services.guard.record`` writes it."""
+
+    rule: str
+    severity: str
+    reason: str
+    excerpt: str | None
+
+
+class AuditRow(TypedDict):
+    """One entry as ``audit_rows`` reads it back (``at`` in ISO 8601, UTC)."""
+
+    id: int
+    at: str | None          # as iso() returns it; the column is never NULL
+    account: str
+    event: str
+    decision: str
+    category: str | None
+    findings: list[AuditFinding]
+    rules_evaluated: list[str]
+    buyer: str | None
+    conversation_id: int | None
+    message_id: str | None
+    actor: str | None
+    detail: str | None
+
+
+def audit_rows(conn: Connection, accounts: list[str], since: datetime | None, limit: int) -> list[AuditRow]:
     """Entries of these accounts, oldest first, from ``since`` on; for ``mailbridge audit`` and its JSON export."""
     q = select(AUDIT).where(AUDIT.c.account.in_(accounts))
     if since is not None:

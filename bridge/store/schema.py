@@ -204,6 +204,7 @@ def read_state(conn: Connection) -> SchemaState:
     if stored == [head]:
         return SchemaState("current", head, head)
     if stored:
+        revision: str | None    # Alembic's answer may be None; SchemaState.revision allows it
         if len(stored) == 1:
             revision = stored[0]
         else:   # Alembic says what is wrong with a table of several (its error names them)

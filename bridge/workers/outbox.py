@@ -47,6 +47,7 @@ from bridge.config import OutboxSettings
 from bridge.domain.clock import Clock, utcnow
 from bridge.domain.delivery import is_throttle, throttle_pause
 from bridge.domain.policy import PROACTIVE
+from bridge.domain.threads import base_alias
 from bridge.services import feedback, guard, pace, relay
 from bridge.services.account import AccountContext
 from bridge.services.notify import queue_staff_alert, queue_staff_mail
@@ -58,7 +59,8 @@ T = TypeVar("T")
 
 def retry_delay(attempts: int, settings: OutboxSettings, rng: random.Random) -> float:
     """Exponential backoff with full jitter in the upper half: base * 2^(n-1), capped."""
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * (2 ** max(0, attempts - 1)))
+    # int ** int is typed Any (a negative exponent gives a float); here the result is a float either way.
+    delay: float = min(settings.retry_max_seconds, settings.retry_base_seconds * (2 ** max(0, attempts - 1)))
     return delay * rng.uniform(0.5, 1.0)
 
 
@@ -239,7 +241,12 @@ class OutboxWorker:
             return 0
         if not self.lease.may_start():
             return 0
-        claim, self._next = self._next or await asyncio.to_thread(self._claim, now), None
+        # The batch claimed ahead by the last record, else a fresh claim. Spelled out rather than
+        # `self._next or ...`, which mypy types `_Claim | None` (it infers to_thread's result from the left).
+        claim = self._next
+        self._next = None
+        if claim is None:
+            claim = await asyncio.to_thread(self._claim, now)
         self.limited_until = claim.wait_until
         if not claim.items:
             return claim.handled
@@ -322,7 +329,7 @@ class OutboxWorker:
                 store.finish_send(conn, item.id, worker=self.worker_id, state="cancelled", now=now,
                                   error=f"cancelled at send time: {reason}")
                 guard.record(conn, account=self.acct.name, now=now, decision="cancelled",
-                             category=item.category, buyer=guard.base_alias(item.recipients[0]),
+                             category=item.category, buyer=base_alias(item.recipients[0]),
                              message_id=item.message_id, actor="mailbridge", detail=reason)
                 if item.purpose == feedback.PURPOSE:
                     feedback.outbox_cancelled(conn, self.acct.name, item.message_id, reason, now)

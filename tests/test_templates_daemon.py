@@ -46,8 +46,10 @@ def test_a_broken_edit_keeps_the_last_good_template_and_alerts_staff_once(
     config.write_text(config_toml(
         database=f"sqlite:///{tmp_path}/mb.db", seller=fresh_mailbox.user, staff=staff.user,
         imap_port=fresh_mailbox.port, smtp_port=smtp_server.port, imap_password_file="imap-password",
+        # The poll under IDLE as in the other daemon tests: mail whose arrival the server announced
+        # inside another command's responses waits for it (poll_seconds), and this test is about templates.
         sections={"daemon": {"templates": str(folder)}, "account": {"forward_existing": True},
-                  "smtp": {"sent_copies": "none"}}))
+                  "imap": {"poll_seconds": 5}, "smtp": {"sent_copies": "none"}}))
     mails = samples.buyer_backlog(4, seller_address=fresh_mailbox.user, seed=91, buyers=4)
     log = tmp_path / "daemon.log"
 

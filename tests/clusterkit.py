@@ -400,6 +400,11 @@ def node_of(c: Cluster, holder: str) -> Node | None:
     return next((n for n in c.nodes if held_by(holder, n)), None)
 
 
+def accounts_of(c: Cluster, node: Node) -> set[str]:
+    """The accounts whose lease ``node`` holds now."""
+    return {a for a, h in current_holders(c).items() if held_by(h, node)}
+
+
 def shares(c: Cluster) -> dict[str, int]:
     """Node name -> accounts it holds now."""
     out = {n.name: 0 for n in c.nodes}

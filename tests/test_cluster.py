@@ -32,15 +32,14 @@ from clusterkit import (
     RECONCILE_SECONDS,
     Cluster,
     Node,
+    accounts_of,
     activity,
     assert_activity_within_leases,
     assert_exactly_once,
     assert_no_overlap,
     balanced,
     cluster,
-    current_holders,
     holdings,
-    node_of,
     shares,
 )
 
@@ -129,7 +128,7 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
 
     def kill_mid_backlog() -> None:
         under_way(bench)
-        kill["held"] = {a for a, h in current_holders(bench).items() if node_of(bench, h) is victim}
+        kill["held"] = accounts_of(bench, victim)
         kill["at"] = victim.kill()
         kill["recorded"], kill["sent"] = bench.recorded(), len(bench.smtp.received)
 
@@ -137,8 +136,8 @@ def test_sigkill_one_daemon_mid_backlog_its_accounts_are_taken_over(bench: Clust
     held = kill["held"]
     assert isinstance(held, set) and held
     # Every account of the dead daemon is now the survivor's.
-    wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is survivor for a in held),
-               "the survivor to hold every account", 120, interval=0.2)
+    wait_until(lambda: held <= accounts_of(bench, survivor), "the survivor to hold every account", 120,
+               interval=0.2)
     taken = [h for h in holdings(bench.engine) if h.account in held and h.of(survivor)
              and h.start.timestamp() >= float(kill["at"])]  # type: ignore[arg-type]
     stop_all(bench)
@@ -156,12 +155,11 @@ def test_sigstop_past_the_lease_the_paused_daemon_stopped_acting_first(bench: Cl
 
     def partition() -> None:
         under_way(bench)
-        stop["held"] = {a for a, h in current_holders(bench).items() if node_of(bench, h) is paused}
+        stop["held"] = held = accounts_of(bench, paused)
         stop["at"] = paused.pause()
         # Longer than the lease: the other daemon takes every account of the paused one...
-        wait_until(lambda: all(node_of(bench, current_holders(bench).get(a, "x:0:x")) is other
-                               for a in stop["held"]), "the other daemon to take the paused one's accounts", 120,
-                   interval=0.2)
+        wait_until(lambda: held <= accounts_of(bench, other), "the other daemon to take the paused one's accounts",
+                   120, interval=0.2)
         stop["taken"] = time.time()
         # ...and judges the sends the paused one left under way (outbox reconcile_after_seconds).
         time.sleep(RECONCILE_SECONDS + 2)

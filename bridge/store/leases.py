@@ -310,26 +310,30 @@ def end_stuck_sessions(conn: Connection, accounts: list[str], expired: ColumnEle
     :data:`_PRIVILEGES` names; without them this logs why and the take waits as before.
     """
     ended = 0
-    leases = conn.execute(select(LEASE.c.holder, func.max(LEASE.c.expires_at).label("expires_at"))
-                          .where(LEASE.c.account.in_(accounts), expired).group_by(LEASE.c.holder)).all()
-    for lease in leases:
-        for r in conn.execute(_SESSIONS, {"session": session_name(lease.holder)}).all():
+    held: dict[str, list[str]] = {}
+    expiry: dict[str, datetime] = {}
+    for lease in conn.execute(select(LEASE.c.account, LEASE.c.holder, LEASE.c.expires_at)
+                              .where(LEASE.c.account.in_(accounts), expired)):
+        held.setdefault(lease.holder, []).append(lease.account)
+        expiry[lease.holder] = max(expiry.get(lease.holder, lease.expires_at), lease.expires_at)
+    for holder, names in held.items():
+        what = ", ".join(sorted(names))
+        for r in conn.execute(_SESSIONS, {"session": session_name(holder)}).all():
             if r.state is None:   # another role's session: its state is hidden from this one
                 log.warning("a database session of %s (pid %s) may be holding %s, and this daemon may not see "
-                            "its state: %s", lease.holder, r.pid, ", ".join(accounts), _PRIVILEGES)
+                            "its state: %s", holder, r.pid, what, _PRIVILEGES)
                 continue
-            if r.state not in _IN_TRANSACTION or r.state_change >= lease.expires_at:
+            if r.state not in _IN_TRANSACTION or r.state_change >= expiry[holder]:
                 continue
             try:
                 with conn.begin_nested():
                     ended += bool(conn.execute(_END_SESSION, {"pid": r.pid}).scalar())
             except DBAPIError as exc:
                 log.warning("could not end the stuck database session %s of %s holding %s (%s): %s", r.pid,
-                            lease.holder, ", ".join(accounts), str(exc.orig).strip(), _PRIVILEGES)
+                            holder, what, str(exc.orig).strip(), _PRIVILEGES)
                 continue
             log.warning("ended database session %s of %s (%s since before its lease expired): a holder stopped "
-                        "inside a transaction was keeping %s from other daemons", r.pid, lease.holder, r.state,
-                        ", ".join(accounts))
+                        "inside a transaction was keeping %s from other daemons", r.pid, holder, r.state, what)
     return ended
 
 
